@@ -1,0 +1,152 @@
+"""Writing files that hold personal data: private (0600), atomic, Excel-safe.
+
+Every output goes to a temporary file beside its destination, created 0600
+whatever the umask, is flushed to disk, and only then renamed into place: a
+reader sees the old file, no file, or the complete new one, never a truncated
+one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from rrnet_cli.errors import UsageError
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+#: Characters that make Excel (and LibreOffice) read a cell as a formula or
+#: command, plus the apostrophe itself so that neutralising can be undone.
+_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PendingFile:
+    """A private temporary file that becomes ``destination`` only on ``publish()``.
+
+    Lets a run write its output first and publish it only after the ledger has
+    committed: a crash in between leaves no output rather than an output whose
+    codes the ledger never recorded.
+    """
+
+    def __init__(self, destination: Path) -> None:
+        destination = Path(destination)
+        parent = destination.parent
+        if destination.is_dir():
+            raise UsageError(f"{destination} is a folder; give a file name for the output.")
+        if not parent.is_dir():
+            raise UsageError(f"Cannot write {destination}: folder {parent} does not exist.")
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=parent)
+        os.close(fd)
+        os.chmod(tmp_name, PRIVATE_FILE)
+        self.destination = destination
+        self.path = Path(tmp_name)
+        self.published = False
+
+    def publish(self) -> None:
+        """Flush the temporary file to disk and rename it into place."""
+        with open(self.path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(self.path, PRIVATE_FILE)
+        os.replace(self.path, self.destination)
+        fsync_dir(self.destination.parent)
+        self.published = True
+
+    def discard(self) -> None:
+        """Remove the temporary file (no-op once published)."""
+        if not self.published:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def __enter__(self) -> PendingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
+@contextlib.contextmanager
+def atomic_output(destination: Path) -> Iterator[Path]:
+    """Yield a private temporary path; on success rename it onto ``destination``.
+
+    On any exception the temporary file is removed and ``destination`` is left
+    as it was.
+    """
+    with PendingFile(destination) as pending:
+        yield pending.path
+        pending.publish()
+
+
+def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
+    """Prefix an apostrophe to string cells Excel would run as formulas.
+
+    Reversible with ``restore_formulas``: a cell that already starts with an
+    apostrophe gets a second one.
+    """
+    exprs = []
+    for name, dtype in frame.schema.items():
+        if dtype == pl.String:
+            col = pl.col(name)
+            starts = pl.lit(False)
+            for trigger in _FORMULA_TRIGGERS:
+                starts = starts | col.str.starts_with(trigger)
+            exprs.append(pl.when(starts).then(pl.lit("'") + col).otherwise(col).alias(name))
+    return frame.with_columns(exprs) if exprs else frame
+
+
+def restore_formulas(frame: pl.DataFrame) -> pl.DataFrame:
+    """Undo ``neutralise_formulas`` on a frame read back from one of our CSVs."""
+    exprs = []
+    for name, dtype in frame.schema.items():
+        if dtype == pl.String:
+            col = pl.col(name)
+            guarded = pl.lit(False)
+            for trigger in _FORMULA_TRIGGERS:
+                guarded = guarded | col.str.starts_with("'" + trigger)
+            exprs.append(pl.when(guarded).then(col.str.slice(1)).otherwise(col).alias(name))
+    return frame.with_columns(exprs) if exprs else frame
+
+
+def write_table(frame: pl.DataFrame, destination: Path) -> None:
+    """Write ``frame`` as Parquet or CSV (by extension), private and atomic.
+
+    CSV is UTF-8 with a byte-order mark so Excel shows Japanese correctly, every
+    cell is written as text (leading zeros stay in the file) and formula-like
+    cells are neutralised.
+    """
+    suffix = check_table_suffix(destination)
+    with atomic_output(destination) as tmp:
+        write_table_to(frame, tmp, suffix)
+
+
+def check_table_suffix(destination: Path) -> str:
+    """The output format an extension asks for; refuse anything else."""
+    suffix = Path(destination).suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise UsageError(f"{destination}: write .csv or .parquet (the extension decides).")
+    return suffix
+
+
+def write_table_to(frame: pl.DataFrame, path: Path, suffix: str) -> None:
+    """Write ``frame`` to an already private ``path`` as ``.csv`` or ``.parquet``."""
+    if suffix == ".parquet":
+        frame.write_parquet(path, compression="zstd")
+    else:
+        text = frame.with_columns(pl.all().cast(pl.String))
+        neutralise_formulas(text).write_csv(
+            path, include_bom=True, quote_style="always", null_value=""
+        )

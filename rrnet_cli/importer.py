@@ -1,0 +1,225 @@
+"""Importing codes in use elsewhere into the ledger: ``rrnet ledger import``.
+
+A national extract can hold 100 million codes, so the file is streamed in
+batches and every step is vectorised: normalise, check format and check digit,
+drop codes the ledger already has and repeats within the file, then write
+sorted segments. Memory grows with the number of distinct codes (8 bytes
+each, the same as the ledger needs to load them later), not with the file's
+size. The whole import is one transaction: a crash or one invalid code leaves
+the ledger as it was.
+
+Accepted sources: a text file with one code per line; a CSV with a header
+(the code column is ``--column``, or the one recognised as ``resident_code``,
+or the only column); a Parquet file (same rule for the column).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from rrnet_cli import code as rcode
+from rrnet_cli import schema
+from rrnet_cli.errors import UsageError
+from rrnet_cli.ledger import Ledger, Status, _sorted_member
+from rrnet_cli.progress import QUIET, Steps
+
+#: Codes per segment written; bounded so that no single sort is huge.
+SEGMENT_ROWS = 20_000_000
+_SEPARATORS = r"[\s\-\u2010-\u2015\u2212]"
+
+
+@dataclass
+class ImportResult:
+    """What one import did."""
+
+    source: str
+    ledger: str
+    status: str
+    codes_read: int = 0
+    imported: int = 0
+    already_in_ledger: int = 0
+    repeated_in_file: int = 0
+    segments: int = 0
+    transaction: int | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _pick_column(names: list[str], column: str | None, source: Path) -> str:
+    if column is not None:
+        if column not in names:
+            raise UsageError(f"{source} has no column {column!r} (it has: {', '.join(names)}).")
+        return column
+    recognised = schema.resolve_headers(names, None, source=str(source))
+    for original, canonical in recognised.items():
+        if canonical == "resident_code":
+            return original
+    if len(names) == 1:
+        return names[0]
+    raise UsageError(f"{source} has several columns; say which holds the codes with --column.")
+
+
+def _batches(source: Path, column: str | None, batch_rows: int) -> Iterator[tuple[int, pa.Array]]:
+    """Yield (number of the batch's first record, string array) from the source."""
+    if source.suffix.lower() == ".parquet":
+        try:
+            parquet = pq.ParquetFile(source)
+        except (OSError, pa.ArrowException) as exc:
+            raise UsageError(f"{source} cannot be read as Parquet: {exc}") from None
+        name = _pick_column(parquet.schema_arrow.names, column, source)
+        kind = parquet.schema_arrow.field(name).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise UsageError(
+                f"{source}: column {name!r} has type {kind}; codes must be stored as text "
+                "or their leading zeros are lost."
+            )
+        first = 1
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=[name]):
+            yield first, batch.column(0).cast(pa.string())
+            first += batch.num_rows
+        return
+    with open(source, "rb") as handle:
+        head = handle.read(4096)
+    if b"\x00" in head:
+        raise UsageError(f"{source} does not look like a text file: it contains binary data.")
+    first_line = (
+        head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+    )
+    has_header = column is not None or not rcode.compact(first_line).isdigit()
+    names = next(csv.reader([first_line])) if has_header else ["code"]
+    encoding = "utf8"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the buffer's end
+            encoding = "cp932"
+    read_options = pacsv.ReadOptions(
+        block_size=64 << 20, encoding=encoding, column_names=names, skip_rows=1 if has_header else 0
+    )
+    try:
+        reader = pacsv.open_csv(
+            source,
+            read_options=read_options,
+            convert_options=pacsv.ConvertOptions(
+                strings_can_be_null=True,
+                null_values=[""],
+                column_types=dict.fromkeys(names, pa.string()),
+            ),
+        )
+    except (OSError, pa.ArrowException) as exc:
+        raise UsageError(f"{source} cannot be read as a list of codes: {exc}") from None
+    names = reader.schema.names
+    name = _pick_column(names, column, source) if has_header else names[0]
+    index = names.index(name)
+    first = 2 if has_header else 1
+    try:
+        for batch in reader:
+            array = batch.column(index)
+            if not pa.types.is_string(array.type):
+                # A column of plain digits is typed as integers: leading zeros are gone.
+                raise UsageError(
+                    f"{source}: the code column was read as numbers; write each code as "
+                    "11 digits with its leading zeros (they are text, not numbers)."
+                )
+            yield first, array
+            first += batch.num_rows
+    except pa.ArrowInvalid as exc:
+        raise UsageError(f"{source} cannot be read: {str(exc).split(':', 1)[0]}") from None
+
+
+def _codes_of(array: pa.Array, first: int, source: Path) -> np.ndarray:
+    """Validated uint64 codes of one batch; raise naming the first bad record."""
+    array = pc.drop_null(array)
+    if not pc.all(pc.match_substring_regex(array, r"^[0-9]{11}$")).as_py():
+        array = pc.replace_substring_regex(pc.utf8_normalize(array, "NFKC"), _SEPARATORS, "")
+    reasons = rcode.validate_array(array) if len(array) else []
+    if any(r is not None for r in reasons):
+        bad = [i for i, r in enumerate(reasons) if r is not None]
+        detail = "; ".join(f"record {first + i}: {reasons[i]}" for i in bad[:5])
+        raise UsageError(
+            f"{source}: {len(bad)} invalid code(s) in one batch, nothing was imported ({detail})."
+        )
+    return rcode.strings_to_codes(array)
+
+
+def import_codes(
+    ledger: Ledger,
+    source: Path,
+    *,
+    column: str | None = None,
+    status: Status = Status.IMPORTED,
+    lock_timeout: float = 600.0,
+    steps: Steps = QUIET,
+    batch_rows: int = 4_000_000,
+) -> ImportResult:
+    """Stream ``source`` into the ledger as one transaction (see module doc)."""
+    if status not in (Status.IMPORTED, Status.RETIRED):
+        raise UsageError("Imported codes are either 'imported' (in use elsewhere) or 'retired'.")
+    source = Path(source)
+    if not source.exists():
+        raise UsageError(f"{source} does not exist.")
+    if source.is_dir():
+        raise UsageError(f"{source} is a folder; give the file of codes.")
+    started = time.perf_counter()
+    result = ImportResult(source=str(source), ledger=str(ledger.path), status=status.value)
+    with ledger.transaction(timeout=lock_timeout) as txn:
+        with steps.step("Loading the ledger"):
+            used = txn.state.codes
+        flushed: list[np.ndarray] = []  # this import's written segments, sorted
+        pending: list[np.ndarray] = []
+        pending_rows = 0
+        with steps.step("Importing codes") as advance:
+            for first, array in _batches(source, column, batch_rows):
+                codes = _codes_of(array, first, source)
+                result.codes_read += len(codes)
+                in_ledger = used.contains(codes)
+                result.already_in_ledger += int(in_ledger.sum())
+                pending.append(codes[~in_ledger])
+                pending_rows += len(pending[-1])
+                if pending_rows >= SEGMENT_ROWS:
+                    _flush(txn, pending, flushed, status, result)
+                    pending, pending_rows = [], 0
+                advance(len(array))
+            _flush(txn, pending, flushed, status, result)
+        result.transaction = txn.number if result.segments else None
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _flush(
+    txn: Any,
+    pending: list[np.ndarray],
+    flushed: list[np.ndarray],
+    status: Status,
+    result: ImportResult,
+) -> None:
+    """Sort, drop repeats (within and against earlier segments), write one segment."""
+    if not pending:
+        return
+    codes = np.sort(np.concatenate(pending))
+    if len(codes) > 1:
+        keep = np.ones(len(codes), dtype=bool)
+        keep[1:] = codes[1:] != codes[:-1]
+        codes = codes[keep]
+    repeat = np.zeros(len(codes), dtype=bool)
+    for earlier in flushed:
+        repeat |= _sorted_member(earlier, codes)
+    codes = codes[~repeat]
+    result.repeated_in_file += sum(len(p) for p in pending) - len(codes)
+    if len(codes) and txn.add_codes(codes, status) is not None:
+        flushed.append(codes)
+        result.segments += 1
+        result.imported += len(codes)

@@ -1,0 +1,189 @@
+"""The register export's columns: canonical names, the Japanese headers municipal
+systems print, and which columns are required (SPEC §3).
+
+A header is recognised after NFKC normalisation, trimming and case folding, so
+``Resident_ID``, ``resident_id`` and full-width ``ｒｅｓｉｄｅｎｔ＿ｉｄ`` all match.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from rrnet_cli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Column:
+    """One recognised column of a register export."""
+
+    name: str
+    aliases: tuple[str, ...]
+    required: bool
+    description: str
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column(
+        "resident_id",
+        ("宛名番号", "住民番号", "識別番号"),
+        True,
+        "office's resident number, unique within the municipality",
+    ),
+    Column("household_id", ("世帯番号",), False, "household number; groups mail"),
+    Column(
+        "name",
+        ("氏名", "氏名_外国人ローマ字", "氏名（アルファベット）", "氏名(アルファベット)"),
+        True,
+        "alphabet name as on the residence card",
+    ),
+    Column("name_kanji", ("氏名_外国人漢字", "漢字氏名"), False, "name in kanji"),
+    Column("alias", ("通称",), False, "registered alias (kana/kanji only)"),
+    Column("alias_kana", ("通称_フリガナ", "通称カナ"), False, "reading of the alias in kana"),
+    Column("birth_date", ("生年月日",), True, "date of birth"),
+    Column("sex", ("性別",), True, "男/女, M/F or 1/2"),
+    Column("nationality", ("国籍・地域", "国籍名等", "国籍"), True, "name or ISO 3166 code"),
+    Column("postal_code", ("郵便番号",), False, "NNN-NNNN"),
+    Column("address", ("住所",), True, "address in the municipality"),
+    Column(
+        "foreign_resident_category",
+        ("外国人住民区分", "30条45規定区分"),
+        False,
+        "one of the six categories of 住基法 第30条の45",
+    ),
+    Column("residence_status", ("在留資格",), False, "status of residence"),
+    Column("stay_expiry", ("在留期間の満了の日", "在留期間満了日"), False, "date"),
+    Column(
+        "residence_card_number",
+        ("在留カード番号", "在留カード等の番号"),
+        False,
+        "two letters, eight digits, two letters",
+    ),
+    Column(
+        "planned_move_out_date",
+        ("転出予定日", "転出予定年月日"),
+        False,
+        "any value excludes the resident from getting a new code",
+    ),
+    Column("resident_code", ("住民票コード",), False, "an existing code: validated, kept"),
+    Column("language", ("通知言語", "言語"), False, "preferred notice language"),
+)
+
+BY_NAME = {c.name: c for c in COLUMNS}
+REQUIRED = tuple(c.name for c in COLUMNS if c.required)
+
+#: The six categories of 住民基本台帳法 第30条の45.
+FOREIGN_RESIDENT_CATEGORIES = (
+    "中長期在留者",
+    "特別永住者",
+    "一時庇護許可者",
+    "仮滞在許可者",
+    "出生による経過滞在者",
+    "国籍喪失による経過滞在者",
+)
+
+#: Notice languages: the national leaflets' set plus the largest groups today.
+LANGUAGES = ("ja", "en", "ko", "zh-Hans", "zh-Hant", "es", "pt", "vi", "tl", "ne", "id")
+
+#: Columns the assign step adds to every output row.
+OUTPUT_COLUMNS = ("resident_code", "code_status", "exclusion_reason")
+CODE_STATUSES = ("assigned", "carried_over", "already_assigned", "excluded")
+
+
+def header_key(header: str) -> str:
+    """How headers are compared: NFKC, trimmed, case-folded, spaces removed."""
+    text = unicodedata.normalize("NFKC", header).strip().casefold()
+    return "".join(text.split())
+
+
+def _alias_table() -> dict[str, str]:
+    table: dict[str, str] = {}
+    for column in COLUMNS:
+        for alias in (column.name, *column.aliases):
+            table[header_key(alias)] = column.name
+    return table
+
+
+ALIASES = _alias_table()
+
+
+def load_mapping(path: Path) -> dict[str, str]:
+    """Read a ``--mapping`` TOML file: ``[columns]`` maps export headers to canonical names.
+
+    Example::
+
+        [columns]
+        "宛名コード" = "resident_id"
+        "ローマ字氏名" = "name"
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"Mapping file {path} does not exist.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"Mapping file {path} is not valid TOML: {exc}") from None
+    columns = data.get("columns")
+    if not isinstance(columns, dict) or not columns:
+        raise UsageError(f"Mapping file {path} needs a [columns] table of header = canonical name.")
+    mapping: dict[str, str] = {}
+    for header, canonical in columns.items():
+        if canonical not in BY_NAME:
+            known = ", ".join(BY_NAME)
+            raise UsageError(
+                f"Mapping file {path}: {header!r} maps to unknown column {canonical!r}; "
+                f"known columns are {known}."
+            )
+        mapping[header_key(header)] = canonical
+    return mapping
+
+
+def resolve_headers(
+    headers: list[str], mapping: dict[str, str] | None = None, source: str = "the export"
+) -> dict[str, str]:
+    """Map an export's headers to canonical names; raise when two map to one name.
+
+    Returns ``{original_header: canonical_name}`` for recognised headers only;
+    the others are carried through untouched.
+    """
+    table = {**ALIASES, **(mapping or {})}
+    resolved: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for header in headers:
+        canonical = table.get(header_key(header))
+        if canonical is None:
+            continue
+        if canonical in seen:
+            raise UsageError(
+                f"{source}: columns {seen[canonical]!r} and {header!r} both mean "
+                f"{canonical!r}; keep one, or rename one with --mapping."
+            )
+        seen[canonical] = header
+        resolved[header] = canonical
+    return resolved
+
+
+def validate_municipality_code(value: str) -> str:
+    """Check a 全国地方公共団体コード: 5 digits and a check digit.
+
+    The check digit is the ones digit of 11 - (sum of the digits weighted
+    6, 5, 4, 3, 2) mod 11.
+
+    >>> validate_municipality_code('131016')
+    '131016'
+    >>> validate_municipality_code('131017')
+    Traceback (most recent call last):
+        ...
+    rrnet_cli.errors.UsageError: 131017 is not a valid local government code (check digit).
+    """
+    text = unicodedata.normalize("NFKC", value).strip()
+    if len(text) != 6 or not text.isascii() or not text.isdigit():
+        raise UsageError(
+            f"{value} is not a local government code: give the 6-digit 全国地方公共団体コード "
+            "(for example 131016)."
+        )
+    total = sum(int(d) * w for d, w in zip(text[:5], (6, 5, 4, 3, 2), strict=True))
+    if (11 - total % 11) % 10 != int(text[5]):
+        raise UsageError(f"{value} is not a valid local government code (check digit).")
+    return text

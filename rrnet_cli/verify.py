@@ -1,0 +1,261 @@
+"""Proving that codes are valid and unique: ``rrnet verify``.
+
+Checks, over any number of assigned registers (rrnet's own outputs or any file
+with resident_id and resident_code columns) and optionally a ledger:
+
+- every code is 11 digits with the right check digit;
+- no code belongs to two residents, within a file or across files;
+- no resident holds two different codes;
+- no excluded row carries a code, and every row marked as coded has one;
+- with a ledger: each code is known to it, belongs to that resident there and
+  is not retired; and the ledger itself is sound (see ``ledger.check_integrity``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from rrnet_cli import code as rcode
+from rrnet_cli import schema
+from rrnet_cli.errors import UsageError
+from rrnet_cli.ingest import ROW, read_export, require_columns
+from rrnet_cli.ledger import ACTIVE, Ledger, Status, check_integrity
+
+_SEPARATORS = r"[\s\-\u2010-\u2015\u2212]"
+
+
+@dataclass
+class Violation:
+    """One broken rule, located as precisely as possible."""
+
+    file: str
+    row: int | None
+    check: str
+    message: str
+    value: str | None = None
+
+
+@dataclass
+class VerifyResult:
+    """Everything verify looked at and found."""
+
+    files: list[str] = field(default_factory=list)
+    rows: int = 0
+    codes: int = 0
+    ledger: str | None = None
+    ledger_records: int | None = None
+    violations: list[Violation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ok"] = self.ok
+        return data
+
+
+def _load(path: Path, encoding: str, mapping: dict[str, str] | None) -> pl.DataFrame:
+    export = read_export(path, encoding=encoding, mapping=mapping, ours=True)
+    require_columns(export, ("resident_id", "resident_code"))
+    frame = export.frame
+    status = pl.col("code_status") if "code_status" in frame.columns else pl.lit(None, pl.String)
+    code = pl.col("resident_code").str.normalize("NFKC").str.replace_all(_SEPARATORS, "")
+    rid = pl.col("resident_id").str.normalize("NFKC").str.strip_chars()
+    return frame.select(
+        pl.lit(str(path)).alias("file"),
+        pl.col(ROW).alias("row"),
+        pl.when(rid == "").then(None).otherwise(rid).alias("resident_id"),
+        pl.when(code == "").then(None).otherwise(code).alias("code"),
+        status.cast(pl.String).alias("code_status"),
+    )
+
+
+def verify(
+    paths: list[Path],
+    *,
+    ledger: Ledger | None = None,
+    municipality: str | None = None,
+    encoding: str = "auto",
+    mapping: dict[str, str] | None = None,
+    verbose: bool = False,
+) -> VerifyResult:
+    """Run every check; never raises for a violation, only for unusable input."""
+    if not paths and ledger is None:
+        raise UsageError("Give one or more assigned registers to verify, or --ledger DIR.")
+    result = VerifyResult(files=[str(p) for p in paths])
+    found: list[pl.DataFrame] = []
+    if ledger is not None:
+        result.ledger = str(ledger.path)
+        integrity = check_integrity(ledger)
+        result.ledger_records = integrity.records
+        result.notes.extend(integrity.notes)
+        for v in integrity.violations:
+            result.violations.append(
+                Violation(
+                    file=f"{ledger.path}/{v['file']}", row=None, check="ledger", message=v["reason"]
+                )
+            )
+    if not paths:
+        return result
+    rows = pl.concat([_load(Path(p), encoding, mapping) for p in paths])
+    result.rows = rows.height
+    coded = rows.filter(pl.col("code").is_not_null())
+    result.codes = coded.height
+
+    found.append(_format_violations(coded))
+    found.append(_status_violations(rows))
+    valid = coded.filter(pl.col("code").str.contains(r"^[0-9]{11}$"))
+    found.append(_duplicate_codes(valid))
+    found.append(_several_codes(valid))
+    if ledger is not None:
+        municipality = municipality or ledger.municipality
+        found.append(_ledger_violations(valid, ledger, municipality))
+    table = pl.concat([f for f in found if f.height]) if any(f.height for f in found) else None
+    if table is not None:
+        table = table.sort(["file", "row"], maintain_order=True)
+        for item in table.iter_rows(named=True):
+            result.violations.append(
+                Violation(
+                    file=item["file"],
+                    row=item["row"],
+                    check=item["check"],
+                    message=item["message"],
+                    value=item["value"] if verbose else None,
+                )
+            )
+    return result
+
+
+def _violations(frame: pl.DataFrame, check: str, message: pl.Expr | str) -> pl.DataFrame:
+    msg = pl.lit(message) if isinstance(message, str) else message
+    return frame.select(
+        "file",
+        "row",
+        pl.lit(check).alias("check"),
+        msg.alias("message"),
+        pl.col("code").alias("value"),
+    )
+
+
+def _format_violations(coded: pl.DataFrame) -> pl.DataFrame:
+    reasons = rcode.validate_array(coded["code"].to_arrow())
+    with_reason = coded.with_columns(pl.Series("reason", reasons, dtype=pl.String))
+    bad = with_reason.filter(pl.col("reason").is_not_null())
+    return _violations(bad, "format", pl.col("reason"))
+
+
+def _status_violations(rows: pl.DataFrame) -> pl.DataFrame:
+    has_code = pl.col("code").is_not_null()
+    status = pl.col("code_status")
+    excluded = rows.filter((status == "excluded") & has_code)
+    missing = rows.filter(
+        status.is_in(["assigned", "carried_over", "already_assigned"]) & ~has_code
+    )
+    unknown = rows.filter(status.is_not_null() & ~status.is_in(list(schema.CODE_STATUSES)))
+    return pl.concat(
+        [
+            _violations(excluded, "excluded", "an excluded row (planned move-out) carries a code"),
+            _violations(
+                missing,
+                "missing",
+                pl.concat_str(
+                    pl.lit("row is marked "), pl.col("code_status"), pl.lit(" but has no code")
+                ),
+            ),
+            _violations(
+                unknown, "status", "code_status is not one of " + ", ".join(schema.CODE_STATUSES)
+            ),
+        ]
+    )
+
+
+def _duplicate_codes(valid: pl.DataFrame) -> pl.DataFrame:
+    """A code on rows of two different residents, or twice in one file."""
+    located = valid.with_columns(
+        pl.concat_str(pl.col("file"), pl.lit(" row "), pl.col("row").cast(pl.String)).alias("where")
+    )
+    groups = (
+        located.group_by("code")
+        .agg(
+            pl.col("resident_id").n_unique().alias("residents"),
+            pl.len().alias("n"),
+            pl.col("file").n_unique().alias("files"),
+            pl.col("where"),
+        )
+        .filter((pl.col("residents") > 1) | (pl.col("n") > pl.col("files")))
+    )
+    if groups.height == 0:
+        return _violations(valid.clear(), "duplicate", "")
+    clash = located.join(groups.select("code", pl.col("where").alias("all")), on="code")
+    clash = clash.with_columns(
+        pl.col("all")
+        .list.set_difference(pl.concat_list("where"))
+        .list.head(3)
+        .list.join(", ")
+        .alias("others")
+    )
+    return _violations(
+        clash, "duplicate", pl.concat_str(pl.lit("the same code is also on "), pl.col("others"))
+    )
+
+
+def _several_codes(valid: pl.DataFrame) -> pl.DataFrame:
+    """One resident with more than one distinct code across the files."""
+    keyed = valid.filter(pl.col("resident_id").is_not_null())
+    several = (
+        keyed.group_by("resident_id")
+        .agg(pl.col("code").n_unique().alias("k"))
+        .filter(pl.col("k") > 1)
+    )
+    bad = keyed.join(several.select("resident_id"), on="resident_id")
+    return _violations(
+        bad, "one-code-per-resident", "this resident holds a different code on another row"
+    )
+
+
+def _ledger_violations(
+    valid: pl.DataFrame, ledger: Ledger, municipality: str | None
+) -> pl.DataFrame:
+    state = ledger.snapshot()
+    reasons = pl.Series(rcode.validate_array(valid["code"].to_arrow()), dtype=pl.String)
+    well_formed = valid.filter(reasons.is_null())
+    ints = well_formed["code"].cast(pl.UInt64).to_numpy()
+    owners = state.lookup(ints)
+    joined = pl.concat(
+        [
+            well_formed,
+            owners.drop("code").rename(
+                {"status": "l_status", "municipality": "l_muni", "resident_id": "l_rid"}
+            ),
+        ],
+        how="horizontal",
+    )
+    unknown = joined.filter(pl.col("l_status").is_null())
+    retired = joined.filter(pl.col("l_status") == Status.RETIRED.value)
+    elsewhere = joined.filter(pl.col("l_status") == Status.IMPORTED.value)
+    other = joined.filter(
+        pl.col("l_status").is_in(ACTIVE)
+        & (
+            (pl.col("l_rid") != pl.col("resident_id"))
+            | (pl.lit(municipality is not None) & (pl.col("l_muni") != pl.lit(municipality)))
+        )
+    )
+    return pl.concat(
+        [
+            _violations(unknown, "ledger", "the ledger has no record of this code"),
+            _violations(retired, "ledger", "the ledger says this code is retired"),
+            _violations(
+                elsewhere,
+                "ledger",
+                "the ledger lists this code as in use elsewhere, not for this resident",
+            ),
+            _violations(other, "ledger", "the ledger holds this code for another resident"),
+        ]
+    )
