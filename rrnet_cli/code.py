@@ -75,6 +75,9 @@ BODY_SPACE = 10**BODY_LENGTH
 # Weights for the body's digits read left to right (P_10 .. P_1).
 _WEIGHTS = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
 _SEPARATORS = " -\u3000\t"
+#: The same separators as a regular expression for whole columns (Polars/Arrow).
+#: The dashes are literal characters, not escapes, so both regex engines accept it.
+SEPARATOR_PATTERN = "[\\s\\-\u2010-\u2015\u2212]"
 
 
 class InvalidCode(ValueError):

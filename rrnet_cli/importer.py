@@ -36,7 +36,7 @@ from rrnet_cli.progress import QUIET, Steps
 
 #: Codes per segment written; bounded so that no single sort is huge.
 SEGMENT_ROWS = 20_000_000
-_SEPARATORS = r"[\s\-\u2010-\u2015\u2212]"
+_SEPARATORS = rcode.SEPARATOR_PATTERN
 
 
 @dataclass
@@ -107,7 +107,10 @@ def _batches(source: Path, column: str | None, batch_rows: int) -> Iterator[tupl
         if exc.start < len(head) - 4:  # not just a character cut at the buffer's end
             encoding = "cp932"
     read_options = pacsv.ReadOptions(
-        block_size=64 << 20, encoding=encoding, column_names=names, skip_rows=1 if has_header else 0
+        block_size=max(batch_rows * 16, 4096),
+        encoding=encoding,
+        column_names=names,
+        skip_rows=1 if has_header else 0,
     )
     try:
         reader = pacsv.open_csv(

@@ -45,7 +45,7 @@ DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%Y%m%d")
 DATE_HELP = "expected YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD"
 EARLIEST_BIRTH = date(1880, 1, 1)
 
-_SEPARATORS = r"[\s\-\u2010-\u2015\u2212]"
+_SEPARATORS = rcode.SEPARATOR_PATTERN
 
 
 @dataclass

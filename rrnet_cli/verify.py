@@ -25,7 +25,7 @@ from rrnet_cli.errors import UsageError
 from rrnet_cli.ingest import ROW, read_export, require_columns
 from rrnet_cli.ledger import ACTIVE, Ledger, Status, check_integrity
 
-_SEPARATORS = r"[\s\-\u2010-\u2015\u2212]"
+_SEPARATORS = rcode.SEPARATOR_PATTERN
 
 
 @dataclass

@@ -1,0 +1,45 @@
+# Two entry points for a fresh Debian machine with Python 3.11:
+#   make demo   set up, then assign -> verify on the bundled sample register
+#   make test   set up, then run the whole test suite (what CI runs)
+# Set-up installs Debian packages when run as root (see .ci/debian-packages),
+# creates .venv and installs rrnet into it with its test dependencies.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO   ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast setup system-packages lint clean
+
+demo: setup
+	rm -rf $(DEMO) && mkdir -m 700 $(DEMO)
+	$(BIN)/rrnet ledger init $(DEMO)/ledger --municipality 139998
+	$(BIN)/rrnet assign sample_data/register_ja_cp932.csv --ledger $(DEMO)/ledger -o $(DEMO)/assigned.csv
+	$(BIN)/rrnet verify $(DEMO)/assigned.csv --ledger $(DEMO)/ledger
+	$(BIN)/rrnet ledger stats --ledger $(DEMO)/ledger
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Skips the slow scale tests (CI runs them through `make test`).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+setup: system-packages $(VENV)/.installed
+
+system-packages:
+	@bash .ci/install-system-packages
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check rrnet_cli tests benchmarks
+	$(BIN)/ruff format --check rrnet_cli tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache .hypothesis

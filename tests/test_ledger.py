@@ -1,0 +1,503 @@
+"""The ledger's guarantees (SPEC §5): each one shown, not claimed."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rrnet_cli import code as rcode
+from rrnet_cli.errors import LedgerBusy, LedgerError, UsageError
+from rrnet_cli.importer import import_codes
+from rrnet_cli.ledger import Ledger, Status, check_integrity
+
+MUNICIPALITY = "131016"
+HEADER = "resident_id,name,birth_date,sex,nationality,address,planned_move_out_date\n"
+
+
+def write_export(path: Path, n: int, start: int = 0) -> Path:
+    """A valid export of ``n`` residents with ids start..start+n-1 (no codes)."""
+    lines = [HEADER]
+    lines += [
+        f"{i:09d},PERSON {i},1990-01-01,F,VNM,さくら市{i}番,\n" for i in range(start, start + n)
+    ]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def codes_file(path: Path, codes: list[str]) -> Path:
+    path.write_text("\n".join(codes) + "\n", encoding="utf-8")
+    return path
+
+
+def random_codes(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    bodies = rng.choice(rcode.BODY_SPACE, size=n, replace=False).astype(np.uint64)
+    return rcode.codes_to_strings(rcode.codes_from_bodies(bodies)).to_pylist()
+
+
+def ledger_files(path: Path) -> dict[str, bytes]:
+    """Every file of the ledger with its bytes (the lock file's holder note aside)."""
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name != "lock"
+    }
+
+
+def rrnet(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rrnet_cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        **kw,
+    )
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger.init(tmp_path / "ledger", municipality=MUNICIPALITY)
+
+
+# -- creating and opening ---------------------------------------------------------
+
+
+def test_init_makes_private_folder_and_files(ledger: Ledger) -> None:
+    assert stat.S_IMODE(ledger.path.stat().st_mode) == 0o700
+    assert stat.S_IMODE((ledger.path / "segments").stat().st_mode) == 0o700
+    for name in ("manifest.json", "lock"):
+        assert stat.S_IMODE((ledger.path / name).stat().st_mode) == 0o600
+
+
+def test_segments_are_private(ledger: Ledger, tmp_path: Path) -> None:
+    import_codes(ledger, codes_file(tmp_path / "c.txt", random_codes(10, 1)))
+    segments = list((ledger.path / "segments").iterdir())
+    assert segments
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in segments)
+
+
+def test_init_refuses_existing_ledger_or_folder(ledger: Ledger, tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="already exists"):
+        Ledger.init(ledger.path, municipality=MUNICIPALITY)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(LedgerError, match="already exists"):
+        Ledger.init(tmp_path / "full", municipality=MUNICIPALITY)
+
+
+def test_open_refuses_anything_but_a_ledger(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="There is no ledger"):
+        Ledger.open(tmp_path / "nope")
+    assert not (tmp_path / "nope").exists(), "opening must never create a ledger"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LedgerError, match="is a file"):
+        Ledger.open(tmp_path / "file")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(LedgerError, match="not an rrnet ledger"):
+        Ledger.open(tmp_path / "dir")
+
+
+def test_corrupted_manifest_is_refused(ledger: Ledger) -> None:
+    (ledger.path / "manifest.json").write_text('{"format": "rrnet-ledger", "vers')
+    with pytest.raises(LedgerError, match="cannot be read"):
+        Ledger.open(ledger.path)
+
+
+# -- transactions -----------------------------------------------------------------
+
+
+def _records(codes: list[str], status: str = "assigned", start: int = 0) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "code": rcode.strings_to_codes(codes),
+            "status": [status] * len(codes),
+            "municipality": [MUNICIPALITY] * len(codes),
+            "resident_id": [f"{i:06d}" for i in range(start, start + len(codes))],
+        }
+    )
+
+
+def test_failed_transaction_leaves_no_trace(ledger: Ledger) -> None:
+    before = ledger_files(ledger.path)
+    with pytest.raises(RuntimeError), ledger.transaction() as txn:
+        txn.add_records(_records(random_codes(5, 2)))
+        raise RuntimeError("disk full, say")
+    assert ledger_files(ledger.path) == before
+    assert len(ledger.snapshot().codes) == 0
+
+
+def test_committed_codes_are_used_and_owned(ledger: Ledger) -> None:
+    codes = random_codes(5, 3)
+    with ledger.transaction() as txn:
+        txn.add_records(_records(codes))
+    state = ledger.snapshot()
+    ints = rcode.strings_to_codes(codes)
+    assert state.codes.contains(ints).all()
+    owners = state.lookup(ints)
+    assert owners["resident_id"].to_list() == [f"{i:06d}" for i in range(5)]
+    assert set(owners["status"]) == {"assigned"}
+
+
+def test_second_writer_waits_then_fails_clearly(ledger: Ledger) -> None:
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with ledger.lock():
+            holding.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    holding.wait(5)
+    try:
+        started = time.monotonic()
+        with (
+            pytest.raises(LedgerBusy, match="in use by another run"),
+            ledger.transaction(timeout=0.3),
+        ):
+            pass
+        assert time.monotonic() - started >= 0.3
+    finally:
+        release.set()
+        thread.join()
+    with ledger.transaction(timeout=1):  # free again once the holder is done
+        pass
+
+
+def test_lock_is_released_when_the_holder_is_killed(ledger: Ledger) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from rrnet_cli.ledger import Ledger\n"
+            f"l = Ledger.open({str(ledger.path)!r})\n"
+            "with l.lock():\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(LedgerBusy):
+            with ledger.lock(timeout=0.2):
+                pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        with ledger.lock(timeout=5):
+            pass
+    finally:
+        holder.kill()
+
+
+def test_retired_codes_stay_used_forever(ledger: Ledger) -> None:
+    codes = random_codes(3, 4)
+    with ledger.transaction() as txn:
+        txn.add_records(_records(codes))
+    ledger.retire([codes[0]])
+    state = ledger.snapshot()
+    ints = rcode.strings_to_codes(codes)
+    assert state.codes.contains(ints).all()
+    assert state.lookup(ints)["status"].to_list() == ["retired", "assigned", "assigned"]
+    assert set(state.active_by_resident()["resident_id"]) == {"000001", "000002"}
+    assert ledger.stats()["by_status"]["retired"] == 1
+    assert check_integrity(ledger).violations == []
+
+
+def test_retiring_an_unknown_code_is_refused(ledger: Ledger) -> None:
+    with pytest.raises(LedgerError, match="not in the ledger"):
+        ledger.retire(random_codes(1, 5))
+
+
+# -- integrity --------------------------------------------------------------------
+
+
+def test_integrity_catches_a_damaged_segment(ledger: Ledger, tmp_path: Path) -> None:
+    import_codes(ledger, codes_file(tmp_path / "c.txt", random_codes(100, 6)))
+    assert check_integrity(ledger).violations == []
+    segment = next((ledger.path / "segments").iterdir())
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    reasons = [v["reason"] for v in check_integrity(ledger).violations]
+    assert any("checksum" in r for r in reasons)
+
+
+def test_integrity_catches_a_code_drawn_twice(ledger: Ledger, tmp_path: Path) -> None:
+    codes = random_codes(2, 7)
+    import_codes(ledger, codes_file(tmp_path / "c.txt", codes[:1]))
+    with ledger.transaction() as txn:  # bypasses assign's checks on purpose
+        txn.add_records(_records(codes))
+    reasons = [v["reason"] for v in check_integrity(ledger).violations]
+    assert any("already in use" in r for r in reasons)
+
+
+# -- import -----------------------------------------------------------------------
+
+
+def test_import_counts_new_repeated_and_known(ledger: Ledger, tmp_path: Path) -> None:
+    codes = random_codes(50, 8)
+    first = import_codes(ledger, codes_file(tmp_path / "a.txt", codes[:30] + codes[:5]))
+    assert (first.imported, first.repeated_in_file, first.already_in_ledger) == (30, 5, 0)
+    second = import_codes(ledger, codes_file(tmp_path / "b.txt", codes))
+    assert (second.imported, second.already_in_ledger) == (20, 30)
+    stats = ledger.stats()
+    assert stats["by_status"]["imported"] == 50
+    assert stats["codes_used"] == 50
+
+
+def test_import_repeats_across_batches_are_dropped(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rrnet_cli.importer as importer
+
+    monkeypatch.setattr(importer, "SEGMENT_ROWS", 700)
+    codes = random_codes(2000, 9)
+    result = import_codes(
+        ledger, codes_file(tmp_path / "a.txt", codes + codes[::3]), batch_rows=300
+    )
+    assert result.imported == 2000
+    assert result.repeated_in_file == len(codes[::3])
+    assert result.segments > 1
+    assert check_integrity(ledger).violations == []
+    assert len(ledger.snapshot().codes) == 2000
+
+
+def test_import_csv_column_and_parquet(ledger: Ledger, tmp_path: Path) -> None:
+    codes = random_codes(20, 10)
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_text(
+        "宛名番号,住民票コード\n" + "".join(f"{i},{c}\n" for i, c in enumerate(codes[:10]))
+    )
+    assert import_codes(ledger, csv_path).imported == 10
+    pq_path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"x": [1] * 10, "code": codes[10:]}), pq_path)
+    assert import_codes(ledger, pq_path, column="code").imported == 10
+    assert ledger.stats()["by_status"]["imported"] == 20
+
+
+def test_import_keeps_leading_zeros_and_full_width(ledger: Ledger, tmp_path: Path) -> None:
+    path = codes_file(
+        tmp_path / "z.txt", ["00000000060", "０００００００００６０", "1234-5678-903"]
+    )
+    result = import_codes(ledger, path)
+    assert result.imported == 2 and result.repeated_in_file == 1
+    assert ledger.snapshot().codes.contains(rcode.strings_to_codes(["00000000060"])).all()
+
+
+def test_invalid_code_stops_import_and_changes_nothing(ledger: Ledger, tmp_path: Path) -> None:
+    before = ledger_files(ledger.path)
+    path = codes_file(tmp_path / "bad.txt", [*random_codes(5, 11), "12345678904"])
+    with pytest.raises(UsageError, match="record 6"):
+        import_codes(ledger, path)
+    assert ledger_files(ledger.path) == before
+
+
+def test_integer_parquet_codes_are_refused(ledger: Ledger, tmp_path: Path) -> None:
+    path = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"code": [12345678903]}), path)
+    with pytest.raises(UsageError, match="leading zeros"):
+        import_codes(ledger, path)
+
+
+# -- crashes ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failpoint", "committed"),
+    [
+        ("before-manifest-write", False),
+        ("before-manifest-replace", False),
+        ("after-manifest-replace", True),
+    ],
+)
+def test_kill_at_each_commit_step(
+    tmp_path: Path, ledger: Ledger, failpoint: str, committed: bool
+) -> None:
+    export = write_export(tmp_path / "export.csv", 200)
+    out = tmp_path / "assigned.csv"
+    before = ledger_files(ledger.path)
+    crashed = rrnet(
+        "assign",
+        str(export),
+        "--ledger",
+        str(ledger.path),
+        "-o",
+        str(out),
+        env={"RRNET_FAILPOINT": failpoint},
+    )
+    assert crashed.returncode == -signal.SIGKILL
+    assert not out.exists(), "the output must never appear before the ledger commits"
+    manifest = json.loads((ledger.path / "manifest.json").read_text())
+    assert manifest["txn"] == (1 if committed else 0)
+    if not committed:
+        assert json.loads(before["manifest.json"]) == manifest
+    assert rrnet("verify", "--ledger", str(ledger.path)).returncode == 0
+
+    rerun = rrnet("assign", str(export), "--ledger", str(ledger.path), "-o", str(out), "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    figures = json.loads(rerun.stdout)
+    if committed:  # the crashed run's codes stand; nothing is drawn twice
+        assert (figures["already_assigned"], figures["newly_assigned"]) == (200, 0)
+    else:
+        assert (figures["already_assigned"], figures["newly_assigned"]) == (0, 200)
+    assert rrnet("verify", str(out), "--ledger", str(ledger.path)).returncode == 0
+    # No stray files are left once a later run has written.
+    live = {
+        Path(s["file"]).name
+        for s in json.loads((ledger.path / "manifest.json").read_text())["segments"]
+    }
+    assert {p.name for p in (ledger.path / "segments").iterdir()} == live
+
+
+def test_kill_at_random_instants(tmp_path: Path, ledger: Ledger) -> None:
+    """SIGKILL assign at random moments; the ledger is always before or after a run."""
+    rng = random.Random(20130708)
+    exports = [write_export(tmp_path / f"e{i}.csv", 3000, start=i * 3000) for i in range(6)]
+    committed = 0
+    for i, export in enumerate(exports):
+        out = tmp_path / f"o{i}.csv"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rrnet_cli",
+                "assign",
+                str(export),
+                "--ledger",
+                str(ledger.path),
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.2, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        manifest = json.loads((ledger.path / "manifest.json").read_text())
+        assert manifest["txn"] in (committed, committed + 1)
+        if manifest["txn"] == committed + 1:
+            # The run committed whole: every resident of the export is recorded.
+            committed += 1
+            assert manifest["segments"][-1]["rows"] == 3000
+        if out.exists():
+            assert rrnet("verify", str(out), "--ledger", str(ledger.path)).returncode == 0
+        assert rrnet("verify", "--ledger", str(ledger.path)).returncode == 0
+    # Finishing the job afterwards gives everyone exactly one code, none duplicated.
+    outs = []
+    for i, export in enumerate(exports):
+        out = tmp_path / f"final{i}.csv"
+        assert (
+            rrnet("assign", str(export), "--ledger", str(ledger.path), "-o", str(out)).returncode
+            == 0
+        )
+        outs.append(str(out))
+    check = rrnet("verify", *outs, "--ledger", str(ledger.path), "--json")
+    assert check.returncode == 0, check.stdout
+    assert json.loads(check.stdout)["codes"] == 6 * 3000
+
+
+def test_concurrent_assigns_serialise(tmp_path: Path, ledger: Ledger) -> None:
+    exports = [write_export(tmp_path / f"e{i}.csv", 2000, start=i * 2000) for i in range(3)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rrnet_cli",
+                "assign",
+                str(e),
+                "--ledger",
+                str(ledger.path),
+                "-o",
+                str(tmp_path / f"o{i}.csv"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, e in enumerate(exports)
+    ]
+    for p in procs:
+        assert p.wait(120) == 0, p.stderr.read() if p.stderr else ""
+    outs = [str(tmp_path / f"o{i}.csv") for i in range(3)]
+    check = rrnet("verify", *outs, "--ledger", str(ledger.path))
+    assert check.returncode == 0, check.stdout
+    assert json.loads((ledger.path / "manifest.json").read_text())["txn"] == 3
+
+
+# -- invariants under random operation sequences ----------------------------------
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["assign", "import", "retire", "abort"]),
+            st.integers(1, 40),
+            st.integers(0, 2**31),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_ledger_invariants_hold_under_any_sequence(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int, int]]
+) -> None:
+    from rrnet_cli.assign import draw_codes, random_source
+
+    ledger = Ledger.init(tmp_path_factory.mktemp("l") / "ledger", municipality=MUNICIPALITY)
+    used_before: set[int] = set()
+    next_resident = 0
+    for op, n, seed in ops:
+        if op in ("assign", "abort"):
+            try:
+                with ledger.transaction() as txn:
+                    codes, _ = draw_codes(
+                        n,
+                        used=txn.state.codes,
+                        taken=np.empty(0, np.uint64),
+                        random_bytes=random_source(seed),
+                    )
+                    txn.add_records(
+                        _records(rcode.codes_to_strings(codes).to_pylist(), start=next_resident)
+                    )
+                    if op == "abort":
+                        raise RuntimeError("crash")
+                next_resident += n
+            except RuntimeError:
+                pass
+        elif op == "import":
+            path = codes_file(tmp_path_factory.mktemp("i") / "c.txt", random_codes(n, seed))
+            import_codes(ledger, path)
+        elif op == "retire":
+            active = ledger.snapshot().active_by_resident()
+            if active.height:
+                pick = rcode.codes_to_strings(active["code"].head(1).to_numpy()).to_pylist()
+                ledger.retire(pick)
+        state = ledger.snapshot()
+        used_now = set(state.records["code"].to_list())
+        for codes, _ in state.codes.groups:
+            used_now.update(codes.tolist())
+        assert used_before <= used_now, "a used code was forgotten"
+        used_before = used_now
+        assert check_integrity(ledger).violations == []
