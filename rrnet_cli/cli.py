@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rrnet_cli import __version__
@@ -130,7 +131,7 @@ def handle_errors(func: F) -> F:
                     payload["row_errors"] = exc.errors
                 _emit_json(payload)
             else:
-                err.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True, markup=True)
+                err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
                 for line in exc.details:
                     err.print(f"  {line}", soft_wrap=True, markup=False)
             raise typer.Exit(exc.exit_code) from None
@@ -154,11 +155,11 @@ def handle_errors(func: F) -> F:
 
 
 def _table(title: str, rows: list[tuple[str, Any]]) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left")
+    table = Table(title=escape(title), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(justify="right")
     for key, value in rows:
-        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+        table.add_row(escape(key), f"{value:,}" if isinstance(value, int) else escape(str(value)))
     return table
 
 
@@ -226,7 +227,7 @@ def check(
     else:
         for r in results:
             if r["valid"]:
-                out.print(f"{r['code']}  valid  ({rcode.format(r['code'])})")
+                out.print(f"{r['code']}  valid  ({rcode.format(r['code'])})", markup=False)
             else:
                 out.print(f"{r['code']}  INVALID: {r['reason']}", markup=False)
     if not all(r["valid"] for r in results):
@@ -331,7 +332,7 @@ def assign(
     title = "Dry run: nothing written" if dry_run else f"Assigned register: {result.output}"
     out.print(_table(title, rows))
     if result.rejects:
-        out.print(f"Rejected rows and their reasons: {result.rejects}")
+        out.print(f"Rejected rows and their reasons: {result.rejects}", markup=False)
 
 
 # -- verify ------------------------------------------------------------------
@@ -449,7 +450,7 @@ def ledger_init(
     if as_json:
         _emit_json({"ok": True, "ledger": str(path), "municipality": code})
     else:
-        out.print(f"Created ledger {path} for municipality {code}.")
+        out.print(f"Created ledger {path} for municipality {code}.", markup=False)
 
 
 @ledger_app.command("import")

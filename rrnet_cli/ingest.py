@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -95,9 +96,11 @@ def read_export(
     assert isinstance(frame, pl.DataFrame)
     # Our own columns in the export (an earlier output fed back) are recomputed.
     frame = frame.rename(recognised)
-    if ours:
+    # rrnet's own CSV outputs (they carry code_status) had formula-like cells
+    # neutralised on the way out; undo that so values round-trip unchanged.
+    if ours or (used_encoding is not None and "code_status" in frame.columns):
         frame = restore_formulas(frame)
-    else:
+    if not ours:
         # Status columns of an earlier output fed back in are recomputed, not kept.
         frame = frame.drop([c for c in schema.OUTPUT_COLUMNS[1:] if c in frame.columns])
     frame = frame.with_row_index(ROW, offset=first_row).with_columns(pl.col(ROW).cast(pl.Int64))
@@ -106,45 +109,33 @@ def read_export(
     )
 
 
-def _decode(data: bytes, encoding: str, path: Path) -> tuple[bytes, str]:
-    """Return UTF-8 bytes (BOM removed) and the encoding the file was in."""
-    if encoding in ("auto", "utf-8-sig", "utf-8") and data.startswith(b"\xef\xbb\xbf"):
-        body = data[3:]
-        _check_utf8(body, path, offset=3)
-        return body, "utf-8-sig"
-    if encoding in ("utf-8", "utf-8-sig"):
-        _check_utf8(data, path)
-        return data, encoding
-    if encoding == "cp932":
-        try:
-            return data.decode("cp932").encode("utf-8"), "cp932"
-        except UnicodeDecodeError as exc:
-            raise UsageError(
-                f"{path} is not valid CP932 near line {_line_at(data, exc.start)}; "
-                "is it UTF-8? Try --encoding utf-8."
-            ) from None
-    # auto: UTF-8 is self-checking (random CP932 text is almost never valid UTF-8).
-    try:
-        data.decode("utf-8")
-        return data, "utf-8"
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("cp932").encode("utf-8"), "cp932"
-    except UnicodeDecodeError:
-        raise UsageError(
-            f"Cannot tell the encoding of {path}: it is neither valid UTF-8 nor valid CP932 "
-            "(Shift_JIS as Windows writes it). Save it as UTF-8, or pass --encoding."
-        ) from None
+_BOM = b"\xef\xbb\xbf"
 
 
-def _check_utf8(data: bytes, path: Path, offset: int = 0) -> None:
+def _not_utf8(data: bytes, path: Path) -> UsageError:
     try:
         data.decode("utf-8")
+        where = ""
     except UnicodeDecodeError as exc:
+        where = f" near line {_line_at(data, exc.start)}"
+    return UsageError(
+        f"{path} is not valid UTF-8{where}; is it CP932 (Shift_JIS)? "
+        "Try --encoding cp932 or --encoding auto."
+    )
+
+
+def _from_cp932(data: bytes, path: Path, auto: bool) -> bytes:
+    try:
+        return data.decode("cp932").encode("utf-8")
+    except UnicodeDecodeError as exc:
+        if auto:
+            raise UsageError(
+                f"Cannot tell the encoding of {path}: it is neither valid UTF-8 nor valid "
+                "CP932 (Shift_JIS as Windows writes it). Save it as UTF-8, or pass --encoding."
+            ) from None
         raise UsageError(
-            f"{path} is not valid UTF-8 near line {_line_at(data, exc.start)}; "
-            "is it CP932 (Shift_JIS)? Try --encoding cp932 or --encoding auto."
+            f"{path} is not valid CP932 near line {_line_at(data, exc.start)}; "
+            "is it UTF-8? Try --encoding utf-8."
         ) from None
 
 
@@ -152,16 +143,51 @@ def _line_at(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
+class _NotUtf8(Exception):
+    pass
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 def _read_csv(path: Path, encoding: str) -> tuple[pa.Table, str]:
+    """Read a CSV as text columns.
+
+    UTF-8 is tried first and checked by Arrow while it parses (random CP932 text
+    is almost never valid UTF-8), so a UTF-8 file is not decoded twice; only when
+    that fails does ``auto`` fall back to CP932.
+    """
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"Cannot read {path}: {exc.strerror}.") from None
     if b"\x00" in raw:
         raise UsageError(f"{path} does not look like a CSV file: it contains binary data.")
-    data, used = _decode(raw, encoding, path)
+    has_bom = raw.startswith(_BOM)
+    if encoding == "cp932":
+        return _parse_csv(_from_cp932(raw, path, auto=False), path), "cp932"
+    data = raw[len(_BOM) :] if has_bom else raw
+    used = "utf-8-sig" if has_bom else ("utf-8" if encoding == "auto" else encoding)
+    try:
+        return _parse_csv(data, path), used
+    except _NotUtf8:
+        if encoding != "auto" or has_bom:
+            raise _not_utf8(data, path) from None
+    return _parse_csv(_from_cp932(raw, path, auto=True), path), "cp932"
+
+
+def _parse_csv(data: bytes, path: Path) -> pa.Table:
     if not data.strip():
         raise UsageError(f"{path} is empty: a register export needs at least a header row.")
+    # Arrow cannot skip a header without a line ending, and trailing blank lines
+    # are not rows anyone meant.
+    if not data.endswith(b"\n") or data.endswith(b"\n\n") or data.endswith(b"\n\r\n"):
+        data = data.rstrip(b"\r\n") + b"\n"
     headers = _header_row(data, path)
     names = [f"c{i}" for i in range(len(headers))]
     ragged: list[tuple[int, int]] = []
@@ -170,12 +196,19 @@ def _read_csv(path: Path, encoding: str) -> tuple[pa.Table, str]:
         ragged.append((row.expected_columns, row.actual_columns))
         return "skip"
 
+    # Arrow decodes an invalid row's text for the handler; on bytes that are not
+    # UTF-8 that fails inside Arrow and would be printed as an "ignored" traceback.
+    # The failure is detected below all the same, so silence the printout.
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda _unraisable: None
     try:
         table = pacsv.read_csv(
             pa.BufferReader(data),
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=16 << 20),
+            # Blank lines are kept (and refused as short rows) so that row numbers
+            # stay those a spreadsheet shows.
             parse_options=pacsv.ParseOptions(
-                newlines_in_values=True, invalid_row_handler=on_invalid
+                newlines_in_values=True, invalid_row_handler=on_invalid, ignore_empty_lines=False
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(names, pa.string()),
@@ -185,14 +218,24 @@ def _read_csv(path: Path, encoding: str) -> tuple[pa.Table, str]:
             ),
         )
     except pa.ArrowInvalid as exc:
+        if "UTF8" in str(exc) or "UTF-8" in str(exc) or not _is_utf8(data):
+            raise _NotUtf8() from None
         raise UsageError(f"{path} cannot be read as CSV: {_strip_row_text(str(exc))}") from None
+    finally:
+        sys.unraisablehook = previous_hook
     if ragged:
         raise UsageError(_ragged_message(data, path, len(headers), len(ragged)))
-    return table.rename_columns(headers), used
+    return table.rename_columns(headers)
 
 
 def _header_row(data: bytes, path: Path) -> list[str]:
-    head = data[: 1 << 20].decode("utf-8", errors="ignore")
+    head_bytes = data[: 1 << 20]
+    try:
+        head = head_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head_bytes) - 4:  # not just a character cut by the slice
+            raise _NotUtf8() from None
+        head = head_bytes[: exc.start].decode("utf-8")
     try:
         headers = next(csv.reader(io.StringIO(head)))
     except (StopIteration, csv.Error):
@@ -220,17 +263,20 @@ def _strip_row_text(message: str) -> str:
 def _ragged_message(data: bytes, path: Path, width: int, count: int) -> str:
     """Find the first rows whose field count differs (slow path, error only)."""
     rows = []
-    reader = csv.reader(io.StringIO(data.decode("utf-8")))
+    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace")))
     next(reader, None)
     for number, record in enumerate(reader, start=2):
-        if record and len(record) != width:
+        if not record:
+            rows.append(f"row {number} is blank")
+        elif len(record) != width:
             rows.append(f"row {number} has {len(record)} fields")
             if len(rows) == 5:
                 break
     listed = "; ".join(rows)
     return (
         f"{path}: {count} row(s) do not have the header's {width} fields ({listed}). "
-        "A field with a comma or line break inside must be in double quotes."
+        "A field with a comma or line break inside must be in double quotes; remove blank "
+        "lines (row numbers count them, as a spreadsheet does)."
     )
 
 
@@ -290,19 +336,54 @@ def require_columns(export: Export, required: tuple[str, ...] = schema.REQUIRED)
         )
 
 
-def _clean(name: str) -> pl.Expr:
-    """A column's value as validated: NFKC, trimmed, empty -> null."""
-    text = pl.col(name).str.normalize("NFKC").str.strip_chars()
-    return pl.when(text == "").then(None).otherwise(text)
+# Columns whose values are compared after NFKC (full-width digits, letters, dashes).
+_NFKC_COLUMNS = (
+    "resident_id",
+    "birth_date",
+    "sex",
+    "nationality",
+    "postal_code",
+    "stay_expiry",
+    "residence_card_number",
+    "alias",
+    "alias_kana",
+    "language",
+)
+
+
+def _clean_expr(name: str) -> pl.Expr:
+    """A column's value as validated: trimmed, empty -> null, NFKC where it matters.
+
+    NFKC is applied only to non-ASCII values: it is the costliest string step and
+    the identity on ASCII.
+    """
+    text = pl.col(name)
+    if name in _NFKC_COLUMNS:
+        text = (
+            pl.when(text.str.contains(r"[^\x00-\x7F]"))
+            .then(text.str.normalize("NFKC"))
+            .otherwise(text)
+        )
+    text = text.str.strip_chars()
+    return pl.when(text == "").then(None).otherwise(text).alias(name)
 
 
 def _compact_code(name: str) -> pl.Expr:
-    text = pl.col(name).str.normalize("NFKC").str.replace_all(_SEPARATORS, "")
+    """A code column compacted like ``code.compact``: NFKC, no spaces or dashes."""
+    raw = pl.col(name)
+    text = (
+        pl.when(raw.str.contains(r"^[0-9]*$"))
+        .then(raw)
+        .otherwise(raw.str.normalize("NFKC").str.replace_all(_SEPARATORS, ""))
+    )
     return pl.when(text == "").then(None).otherwise(text)
 
 
 def _parse_date(expr: pl.Expr) -> pl.Expr:
-    return pl.coalesce([expr.str.to_date(f, strict=False) for f in DATE_FORMATS])
+    """Parse any accepted format; null when none fits (or the date does not exist)."""
+    parsed = pl.coalesce([expr.str.to_date(f, strict=False) for f in DATE_FORMATS])
+    # The parser tolerates a leading sign ("+2020-01-01"); a register never has one.
+    return pl.when(expr.str.contains(r"^[0-9]")).then(parsed).otherwise(None)
 
 
 def _iso_countries() -> list[str]:
@@ -316,6 +397,77 @@ def _iso_countries() -> list[str]:
 _SEX_VALUES = ["男", "女", "男性", "女性", "M", "F", "m", "f", "1", "2"]
 
 
+def _rules(cols: set[str], today: date) -> list[tuple[str, pl.Expr, str]]:
+    """(column, bad-row mask over cleaned values, reason) for every rule of SPEC §3."""
+    c = pl.col
+    rules: list[tuple[str, pl.Expr, str]] = [
+        (name, c(name).is_null(), "required value is empty") for name in schema.REQUIRED
+    ]
+    birth = _parse_date(c("birth_date"))
+    rules += [
+        (
+            "birth_date",
+            c("birth_date").is_not_null() & birth.is_null(),
+            f"not a real date ({DATE_HELP})",
+        ),
+        ("birth_date", birth > pl.lit(today), "birth date is in the future"),
+        ("birth_date", birth < pl.lit(EARLIEST_BIRTH), "birth date before 1880 is not plausible"),
+        (
+            "sex",
+            c("sex").is_not_null() & ~c("sex").is_in(_SEX_VALUES),
+            "sex must be 男/女, M/F or 1/2",
+        ),
+        (
+            "nationality",
+            c("nationality").str.contains(r"^[A-Za-z]{2,3}$")
+            & ~c("nationality").str.to_uppercase().is_in(_iso_countries()),
+            "not an ISO 3166 country code (use a code such as VNM or a country name)",
+        ),
+    ]
+    optional: list[tuple[str, pl.Expr, str]] = [
+        (
+            "postal_code",
+            ~c("postal_code").str.strip_prefix("〒").str.contains(r"^[0-9]{3}-?[0-9]{4}$"),
+            "postal code must be NNN-NNNN",
+        ),
+        (
+            "foreign_resident_category",
+            ~c("foreign_resident_category").is_in(list(schema.FOREIGN_RESIDENT_CATEGORIES)),
+            "not one of the six categories of 住基法 第30条の45 ("
+            + "、".join(schema.FOREIGN_RESIDENT_CATEGORIES)
+            + ")",
+        ),
+        ("stay_expiry", _parse_date(c("stay_expiry")).is_null(), f"not a real date ({DATE_HELP})"),
+        (
+            "residence_card_number",
+            ~c("residence_card_number").str.contains(r"^[A-Z]{2}[0-9]{8}[A-Z]{2}$"),
+            "residence card number must be two capital letters, eight digits, two capital letters",
+        ),
+        (
+            "alias",
+            ~c("alias").str.contains(r"^[\p{Han}\p{Hiragana}\p{Katakana}ー々〆ヶ・\s]+$"),
+            "an alias (通称) is written in kana and kanji only",
+        ),
+        (
+            "alias_kana",
+            ~c("alias_kana").str.contains(r"^[\p{Hiragana}\p{Katakana}ー・\s]+$"),
+            "the alias reading is written in kana only",
+        ),
+        (
+            "language",
+            ~c("language").str.to_lowercase().is_in([x.lower() for x in schema.LANGUAGES]),
+            "notice language must be one of " + ", ".join(schema.LANGUAGES),
+        ),
+    ]
+    # Optional columns are checked only where present and non-empty.
+    rules += [
+        (name, c(name).is_not_null() & bad, reason)
+        for name, bad, reason in optional
+        if name in cols
+    ]
+    return rules
+
+
 def validate_register(
     export: Export, *, today: date | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -323,126 +475,61 @@ def validate_register(
 
     The errors frame has ``row, column, reason, value`` and is empty when every
     row is good. Values are kept apart from reasons so that messages can leave
-    personal data out.
+    personal data out. All rules are evaluated in one parallel pass over the
+    cleaned columns; only rules that fire are turned into error rows.
     """
     require_columns(export)
-    today = today or date.today()
     frame = export.frame
     cols = set(frame.columns)
-    rules: list[tuple[str, pl.Expr, str]] = []  # (column, bad-mask, reason)
+    rules = _rules(cols, today or date.today())
+    checked = sorted({name for name, _, _ in rules})
+    cleaned = frame.select(ROW, *[_clean_expr(name) for name in checked])
+    masks = cleaned.select(
+        [mask.fill_null(False).alias(f"rule{i}") for i, (_, mask, _) in enumerate(rules)]
+    )
+    fired = masks.select(pl.all().any()).row(0)
+    # A row with every cell empty is one error ("blank row"), not one per column.
+    data_columns = [c for c in frame.columns if c != ROW]
+    blank = frame.select(pl.all_horizontal(pl.col(data_columns).is_null())).to_series()
+    any_blank = bool(blank.any())
 
-    for name in schema.REQUIRED:
-        rules.append((name, _clean(name).is_null(), "required value is empty"))
-
-    birth = _parse_date(_clean("birth_date"))
-    rules += [
-        (
-            "birth_date",
-            _clean("birth_date").is_not_null() & birth.is_null(),
-            f"not a real date ({DATE_HELP})",
-        ),
-        ("birth_date", birth > pl.lit(today), "birth date is in the future"),
-        ("birth_date", birth < pl.lit(EARLIEST_BIRTH), "birth date before 1880 is not plausible"),
-        (
-            "sex",
-            _clean("sex").is_not_null() & ~_clean("sex").is_in(_SEX_VALUES),
-            "sex must be 男/女, M/F or 1/2",
-        ),
-        (
-            "nationality",
-            _clean("nationality").str.contains(r"^[A-Za-z]{2,3}$")
-            & ~_clean("nationality").str.to_uppercase().is_in(_iso_countries()),
-            "not an ISO 3166 country code (use a code such as VNM or a country name)",
-        ),
-    ]
-    if "postal_code" in cols:
-        pc_ = _clean("postal_code").str.strip_prefix("〒")
-        rules.append(
-            (
-                "postal_code",
-                pc_.is_not_null() & ~pc_.str.contains(r"^[0-9]{3}-?[0-9]{4}$"),
-                "postal code must be NNN-NNNN",
-            )
-        )
-    if "foreign_resident_category" in cols:
-        cat = _clean("foreign_resident_category")
-        rules.append(
-            (
-                "foreign_resident_category",
-                cat.is_not_null() & ~cat.is_in(list(schema.FOREIGN_RESIDENT_CATEGORIES)),
-                "not one of the six categories of 住基法 第30条の45 ("
-                + "、".join(schema.FOREIGN_RESIDENT_CATEGORIES)
-                + ")",
-            )
-        )
-    if "stay_expiry" in cols:
-        rules.append(
-            (
-                "stay_expiry",
-                _clean("stay_expiry").is_not_null() & _parse_date(_clean("stay_expiry")).is_null(),
-                f"not a real date ({DATE_HELP})",
-            )
-        )
-    if "residence_card_number" in cols:
-        card = _clean("residence_card_number")
-        rules.append(
-            (
-                "residence_card_number",
-                card.is_not_null() & ~card.str.contains(r"^[A-Z]{2}[0-9]{8}[A-Z]{2}$"),
-                "residence card number must be two capital letters, eight digits, "
-                "two capital letters",
-            )
-        )
-    if "alias" in cols:
-        alias = _clean("alias")
-        rules.append(
-            (
-                "alias",
-                alias.is_not_null()
-                & ~alias.str.contains(r"^[\p{Han}\p{Hiragana}\p{Katakana}ー々〆ヶ・\s]+$"),
-                "an alias (通称) is written in kana and kanji only",
-            )
-        )
-    if "alias_kana" in cols:
-        kana = _clean("alias_kana")
-        rules.append(
-            (
-                "alias_kana",
-                kana.is_not_null() & ~kana.str.contains(r"^[\p{Hiragana}\p{Katakana}ー・\s]+$"),
-                "the alias reading is written in kana only",
-            )
-        )
-    if "language" in cols:
-        lang = _clean("language")
-        rules.append(
-            (
-                "language",
-                lang.is_not_null()
-                & ~lang.str.to_lowercase().is_in([x.lower() for x in schema.LANGUAGES]),
-                "notice language must be one of " + ", ".join(schema.LANGUAGES),
-            )
-        )
-
-    helpers = [_clean("resident_id").alias(N_RESIDENT_ID)]
+    helpers = [cleaned["resident_id"].alias(N_RESIDENT_ID)]
     if "resident_code" in cols:
-        helpers.append(_compact_code("resident_code").alias(N_RESIDENT_CODE))
+        code_col = frame.select(_compact_code("resident_code").alias(N_RESIDENT_CODE))
+        helpers.append(code_col[N_RESIDENT_CODE])
     else:
-        helpers.append(pl.lit(None, pl.String).alias(N_RESIDENT_CODE))
+        helpers.append(
+            pl.repeat(None, frame.height, dtype=pl.String, eager=True).alias(N_RESIDENT_CODE)
+        )
     if "planned_move_out_date" in cols:
-        helpers.append(_clean("planned_move_out_date").is_not_null().alias(MOVE_OUT))
+        helpers.append(
+            frame.select(pl.col("planned_move_out_date").str.strip_chars().fill_null("") != "")
+            .to_series()
+            .alias(MOVE_OUT)
+        )
     else:
-        helpers.append(pl.lit(False).alias(MOVE_OUT))
+        helpers.append(pl.repeat(False, frame.height, eager=True).alias(MOVE_OUT))
     frame = frame.with_columns(helpers)
 
     errors = [
-        frame.filter(mask.fill_null(False)).select(
+        frame.filter(masks[f"rule{i}"] & ~blank).select(
             pl.col(ROW).alias("row"),
             pl.lit(column).alias("column"),
             pl.lit(reason).alias("reason"),
             pl.col(column).cast(pl.String).alias("value"),
         )
-        for column, mask, reason in rules
+        for i, (column, _, reason) in enumerate(rules)
+        if fired[i]
     ]
+    if any_blank:
+        errors.append(
+            frame.filter(blank).select(
+                pl.col(ROW).alias("row"),
+                pl.lit("*").alias("column"),
+                pl.lit("row is blank; remove it").alias("reason"),
+                pl.lit(None, pl.String).alias("value"),
+            )
+        )
     errors.append(_code_errors(frame))
     errors.append(_duplicates(frame, N_RESIDENT_ID, "resident_id"))
     errors.append(_duplicates(frame, N_RESIDENT_CODE, "resident_code"))
@@ -475,7 +562,7 @@ def _duplicates(frame: pl.DataFrame, key: str, column: str) -> pl.DataFrame:
         return pl.DataFrame(schema=ERROR_SCHEMA)
     groups = dups.group_by(key).agg(pl.col(ROW).sort().alias("rows"))
     out = dups.join(groups, on=key).with_columns(
-        pl.col("rows").list.set_difference(pl.concat_list(pl.col(ROW))).alias("others")
+        pl.col("rows").list.set_difference(pl.concat_list(pl.col(ROW))).list.sort().alias("others")
     )
     return out.select(
         pl.col(ROW).alias("row"),

@@ -114,7 +114,11 @@ def verify(
     valid = coded.filter(pl.col("code").str.contains(r"^[0-9]{11}$"))
     found.append(_duplicate_codes(valid))
     found.append(_several_codes(valid))
-    if ledger is not None:
+    if ledger is not None and any(v.check == "ledger" and v.row is None for v in result.violations):
+        result.notes.append(
+            "codes were not compared with the ledger because the ledger itself is damaged"
+        )
+    elif ledger is not None:
         municipality = municipality or ledger.municipality
         found.append(_ledger_violations(valid, ledger, municipality))
     table = pl.concat([f for f in found if f.height]) if any(f.height for f in found) else None

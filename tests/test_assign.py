@@ -22,20 +22,37 @@ from rrnet_cli.importer import import_codes
 from rrnet_cli.ledger import CodeIndex, Ledger
 
 MUNICIPALITY = "131016"
-COLUMNS = ["resident_id", "name", "birth_date", "sex", "nationality", "address",
-           "resident_code", "planned_move_out_date", "note"]
+COLUMNS = [
+    "resident_id",
+    "name",
+    "birth_date",
+    "sex",
+    "nationality",
+    "address",
+    "resident_code",
+    "planned_move_out_date",
+    "note",
+]
 
 
 def export(path: Path, rows: list[dict[str, str]]) -> Path:
-    frame = pl.DataFrame([{c: r.get(c, "") for c in COLUMNS} for r in rows],
-                         schema=dict.fromkeys(COLUMNS, pl.String))
+    frame = pl.DataFrame(
+        [{c: r.get(c, "") for c in COLUMNS} for r in rows], schema=dict.fromkeys(COLUMNS, pl.String)
+    )
     frame.write_csv(path)
     return path
 
 
 def person(i: int, **extra: str) -> dict[str, str]:
-    return {"resident_id": f"{i:06d}", "name": f"PERSON {i}", "birth_date": "1985-04-01",
-            "sex": "M", "nationality": "BRA", "address": f"さくら市{i}番", **extra}
+    return {
+        "resident_id": f"{i:06d}",
+        "name": f"PERSON {i}",
+        "birth_date": "1985-04-01",
+        "sex": "M",
+        "nationality": "BRA",
+        "address": f"さくら市{i}番",
+        **extra,
+    }
 
 
 def code_for(body: int) -> str:
@@ -69,8 +86,12 @@ def run(ledger: Ledger, path: Path, out: Path, **kw):
 def test_drawn_codes_are_valid_unique_and_avoid_used_and_taken() -> None:
     used_codes = np.sort(rcode.codes_from_bodies(np.arange(0, 10**6, 7, dtype=np.uint64)))
     taken = rcode.codes_from_bodies(np.arange(1, 10**6, 7, dtype=np.uint64))
-    codes, _ = draw_codes(50_000, used=CodeIndex([(used_codes, "imported")]), taken=taken,
-                          random_bytes=random_source(3))
+    codes, _ = draw_codes(
+        50_000,
+        used=CodeIndex([(used_codes, "imported")]),
+        taken=taken,
+        random_bytes=random_source(3),
+    )
     assert len(np.unique(codes)) == 50_000
     assert rcode.codes_are_valid(codes).all()
     assert not np.isin(codes, used_codes).any() and not np.isin(codes, taken).any()
@@ -122,12 +143,15 @@ def test_without_seed_codes_come_from_the_os_csprng(monkeypatch: pytest.MonkeyPa
 
 def test_statuses_and_precedence(ledger: Ledger, tmp_path: Path) -> None:
     carried = code_for(1234567890)
-    path = export(tmp_path / "e.csv", [
-        person(1),
-        person(2, resident_code=carried),
-        person(3, planned_move_out_date="2026-12-24"),
-        person(4, planned_move_out_date="2026-12-24", resident_code=code_for(222)),
-    ])
+    path = export(
+        tmp_path / "e.csv",
+        [
+            person(1),
+            person(2, resident_code=carried),
+            person(3, planned_move_out_date="2026-12-24"),
+            person(4, planned_move_out_date="2026-12-24", resident_code=code_for(222)),
+        ],
+    )
     result = run(ledger, path, tmp_path / "o.csv")
     assert (result.newly_assigned, result.carried_over, result.already_assigned) == (1, 2, 0)
     assert result.excluded == {"planned_move_out": 1}
@@ -157,8 +181,9 @@ def test_second_run_assigns_nothing_new(ledger: Ledger, tmp_path: Path) -> None:
     assert second.transaction is None, "a run with nothing new must not add a transaction"
 
 
-def test_a_known_resident_arriving_with_another_code_is_refused(ledger: Ledger,
-                                                                tmp_path: Path) -> None:
+def test_a_known_resident_arriving_with_another_code_is_refused(
+    ledger: Ledger, tmp_path: Path
+) -> None:
     run(ledger, export(tmp_path / "e.csv", [person(1)]), tmp_path / "a.csv")
     again = export(tmp_path / "f.csv", [person(1, resident_code=code_for(777))])
     with pytest.raises(InputRowsError) as info:
@@ -187,18 +212,17 @@ def test_a_retired_code_is_refused(ledger: Ledger, tmp_path: Path) -> None:
     code = pl.read_csv(tmp_path / "a.csv", infer_schema=False)["resident_code"][0]
     ledger.retire([code])
     with pytest.raises(InputRowsError) as info:
-        run(ledger, export(tmp_path / "f.csv", [person(5, resident_code=code)]),
-            tmp_path / "b.csv")
+        run(ledger, export(tmp_path / "f.csv", [person(5, resident_code=code)]), tmp_path / "b.csv")
     assert "retired" in info.value.errors[0]["reason"]
 
 
-def test_a_code_in_use_elsewhere_moves_in_with_its_resident(ledger: Ledger,
-                                                            tmp_path: Path) -> None:
+def test_a_code_in_use_elsewhere_moves_in_with_its_resident(ledger: Ledger, tmp_path: Path) -> None:
     code = code_for(4242424242)
     (tmp_path / "national.txt").write_text(code + "\n")
     import_codes(ledger, tmp_path / "national.txt")
-    result = run(ledger, export(tmp_path / "e.csv", [person(9, resident_code=code)]),
-                 tmp_path / "a.csv")
+    result = run(
+        ledger, export(tmp_path / "e.csv", [person(9, resident_code=code)]), tmp_path / "a.csv"
+    )
     assert result.carried_over == 1
     assert ledger.snapshot().lookup(rcode.strings_to_codes([code]))["status"][0] == "carried_over"
 
@@ -214,8 +238,7 @@ def test_output_keeps_every_column_in_order(ledger: Ledger, tmp_path: Path) -> N
 
 def test_dry_run_changes_nothing(ledger: Ledger, tmp_path: Path) -> None:
     before = (ledger.path / "manifest.json").read_bytes()
-    result = run(ledger, export(tmp_path / "e.csv", [person(1)]), tmp_path / "o.csv",
-                 dry_run=True)
+    result = run(ledger, export(tmp_path / "e.csv", [person(1)]), tmp_path / "o.csv", dry_run=True)
     assert result.newly_assigned == 1
     assert not (tmp_path / "o.csv").exists()
     assert (ledger.path / "manifest.json").read_bytes() == before

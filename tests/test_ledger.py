@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from rrnet_cli import code as rcode
 from rrnet_cli.errors import LedgerBusy, LedgerError, UsageError
 from rrnet_cli.importer import import_codes
-from rrnet_cli.ledger import Ledger, Status, check_integrity
+from rrnet_cli.ledger import Ledger, check_integrity
 
 MUNICIPALITY = "131016"
 HEADER = "resident_id,name,birth_date,sex,nationality,address,planned_move_out_date\n"

@@ -1,0 +1,102 @@
+"""Shared fixtures for rrnet's tests.
+
+- ``ledger``: a fresh, empty ledger for municipality 131016 (千代田区).
+- ``resident``: a factory for one valid register row (a dict of canonical columns).
+- ``write_register``: writes a list of row dicts as a register CSV.
+- ``runner``: a Typer ``CliRunner`` that ignores the caller's RRNET_* variables.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rrnet_cli.ledger import Ledger
+
+MUNICIPALITY = "131016"
+
+#: Canonical register headers in the order municipal exports usually print them.
+CANONICAL_ORDER = (
+    "resident_id",
+    "household_id",
+    "name",
+    "name_kanji",
+    "alias",
+    "alias_kana",
+    "birth_date",
+    "sex",
+    "nationality",
+    "postal_code",
+    "address",
+    "foreign_resident_category",
+    "residence_status",
+    "stay_expiry",
+    "residence_card_number",
+    "planned_move_out_date",
+    "resident_code",
+    "language",
+)
+
+Resident = Callable[..., dict[str, str]]
+WriteRegister = Callable[..., Path]
+
+
+def make_resident(resident_id: str, **overrides: str) -> dict[str, str]:
+    """One valid register row with the required columns; ``overrides`` add or replace."""
+    row = {
+        "resident_id": resident_id,
+        "name": f"TEST PERSON {resident_id}",
+        "birth_date": "1990-04-01",
+        "sex": "F",
+        "nationality": "VNM",
+        "address": "東京都千代田区九段南1-2-1",
+    }
+    row.update(overrides)
+    return row
+
+
+@pytest.fixture
+def resident() -> Resident:
+    """``resident("000123", planned_move_out_date="2030-01-01")`` -> a row dict."""
+    return make_resident
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    """A fresh, empty ledger at ``tmp_path / "ledger"`` for municipality 131016."""
+    return Ledger.init(tmp_path / "ledger", municipality=MUNICIPALITY)
+
+
+@pytest.fixture
+def write_register(tmp_path: Path) -> WriteRegister:
+    """Return ``write(rows, name="register.csv") -> Path``, a UTF-8 register CSV in tmp_path.
+
+    Columns are the union of the rows' keys: canonical ones in CANONICAL_ORDER
+    first, then any others (extra columns) in first-seen order. A key missing
+    from a row is written as an empty cell. ``name`` may also be an absolute path.
+    """
+
+    def write(rows: list[dict[str, str]], name: str | Path = "register.csv") -> Path:
+        keys: list[str] = []
+        for row in rows:
+            keys.extend(k for k in row if k not in keys)
+        headers = [c for c in CANONICAL_ORDER if c in keys]
+        headers += [k for k in keys if k not in headers]
+        path = tmp_path / name
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=headers, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    """A CliRunner whose environment cannot point rrnet at a real ledger."""
+    return CliRunner(env={"RRNET_LEDGER": None, "RRNET_MUNICIPALITY": None, "COLUMNS": "200"})
