@@ -25,6 +25,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -46,7 +47,15 @@ from rrnet_cli.ingest import (
     read_export,
     validate_register,
 )
-from rrnet_cli.ledger import ACTIVE, CodeIndex, Ledger, LedgerState, Status, Transaction
+from rrnet_cli.ledger import (
+    ACTIVE,
+    CodeIndex,
+    Ledger,
+    LedgerState,
+    Status,
+    Transaction,
+    sorted_member,
+)
 from rrnet_cli.progress import QUIET, Steps
 
 EXCLUDED_MOVE_OUT = "planned_move_out"
@@ -85,39 +94,30 @@ def draw_codes(
 ) -> tuple[np.ndarray, int]:
     """Draw ``n`` new codes, distinct from each other, ``used`` and ``taken``.
 
-    Vectorised rounds: draw for every open slot at once, then redraw only the
-    slots whose code is in the ledger, among ``taken`` (codes already on this
-    export) or drawn twice. Returns the codes and how many redraws it took.
+    Vectorised rounds over sorted candidates: draw all that are still missing,
+    drop repeats within the round, codes in the ledger, codes already on this
+    export (``taken``) and codes accepted in earlier rounds; repeat for the
+    shortfall. The accepted codes are then shuffled with the same random source,
+    so that a code's size says nothing about a resident's row. Returns the codes
+    and how many candidates had to be redrawn.
     """
-    codes = np.zeros(n, dtype=np.uint64)
-    pending = np.arange(n)
     taken = np.sort(np.asarray(taken, dtype=np.uint64))
+    accepted = np.empty(0, dtype=np.uint64)
     redraws = 0
-    while len(pending):
-        codes[pending] = rcode.codes_from_bodies(random_bodies(len(pending), random_bytes))
-        candidates = codes[pending]
-        bad = used.contains(candidates) | _member(taken, candidates)
-        # Slots outside ``pending`` are already unique; a pending slot that shares
-        # its code with any other slot is redrawn.
-        order = np.argsort(codes, kind="stable")
-        ordered = codes[order]
-        same = np.zeros(n, dtype=bool)
-        if n > 1:
-            eq = ordered[1:] == ordered[:-1]
-            same[order[1:][eq]] = True
-            same[order[:-1][eq]] = True
-        bad |= same[pending]
-        pending = pending[bad]
-        redraws += len(pending)
-    return codes, redraws
-
-
-def _member(sorted_haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
-    if len(sorted_haystack) == 0:
-        return np.zeros(len(needles), dtype=bool)
-    idx = np.searchsorted(sorted_haystack, needles)
-    idx[idx == len(sorted_haystack)] = len(sorted_haystack) - 1
-    return sorted_haystack[idx] == needles
+    while len(accepted) < n:
+        need = n - len(accepted)
+        candidates = np.sort(rcode.codes_from_bodies(random_bodies(need, random_bytes)))
+        fresh = np.ones(need, dtype=bool)
+        np.not_equal(candidates[1:], candidates[:-1], out=fresh[1:])
+        fresh &= ~used.contains_sorted(candidates)
+        fresh &= ~sorted_member(taken, candidates)
+        fresh &= ~sorted_member(accepted, candidates)
+        redraws += int(need - fresh.sum())
+        accepted = np.concatenate([accepted, candidates[fresh]])
+        if len(accepted) < n:  # later rounds search ``accepted``: keep it sorted
+            accepted.sort()
+    keys = np.frombuffer(random_bytes(8 * n), dtype=np.uint64)
+    return accepted[np.argsort(keys, kind="stable")], redraws
 
 
 # ---------------------------------------------------------------------------
@@ -267,12 +267,13 @@ def build_rejects(
 @contextlib.contextmanager
 def _ledger_session(
     ledger: Ledger, dry_run: bool, timeout: float
-) -> Iterator[tuple[LedgerState, Transaction | None]]:
+) -> Iterator[tuple[Callable[[], LedgerState], Transaction | None]]:
+    """Yield a loader of the ledger's state, and the transaction (None on a dry run)."""
     if dry_run:
-        yield ledger.snapshot(), None
+        yield ledger.snapshot, None
         return
     with ledger.transaction(timeout=timeout) as txn:
-        yield txn.state, txn
+        yield (lambda: txn.state), txn
 
 
 def assign_register(
@@ -311,23 +312,28 @@ def assign_register(
         municipality=municipality,
         dry_run=dry_run,
     )
-    with steps.step("Reading export"):
-        export = read_export(export_path, encoding=encoding, mapping=mapping)
-    input_columns = [c for c in export.frame.columns if c != ROW]
-    result.rows_read = export.rows
-    with steps.step("Validating rows", total=export.rows) as advance:
-        frame, errors = validate_register(export, today=today)
-        advance(export.rows)
-    if errors.height and rejects is None:
-        _refuse(errors, export.path, verbose)
-
     with contextlib.ExitStack() as files:
         out_file = files.enter_context(PendingFile(output)) if output and not dry_run else None
         rej_file = files.enter_context(PendingFile(rejects)) if rejects and not dry_run else None
         with steps.step("Waiting for the ledger lock"):
             session = _ledger_session(ledger, dry_run, lock_timeout)
-            state, txn = session.__enter__()
+            load_state, txn = session.__enter__()
         try:
+            # Load the ledger while the export is read and checked: both are mostly
+            # native code that releases the GIL, so the two overlap on two cores.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                loading = pool.submit(load_state)
+                with steps.step("Reading export"):
+                    export = read_export(export_path, encoding=encoding, mapping=mapping)
+                input_columns = [c for c in export.frame.columns if c != ROW]
+                result.rows_read = export.rows
+                with steps.step("Validating rows", total=export.rows) as advance:
+                    frame, errors = validate_register(export, today=today)
+                    advance(export.rows)
+                if errors.height and rejects is None:
+                    _refuse(errors, export.path, verbose)
+                with steps.step("Loading the ledger"):
+                    state = loading.result()
             with steps.step("Checking against the ledger"):
                 result.ledger_records_before = len(state.codes)
                 good = frame.filter(~pl.col(ROW).is_in(errors["row"].unique().implode()))

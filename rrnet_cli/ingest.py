@@ -182,7 +182,7 @@ def _read_csv(path: Path, encoding: str) -> tuple[pa.Table, str]:
 
 
 def _parse_csv(data: bytes, path: Path) -> pa.Table:
-    if not data.strip():
+    if not data[:65536].strip() and not data.strip():
         raise UsageError(f"{path} is empty: a register export needs at least a header row.")
     # Arrow cannot skip a header without a line ending, and trailing blank lines
     # are not rows anyone meant.
@@ -351,6 +351,10 @@ _NFKC_COLUMNS = (
 )
 
 
+# Columns only checked for being empty: no need to build cleaned copies of them.
+_PRESENCE_ONLY = ("name", "address")
+
+
 def _clean_expr(name: str) -> pl.Expr:
     """A column's value as validated: trimmed, empty -> null, NFKC where it matters.
 
@@ -358,6 +362,9 @@ def _clean_expr(name: str) -> pl.Expr:
     the identity on ASCII.
     """
     text = pl.col(name)
+    if name in _PRESENCE_ONLY:
+        # Cheaper than trimming long strings: empty means no non-space character.
+        return pl.when(text.str.contains(r"\S")).then(pl.lit("x")).otherwise(None).alias(name)
     if name in _NFKC_COLUMNS:
         text = (
             pl.when(text.str.contains(r"[^\x00-\x7F]"))

@@ -125,14 +125,43 @@ def _sha256(path: Path) -> str:
 # The in-memory view of a ledger
 
 
+class SortedCodes:
+    """One sorted sequence of codes, kept in the chunks it was read in.
+
+    Parquet hands a segment back as one chunk per row group; concatenating 100
+    million codes would copy 800 MB for nothing. Because the chunks are
+    consecutive ranges of one sorted sequence, each needle is searched only in
+    the chunk whose range holds it.
+    """
+
+    def __init__(self, chunks: list[np.ndarray]) -> None:
+        self.chunks = [np.asarray(c, dtype=np.uint64) for c in chunks if len(c)]
+        self.firsts = np.array([c[0] for c in self.chunks], dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return int(sum(len(c) for c in self.chunks))
+
+    def member(self, sorted_needles: np.ndarray) -> np.ndarray:
+        """Boolean mask over ``sorted_needles`` (ascending): which are in the sequence."""
+        found = np.zeros(len(sorted_needles), dtype=bool)
+        if not self.chunks or not len(sorted_needles):
+            return found
+        cuts = np.searchsorted(sorted_needles, self.firsts[1:], side="left")
+        bounds = [0, *cuts.tolist(), len(sorted_needles)]
+        for chunk, lo, hi in zip(self.chunks, bounds[:-1], bounds[1:], strict=True):
+            if hi > lo:
+                found[lo:hi] = sorted_member(chunk, sorted_needles[lo:hi])
+        return found
+
+
 class CodeIndex:
-    """The used-code set as a few sorted uint64 arrays, searched with searchsorted.
+    """The used-code set as a few sorted sequences, searched with searchsorted.
 
     ``np.isin``/``np.unique`` and a Polars anti-join are far slower or hungrier
     at 100 million codes; a binary search of sorted candidates is not.
     """
 
-    def __init__(self, groups: list[tuple[np.ndarray, str | None]]) -> None:
+    def __init__(self, groups: list[tuple[SortedCodes, str | None]]) -> None:
         # Each group: (sorted codes, status of the whole group or None when the
         # status is per record and lives in LedgerState.records).
         self.groups = groups
@@ -143,26 +172,34 @@ class CodeIndex:
     def contains(self, candidates: np.ndarray) -> np.ndarray:
         """Boolean mask: which candidates are used codes."""
         candidates = np.asarray(candidates, dtype=np.uint64)
-        order = np.argsort(candidates, kind="stable")
-        ordered = candidates[order]
-        found = np.zeros(len(candidates), dtype=bool)
-        for codes, _ in self.groups:
-            found |= _sorted_member(codes, ordered)
-        mask = np.empty_like(found)
-        mask[order] = found
+        if len(candidates) > 1 and bool(np.all(candidates[1:] >= candidates[:-1])):
+            return self.contains_sorted(candidates)
+        order = np.argsort(candidates)
+        mask = np.empty(len(candidates), dtype=bool)
+        mask[order] = self.contains_sorted(candidates[order])
         return mask
+
+    def contains_sorted(self, sorted_candidates: np.ndarray) -> np.ndarray:
+        """``contains`` for candidates already in ascending order (no sort)."""
+        found = np.zeros(len(sorted_candidates), dtype=bool)
+        for codes, _ in self.groups:
+            found |= codes.member(sorted_candidates)
+        return found
 
     def group_status(self, candidates: np.ndarray) -> np.ndarray:
         """For each candidate, the status of the fixed-status group holding it, or None."""
         candidates = np.asarray(candidates, dtype=np.uint64)
+        order = np.argsort(candidates)
+        ordered = candidates[order]
         out = np.full(len(candidates), None, dtype=object)
         for codes, status in self.groups:
             if status is not None:
-                out[_sorted_member(codes, candidates)] = status
+                out[order[codes.member(ordered)]] = status
         return out
 
 
-def _sorted_member(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+def sorted_member(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """Which ``needles`` are in the sorted array ``haystack`` (fastest if needles sorted)."""
     if len(haystack) == 0 or len(needles) == 0:
         return np.zeros(len(needles), dtype=bool)
     idx = np.searchsorted(haystack, needles)
@@ -336,7 +373,7 @@ class Ledger:
         return self.segments_path / name
 
     def _load(self, manifest: dict[str, Any]) -> LedgerState:
-        by_status: dict[str | None, list[np.ndarray]] = {}
+        by_status: dict[str | None, list[list[np.ndarray]]] = {}
         record_tables = []
         for info in manifest["segments"]:
             path = self._segment_path(info)
@@ -353,14 +390,21 @@ class Ledger:
                     f"Ledger segment {path.name} cannot be read ({exc}); run "
                     f"`rrnet verify --ledger {self.path}` and restore from backup."
                 ) from None
-            codes = table.column("code").to_numpy()
-            by_status.setdefault(key, []).append(codes)
-        groups: list[tuple[np.ndarray, str | None]] = []
-        for key, arrays in by_status.items():
-            small = [a for a in arrays if len(a) < _SMALL_SEGMENT]
-            groups.extend((a, key) for a in arrays if len(a) >= _SMALL_SEGMENT)
+            # Zero-copy: one NumPy view per row group (no nulls in ``code``).
+            chunks = [c.to_numpy() for c in table.column("code").chunks]
+            by_status.setdefault(key, []).append(chunks)
+        groups: list[tuple[SortedCodes, str | None]] = []
+        for key, segments in by_status.items():
+            small = [
+                c for chunks in segments if sum(map(len, chunks)) < _SMALL_SEGMENT for c in chunks
+            ]
+            groups.extend(
+                (SortedCodes(chunks), key)
+                for chunks in segments
+                if sum(map(len, chunks)) >= _SMALL_SEGMENT
+            )
             if small:
-                groups.append((np.sort(np.concatenate(small)), key))
+                groups.append((SortedCodes([np.sort(np.concatenate(small))]), key))
         if record_tables:
             records = pl.from_arrow(pa.concat_tables(record_tables))
         else:
@@ -459,7 +503,7 @@ class Ledger:
             per_record_codes = np.empty(0, np.uint64)
         for codes, status in zip(fixed_codes, fixed_status, strict=True):
             # Codes both imported and later carried over count once, as carried over.
-            overlap = int(_sorted_member(np.sort(per_record_codes), codes).sum())
+            overlap = int(codes.member(np.sort(per_record_codes)).sum())
             counts[status] = counts.get(status, 0) + len(codes) - overlap
         size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
         return {
@@ -672,7 +716,7 @@ def _check_records(
     assigned = ordered.filter(pl.col("status") == Status.ASSIGNED.value)["code"].to_numpy()
     assigned = np.sort(assigned)
     for codes, status in fixed:
-        clash = int(_sorted_member(codes, assigned).sum())
+        clash = int(sorted_member(codes, assigned).sum())
         if clash:
             report.add(None, f"{clash} codes drawn as new were already in use ({status})")
     # Retired codes stay retired.

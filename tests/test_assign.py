@@ -19,7 +19,7 @@ from rrnet_cli.assign import (
 )
 from rrnet_cli.errors import InputRowsError
 from rrnet_cli.importer import import_codes
-from rrnet_cli.ledger import CodeIndex, Ledger
+from rrnet_cli.ledger import CodeIndex, Ledger, SortedCodes
 
 MUNICIPALITY = "131016"
 COLUMNS = [
@@ -88,7 +88,7 @@ def test_drawn_codes_are_valid_unique_and_avoid_used_and_taken() -> None:
     taken = rcode.codes_from_bodies(np.arange(1, 10**6, 7, dtype=np.uint64))
     codes, _ = draw_codes(
         50_000,
-        used=CodeIndex([(used_codes, "imported")]),
+        used=CodeIndex([(SortedCodes([used_codes]), "imported")]),
         taken=taken,
         random_bytes=random_source(3),
     )
@@ -98,7 +98,9 @@ def test_drawn_codes_are_valid_unique_and_avoid_used_and_taken() -> None:
 
 
 def test_collisions_with_ledger_batch_and_export_are_redrawn() -> None:
-    used = CodeIndex([(np.sort(rcode.codes_from_bodies(np.array([5], np.uint64))), "imported")])
+    used = CodeIndex(
+        [(SortedCodes([rcode.codes_from_bodies(np.array([5], np.uint64))]), "imported")]
+    )
     taken = rcode.codes_from_bodies(np.array([6], np.uint64))
     # First round offers a used body, a taken body and the same body twice.
     source = scripted_bytes([5, 6, 7, 7])
