@@ -133,6 +133,7 @@ class AssignResult:
     ledger: str
     municipality: str
     dry_run: bool
+    encoding: str | None = None
     rows_read: int = 0
     rows_rejected: int = 0
     excluded: dict[str, int] = field(default_factory=dict)
@@ -327,6 +328,7 @@ def assign_register(
                     export = read_export(export_path, encoding=encoding, mapping=mapping)
                 input_columns = [c for c in export.frame.columns if c != ROW]
                 result.rows_read = export.rows
+                result.encoding = export.encoding or "parquet"
                 with steps.step("Validating rows", total=export.rows) as advance:
                     frame, errors = validate_register(export, today=today)
                     advance(export.rows)

@@ -163,6 +163,13 @@ def _table(title: str, rows: list[tuple[str, Any]]) -> Table:
     return table
 
 
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} bytes"
+
+
 def _open_ledger(path: Path):
     from rrnet_cli.ledger import Ledger
 
@@ -317,7 +324,7 @@ def assign(
     if as_json:
         _emit_json({"ok": True, **result.to_json()})
         return
-    rows: list[tuple[str, Any]] = [("rows read", result.rows_read)]
+    rows: list[tuple[str, Any]] = [("rows read", result.rows_read), ("read as", result.encoding)]
     if rejects is not None:
         rows.append(("rows set aside (rejects)", result.rows_rejected))
     for reason, n in sorted(result.excluded.items()) or [("planned_move_out", 0)]:

@@ -40,7 +40,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -645,64 +645,105 @@ class IntegrityReport:
         self.violations.append({"file": segment or MANIFEST, "row": None, "reason": reason})
 
 
-def check_integrity(ledger: Ledger) -> IntegrityReport:
-    """Check every segment against the manifest and the ledger's invariants."""
+def check_integrity(ledger: Ledger, *, batch_rows: int = 8_000_000) -> IntegrityReport:
+    """Check every segment against the manifest and the ledger's invariants.
+
+    Large fixed-status segments (imports) are streamed one batch at a time, so
+    checking a 100-million-code ledger needs memory for one batch, not for all.
+    """
     report = IntegrityReport()
     manifest = ledger.read_manifest()
     report.segments = len(manifest["segments"])
     live = set()
-    fixed: list[tuple[np.ndarray, str]] = []
-    record_tables = []
+    readable: list[tuple[dict[str, Any], Path, str]] = []
     for info in manifest["segments"]:
         path = ledger._segment_path(info)
         live.add(path.name)
         label = f"{SEGMENTS}/{path.name}"
         if not path.is_file():
             report.add(label, "segment named by the manifest is missing")
-            continue
-        if path.stat().st_size != info["bytes"] or _sha256(path) != info["sha256"]:
+        elif path.stat().st_size != info["bytes"] or _sha256(path) != info["sha256"]:
             report.add(label, "segment's size or checksum differs from the manifest (damaged)")
-            continue
-        per_record = info["has_residents"] or len(info["statuses"]) != 1
-        try:
-            if per_record:
-                table = pq.read_table(path, schema=RECORD_SCHEMA)
-            else:
-                table = pq.read_table(path, columns=["code"])
-        except (OSError, pa.ArrowException):
-            report.add(label, "segment cannot be read as Parquet (damaged)")
-            continue
-        report.records += table.num_rows
-        codes = table.column("code").to_numpy()
-        if table.num_rows != info["rows"]:
-            report.add(label, "segment's row count differs from the manifest")
-        if len(codes) > 1 and not bool(np.all(codes[1:] >= codes[:-1])):
-            report.add(label, "segment is not sorted by code")
-        bad = int((~rcode.codes_are_valid(codes)).sum())
-        if bad:
-            report.add(label, f"{bad} codes fail the format or check-digit test")
-        if len(codes) > 1 and bool(np.any(codes[1:] == codes[:-1])):
-            report.add(label, "a code is recorded twice in one segment")
-        if per_record:
-            record_tables.append(table)
         else:
-            fixed.append((codes, next(iter(info["statuses"]))))
+            readable.append((info, path, label))
     for path in ledger.segments_path.glob("*"):
         if path.name not in live:
             report.notes.append(
                 f"{SEGMENTS}/{path.name} is left over from an interrupted run; "
                 "the next write removes it"
             )
-    if record_tables:
-        records = pl.from_arrow(pa.concat_tables(record_tables))
-        assert isinstance(records, pl.DataFrame)
-        _check_records(records, fixed, report)
+    per_record = [r for r in readable if r[0]["has_residents"] or len(r[0]["statuses"]) != 1]
+    fixed = [r for r in readable if r not in per_record]
+    tables = []
+    for info, path, label in per_record:
+        try:
+            table = pq.read_table(path, schema=RECORD_SCHEMA)
+        except (OSError, pa.ArrowException):
+            report.add(label, "segment cannot be read as Parquet (damaged)")
+            continue
+        _check_codes([table.column("code").to_numpy()], info, label, report)
+        tables.append(table)
+    records = pl.from_arrow(pa.concat_tables(tables) if tables else RECORD_SCHEMA.empty_table())
+    assert isinstance(records, pl.DataFrame)
+    assigned = np.sort(records.filter(pl.col("status") == Status.ASSIGNED.value)["code"].to_numpy())
+    for info, path, label in fixed:
+        try:
+            batches = (
+                b.column(0).to_numpy()
+                for b in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["code"])
+            )
+            clash = _check_codes(batches, info, label, report, assigned=assigned)
+        except (OSError, pa.ArrowException):
+            report.add(label, "segment cannot be read as Parquet (damaged)")
+            continue
+        if clash:
+            status = next(iter(info["statuses"]))
+            report.add(None, f"{clash} codes drawn as new were already in use ({status})")
+    if records.height:
+        _check_records(records, report)
     return report
 
 
-def _check_records(
-    records: pl.DataFrame, fixed: list[tuple[np.ndarray, str]], report: IntegrityReport
-) -> None:
+def _check_codes(
+    batches: Iterable[np.ndarray],
+    info: dict[str, Any],
+    label: str,
+    report: IntegrityReport,
+    assigned: np.ndarray | None = None,
+) -> int:
+    """Row count, order, repeats and check digits of one segment, batch by batch.
+
+    Returns how many of ``assigned`` (codes drawn here) the segment also holds.
+    """
+    rows = bad = clash = 0
+    unsorted = repeated = False
+    previous: np.uint64 | None = None
+    for codes in batches:
+        if not len(codes):
+            continue
+        rows += len(codes)
+        if previous is not None:
+            unsorted |= bool(codes[0] < previous)
+            repeated |= bool(codes[0] == previous)
+        unsorted |= bool(np.any(codes[1:] < codes[:-1]))
+        repeated |= bool(np.any(codes[1:] == codes[:-1]))
+        bad += int(len(codes) - np.count_nonzero(rcode.codes_are_valid(codes)))
+        if assigned is not None and len(assigned):
+            clash += int(np.count_nonzero(sorted_member(assigned, codes)))
+        previous = codes[-1]
+    report.records += rows
+    if rows != info["rows"]:
+        report.add(label, "segment's row count differs from the manifest")
+    if unsorted:
+        report.add(label, "segment is not sorted by code")
+    if repeated:
+        report.add(label, "a code is recorded twice in one segment")
+    if bad:
+        report.add(label, f"{bad} codes fail the format or check-digit test")
+    return clash
+
+
+def _check_records(records: pl.DataFrame, report: IntegrityReport) -> None:
     ordered = records.sort(["code", "txn"])
     # A code drawn here must never have been in use before: no other record of it
     # may come earlier than its "assigned" record.
@@ -713,12 +754,6 @@ def _check_records(
     )
     if redrawn.height:
         report.add(None, f"{redrawn.height} codes were drawn as new while already used")
-    assigned = ordered.filter(pl.col("status") == Status.ASSIGNED.value)["code"].to_numpy()
-    assigned = np.sort(assigned)
-    for codes, status in fixed:
-        clash = int(sorted_member(codes, assigned).sum())
-        if clash:
-            report.add(None, f"{clash} codes drawn as new were already in use ({status})")
     # Retired codes stay retired.
     retired_at = (
         ordered.filter(pl.col("status") == Status.RETIRED.value)

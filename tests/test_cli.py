@@ -604,3 +604,45 @@ def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "assign" in result.stdout and "verify" in result.stdout
+
+
+# -- the bundled samples and quiet output -------------------------------------------
+
+SAMPLES = sorted((Path(__file__).parent.parent / "sample_data").glob("register*"))
+
+
+def test_samples_are_bundled() -> None:
+    assert {p.suffix for p in SAMPLES} == {".csv", ".parquet"} and len(SAMPLES) == 4
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
+def test_every_bundled_sample_assigns_and_verifies(runner, tmp_path: Path, sample: Path) -> None:
+    ledger = Ledger.init(tmp_path / "ledger", municipality="139998")
+    out = tmp_path / "assigned.csv"
+    figures = run_json(runner, ["assign", str(sample), "--ledger", str(ledger.path),
+                                "-o", str(out)])
+    assert figures["rows_read"] == 300
+    assert figures["newly_assigned"] > 250 and figures["carried_over"] > 0
+    assert figures["excluded"]["planned_move_out"] > 0
+    verified = runner.invoke(app, ["verify", str(out), "--ledger", str(ledger.path)])
+    assert verified.exit_code == 0, verified.output
+
+
+def test_piped_output_has_no_progress_or_control_characters(
+    runner, export: Path, ledger: Ledger, tmp_path: Path
+) -> None:
+    result = assign(runner, export, ledger, tmp_path / "o.csv")
+    assert result.exit_code == 0
+    assert "\x1b[" not in result.output, "no ANSI escapes when not on a terminal"
+    assert "Reading export" not in result.output, "no progress display when piped"
+
+
+def test_sample_command_writes_a_file_assign_accepts(runner, tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    made = run_json(runner, ["sample", str(path), "--rows", "50", "--headers", "ja",
+                             "--encoding", "cp932", "--seed", "3"])
+    assert made["rows"] == 50 and mode(path) == 0o600
+    ledger = Ledger.init(tmp_path / "ledger", municipality="139998")
+    figures = run_json(runner, ["assign", str(path), "--ledger", str(ledger.path),
+                                "--dry-run"])
+    assert figures["encoding"] == "cp932" and figures["rows_read"] == 50
