@@ -338,7 +338,11 @@ def assign_register(
                     state = loading.result()
             with steps.step("Checking against the ledger"):
                 result.ledger_records_before = len(state.codes)
-                good = frame.filter(~pl.col(ROW).is_in(errors["row"].unique().implode()))
+                good = (
+                    frame.filter(~pl.col(ROW).is_in(errors["row"].unique().implode()))
+                    if errors.height
+                    else frame
+                )
                 good, refused = classify(good, state, municipality)
             if refused.height:
                 if rejects is None:

@@ -241,12 +241,8 @@ class LedgerState:
         query = pl.DataFrame({"code": codes, "_i": np.arange(len(codes))})
         current = self.current_records().select("code", "status", "municipality", "resident_id")
         joined = query.join(current, on="code", how="left").sort("_i")
-        group = self.codes.group_status(codes)
-        used = self.codes.contains(codes)
         # Per-record segments take precedence; else a fixed-status segment (import).
-        fallback = pl.Series(
-            "g", [g if u else None for g, u in zip(group, used, strict=True)], dtype=pl.String
-        )
+        fallback = pl.Series("g", self.codes.group_status(codes).tolist(), dtype=pl.String)
         return joined.with_columns(pl.coalesce(pl.col("status"), fallback).alias("status")).drop(
             "_i"
         )

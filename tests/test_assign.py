@@ -258,8 +258,9 @@ def test_output_onto_the_export_is_refused(ledger: Ledger, tmp_path: Path) -> No
 def test_codes_are_not_handed_out_in_sorted_order() -> None:
     """Drawing works on sorted candidates; the result must not keep that order."""
     empty = CodeIndex([])
-    codes, _ = draw_codes(10_000, used=empty, taken=np.empty(0, np.uint64),
-                          random_bytes=random_source(5))
+    codes, _ = draw_codes(
+        10_000, used=empty, taken=np.empty(0, np.uint64), random_bytes=random_source(5)
+    )
     rank = np.argsort(np.argsort(codes))
     correlation = np.corrcoef(rank, np.arange(len(codes)))[0, 1]
     assert abs(correlation) < 0.05

@@ -619,8 +619,9 @@ def test_samples_are_bundled() -> None:
 def test_every_bundled_sample_assigns_and_verifies(runner, tmp_path: Path, sample: Path) -> None:
     ledger = Ledger.init(tmp_path / "ledger", municipality="139998")
     out = tmp_path / "assigned.csv"
-    figures = run_json(runner, ["assign", str(sample), "--ledger", str(ledger.path),
-                                "-o", str(out)])
+    figures = run_json(
+        runner, ["assign", str(sample), "--ledger", str(ledger.path), "-o", str(out)]
+    )
     assert figures["rows_read"] == 300
     assert figures["newly_assigned"] > 250 and figures["carried_over"] > 0
     assert figures["excluded"]["planned_move_out"] > 0
@@ -639,10 +640,22 @@ def test_piped_output_has_no_progress_or_control_characters(
 
 def test_sample_command_writes_a_file_assign_accepts(runner, tmp_path: Path) -> None:
     path = tmp_path / "s.csv"
-    made = run_json(runner, ["sample", str(path), "--rows", "50", "--headers", "ja",
-                             "--encoding", "cp932", "--seed", "3"])
+    made = run_json(
+        runner,
+        [
+            "sample",
+            str(path),
+            "--rows",
+            "50",
+            "--headers",
+            "ja",
+            "--encoding",
+            "cp932",
+            "--seed",
+            "3",
+        ],
+    )
     assert made["rows"] == 50 and mode(path) == 0o600
     ledger = Ledger.init(tmp_path / "ledger", municipality="139998")
-    figures = run_json(runner, ["assign", str(path), "--ledger", str(ledger.path),
-                                "--dry-run"])
+    figures = run_json(runner, ["assign", str(path), "--ledger", str(ledger.path), "--dry-run"])
     assert figures["encoding"] == "cp932" and figures["rows_read"] == 50

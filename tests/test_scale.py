@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 
 
 def rrnet(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rrnet_cli", *args], capture_output=True,
-                          text=True, timeout=1200)
+    return subprocess.run(
+        [sys.executable, "-m", "rrnet_cli", *args], capture_output=True, text=True, timeout=1200
+    )
 
 
 def test_200k_residents_against_5m_codes(tmp_path: Path) -> None:
@@ -42,8 +43,10 @@ def test_200k_residents_against_5m_codes(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert result["rows_read"] == 200_000
-    assert result["newly_assigned"] + result["carried_over"] + sum(
-        result["excluded"].values()) == 200_000
+    assert (
+        result["newly_assigned"] + result["carried_over"] + sum(result["excluded"].values())
+        == 200_000
+    )
 
     assigned = pl.read_parquet(out)
     new = assigned.filter(pl.col("code_status") == "assigned")["resident_code"]
