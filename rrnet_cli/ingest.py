@@ -206,8 +206,12 @@ def _parse_csv(data: bytes, path: Path) -> pa.Table:
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=16 << 20),
             # Blank lines are kept (and refused as short rows) so that row numbers
             # stay those a spreadsheet shows.
+            # Without any quote character no value can hold a line break, and
+            # Arrow can split the file into blocks in parallel.
             parse_options=pacsv.ParseOptions(
-                newlines_in_values=True, invalid_row_handler=on_invalid, ignore_empty_lines=False
+                newlines_in_values=b'"' in data,
+                invalid_row_handler=on_invalid,
+                ignore_empty_lines=False,
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(names, pa.string()),
@@ -354,53 +358,62 @@ _NFKC_COLUMNS = (
 _PRESENCE_ONLY = ("name", "address")
 
 
-def _clean_expr(name: str) -> pl.Expr:
+def _has_non_ascii(column: pl.Series) -> bool:
+    """Whether any value has a non-ASCII character (byte length differs from chars)."""
+    return bool((column.str.len_bytes() != column.str.len_chars()).any())
+
+
+def _clean_expr(name: str, non_ascii: bool) -> pl.Expr:
     """A column's value as validated: trimmed, empty -> null, NFKC where it matters.
 
-    NFKC is applied only to non-ASCII values: it is the costliest string step and
-    the identity on ASCII.
+    ``non_ascii`` says whether the column holds any non-ASCII value: NFKC is the
+    identity on ASCII and the costliest string step, and Polars evaluates both
+    branches of a when/then, so the choice is made per column, not per value.
     """
     text = pl.col(name)
     if name in _PRESENCE_ONLY:
         # Cheaper than trimming long strings: empty means no non-space character.
         return pl.when(text.str.contains(r"\S")).then(pl.lit("x")).otherwise(None).alias(name)
-    if name in _NFKC_COLUMNS:
-        text = (
-            pl.when(text.str.contains(r"[^\x00-\x7F]"))
-            .then(text.str.normalize("NFKC"))
-            .otherwise(text)
-        )
+    if name in _NFKC_COLUMNS and non_ascii:
+        text = text.str.normalize("NFKC")
     text = text.str.strip_chars()
     return pl.when(text == "").then(None).otherwise(text).alias(name)
 
 
-def _compact_code(name: str) -> pl.Expr:
+def _compact_code(column: pl.Series) -> pl.Series:
     """A code column compacted like ``code.compact``: NFKC, no spaces or dashes."""
-    raw = pl.col(name)
-    text = (
-        pl.when(raw.str.contains(r"^[0-9]*$"))
-        .then(raw)
-        .otherwise(raw.str.normalize("NFKC").str.replace_all(_SEPARATORS, ""))
-    )
-    return pl.when(text == "").then(None).otherwise(text)
+    if not bool(column.str.contains(r"[^0-9]").any()):
+        text = column  # the usual case: plain digits (or empty)
+    else:
+        text = column.str.normalize("NFKC").str.replace_all(_SEPARATORS, "")
+    return pl.select(pl.when(text == "").then(None).otherwise(text)).to_series()
 
 
-def _parse_date(expr: pl.Expr) -> pl.Expr:
+def _parse_dates(column: pl.Series) -> pl.Series:
     """Parse any accepted format; null when none fits (or the date does not exist).
 
-    YYYYMMDD and YYYY/MM/DD are rewritten to ISO first so that one parse does
-    the work (failed parses are what cost time on a mixed column).
+    Each format is parsed only on the values shaped for it (the others are
+    masked to null, which the parser skips): failed parses are what cost time
+    on a column that mixes formats.
     """
-    iso = (
-        pl.when(expr.str.contains(r"^[0-9]{8}$"))
-        .then(expr.str.replace(r"^([0-9]{4})([0-9]{2})([0-9]{2})$", "${1}-${2}-${3}"))
-        .when(expr.str.contains(r"^[0-9]{4}/[0-9]{1,2}/[0-9]{1,2}$"))
-        .then(expr.str.replace_all("/", "-", literal=True))
-        .otherwise(expr)
+    frame = pl.DataFrame({"v": column})
+    v = pl.col("v")
+    eight = v.str.len_bytes() == 8
+    parsed = frame.select(
+        pl.when(~v.str.contains(r"^[0-9]"))
+        .then(None)  # the parser tolerates a sign ("+2020-01-01"); a register never has one
+        .otherwise(
+            pl.coalesce(
+                pl.when(eight)
+                .then(None)
+                .otherwise(v)
+                .str.replace_all("/", "-", literal=True)
+                .str.to_date("%Y-%m-%d", strict=False),
+                pl.when(eight).then(v).otherwise(None).str.to_date("%Y%m%d", strict=False),
+            )
+        )
     )
-    parsed = iso.str.to_date("%Y-%m-%d", strict=False)
-    # The parser tolerates a leading sign ("+2020-01-01"); a register never has one.
-    return pl.when(expr.str.contains(r"^[0-9]")).then(parsed).otherwise(None)
+    return parsed.to_series()
 
 
 def _date_column(name: str) -> str:
@@ -504,9 +517,11 @@ def validate_register(
     cols = set(frame.columns)
     rules = _rules(cols, today or date.today())
     checked = sorted({name for name, _, _ in rules})
-    cleaned = frame.select(ROW, *[_clean_expr(name) for name in checked])
+    cleaned = frame.select(
+        ROW, *[_clean_expr(name, _has_non_ascii(frame[name])) for name in checked]
+    )
     dates = [n for n in ("birth_date", "stay_expiry") if n in cleaned.columns]
-    cleaned = cleaned.with_columns(_parse_date(pl.col(n)).alias(_date_column(n)) for n in dates)
+    cleaned = cleaned.with_columns(_parse_dates(cleaned[n]).alias(_date_column(n)) for n in dates)
     masks = cleaned.select(
         [mask.fill_null(False).alias(f"rule{i}") for i, (_, mask, _) in enumerate(rules)]
     )
@@ -518,8 +533,7 @@ def validate_register(
 
     helpers = [cleaned["resident_id"].alias(N_RESIDENT_ID)]
     if "resident_code" in cols:
-        code_col = frame.select(_compact_code("resident_code").alias(N_RESIDENT_CODE))
-        helpers.append(code_col[N_RESIDENT_CODE])
+        helpers.append(_compact_code(frame["resident_code"]).alias(N_RESIDENT_CODE))
     else:
         helpers.append(
             pl.repeat(None, frame.height, dtype=pl.String, eager=True).alias(N_RESIDENT_CODE)
@@ -580,7 +594,9 @@ def _code_errors(frame: pl.DataFrame) -> pl.DataFrame:
 def _duplicates(frame: pl.DataFrame, key: str, column: str) -> pl.DataFrame:
     """Rows sharing a non-empty key, each pointing at the others' rows."""
     keyed = frame.select(ROW, key).filter(pl.col(key).is_not_null())
-    dups = keyed.filter(pl.col(key).is_duplicated())
+    # Hashes first (cheap); the exact comparison runs only on the few candidates.
+    candidates = keyed.filter(pl.col(key).hash().is_duplicated())
+    dups = candidates.filter(pl.col(key).is_duplicated())
     if dups.height == 0:
         return pl.DataFrame(schema=ERROR_SCHEMA)
     groups = dups.group_by(key).agg(pl.col(ROW).sort().alias("rows"))
