@@ -116,8 +116,10 @@ def draw_codes(
         accepted = np.concatenate([accepted, candidates[fresh]])
         if len(accepted) < n:  # later rounds search ``accepted``: keep it sorted
             accepted.sort()
-    keys = np.frombuffer(random_bytes(8 * n), dtype=np.uint64)
-    return accepted[np.argsort(keys, kind="stable")], redraws
+    # The order is not a secret the way codes are, but it must not be guessable
+    # from the rows: shuffle with a generator seeded from the same source.
+    shuffler = np.random.Generator(np.random.PCG64(int.from_bytes(random_bytes(32), "little")))
+    return shuffler.permutation(accepted), redraws
 
 
 # ---------------------------------------------------------------------------

@@ -36,6 +36,7 @@ class Steps:
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 console=console or Console(stderr=True),
+                transient=True,  # leave the summary, not a wall of finished bars
             )
 
     @classmethod
