@@ -548,7 +548,7 @@ def ledger_stats(
     rows += [
         ("transactions", stats["transactions"]),
         ("segments", stats["segments"]),
-        ("size on disk", f"{stats['bytes_on_disk'] / 1e6:,.1f} MB"),
+        ("size on disk", _size(stats["bytes_on_disk"])),
     ]
     out.print(_table(f"Ledger {stats['ledger']}", rows))
 
