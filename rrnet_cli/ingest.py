@@ -38,7 +38,6 @@ ENCODINGS = ("auto", "utf-8", "utf-8-sig", "cp932")
 N_RESIDENT_ID = "__resident_id__"
 N_RESIDENT_CODE = "__resident_code__"
 MOVE_OUT = "__move_out__"
-HELPERS = (N_RESIDENT_ID, N_RESIDENT_CODE, MOVE_OUT)
 
 ERROR_SCHEMA = {"row": pl.Int64, "column": pl.String, "reason": pl.String, "value": pl.String}
 

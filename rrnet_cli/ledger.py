@@ -40,7 +40,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -623,9 +623,6 @@ class Transaction:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-ProgressCallback = Callable[[int], None]
 
 
 @dataclass
