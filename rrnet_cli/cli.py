@@ -23,7 +23,13 @@ from rich.table import Table
 
 from rrnet_cli import __version__
 from rrnet_cli import code as rcode
-from rrnet_cli.errors import EXIT_CHECK_FAILED, EXIT_USAGE, InputRowsError, RrnetError
+from rrnet_cli.errors import (
+    EXIT_CHECK_FAILED,
+    EXIT_USAGE,
+    InputRowsError,
+    RrnetError,
+    UsageError,
+)
 from rrnet_cli.progress import Steps
 
 app = typer.Typer(
@@ -551,6 +557,154 @@ def ledger_stats(
         ("size on disk", _size(stats["bytes_on_disk"])),
     ]
     out.print(_table(f"Ledger {stats['ledger']}", rows))
+
+
+# -- notify ------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def notify(
+    assigned: Annotated[
+        Path,
+        typer.Argument(
+            help="An assigned register written by `rrnet assign` (.csv or .parquet).",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="New folder for the sheets (created 0700; must not exist or be empty).",
+            show_default=False,
+        ),
+    ],
+    profile: Annotated[
+        Path,
+        typer.Option(
+            "--profile",
+            envvar="RRNET_PROFILE",
+            help="Municipality profile TOML: sender details "
+            "and the address block's position in mm.",
+            show_default=False,
+        ),
+    ],
+    ledger: Annotated[
+        Path | None,
+        typer.Option(
+            "--ledger",
+            "-l",
+            envvar="RRNET_LEDGER",
+            help="Ledger to take each code's recorded date from.",
+            show_default=False,
+        ),
+    ] = None,
+    recorded_on: Annotated[
+        str | None,
+        typer.Option(
+            "--recorded-on",
+            help="Date the codes were recorded (YYYY-MM-DD), instead of --ledger.",
+            show_default=False,
+        ),
+    ] = None,
+    notice_date: Annotated[
+        str | None,
+        typer.Option(
+            "--notice-date",
+            help="Date printed as the date of notice (YYYY-MM-DD); default today.",
+            show_default=False,
+        ),
+    ] = None,
+    include_all: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Print every row that has a code (reprints), not only newly assigned ones.",
+        ),
+    ] = False,
+    per_resident: Annotated[
+        bool,
+        typer.Option(
+            "--per-resident",
+            help="Also write residents/<resident_id>.pdf for each sheet (never named by name).",
+        ),
+    ] = False,
+    default_language: Annotated[
+        str,
+        typer.Option(
+            "--default-language",
+            help="Language for residents whose language and nationality say nothing usable.",
+        ),
+    ] = "en",
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Sheets per print-ready PDF.")
+    ] = 100,
+    workers: Annotated[int, typer.Option("--workers", help="Rendering processes.")] = 2,
+    slow_ok: Annotated[
+        bool,
+        typer.Option(
+            "--slow-ok", help="Render even without HarfBuzz font subsetting (about 60x slower)."
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Print a Resident Record Code Notification Sheet for each newly assigned resident.
+
+    One A4 page per resident, in Japanese and in the resident's language (their
+    row's language, else their nationality's, else --default-language), sorted
+    for mailing into sheets-0001.pdf, sheets-0002.pdf ..., with manifest.csv
+    saying which file and page carries each resident.
+
+    Example: `rrnet notify assigned.csv -o sheets --profile profile.toml --ledger ledger`
+    """
+    from datetime import date
+
+    from rrnet_cli.doctor import check_harfbuzz_subset
+    from rrnet_cli.notify import notify as run_notify
+    from rrnet_cli.profile import load_profile
+
+    harfbuzz = check_harfbuzz_subset()
+    if not harfbuzz.ok and not slow_ok:
+        raise UsageError(f"{harfbuzz.detail}. Install it ({harfbuzz.fix}) or pass --slow-ok.")
+
+    def parse_day(value: str | None, option: str) -> date | None:
+        if value is None:
+            return None
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise UsageError(f"{option} must be a date like 2026-12-01.") from None
+
+    with Steps.for_terminal(quiet=as_json) as steps:
+        result = run_notify(
+            assigned,
+            output,
+            profile=load_profile(profile),
+            ledger=_open_ledger(ledger) if ledger else None,
+            recorded_on=parse_day(recorded_on, "--recorded-on"),
+            notice_date=parse_day(notice_date, "--notice-date"),
+            include_all=include_all,
+            per_resident=per_resident,
+            default_language=default_language,
+            batch_size=batch_size,
+            workers=workers,
+            steps=steps,
+        )
+    if as_json:
+        _emit_json({"ok": True, **result.to_json()})
+        return
+    rows: list[tuple[str, Any]] = [
+        ("sheets", result.sheets),
+        ("print-ready files", len(result.files)),
+    ]
+    if per_resident:
+        rows.append(("per-resident files", result.per_resident))
+    rows += [(f"  {language}", n) for language, n in result.by_language.items()]
+    rows += [("time", f"{result.seconds:.1f} s ({result.sheets_per_second} sheets/s)")]
+    out.print(_table(f"Notification sheets in {result.output}", rows))
 
 
 # -- doctor ------------------------------------------------------------------

@@ -1,0 +1,428 @@
+"""Resident Record Code Notification Sheets (住民票コード通知票): ``rrnet notify``.
+
+From an assigned register, render one A4 sheet per resident who got a new code
+(Jinja2 -> HTML -> WeasyPrint -> PDF), in Japanese and in the resident's
+language, as print-ready batches sorted for mailing, plus a manifest that says
+which file and page carries each resident.
+
+Safety: the template autoescapes with StrictUndefined, so a name such as
+``<img src="file:///etc/passwd">`` prints literally; and WeasyPrint's URL
+fetcher serves only files under ``templates/`` (no other file, no network, no
+``data:``), so even a template mistake cannot pull anything else in.
+
+Speed: a document of many pages renders far faster per sheet than one document
+per sheet, so sheets are rendered in batches; each worker process parses the CSS
+and builds its FontConfiguration once and renders whole batches.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import polars as pl
+
+from rrnet_cli import code as rcode
+from rrnet_cli.errors import UsageError
+from rrnet_cli.files import PRIVATE_DIR, PRIVATE_FILE, write_table
+from rrnet_cli.ingest import _parse_dates, read_export, require_columns
+from rrnet_cli.languages import TEMPLATES, NoticeText, choose_languages, load_notices
+from rrnet_cli.ledger import Ledger
+from rrnet_cli.profile import Profile
+from rrnet_cli.progress import QUIET, Steps
+
+SHEET_TEMPLATE = "sheet.html.j2"
+SHEET_CSS = "sheet.css"
+_SAFE_ID = r"^[0-9A-Za-z_-]{1,64}$"
+_MALE = {"男", "男性", "M", "m", "1"}
+_FEMALE = {"女", "女性", "F", "f", "2"}
+
+
+# ---------------------------------------------------------------------------
+# Fetching: only the template folder
+
+
+def make_fetcher(root: Path = TEMPLATES) -> Any:
+    """A WeasyPrint URL fetcher serving only regular files inside ``root``.
+
+    Links are resolved first, so neither ``..`` nor a symlink leads out. No
+    other scheme is served: no network, no ``data:``. Its ``requests`` list
+    records every URL asked for, served or refused, for tests and audits. Built
+    here rather than at import so that the module loads without WeasyPrint.
+    """
+    from weasyprint.urls import URLFetcher, URLFetcherResponse
+
+    base = Path(root).resolve(strict=True)
+
+    class _Fetcher(URLFetcher):
+        def __init__(self) -> None:
+            super().__init__()
+            self.requests: list[str] = []
+
+        def fetch(self, url: str, headers: Any = None) -> Any:
+            self.requests.append(url)
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+                raise ValueError(f"refused: only the template folder may be read ({url})")
+            path = Path(urllib.request.url2pathname(parts.path)).resolve()
+            if not path.is_relative_to(base) or not path.is_file():
+                raise ValueError(f"refused: outside the template folder ({url})")
+            kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            return URLFetcherResponse(path.as_uri(), path.read_bytes(), {"Content-Type": kind})
+
+    return _Fetcher()
+
+
+# ---------------------------------------------------------------------------
+# Building the sheets' data (frames in, plain dicts out)
+
+
+def _fonts_css(notices: dict[str, NoticeText]) -> str:
+    """Each language set in its own font (CJK in its regional forms, Devanagari ...)."""
+    rules = []
+    for notice in notices.values():
+        family = f'"{notice.font}", "Noto Sans", sans-serif'
+        rules.append(f":lang({notice.html_lang}) {{ font-family: {family}; }}")
+    return "\n".join(rules)
+
+
+def _sex(value: str | None, notice: NoticeText, ja: NoticeText) -> str:
+    text = (value or "").strip()
+    if text in _MALE:
+        key = "male"
+    elif text in _FEMALE:
+        key = "female"
+    else:
+        return text
+    if notice.language == "ja":
+        return ja.labels[key]
+    return f"{ja.labels[key]} / {notice.labels[key]}"
+
+
+def select_residents(frame: pl.DataFrame, include_all: bool) -> pl.DataFrame:
+    """Rows to print: newly assigned ones, or every row with a code (reprints)."""
+    coded = pl.col("resident_code").is_not_null() & (pl.col("resident_code") != "")
+    if include_all:
+        return frame.filter(coded)
+    if "code_status" not in frame.columns:
+        raise UsageError("The file has no code_status column; is it an output of rrnet assign?")
+    return frame.filter(coded & (pl.col("code_status") == "assigned"))
+
+
+def mailing_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """Sort for mailing: postal code, address, household, resident."""
+    keys = [
+        c for c in ("postal_code", "address", "household_id", "resident_id") if c in frame.columns
+    ]
+    return frame.sort(keys, nulls_last=True, maintain_order=True)
+
+
+def build_sheets(
+    frame: pl.DataFrame,
+    notices: dict[str, NoticeText],
+    *,
+    recorded_on: dict[str, str] | str,
+) -> list[dict[str, Any]]:
+    """One plain dict per sheet, in ``frame``'s order, ready for the template."""
+    ja = notices["ja"]
+    births = _parse_dates(frame["birth_date"].cast(pl.String))
+    rows = frame.with_columns(births.dt.to_string("%Y-%m-%d").alias("__birth__")).to_dicts()
+    sheets = []
+    for row in rows:
+        notice = notices[row["language"]]
+        code = rcode.validate(row["resident_code"])
+        recorded = recorded_on if isinstance(recorded_on, str) else recorded_on.get(code, "")
+        fields = [{"key": "name", "value": row["name"]}]
+        for key in ("name_kanji", "alias"):
+            if row.get(key):
+                fields.append({"key": key, "value": row[key]})
+        fields += [
+            {"key": "birth_date", "value": row["__birth__"] or row["birth_date"]},
+            {"key": "sex", "value": _sex(row.get("sex"), notice, ja)},
+            {"key": "address", "value": row["address"]},
+            {"key": "recorded_on", "value": recorded},
+        ]
+        sheets.append(
+            {
+                "resident_id": row["resident_id"],
+                "household_id": row.get("household_id"),
+                "name": row["name"],
+                "postal_code": row.get("postal_code"),
+                "address": row["address"],
+                "language": notice.language,
+                "notice": notice,
+                "code": code,
+                "code_groups": rcode.format(code).split(" "),
+                "fields": fields,
+            }
+        )
+    return sheets
+
+
+# ---------------------------------------------------------------------------
+# Rendering
+
+
+class SheetRenderer:
+    """Renders batches of sheets to PDF; build one per process and reuse it."""
+
+    def __init__(self, profile: Profile, notice_date: str, templates: Path = TEMPLATES) -> None:
+        from weasyprint import CSS
+        from weasyprint.text.fonts import FontConfiguration
+
+        self.templates = Path(templates)
+        self.profile = profile
+        self.notice_date = notice_date
+        self.notices = load_notices(self.templates / "notices")
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(self.templates),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        self.template = self.env.get_template(SHEET_TEMPLATE)
+        self.font_config = FontConfiguration()
+        self.fetcher = make_fetcher(self.templates)
+        self.stylesheets = [
+            CSS(
+                filename=str(self.templates / SHEET_CSS),
+                font_config=self.font_config,
+                url_fetcher=self.fetcher,
+            ),
+            CSS(
+                string=_fonts_css(self.notices),
+                font_config=self.font_config,
+                url_fetcher=self.fetcher,
+            ),
+        ]
+
+    def html(self, sheets: list[dict[str, Any]]) -> str:
+        ja = self.notices["ja"]
+        return self.template.render(
+            sheets=sheets,
+            ja=ja,
+            profile=self.profile,
+            notice_date=self.notice_date,
+            notice_date_label=ja.labels["notice_date"],
+        )
+
+    def document(self, sheets: list[dict[str, Any]]) -> Any:
+        """A laid-out WeasyPrint document, one page per sheet."""
+        from weasyprint import HTML
+
+        html = HTML(
+            string=self.html(sheets), base_url=str(self.templates) + "/", url_fetcher=self.fetcher
+        )
+        document = html.render(stylesheets=self.stylesheets, font_config=self.font_config)
+        if len(document.pages) != len(sheets):
+            raise RuntimeError(
+                f"layout gave {len(document.pages)} pages for {len(sheets)} sheets: "
+                "a sheet overflowed its page"
+            )
+        return document
+
+
+_WORKER: SheetRenderer | None = None
+
+
+def _init_worker(profile: Profile, notice_date: str, templates: str) -> None:
+    global _WORKER
+    _WORKER = SheetRenderer(profile, notice_date, Path(templates))
+
+
+def _render_batch(task: tuple[list[dict[str, Any]], str, str | None]) -> int:
+    """Render one batch to ``path`` (and one file per resident into ``per_dir``)."""
+    sheets, path, per_dir = task
+    assert _WORKER is not None
+    document = _WORKER.document(sheets)
+    _write_private(Path(path), document.write_pdf())
+    if per_dir is not None:
+        for index, sheet in enumerate(sheets):
+            target = Path(per_dir) / f".{sheet['resident_id']}.pdf.part"
+            _write_private(target, document.copy([document.pages[index]]).write_pdf())
+    return len(sheets)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class NotifyResult:
+    """What one notify run produced."""
+
+    assigned: str
+    output: str
+    sheets: int = 0
+    files: list[str] = field(default_factory=list)
+    per_resident: int = 0
+    by_language: dict[str, int] = field(default_factory=dict)
+    workers: int = 1
+    seconds: float = 0.0
+    sheets_per_second: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _recorded_dates(
+    codes: list[str], ledger: Ledger | None, recorded_on: date | None
+) -> dict[str, str] | str:
+    if recorded_on is not None:
+        return recorded_on.isoformat()
+    if ledger is None:
+        raise UsageError(
+            "Say when the codes were recorded: give --ledger (dates come from it) "
+            "or --recorded-on YYYY-MM-DD."
+        )
+    records = ledger.snapshot().current_records()
+    wanted = pl.DataFrame({"code": rcode.strings_to_codes(codes)})
+    found = wanted.join(records.select("code", "recorded_at"), on="code", how="left")
+    missing = found.filter(pl.col("recorded_at").is_null()).height
+    if missing:
+        raise UsageError(
+            f"{missing} code(s) of the file are not in the ledger {ledger.path}; "
+            "run rrnet verify on the file with this ledger."
+        )
+    return dict(
+        zip(
+            [s.zfill(rcode.LENGTH) for s in found["code"].cast(pl.String).to_list()],
+            found["recorded_at"]
+            .dt.convert_time_zone("Asia/Tokyo")
+            .dt.date()
+            .cast(pl.String)
+            .to_list(),
+            strict=True,
+        )
+    )
+
+
+def _batches(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def notify(
+    assigned: Path,
+    output: Path,
+    *,
+    profile: Profile,
+    ledger: Ledger | None = None,
+    recorded_on: date | None = None,
+    notice_date: date | None = None,
+    include_all: bool = False,
+    per_resident: bool = False,
+    default_language: str = "en",
+    batch_size: int = 100,
+    workers: int = 2,
+    encoding: str = "auto",
+    steps: Steps = QUIET,
+) -> NotifyResult:
+    """Render every sheet and write batches, per-resident files and the manifest."""
+    started = time.perf_counter()
+    if batch_size < 1 or workers < 1:
+        raise UsageError("--batch-size and --workers must be at least 1.")
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise UsageError(f"{output} already exists and is not empty; give a new folder.")
+    with steps.step("Reading the assigned register"):
+        export = read_export(assigned, encoding=encoding, ours=True)
+        require_columns(
+            export, ("resident_id", "resident_code", "name", "birth_date", "sex", "address")
+        )
+        frame = select_residents(export.frame, include_all)
+        bad_ids = frame.filter(~pl.col("resident_id").str.contains(_SAFE_ID))
+        if per_resident and bad_ids.height:
+            raise UsageError(
+                f"{bad_ids.height} resident_id value(s) cannot be file names (letters, digits, "
+                "- and _ only); per-resident files are named by resident_id."
+            )
+        frame = mailing_order(frame.with_columns(choose_languages(frame, default_language)))
+    notices = load_notices()
+    with steps.step("Preparing sheets"):
+        dates = _recorded_dates(frame["resident_code"].to_list(), ledger, recorded_on)
+        sheets = build_sheets(frame, notices, recorded_on=dates)
+    result = NotifyResult(
+        assigned=str(assigned), output=str(output), sheets=len(sheets), workers=workers
+    )
+    output.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    os.chmod(output, PRIVATE_DIR)
+    per_dir = output / "residents" if per_resident else None
+    if per_dir is not None:
+        per_dir.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+    batches = list(_batches(sheets, batch_size))
+    names = [f"sheets-{i + 1:04d}.pdf" for i in range(len(batches))]
+    tasks = [
+        (batch, str(output / f".{name}.part"), str(per_dir) if per_dir else None)
+        for batch, name in zip(batches, names, strict=True)
+    ]
+    when = (notice_date or date.today()).isoformat()
+    with steps.step("Rendering sheets", total=len(sheets)) as advance:
+        if workers == 1 or len(batches) == 1:
+            _init_worker(profile, when, str(TEMPLATES))
+            for task in tasks:
+                advance(_render_batch(task))
+        else:
+            # forkserver: workers start clean (no copy of this process's frames) and
+            # import WeasyPrint themselves; each keeps its CSS and fonts for all batches.
+            with ProcessPoolExecutor(
+                max_workers=min(workers, len(batches)),
+                mp_context=get_context("forkserver"),
+                initializer=_init_worker,
+                initargs=(profile, when, str(TEMPLATES)),
+            ) as pool:
+                for done in pool.map(_render_batch, tasks):
+                    advance(done)
+    for task, name in zip(tasks, names, strict=True):
+        os.replace(task[1], output / name)
+        result.files.append(name)
+    if per_dir is not None:
+        for sheet in sheets:
+            os.replace(
+                per_dir / f".{sheet['resident_id']}.pdf.part",
+                per_dir / f"{sheet['resident_id']}.pdf",
+            )
+        result.per_resident = len(sheets)
+    manifest = pl.DataFrame(
+        {
+            "sequence": list(range(1, len(sheets) + 1)),
+            "resident_id": [s["resident_id"] for s in sheets],
+            "household_id": [s["household_id"] for s in sheets],
+            "postal_code": [s["postal_code"] for s in sheets],
+            "language": [s["language"] for s in sheets],
+            "file": [names[i // batch_size] for i in range(len(sheets))],
+            "page": [i % batch_size + 1 for i in range(len(sheets))],
+            "resident_file": [
+                f"residents/{s['resident_id']}.pdf" if per_resident else None for s in sheets
+            ],
+        },
+        schema_overrides={
+            "household_id": pl.String,
+            "postal_code": pl.String,
+            "resident_file": pl.String,
+        },
+    )
+    write_table(manifest, output / "manifest.csv")
+    result.by_language = dict(
+        sorted(manifest.group_by("language").len().iter_rows(), key=lambda kv: -kv[1])
+    )
+    result.seconds = round(time.perf_counter() - started, 3)
+    result.sheets_per_second = round(len(sheets) / result.seconds, 1) if result.seconds else 0.0
+    return result

@@ -1,0 +1,58 @@
+"""The municipality profile: who sends the notification sheets, and where on the
+page the address block goes (millimetres, so it fits the office's window envelope).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from rrnet_cli.errors import UsageError
+from rrnet_cli.schema import validate_municipality_code
+
+MUNICIPALITY_KEYS = ("name", "code", "mayor_title", "department", "phone", "postal_code", "address")
+LAYOUT_KEYS = ("address_top", "address_left", "address_width", "address_height")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A municipality's sender details and sheet layout."""
+
+    name: str
+    code: str
+    mayor_title: str
+    department: str
+    phone: str
+    postal_code: str
+    address: str
+    address_top: float
+    address_left: float
+    address_width: float
+    address_height: float
+
+
+def load_profile(path: Path) -> Profile:
+    """Read and check a profile TOML file (see ``sample_data/profile.toml``)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"Profile {path} does not exist.") from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"Profile {path} is not valid TOML: {exc}") from None
+    municipality = data.get("municipality", {})
+    layout = data.get("layout", {})
+    missing = [
+        f"municipality.{k}" for k in MUNICIPALITY_KEYS if not str(municipality.get(k, "")).strip()
+    ]
+    missing += [f"layout.{k}" for k in LAYOUT_KEYS if k not in layout]
+    if missing:
+        raise UsageError(f"Profile {path} lacks: {', '.join(missing)}.")
+    for key in LAYOUT_KEYS:
+        value = layout[key]
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 297:
+            raise UsageError(f"Profile {path}: layout.{key} must be millimetres (0-297).")
+    values = {k: str(municipality[k]).strip() for k in MUNICIPALITY_KEYS}
+    values["code"] = validate_municipality_code(values["code"])
+    return Profile(**values, **{k: float(layout[k]) for k in LAYOUT_KEYS})

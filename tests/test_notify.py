@@ -1,0 +1,222 @@
+"""Notification sheets: read the PDFs back and check what a resident would see."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import polars as pl
+import pytest
+from pypdf import PdfReader
+from typer.testing import CliRunner
+
+from rrnet_cli import code as rcode
+from rrnet_cli.assign import assign_register
+from rrnet_cli.cli import app
+from rrnet_cli.errors import UsageError
+from rrnet_cli.languages import TEMPLATES, load_notices
+from rrnet_cli.ledger import Ledger
+from rrnet_cli.notify import SheetRenderer, make_fetcher, notify
+from rrnet_cli.profile import load_profile
+
+ROOT = Path(__file__).parent.parent
+PROFILE = ROOT / "sample_data" / "profile.toml"
+HOSTILE_NAME = '<img src="file:///etc/passwd">'
+HOSTILE_ADDRESS = '<link rel="stylesheet" href="http://evil.example/x.css">さくら市1-1'
+
+
+def squash(text: str) -> str:
+    """Compare text without whitespace; Devanagari's ि is dropped by PDF text extraction."""
+    return re.sub(r"\s+", "", text).replace("\u093f", "")
+
+
+@pytest.fixture(scope="module")
+def printed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Assign 16 sample residents plus two hostile ones, then print their sheets."""
+    work = tmp_path_factory.mktemp("notify")
+    sample = pl.read_csv(ROOT / "sample_data" / "register_en_utf8.csv", infer_schema=False)
+    rows = sample.filter(
+        pl.col("resident_code").is_null() & pl.col("planned_move_out_date").is_null()
+    ).head(16)
+    hostile = rows.head(2).with_columns(
+        pl.Series("resident_id", ["900000001", "900000002"]),
+        pl.Series("name", [HOSTILE_NAME, "<b style='font-size:80pt'>X</b>"]),
+        pl.Series("address", [HOSTILE_ADDRESS, "<script>alert(1)</script>"]),
+        pl.Series("residence_card_number", ["ZZ00000001ZZ", "ZZ00000002ZZ"]),
+        pl.Series("language", ["en", "ja"]),
+    )
+    export = work / "register.csv"
+    pl.concat([rows, hostile]).write_csv(export)
+    ledger = Ledger.init(work / "ledger", municipality="139998")
+    assign_register(export, ledger=ledger, output=work / "assigned.csv", seed=3)
+    out = work / "sheets"
+    result = notify(
+        work / "assigned.csv",
+        out,
+        profile=load_profile(PROFILE),
+        ledger=ledger,
+        batch_size=7,
+        workers=1,
+        per_resident=True,
+    )
+    assigned = pl.read_csv(work / "assigned.csv", infer_schema=False)
+    return {
+        "work": work,
+        "out": out,
+        "result": result,
+        "assigned": assigned,
+        "manifest": pl.read_csv(out / "manifest.csv", infer_schema=False),
+        "ledger": ledger,
+    }
+
+
+def page_text(out: Path, file: str, page: str) -> str:
+    return PdfReader(out / file).pages[int(page) - 1].extract_text()
+
+
+def test_every_manifest_page_carries_that_residents_code_name_and_notice(printed) -> None:
+    notices = load_notices()
+    assigned = {r["resident_id"]: r for r in printed["assigned"].iter_rows(named=True)}
+    manifest = printed["manifest"]
+    assert manifest.height == 18 == printed["result"].sheets
+    for row in manifest.iter_rows(named=True):
+        resident = assigned[row["resident_id"]]
+        text = squash(page_text(printed["out"], row["file"], row["page"]))
+        assert resident["resident_code"] in text
+        assert squash(resident["name"].lstrip("'")) in text
+        notice = notices[row["language"]]
+        assert squash(notice.text["keep_safe"]) in text, row["language"]
+        assert squash(notices["ja"].text["private_use"]) in text  # Japanese always
+        assert f"整理番号:{row['resident_id']}" in text
+
+
+def test_languages_follow_row_then_nationality(printed) -> None:
+    manifest = printed["manifest"]
+    by_id = dict(zip(manifest["resident_id"], manifest["language"], strict=True))
+    assert by_id["900000001"] == "en" and by_id["900000002"] == "ja"
+    assert len(set(manifest["language"])) > 2
+
+
+def test_sheets_are_sorted_for_mailing_and_batched(printed) -> None:
+    manifest = printed["manifest"]
+    postal = [p or "~" for p in manifest["postal_code"].to_list()]
+    assert postal == sorted(postal)
+    assert printed["result"].files == ["sheets-0001.pdf", "sheets-0002.pdf", "sheets-0003.pdf"]
+    assert [len(PdfReader(printed["out"] / f).pages) for f in printed["result"].files] == [7, 7, 4]
+
+
+def test_hostile_names_print_literally(printed) -> None:
+    manifest = printed["manifest"]
+    row = manifest.filter(pl.col("resident_id") == "900000001").row(0, named=True)
+    text = page_text(printed["out"], row["file"], row["page"])
+    assert squash(HOSTILE_NAME) in squash(text)
+    assert squash('<link rel="stylesheet"') in squash(text)
+    row = manifest.filter(pl.col("resident_id") == "900000002").row(0, named=True)
+    assert squash("<script>alert(1)</script>") in squash(
+        page_text(printed["out"], row["file"], row["page"])
+    )
+
+
+def test_rendering_fetches_nothing_outside_the_templates(printed) -> None:
+    renderer = SheetRenderer(load_profile(PROFILE), "2026-12-01")
+    renderer.fetcher.requests.clear()
+    frame = printed["assigned"].filter(pl.col("resident_id").str.starts_with("9000"))
+    from rrnet_cli.notify import build_sheets
+
+    sheets = build_sheets(
+        frame.with_columns(pl.lit("en").alias("language")), load_notices(), recorded_on="2026-11-28"
+    )
+    renderer.document(sheets)
+    assert renderer.fetcher.requests == [], "escaped hostile markup must trigger no fetch"
+
+
+def test_even_unescaped_markup_could_not_fetch_outside(tmp_path: Path) -> None:
+    """Defence in depth: if a template ever let markup through, the fetcher refuses it."""
+    import io
+
+    from weasyprint import HTML
+
+    fetcher = make_fetcher(TEMPLATES)
+    html = (
+        '<img src="file:///etc/passwd"><img src="http://evil.example/a.png">'
+        '<link rel="attachment" href="file:///etc/passwd"><p>x</p>'
+    )
+    pdf = HTML(string=html, base_url=str(TEMPLATES) + "/", url_fetcher=fetcher).write_pdf()
+    assert "file:///etc/passwd" in fetcher.requests
+    assert "http://evil.example/a.png" in fetcher.requests
+    page = PdfReader(io.BytesIO(pdf)).pages[0]
+    assert len(page.images) == 0
+    assert b"root:" not in pdf
+
+
+def test_the_fetcher_refuses_everything_outside_its_folder(tmp_path: Path) -> None:
+    fetcher = make_fetcher(TEMPLATES)
+    for url in (
+        "file:///etc/passwd",
+        (TEMPLATES / ".." / "README.md").as_uri(),
+        "http://evil.example/x.css",
+        "data:text/css,body{}",
+    ):
+        with pytest.raises(ValueError, match="refused"):
+            fetcher.fetch(url)
+    served = fetcher.fetch((TEMPLATES / "sheet.css").as_uri())  # a file inside is served
+    assert b"@page" in served.read()
+
+
+def test_outputs_are_private_and_named_by_resident_id(printed) -> None:
+    out = printed["out"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    files = [*out.glob("*.pdf"), out / "manifest.csv", *(out / "residents").glob("*.pdf")]
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files)
+    names = {p.stem for p in (out / "residents").glob("*.pdf")}
+    assert names == set(printed["manifest"]["resident_id"])
+    one = PdfReader(out / "residents" / "900000001.pdf")
+    assert len(one.pages) == 1 and squash(HOSTILE_NAME) in squash(one.pages[0].extract_text())
+
+
+def test_recorded_date_comes_from_the_ledger(printed) -> None:
+    row = printed["manifest"].row(0, named=True)
+    code = printed["assigned"].filter(pl.col("resident_id") == row["resident_id"])["resident_code"][
+        0
+    ]
+    recorded = printed["ledger"].snapshot().lookup(rcode.strings_to_codes([code]))
+    assert recorded["status"][0] == "assigned"
+    text = page_text(printed["out"], row["file"], row["page"])
+    assert re.search(r"記載日.*\d{4}-\d{2}-\d{2}", text.replace("\n", " "))
+
+
+def test_refuses_a_used_folder_and_a_missing_recorded_date(printed, tmp_path: Path) -> None:
+    assigned = printed["work"] / "assigned.csv"
+    with pytest.raises(UsageError, match="not empty"):
+        notify(
+            assigned,
+            printed["out"],
+            profile=load_profile(PROFILE),
+            recorded_on=None,
+            ledger=printed["ledger"],
+        )
+    with pytest.raises(UsageError, match="--recorded-on"):
+        notify(assigned, tmp_path / "new", profile=load_profile(PROFILE), workers=1)
+
+
+def test_cli_refuses_without_harfbuzz_unless_slow_ok(
+    printed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rrnet_cli import doctor
+
+    monkeypatch.setattr(doctor, "_load", lambda name: None)
+    runner = CliRunner()
+    args = [
+        "notify",
+        str(printed["work"] / "assigned.csv"),
+        "-o",
+        str(tmp_path / "s"),
+        "--profile",
+        str(PROFILE),
+        "--recorded-on",
+        "2026-11-28",
+    ]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "--slow-ok" in refused.output
+    assert not (tmp_path / "s").exists()
