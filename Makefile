@@ -1,5 +1,5 @@
 # Two entry points for a fresh Debian machine with Python 3.11:
-#   make demo   set up, then assign -> verify on the bundled sample register
+#   make demo   set up, then assign -> notify -> verify on the bundled sample register
 #   make test   set up, then run the whole test suite (what CI runs)
 # Set-up installs Debian packages when run as root (see .ci/debian-packages),
 # creates .venv and installs rrnet into it with its test dependencies.
@@ -16,6 +16,7 @@ demo: setup
 	rm -rf $(DEMO) && mkdir -m 700 $(DEMO)
 	$(BIN)/rrnet ledger init $(DEMO)/ledger --municipality 139998
 	$(BIN)/rrnet assign sample_data/register_ja_cp932.csv --ledger $(DEMO)/ledger -o $(DEMO)/assigned.csv
+	$(BIN)/rrnet notify $(DEMO)/assigned.csv --ledger $(DEMO)/ledger --profile sample_data/profile.toml -o $(DEMO)/sheets
 	$(BIN)/rrnet verify $(DEMO)/assigned.csv --ledger $(DEMO)/ledger
 	$(BIN)/rrnet ledger stats --ledger $(DEMO)/ledger
 

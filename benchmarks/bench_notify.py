@@ -32,7 +32,8 @@ import sys, time
 from pathlib import Path
 from rrnet_cli.ingest import read_export
 from rrnet_cli.languages import choose_languages, load_notices
-from rrnet_cli.notify import SheetRenderer, build_sheets, mailing_order, select_residents
+from rrnet_cli.notify import build_sheets, mailing_order, select_residents
+from rrnet_cli.render import SheetRenderer
 from rrnet_cli.profile import load_profile
 frame = select_residents(read_export(Path(sys.argv[1]), ours=True).frame, False)
 frame = mailing_order(frame.with_columns(choose_languages(frame)))
@@ -102,7 +103,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_150, help="register rows (~93%% get sheets)")
     parser.add_argument("--naive-sheets", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="rrnet-bench-notify-"))

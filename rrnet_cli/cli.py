@@ -640,7 +640,7 @@ def notify(
     ] = "en",
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Sheets per print-ready PDF.")
-    ] = 100,
+    ] = 50,
     workers: Annotated[int, typer.Option("--workers", help="Rendering processes.")] = 2,
     slow_ok: Annotated[
         bool,

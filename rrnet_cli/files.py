@@ -13,10 +13,12 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 from rrnet_cli.errors import UsageError
+
+if TYPE_CHECKING:  # imported where used, so sheet-rendering workers never load Polars
+    import polars as pl
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -97,6 +99,8 @@ def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
     Reversible with ``restore_formulas``: a cell that already starts with an
     apostrophe gets a second one.
     """
+    import polars as pl
+
     exprs = []
     for name, dtype in frame.schema.items():
         if dtype == pl.String:
@@ -110,6 +114,8 @@ def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
 
 def restore_formulas(frame: pl.DataFrame) -> pl.DataFrame:
     """Undo ``neutralise_formulas`` on a frame read back from one of our CSVs."""
+    import polars as pl
+
     exprs = []
     for name, dtype in frame.schema.items():
         if dtype == pl.String:
@@ -143,6 +149,8 @@ def check_table_suffix(destination: Path) -> str:
 
 def write_table_to(frame: pl.DataFrame, path: Path, suffix: str) -> None:
     """Write ``frame`` to an already private ``path`` as ``.csv`` or ``.parquet``."""
+    import polars as pl
+
     if suffix == ".parquet":
         frame.write_parquet(path, compression="zstd")
     else:

@@ -30,12 +30,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import polars as pl
 import pycountry
 
 from rrnet_cli.errors import UsageError
 from rrnet_cli.schema import LANGUAGES
+
+if TYPE_CHECKING:
+    import polars as pl
 
 #: The project's template folder (layout, notice texts, styles).
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -241,6 +244,8 @@ def choose_languages(frame: pl.DataFrame, default: str = DEFAULT_LANGUAGE) -> pl
 
     Works per distinct value, so a million rows cost a few hundred lookups.
     """
+    import polars as pl  # here, so that rendering workers never load Polars
+
     chosen_default = normalise_language(default)
     if chosen_default is None:
         raise UsageError(
@@ -256,6 +261,8 @@ def choose_languages(frame: pl.DataFrame, default: str = DEFAULT_LANGUAGE) -> pl
 
 
 def _map_distinct(column: pl.Series, lookup: Callable[[str], str | None]) -> pl.Series:
+    import polars as pl
+
     values = column.cast(pl.String)
     distinct = values.drop_nulls().unique().to_list()
     mapping = {value: lookup(value) for value in distinct}

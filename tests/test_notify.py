@@ -17,8 +17,9 @@ from rrnet_cli.cli import app
 from rrnet_cli.errors import UsageError
 from rrnet_cli.languages import TEMPLATES, load_notices
 from rrnet_cli.ledger import Ledger
-from rrnet_cli.notify import SheetRenderer, make_fetcher, notify
+from rrnet_cli.notify import notify
 from rrnet_cli.profile import load_profile
+from rrnet_cli.render import SheetRenderer, make_fetcher
 
 ROOT = Path(__file__).parent.parent
 PROFILE = ROOT / "sample_data" / "profile.toml"
