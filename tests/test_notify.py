@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 import stat
 from pathlib import Path
 
@@ -221,3 +222,31 @@ def test_cli_refuses_without_harfbuzz_unless_slow_ok(
     refused = runner.invoke(app, args)
     assert refused.exit_code == 2 and "--slow-ok" in refused.output
     assert not (tmp_path / "s").exists()
+
+
+def test_all_prints_every_coded_row_including_carried_over(printed, tmp_path: Path) -> None:
+    assigned = printed["assigned"]
+    carried = assigned.head(1).with_columns(
+        pl.lit("800000001").alias("resident_id"),
+        pl.lit("carried_over").alias("code_status"),
+        pl.lit("58026173947").alias("resident_code"),
+    )
+    excluded = assigned.head(1).with_columns(
+        pl.lit("800000002").alias("resident_id"),
+        pl.lit("excluded").alias("code_status"),
+        pl.lit(None, pl.String).alias("resident_code"),
+    )
+    path = tmp_path / "mixed.parquet"
+    pl.concat([assigned, carried, excluded]).write_parquet(path)
+    result = notify(
+        path,
+        tmp_path / "all",
+        profile=load_profile(PROFILE),
+        workers=1,
+        include_all=True,
+        recorded_on=__import__("datetime").date(2026, 11, 28),
+    )
+    manifest = pl.read_csv(tmp_path / "all" / "manifest.csv", infer_schema=False)
+    assert result.sheets == assigned.height + 1
+    assert "800000001" in manifest["resident_id"].to_list()
+    assert "800000002" not in manifest["resident_id"].to_list()
