@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -146,18 +147,39 @@ def handle_errors(func: F) -> F:
         except KeyboardInterrupt:
             err.print("Interrupted: nothing was committed to the ledger.")
             raise typer.Exit(130) from None
-        except Exception as exc:  # a bug: say so without echoing data it may hold
-            err.print(
-                f"[bold red]error:[/] unexpected internal error ({type(exc).__name__}). "
-                "The ledger was left as it was before this run. "
-                + ("" if verbose else "Run again with --verbose for details."),
-                soft_wrap=True,
-            )
+        except Exception as exc:
+            reason = _io_failure(exc)
+            if reason is not None:
+                message = (
+                    f"a file could not be read or written ({escape(reason)}). The ledger was "
+                    "left as it was before this run; free disk space or fix the path, then "
+                    "run again."
+                )
+            else:  # a bug: say so without echoing data the exception may hold
+                message = (
+                    f"unexpected internal error ({type(exc).__name__}). The ledger was left "
+                    "as it was before this run. "
+                    + ("" if verbose else "Run again with --verbose for details.")
+                )
+            err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
             if verbose:
                 err.print(traceback.format_exc(), markup=False)
             raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _io_failure(exc: BaseException) -> str | None:
+    """The operating system's reason when ``exc`` is a failed read or write, else None.
+
+    Polars and Arrow wrap OS errors in their own exception types; their text ends
+    with the OS reason, e.g. "File too large (os error 27)".
+    """
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    match = re.search(r"([A-Za-z][A-Za-z ,']+) \(os error \d+\)", text)
+    return match.group(1).strip() if match else None
 
 
 def _table(title: str, rows: list[tuple[str, Any]]) -> Table:

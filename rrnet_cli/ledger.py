@@ -446,10 +446,10 @@ class Ledger:
             txn = Transaction(self, manifest)
             try:
                 yield txn
+                txn.commit()
             except BaseException:
-                txn.abort()
+                txn.abort()  # staged segments go; the manifest never named them
                 raise
-            txn.commit()
 
     def _sweep(self, manifest: dict[str, Any]) -> None:
         """Remove segment files a crashed run left outside the manifest (lock held)."""

@@ -1,0 +1,88 @@
+"""A write that fails mid-run (disk full, file-size limit) leaves the ledger exactly
+as before, publishes no output and says so clearly, without a traceback."""
+
+from __future__ import annotations
+
+import errno
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rrnet_cli import ledger as ledger_module
+from rrnet_cli.cli import app
+from rrnet_cli.ledger import Ledger
+from rrnet_cli.sample import write_sample
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "lock"
+    }
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Ledger]:
+    export = tmp_path / "register.csv"
+    write_sample(export, 5000, seed=1)
+    return export, Ledger.init(tmp_path / "ledger", municipality="139998")
+
+
+def test_file_size_limit_in_the_child_fails_cleanly(setup, tmp_path: Path) -> None:
+    export, ledger = setup
+    before = snapshot(ledger.path)
+
+    def limit() -> None:  # runs in the child: a 100 kB file-size limit, EFBIG not SIGXFSZ
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rrnet_cli",
+            "assign",
+            str(export),
+            "--ledger",
+            str(ledger.path),
+            "-o",
+            str(tmp_path / "out.parquet"),
+        ],
+        preexec_fn=limit,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2
+    assert "File too large" in run.stderr and "Traceback" not in run.stderr
+    assert snapshot(ledger.path) == before
+    assert not list(tmp_path.glob("out.parquet")) and not list(tmp_path.glob(".out.parquet*"))
+
+
+@pytest.mark.parametrize("where", ["segment", "manifest"])
+def test_disk_full_during_commit_leaves_the_ledger_as_before(
+    setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    export, ledger = setup
+    before = snapshot(ledger.path)
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "segment":
+        monkeypatch.setattr(ledger_module.pq, "write_table", full)
+    else:
+        monkeypatch.setattr(ledger_module, "_write_private_json", full)
+    result = CliRunner().invoke(
+        app, ["assign", str(export), "--ledger", str(ledger.path), "-o", str(tmp_path / "out.csv")]
+    )
+    assert result.exit_code == 2
+    assert "No space left on device" in result.output
+    assert "Traceback" not in result.output
+    assert snapshot(ledger.path) == before, "no segment, no manifest change"
+    assert not list(tmp_path.glob("out.csv")) and not list(tmp_path.glob(".out.csv*"))
