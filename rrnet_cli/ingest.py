@@ -89,6 +89,13 @@ def read_export(
         table, used_encoding = _read_csv(path, encoding)
         first_row = 2
     headers = table.column_names
+    # rrnet's working columns are named __like_this__; an export may not use such names.
+    reserved = [h for h in headers if len(h) > 4 and h.startswith("__") and h.endswith("__")]
+    if reserved:
+        raise UsageError(
+            f"{path}: column name(s) {', '.join(reserved)} are reserved for rrnet's own "
+            "use (names that start and end with two underscores); rename them in the export."
+        )
     recognised = schema.resolve_headers(headers, mapping, source=str(path))
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
@@ -188,6 +195,7 @@ def _parse_csv(data: bytes, path: Path) -> pa.Table:
         data = data.rstrip(b"\r\n") + b"\n"
     headers = _header_row(data, path)
     names = [f"c{i}" for i in range(len(headers))]
+    quoted = b'"' in data
     ragged: list[tuple[int, int]] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -208,7 +216,7 @@ def _parse_csv(data: bytes, path: Path) -> pa.Table:
             # Without any quote character no value can hold a line break, and
             # Arrow can split the file into blocks in parallel.
             parse_options=pacsv.ParseOptions(
-                newlines_in_values=b'"' in data,
+                newlines_in_values=quoted,
                 invalid_row_handler=on_invalid,
                 ignore_empty_lines=False,
             ),
@@ -227,7 +235,21 @@ def _parse_csv(data: bytes, path: Path) -> pa.Table:
         sys.unraisablehook = previous_hook
     if ragged:
         raise UsageError(_ragged_message(data, path, len(headers), len(ragged)))
+    # A quote left open swallows every later line into one cell; Arrow accepts
+    # that at the end of the file, so check: closed quotes come in pairs ("" too).
+    if quoted and data.count(b'"') % 2:
+        raise UsageError(_unclosed_quote_message(data, path))
     return table.rename_columns(headers)
+
+
+def _unclosed_quote_message(data: bytes, path: Path) -> str:
+    """Name the row whose double quote never closes (slow path, error only)."""
+    records = sum(1 for _ in csv.reader(io.StringIO(data.decode("utf-8", errors="replace"))))
+    return (
+        f'{path}: row {records} opens a double quote (") that is never closed, so every '
+        "line after it would be read into one cell. Close the quote, or double a quote "
+        'that belongs inside a value ("").'
+    )
 
 
 def _header_row(data: bytes, path: Path) -> list[str]:

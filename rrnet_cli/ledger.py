@@ -348,10 +348,12 @@ class Ledger:
                 f"{self.path} is a version {manifest.get('version')} ledger; "
                 f"this rrnet reads version {VERSION}."
             )
-        if not isinstance(manifest.get("segments"), list) or not isinstance(
-            manifest.get("txn"), int
-        ):
-            raise LedgerError(f"The ledger's manifest {self.manifest_path} is damaged.")
+        problem = _manifest_problem(manifest)
+        if problem:
+            raise LedgerError(
+                f"The ledger's manifest {self.manifest_path} is damaged ({problem}); "
+                "nothing was changed. Restore the ledger from backup."
+            )
         return manifest
 
     @property
@@ -452,12 +454,24 @@ class Ledger:
                 raise
 
     def _sweep(self, manifest: dict[str, Any]) -> None:
-        """Remove segment files a crashed run left outside the manifest (lock held)."""
+        """Remove segment files a crashed run left outside the manifest (lock held).
+
+        Only files of a transaction *after* the committed one can be leftovers; a
+        file of a committed transaction that the manifest does not name means the
+        manifest lost it, and deleting it would forget used codes.
+        """
         live = {Path(s["file"]).name for s in manifest["segments"]}
         for path in self.segments_path.glob("*"):
-            if path.name not in live:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            if path.name in live:
+                continue
+            if _segment_txn(path.name) <= manifest["txn"]:
+                raise LedgerError(
+                    f"Segment {path.name} belongs to a committed transaction but the "
+                    "manifest does not name it: the ledger is damaged; nothing was changed. "
+                    "Restore the ledger from backup."
+                )
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         for path in self.path.glob(f".{MANIFEST}.*.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -621,6 +635,48 @@ class Transaction:
         self.staged = []
 
 
+_SEGMENT_KEYS = {
+    "file": str,
+    "txn": int,
+    "rows": int,
+    "bytes": int,
+    "sha256": str,
+    "statuses": dict,
+    "has_residents": bool,
+}
+
+
+def _segment_txn(name: str) -> int:
+    """The transaction number a segment file name starts with (0 if it has none)."""
+    head = name.split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    """Why a manifest cannot be trusted, or None.
+
+    Every committed transaction adds at least one segment, so the segments'
+    transaction numbers must be exactly 1..txn: a shortened list is caught.
+    """
+    txn = manifest.get("txn")
+    segments = manifest.get("segments")
+    if not isinstance(txn, int) or isinstance(txn, bool) or txn < 0:
+        return "txn is not a transaction number"
+    if not isinstance(segments, list):
+        return "segments is not a list"
+    for entry in segments:
+        if not isinstance(entry, dict):
+            return "a segment entry is not an object"
+        for key, kind in _SEGMENT_KEYS.items():
+            if not isinstance(entry.get(key), kind):
+                return f"a segment entry lacks a valid {key!r}"
+        if Path(entry["file"]).name != entry["file"].removeprefix(f"{SEGMENTS}/"):
+            return "a segment entry names a file outside the segments folder"
+    if {entry["txn"] for entry in segments} != set(range(1, txn + 1)):
+        return f"the segments do not account for transactions 1..{txn}"
+    return None
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -660,7 +716,14 @@ def check_integrity(ledger: Ledger, *, batch_rows: int = 8_000_000) -> Integrity
         else:
             readable.append((info, path, label))
     for path in ledger.segments_path.glob("*"):
-        if path.name not in live:
+        if path.name in live:
+            continue
+        if _segment_txn(path.name) <= manifest["txn"]:
+            report.add(
+                f"{SEGMENTS}/{path.name}",
+                "a committed transaction's segment is missing from the manifest",
+            )
+        else:
             report.notes.append(
                 f"{SEGMENTS}/{path.name} is left over from an interrupted run; "
                 "the next write removes it"
