@@ -5,7 +5,7 @@ The pipeline, each step a frame in and a frame out::
     read_export -> validate_register -> classify (against the ledger)
                 -> draw_codes (for the rows that need one) -> build_output
 
-Rules (SPEC §1, §4):
+Rules:
 - a resident the ledger already knows keeps their code (``already_assigned``),
   so running assign twice on one export assigns nothing new;
 - a resident arriving with a valid code keeps it (``carried_over``) and the

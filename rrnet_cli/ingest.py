@@ -1,4 +1,4 @@
-"""Reading a register export and checking every row against SPEC §3.
+"""Reading a register export and checking every row against the column rules.
 
 ``read_export`` turns a CSV (UTF-8, UTF-8 with BOM or CP932) or Parquet file into
 a frame of text columns, recognised headers renamed to their canonical names and
@@ -453,7 +453,7 @@ _SEX_VALUES = ["男", "女", "男性", "女性", "M", "F", "m", "f", "1", "2"]
 
 
 def _rules(cols: set[str], today: date) -> list[tuple[str, pl.Expr, str]]:
-    """(column, bad-row mask over cleaned values, reason) for every rule of SPEC §3."""
+    """(column, bad-row mask over cleaned values, reason) for every column rule (README: Input)."""
     c = pl.col
     rules: list[tuple[str, pl.Expr, str]] = [
         (name, c(name).is_null(), "required value is empty") for name in schema.REQUIRED

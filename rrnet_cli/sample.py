@@ -1,7 +1,7 @@
 """Synthetic register exports, for demos, tests and benchmarks.
 
 ``generate_register`` builds a frame that looks like a municipality's foreign
-resident register export (SPEC §3), and ``write_sample`` writes one as CSV
+resident register export (the columns of ``schema``), and ``write_sample`` writes one as CSV
 (UTF-8, UTF-8 with a byte-order mark, or CP932) or as Parquet. Nobody in it is
 real. Among the things rrnet has to cope with, it contains:
 
@@ -619,7 +619,7 @@ def generate_register(
     """A synthetic foreign resident register export of ``rows`` residents.
 
     Every column is text, missing values are null: the 18 recognised columns of
-    SPEC §3 under their canonical names (``headers="en"``) or their first
+    schema.COLUMNS under their canonical names (``headers="en"``) or their first
     Japanese header (``headers="ja"``), then ``note`` (``備考``). The same
     ``seed`` gives the same frame; ``seed=None`` draws fresh entropy.
     ``ascii_names`` strips diacritics from names (Nguyễn -> Nguyen, Groß ->

@@ -1,5 +1,5 @@
 """The register export's columns: canonical names, the Japanese headers municipal
-systems print, and which columns are required (SPEC §3).
+systems print, and which columns are required.
 
 A header is recognised after NFKC normalisation, trimming and case folding, so
 ``Resident_ID``, ``resident_id`` and full-width ``ｒｅｓｉｄｅｎｔ＿ｉｄ`` all match.

@@ -1,4 +1,4 @@
-"""Assign, at library level: drawing codes, classifying rows, the rules of SPEC §4."""
+"""Assign, at library level: drawing codes, classifying rows, the rules of assign."""
 
 from __future__ import annotations
 

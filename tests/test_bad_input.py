@@ -5,7 +5,7 @@ Each case runs ``rrnet assign <file> --ledger <fresh ledger> -o <tmp>/out/out.cs
 
 - the exit code (2 for unusable input, 0 where the case is valid);
 - every expected substring (file name, ``row N``, column, reason) in the output,
-  and none of the case's personal data (SPEC §6: no values in messages);
+  and none of the case's personal data (no cell values in messages);
 - no traceback and no "unexpected internal error" (that is a bug report, not a
   message), on the CLI's streams or on the process's own file descriptors;
 - on failure: no output file (not even a leftover temporary file) and the ledger

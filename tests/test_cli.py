@@ -16,7 +16,7 @@ from polars.testing import assert_frame_equal
 from rrnet_cli.cli import app
 from rrnet_cli.ledger import Ledger
 
-# SPEC §2 test vectors: (body, code).
+# the published check-digit test vectors: (body, code).
 SPEC_VECTORS = [
     ("1234567890", "12345678903"),
     ("5802617394", "58026173947"),
@@ -29,7 +29,7 @@ HYPERLINK = '=HYPERLINK("http://evil.example/x","click")'
 
 
 def spec_check_digit(body: str) -> str:
-    """SPEC §2 formula, written out independently of rrnet_cli.code."""
+    """the published check-digit formula, written out independently of rrnet_cli.code."""
     r = sum(int(d) * w for d, w in zip(body, (5, 4, 3, 2, 7, 6, 5, 4, 3, 2), strict=True)) % 11
     return "0" if r <= 1 else str(11 - r)
 

@@ -1,4 +1,4 @@
-"""The resident record code module: SPEC §2 vectors, the five verbs, the error
+"""The resident record code module: the check-digit test vectors, the five verbs, the error
 hierarchy, and the vectorised functions checked against the scalar ones."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from rrnet_cli import code as rcode
 
-# SPEC §2: (body, full code, r = weighted sum mod 11).
+# Check-digit test vectors: (body, full code, r = weighted sum mod 11).
 VECTORS = [
     ("1234567890", "12345678903", 8),
     ("5802617394", "58026173947", 4),
@@ -26,7 +26,7 @@ bodies_int = st.integers(min_value=0, max_value=rcode.BODY_SPACE - 1)
 
 
 def residue(body: str) -> int:
-    """r of SPEC §2, computed here from the published weights, not by the module."""
+    """r of the check-digit formula, computed here from the published weights, not by the module."""
     return sum(int(d) * w for d, w in zip(body, WEIGHTS, strict=True)) % 11
 
 
@@ -53,7 +53,7 @@ REASON_CLASS = {
 
 
 # ---------------------------------------------------------------------------
-# SPEC §2 test vectors
+# the published check-digit test vectors
 
 
 @pytest.mark.parametrize(("body", "full", "r"), VECTORS)

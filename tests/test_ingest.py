@@ -1,5 +1,5 @@
-"""Reading a register export and checking its rows (SPEC §3), and writing files
-staff open in Excel (SPEC §6)."""
+"""Reading a register export and checking its rows, and writing files staff open
+in Excel."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ GOOD = {
 }
 COLUMNS = list(GOOD)
 
-#: SPEC §3: the Japanese headers municipal systems print, per canonical column.
+#: The Japanese headers municipal systems print, per canonical column (written out
+#: here, not taken from rrnet_cli.schema).
 SPEC_HEADERS = {
     "resident_id": ["宛名番号", "住民番号", "識別番号"],
     "household_id": ["世帯番号"],

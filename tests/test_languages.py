@@ -21,7 +21,7 @@ from rrnet_cli.languages import (
 )
 from rrnet_cli.schema import LANGUAGES
 
-# What every notice must tell the resident (issue: the sheet's notice), by key.
+# What every notice must tell the resident, by key.
 NOTICE_POINTS = (
     "title",
     "written",

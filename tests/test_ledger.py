@@ -1,4 +1,4 @@
-"""The ledger's guarantees (SPEC §5): each one shown, not claimed."""
+"""The ledger's guarantees : each one shown, not claimed."""
 
 from __future__ import annotations
 

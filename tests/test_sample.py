@@ -73,7 +73,7 @@ def register_ja() -> pl.DataFrame:
 
 
 def parse_dates(column: pl.Expr) -> pl.Expr:
-    """The three date formats an export may use (SPEC §3)."""
+    """The three date formats an export may use."""
     return pl.coalesce(
         [column.str.to_date(f, strict=False) for f in ("%Y-%m-%d", "%Y/%m/%d", "%Y%m%d")]
     )

@@ -13,7 +13,7 @@ from rrnet_cli.importer import import_codes
 from rrnet_cli.ledger import Ledger
 from rrnet_cli.verify import Violation, verify
 
-# Valid codes from SPEC §2 (independent of the code under test).
+# Valid codes from the published check-digit test vectors (independent of the code under test).
 A, B, C, D = "12345678903", "58026173947", "70935378190", "00000000060"
 
 

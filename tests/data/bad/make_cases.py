@@ -25,7 +25,7 @@ What it writes:
   ``expect``        substrings the output must contain (file name, ``row N``,
                     column, reason)
   ``forbid``        substrings it must not contain (personal data from the
-                    file: SPEC §6 keeps cell values out of messages)
+                    file: cell values stay out of messages)
   ``setup``         optional: rrnet command lines run first on the same fresh
                     ledger; ``{data}``, ``{ledger}`` and ``{tmp}`` are replaced
                     by this folder, the ledger and a scratch folder
@@ -61,7 +61,7 @@ import pyarrow.parquet as pq
 HERE = Path(__file__).resolve().parent
 
 REQUIRED = ("resident_id", "name", "birth_date", "sex", "nationality", "address")
-#: A valid carried-over code (SPEC §2 test vector) and a second valid one.
+#: A valid carried-over code (a published check-digit test vector) and a second valid one.
 CODE = "58026173947"
 CODE2 = "12345678903"
 ONE_MB = 1 << 20
