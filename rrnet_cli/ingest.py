@@ -244,7 +244,13 @@ def _parse_csv(data: bytes, path: Path) -> pa.Table:
 
 def _unclosed_quote_message(data: bytes, path: Path) -> str:
     """Name the row whose double quote never closes (slow path, error only)."""
-    records = sum(1 for _ in csv.reader(io.StringIO(data.decode("utf-8", errors="replace"))))
+    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
+    records = 0
+    try:
+        for _ in reader:
+            records += 1
+    except csv.Error:
+        pass
     return (
         f'{path}: row {records} opens a double quote (") that is never closed, so every '
         "line after it would be read into one cell. Close the quote, or double a quote "
@@ -287,15 +293,19 @@ def _strip_row_text(message: str) -> str:
 def _ragged_message(data: bytes, path: Path, width: int, count: int) -> str:
     """Find the first rows whose field count differs (slow path, error only)."""
     rows = []
-    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace")))
-    next(reader, None)
-    for number, record in enumerate(reader, start=2):
-        if not record:
-            rows.append(f"row {number} is blank")
-        elif len(record) != width:
-            rows.append(f"row {number} has {len(record)} fields")
-            if len(rows) == 5:
-                break
+    # newline="": let the csv module see CR, LF and CRLF as a spreadsheet does.
+    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
+    try:
+        next(reader, None)
+        for number, record in enumerate(reader, start=2):
+            if not record:
+                rows.append(f"row {number} is blank")
+            elif len(record) != width:
+                rows.append(f"row {number} has {len(record)} fields")
+                if len(rows) == 5:
+                    break
+    except csv.Error:
+        rows.append("and the file's quoting cannot be followed further")
     listed = "; ".join(rows)
     return (
         f"{path}: {count} row(s) do not have the header's {width} fields ({listed}). "
