@@ -57,3 +57,29 @@ def test_200k_residents_against_5m_codes(tmp_path: Path) -> None:
     check = rrnet("verify", str(out), "--ledger", str(ledger), "--json")
     assert check.returncode == 0, check.stdout
     assert json.loads(check.stdout)["codes"] == result["newly_assigned"] + result["carried_over"]
+
+
+def test_one_million_residents_against_ten_million_codes(tmp_path: Path) -> None:
+    """The scale run CI affords: 1,000,000 residents, a 10,000,000-code ledger, verified."""
+    export = tmp_path / "register.csv"
+    write_sample(export, 1_000_000, seed=11, headers="en", encoding="utf-8")
+    rng = np.random.default_rng(12)
+    bodies = np.sort(rng.integers(0, rcode.BODY_SPACE, 10_000_000, dtype=np.uint64))
+    extract = tmp_path / "national.txt"
+    pl.DataFrame({"code": rcode.codes_to_strings(rcode.codes_from_bodies(bodies))}).write_csv(
+        extract, include_header=False
+    )
+    ledger = tmp_path / "ledger"
+    assert rrnet("ledger", "init", str(ledger), "-m", "139998").returncode == 0
+    assert rrnet("ledger", "import", str(extract), "--ledger", str(ledger)).returncode == 0
+    out = tmp_path / "assigned.parquet"
+    run = rrnet("assign", str(export), "--ledger", str(ledger), "-o", str(out), "--json")
+    assert run.returncode == 0, run.stderr
+    figures = json.loads(run.stdout)
+    assert figures["rows_read"] == 1_000_000
+    assert figures["newly_assigned"] > 900_000
+    check = rrnet("verify", str(out), "--ledger", str(ledger), "--json")
+    assert check.returncode == 0, check.stdout[-2000:]
+    verified = json.loads(check.stdout)
+    assert verified["codes"] == figures["newly_assigned"] + figures["carried_over"]
+    assert verified["ledger_records"] >= 10_000_000 - 10_000
