@@ -133,10 +133,12 @@ def run_campaign(work: Path, trials: int, *, seed: int = 20130708, rows: int = 2
         time.sleep(rng.uniform(0.05, max_delay))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # Counted by how the process ended: it may finish just as the signal is sent.
+        if proc.returncode == -signal.SIGKILL:
             tally.kills += 1
         else:
             tally.finished_before_kill += 1
-        proc.wait()
         after = _txn(ledger)
         if after not in (before, before + 1):
             tally.violations.append(f"trial {trial}: ledger jumped from txn {before} to {after}")
