@@ -411,7 +411,13 @@ def _clean_expr(name: str, non_ascii: bool) -> pl.Expr:
     return pl.when(text == "").then(None).otherwise(text).alias(name)
 
 
-def _compact_code(column: pl.Series) -> pl.Series:
+def clean_resident_ids(column: pl.Series) -> pl.Series:
+    """Resident ids as rrnet keys them (NFKC, trimmed, empty -> null)."""
+    name = column.name
+    return column.to_frame().select(_clean_expr(name, _has_non_ascii(column))).to_series()
+
+
+def compact_codes(column: pl.Series) -> pl.Series:
     """A code column compacted like ``code.compact``: NFKC, no spaces or dashes."""
     if not bool(column.str.contains(r"[^0-9]").any()):
         text = column  # the usual case: plain digits (or empty)
@@ -420,7 +426,7 @@ def _compact_code(column: pl.Series) -> pl.Series:
     return pl.select(pl.when(text == "").then(None).otherwise(text)).to_series()
 
 
-def _parse_dates(column: pl.Series) -> pl.Series:
+def parse_dates(column: pl.Series) -> pl.Series:
     """Parse any accepted format; null when none fits (or the date does not exist).
 
     Each format is parsed only on the values shaped for it (the others are
@@ -552,7 +558,7 @@ def validate_register(
         ROW, *[_clean_expr(name, _has_non_ascii(frame[name])) for name in checked]
     )
     dates = [n for n in ("birth_date", "stay_expiry") if n in cleaned.columns]
-    cleaned = cleaned.with_columns(_parse_dates(cleaned[n]).alias(_date_column(n)) for n in dates)
+    cleaned = cleaned.with_columns(parse_dates(cleaned[n]).alias(_date_column(n)) for n in dates)
     masks = cleaned.select(
         [mask.fill_null(False).alias(f"rule{i}") for i, (_, mask, _) in enumerate(rules)]
     )
@@ -564,7 +570,7 @@ def validate_register(
 
     helpers = [cleaned["resident_id"].alias(N_RESIDENT_ID)]
     if "resident_code" in cols:
-        helpers.append(_compact_code(frame["resident_code"]).alias(N_RESIDENT_CODE))
+        helpers.append(compact_codes(frame["resident_code"]).alias(N_RESIDENT_CODE))
     else:
         helpers.append(
             pl.repeat(None, frame.height, dtype=pl.String, eager=True).alias(N_RESIDENT_CODE)

@@ -32,7 +32,7 @@ import polars as pl
 from rrnet_cli import code as rcode
 from rrnet_cli.errors import UsageError
 from rrnet_cli.files import PRIVATE_DIR, write_table
-from rrnet_cli.ingest import _parse_dates, read_export, require_columns
+from rrnet_cli.ingest import parse_dates, read_export, require_columns
 from rrnet_cli.languages import TEMPLATES, NoticeText, choose_languages, load_notices
 from rrnet_cli.ledger import Ledger
 from rrnet_cli.profile import Profile
@@ -87,7 +87,7 @@ def build_sheets(
 ) -> list[dict[str, Any]]:
     """One plain dict per sheet, in ``frame``'s order, ready for the template."""
     ja = notices["ja"]
-    births = _parse_dates(frame["birth_date"].cast(pl.String))
+    births = parse_dates(frame["birth_date"].cast(pl.String))
     rows = frame.with_columns(births.dt.to_string("%Y-%m-%d").alias("__birth__")).to_dicts()
     sheets = []
     for row in rows:
@@ -163,7 +163,7 @@ def _recorded_dates(
         )
     return dict(
         zip(
-            [s.zfill(rcode.LENGTH) for s in found["code"].cast(pl.String).to_list()],
+            rcode.codes_to_strings(found["code"].to_numpy()).to_pylist(),
             found["recorded_at"]
             .dt.convert_time_zone("Asia/Tokyo")
             .dt.date()

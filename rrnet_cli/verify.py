@@ -22,10 +22,8 @@ import polars as pl
 from rrnet_cli import code as rcode
 from rrnet_cli import schema
 from rrnet_cli.errors import UsageError
-from rrnet_cli.ingest import ROW, read_export, require_columns
+from rrnet_cli.ingest import ROW, clean_resident_ids, compact_codes, read_export, require_columns
 from rrnet_cli.ledger import ACTIVE, Ledger, Status, check_integrity
-
-_SEPARATORS = rcode.SEPARATOR_PATTERN
 
 
 @dataclass
@@ -66,13 +64,12 @@ def _load(path: Path, encoding: str, mapping: dict[str, str] | None) -> pl.DataF
     require_columns(export, ("resident_id", "resident_code"))
     frame = export.frame
     status = pl.col("code_status") if "code_status" in frame.columns else pl.lit(None, pl.String)
-    code = pl.col("resident_code").str.normalize("NFKC").str.replace_all(_SEPARATORS, "")
-    rid = pl.col("resident_id").str.normalize("NFKC").str.strip_chars()
+    # Normalised exactly as assign keys residents and codes, so both agree on identity.
     return frame.select(
         pl.lit(str(path)).alias("file"),
         pl.col(ROW).alias("row"),
-        pl.when(rid == "").then(None).otherwise(rid).alias("resident_id"),
-        pl.when(code == "").then(None).otherwise(code).alias("code"),
+        clean_resident_ids(frame["resident_id"].cast(pl.String)).alias("resident_id"),
+        compact_codes(frame["resident_code"].cast(pl.String)).alias("code"),
         status.cast(pl.String).alias("code_status"),
     )
 
