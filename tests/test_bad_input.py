@@ -31,6 +31,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from ledger_state import folder_bytes
 from typer.testing import CliRunner, Result
 
 from rrnet_cli.cli import app
@@ -46,17 +47,6 @@ GOOD_EXPORT = DATA / "date_formats_valid.csv"
 
 # Unraisable exceptions (e.g. inside Arrow callbacks) are bugs too, even when hidden.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
-
-
-def folder_bytes(folder: Path) -> dict[str, bytes | None]:
-    """Every file's bytes under ``folder`` (folders as None), except the ``lock`` file."""
-    if folder.is_file():
-        return {"": folder.read_bytes()}
-    return {
-        str(p.relative_to(folder)): (None if p.is_dir() else p.read_bytes())
-        for p in sorted(folder.rglob("*"))
-        if str(p.relative_to(folder)) != "lock"
-    }
 
 
 def assert_no_crash(result: Result, capfd: pytest.CaptureFixture[str]) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ledger_state import folder_bytes
 from typer.testing import CliRunner
 
 from rrnet_cli.cli import app
@@ -31,14 +32,6 @@ SETTINGS = settings(
 )
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "lock"
-    }
-
-
 def run_assign(tmp: Path, data: bytes, suffix: str = ".csv") -> None:
     ledger_path = tmp / "ledger"
     ledger = (
@@ -50,7 +43,7 @@ def run_assign(tmp: Path, data: bytes, suffix: str = ".csv") -> None:
     export.write_bytes(data)
     out = tmp / "out.csv"
     out.unlink(missing_ok=True)
-    before = snapshot(ledger.path)
+    before = folder_bytes(ledger.path)
     result = CliRunner().invoke(
         app, ["assign", str(export), "--ledger", str(ledger.path), "-o", str(out)]
     )
@@ -61,7 +54,7 @@ def run_assign(tmp: Path, data: bytes, suffix: str = ".csv") -> None:
     assert "Traceback" not in result.output
     assert "unexpected internal error" not in result.output, result.output
     if result.exit_code == 2:
-        assert snapshot(ledger.path) == before
+        assert folder_bytes(ledger.path) == before
         assert not out.exists()
 
 

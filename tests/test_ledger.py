@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ledger_state import folder_bytes
 
 from rrnet_cli import code as rcode
 from rrnet_cli.errors import LedgerBusy, LedgerError, UsageError
@@ -49,15 +50,6 @@ def random_codes(n: int, seed: int) -> list[str]:
     rng = np.random.default_rng(seed)
     bodies = rng.choice(rcode.BODY_SPACE, size=n, replace=False).astype(np.uint64)
     return rcode.codes_to_strings(rcode.codes_from_bodies(bodies)).to_pylist()
-
-
-def ledger_files(path: Path) -> dict[str, bytes]:
-    """Every file of the ledger with its bytes (the lock file's holder note aside)."""
-    return {
-        str(p.relative_to(path)): p.read_bytes()
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and p.name != "lock"
-    }
 
 
 def rrnet(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
@@ -134,11 +126,11 @@ def _records(codes: list[str], status: str = "assigned", start: int = 0) -> pl.D
 
 
 def test_failed_transaction_leaves_no_trace(ledger: Ledger) -> None:
-    before = ledger_files(ledger.path)
+    before = folder_bytes(ledger.path)
     with pytest.raises(RuntimeError), ledger.transaction() as txn:
         txn.add_records(_records(random_codes(5, 2)))
         raise RuntimeError("disk full, say")
-    assert ledger_files(ledger.path) == before
+    assert folder_bytes(ledger.path) == before
     assert len(ledger.snapshot().codes) == 0
 
 
@@ -297,11 +289,11 @@ def test_import_keeps_leading_zeros_and_full_width(ledger: Ledger, tmp_path: Pat
 
 
 def test_invalid_code_stops_import_and_changes_nothing(ledger: Ledger, tmp_path: Path) -> None:
-    before = ledger_files(ledger.path)
+    before = folder_bytes(ledger.path)
     path = codes_file(tmp_path / "bad.txt", [*random_codes(5, 11), "12345678904"])
     with pytest.raises(UsageError, match="record 6"):
         import_codes(ledger, path)
-    assert ledger_files(ledger.path) == before
+    assert folder_bytes(ledger.path) == before
 
 
 def test_integer_parquet_codes_are_refused(ledger: Ledger, tmp_path: Path) -> None:
@@ -327,7 +319,7 @@ def test_kill_at_each_commit_step(
 ) -> None:
     export = write_export(tmp_path / "export.csv", 200)
     out = tmp_path / "assigned.csv"
-    before = ledger_files(ledger.path)
+    before = folder_bytes(ledger.path)
     crashed = rrnet(
         "assign",
         str(export),

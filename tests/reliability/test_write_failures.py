@@ -11,20 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from ledger_state import folder_bytes
 from typer.testing import CliRunner
 
 from rrnet_cli import ledger as ledger_module
 from rrnet_cli.cli import app
 from rrnet_cli.ledger import Ledger
 from rrnet_cli.sample import write_sample
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "lock"
-    }
 
 
 @pytest.fixture
@@ -36,7 +29,7 @@ def setup(tmp_path: Path) -> tuple[Path, Ledger]:
 
 def test_file_size_limit_in_the_child_fails_cleanly(setup, tmp_path: Path) -> None:
     export, ledger = setup
-    before = snapshot(ledger.path)
+    before = folder_bytes(ledger.path)
 
     def limit() -> None:  # runs in the child: a 100 kB file-size limit, EFBIG not SIGXFSZ
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -60,7 +53,7 @@ def test_file_size_limit_in_the_child_fails_cleanly(setup, tmp_path: Path) -> No
     )
     assert run.returncode == 2
     assert "File too large" in run.stderr and "Traceback" not in run.stderr
-    assert snapshot(ledger.path) == before
+    assert folder_bytes(ledger.path) == before
     assert not list(tmp_path.glob("out.parquet")) and not list(tmp_path.glob(".out.parquet*"))
 
 
@@ -69,7 +62,7 @@ def test_disk_full_during_commit_leaves_the_ledger_as_before(
     setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     export, ledger = setup
-    before = snapshot(ledger.path)
+    before = folder_bytes(ledger.path)
 
     def full(*_args, **_kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -84,5 +77,5 @@ def test_disk_full_during_commit_leaves_the_ledger_as_before(
     assert result.exit_code == 2
     assert "No space left on device" in result.output
     assert "Traceback" not in result.output
-    assert snapshot(ledger.path) == before, "no segment, no manifest change"
+    assert folder_bytes(ledger.path) == before, "no segment, no manifest change"
     assert not list(tmp_path.glob("out.csv")) and not list(tmp_path.glob(".out.csv*"))
