@@ -14,6 +14,14 @@ Rules:
 - a resident with a planned move-out gets no new code (``excluded``);
 - everyone else gets a new random code (``assigned``).
 
+The run is split in three so that each part can be read and tested alone:
+
+- ``plan_assignment`` is pure: from the checked rows and the ledger's state it
+  decides every row's status, draws the new codes and returns an ``AssignPlan``
+  (the output, the rejects, the new ledger records and the counts);
+- ``record_plan`` stages the plan's records in one ledger transaction;
+- the outputs are published (renamed into place) only after the commit.
+
 Order of effects, so that a crash never leaves an output the ledger disowns:
 the output is written to a private temporary file, the ledger commits, then
 the output is renamed into place.
@@ -24,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -36,29 +44,33 @@ import polars as pl
 
 from rrnet_cli import code as rcode
 from rrnet_cli import schema
-from rrnet_cli.errors import InputRowsError, UsageError
+from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, InputRowsError, UsageError
 from rrnet_cli.files import PendingFile, check_table_suffix, write_table_to
-from rrnet_cli.ingest import (
+from rrnet_cli.ingest import ERROR_SCHEMA, describe_errors, read_export, validate_register
+from rrnet_cli.ledger import (
+    ACTIVE,
+    CodeIndex,
+    LedgerState,
+    LedgerStore,
+    LedgerTransaction,
+    Status,
+    sorted_member,
+)
+from rrnet_cli.progress import QUIET, Steps
+from rrnet_cli.schema import (
+    CODE,
+    EXCLUDED_MOVE_OUT,
+    INCOMING_CODE,
+    KNOWN_CODE,
+    LEDGER_MUNICIPALITY,
+    LEDGER_RESIDENT,
+    LEDGER_STATUS,
     MOVE_OUT,
     N_RESIDENT_CODE,
     N_RESIDENT_ID,
     ROW,
-    describe_errors,
-    read_export,
-    validate_register,
+    CodeStatus,
 )
-from rrnet_cli.ledger import (
-    ACTIVE,
-    CodeIndex,
-    Ledger,
-    LedgerState,
-    Status,
-    Transaction,
-    sorted_member,
-)
-from rrnet_cli.progress import QUIET, Steps
-
-EXCLUDED_MOVE_OUT = "planned_move_out"
 
 # Rejection sampling bound: the largest multiple of 10**10 below 2**64. Values at
 # or above it are thrown away, so ``value % 10**10`` has no modulo bias.
@@ -151,50 +163,94 @@ class AssignResult:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary_rows(self) -> list[tuple[str, Any]]:
+        """The lines of the summary table a person reads after the run."""
+        rows: list[tuple[str, Any]] = [("rows read", self.rows_read), ("read as", self.encoding)]
+        if self.rejects is not None or self.rows_rejected:
+            rows.append(("rows set aside (rejects)", self.rows_rejected))
+        for reason, n in sorted(self.excluded.items()) or [(EXCLUDED_MOVE_OUT, 0)]:
+            rows.append((f"excluded: {reason}", n))
+        rows += [
+            ("carried over (existing code kept)", self.carried_over),
+            ("already assigned (ledger)", self.already_assigned),
+            ("newly assigned", self.newly_assigned),
+            ("ledger records after the run", self.ledger_records_after),
+            ("time", f"{self.seconds:.2f} s"),
+        ]
+        return rows
+
+    def title(self) -> str:
+        return "Dry run: nothing written" if self.dry_run else f"Assigned register: {self.output}"
+
+    def footer(self) -> list[str]:
+        return [f"Rejected rows and their reasons: {self.rejects}"] if self.rejects else []
+
+
+@dataclass
+class AssignPlan:
+    """Everything one assign run will write, decided before anything is written."""
+
+    #: the assigned register: every input row and column, plus the code and status
+    output: pl.DataFrame
+    #: bad rows as they came in, with their row number and every reason
+    rejects: pl.DataFrame
+    #: the same reasons, one line per (row, column, reason, value)
+    errors: pl.DataFrame
+    #: new ledger records: code, status, municipality, resident_id
+    records: pl.DataFrame
+    #: rows per code status
+    counts: dict[CodeStatus, int]
+    #: candidates that had to be redrawn (already used, or drawn twice)
+    redraws: int
+
+    @property
+    def rows_rejected(self) -> int:
+        return int(self.errors["row"].n_unique()) if self.errors.height else 0
+
 
 def classify(
     frame: pl.DataFrame, state: LedgerState, municipality: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Decide each valid row's code_status against the ledger.
 
-    Returns (frame with ``code_status``, ``exclusion_reason``, ``__code__`` as
+    Returns (frame with ``code_status``, ``exclusion_reason``, ``CODE`` as
     uint64 for rows that already have a code) and the rows the ledger refuses
     (``row, column, reason, value``).
     """
     known = (
         state.active_by_resident()
         .filter(pl.col("municipality") == municipality)
-        .select(pl.col("resident_id").alias(N_RESIDENT_ID), pl.col("code").alias("__known__"))
+        .select(pl.col("resident_id").alias(N_RESIDENT_ID), pl.col("code").alias(KNOWN_CODE))
     )
     frame = frame.join(known, on=N_RESIDENT_ID, how="left", maintain_order="left")
-    frame = frame.with_columns(pl.col(N_RESIDENT_CODE).cast(pl.UInt64).alias("__in__"))
-    incoming = frame.filter(pl.col("__in__").is_not_null())["__in__"].to_numpy()
+    frame = frame.with_columns(pl.col(N_RESIDENT_CODE).cast(pl.UInt64).alias(INCOMING_CODE))
+    incoming = frame.filter(pl.col(INCOMING_CODE).is_not_null())[INCOMING_CODE].to_numpy()
     owners = state.lookup(incoming).select(
-        pl.col("code").alias("__in__"),
-        pl.col("status").alias("__l_status__"),
-        pl.col("municipality").alias("__l_muni__"),
-        pl.col("resident_id").alias("__l_rid__"),
+        pl.col("code").alias(INCOMING_CODE),
+        pl.col("status").alias(LEDGER_STATUS),
+        pl.col("municipality").alias(LEDGER_MUNICIPALITY),
+        pl.col("resident_id").alias(LEDGER_RESIDENT),
     )
-    frame = frame.join(owners, on="__in__", how="left", maintain_order="left")
-    has_in = pl.col("__in__").is_not_null()
-    is_known = pl.col("__known__").is_not_null()
+    frame = frame.join(owners, on=INCOMING_CODE, how="left", maintain_order="left")
+    has_in = pl.col(INCOMING_CODE).is_not_null()
+    is_known = pl.col(KNOWN_CODE).is_not_null()
     refusals = [
         (
-            is_known & has_in & (pl.col("__in__") != pl.col("__known__")),
+            is_known & has_in & (pl.col(INCOMING_CODE) != pl.col(KNOWN_CODE)),
             "the ledger holds a different code for this resident; a new code needs a change "
             "request, not a new export",
         ),
         (
-            has_in & (pl.col("__l_status__") == Status.RETIRED.value),
+            has_in & (pl.col(LEDGER_STATUS) == Status.RETIRED.value),
             "this code has been retired and can never be used again",
         ),
         (
             has_in
             & ~is_known
-            & pl.col("__l_status__").is_in(ACTIVE)
+            & pl.col(LEDGER_STATUS).is_in(ACTIVE)
             & (
-                (pl.col("__l_muni__") != municipality)
-                | (pl.col("__l_rid__") != pl.col(N_RESIDENT_ID))
+                (pl.col(LEDGER_MUNICIPALITY) != municipality)
+                | (pl.col(LEDGER_RESIDENT) != pl.col(N_RESIDENT_ID))
             ),
             "the ledger holds this code for another resident",
         ),
@@ -212,26 +268,26 @@ def classify(
     ).unique(subset="row", keep="first", maintain_order=True)
     status = (
         pl.when(is_known)
-        .then(pl.lit("already_assigned"))
+        .then(pl.lit(CodeStatus.ALREADY_ASSIGNED))
         .when(has_in)
-        .then(pl.lit("carried_over"))
+        .then(pl.lit(CodeStatus.CARRIED_OVER))
         .when(pl.col(MOVE_OUT))
-        .then(pl.lit("excluded"))
-        .otherwise(pl.lit("assigned"))
+        .then(pl.lit(CodeStatus.EXCLUDED))
+        .otherwise(pl.lit(CodeStatus.ASSIGNED))
     )
     frame = (
         frame.with_columns(
             status.alias("code_status"),
-            pl.coalesce("__known__", "__in__").alias("__code__"),
+            pl.coalesce(KNOWN_CODE, INCOMING_CODE).alias(CODE),
         )
         .with_columns(
-            pl.when(pl.col("code_status") == "excluded")
+            pl.when(pl.col("code_status") == CodeStatus.EXCLUDED)
             .then(pl.lit(EXCLUDED_MOVE_OUT))
             .otherwise(None)
             .cast(pl.String)
             .alias("exclusion_reason")
         )
-        .drop("__known__", "__in__", "__l_status__", "__l_muni__", "__l_rid__")
+        .drop(KNOWN_CODE, INCOMING_CODE, LEDGER_STATUS, LEDGER_MUNICIPALITY, LEDGER_RESIDENT)
     )
     return frame, refused
 
@@ -240,11 +296,11 @@ def build_output(frame: pl.DataFrame, input_columns: list[str]) -> pl.DataFrame:
     """The assigned register: every input column, code as 11-char text, status."""
     code_text = pl.Series(
         "resident_code",
-        rcode.codes_to_strings(frame["__code__"].fill_null(0).to_numpy()),
+        rcode.codes_to_strings(frame[CODE].fill_null(0).to_numpy()),
         dtype=pl.String,
     )
     frame = frame.with_columns(
-        pl.when(pl.col("__code__").is_null()).then(None).otherwise(code_text).alias("resident_code")
+        pl.when(pl.col(CODE).is_null()).then(None).otherwise(code_text).alias("resident_code")
     )
     columns = [c for c in input_columns if c not in schema.OUTPUT_COLUMNS]
     if "resident_code" in input_columns:
@@ -267,22 +323,78 @@ def build_rejects(
     return bad.select(pl.col(ROW).alias("row"), "errors", *input_columns)
 
 
-@contextlib.contextmanager
-def _ledger_session(
-    ledger: Ledger, dry_run: bool, timeout: float
-) -> Iterator[tuple[Callable[[], LedgerState], Transaction | None]]:
-    """Yield a loader of the ledger's state, and the transaction (None on a dry run)."""
-    if dry_run:
-        yield ledger.snapshot, None
-        return
-    with ledger.transaction(timeout=timeout) as txn:
-        yield (lambda: txn.state), txn
+def plan_assignment(
+    frame: pl.DataFrame,
+    state: LedgerState,
+    municipality: str,
+    random_bytes: RandomBytes,
+    *,
+    errors: pl.DataFrame | None = None,
+    input_columns: list[str] | None = None,
+    steps: Steps = QUIET,
+) -> AssignPlan:
+    """Decide every row of a checked export and draw the new codes; write nothing.
+
+    ``frame`` and ``errors`` are what ``ingest.validate_register`` returned;
+    rows with errors, and rows the ledger refuses, go to the plan's rejects.
+    ``input_columns`` are the export's own columns, in order (default: every
+    column of ``frame`` that is not a working column).
+    """
+    if input_columns is None:
+        input_columns = [c for c in frame.columns if not schema.is_working_column(c)]
+    if errors is None or errors.height == 0:
+        errors = pl.DataFrame(schema=ERROR_SCHEMA)
+        good = frame
+    else:
+        good = frame.filter(~pl.col(ROW).is_in(errors["row"].unique().implode()))
+    with steps.step("Checking against the ledger"):
+        good, refused = classify(good, state, municipality)
+    if refused.height:
+        errors = pl.concat([errors, refused.cast(ERROR_SCHEMA)]).sort("row", maintain_order=True)
+        good = good.filter(~pl.col(ROW).is_in(refused["row"].implode()))
+    need = (good["code_status"] == CodeStatus.ASSIGNED).to_numpy()
+    n_new = int(need.sum())
+    with steps.step("Drawing new codes", total=n_new) as advance:
+        taken = good.filter(pl.col(CODE).is_not_null())[CODE].to_numpy()
+        drawn, redraws = draw_codes(n_new, used=state.codes, taken=taken, random_bytes=random_bytes)
+        advance(n_new)
+    has_code = good[CODE].is_not_null().to_numpy() | need
+    codes = good[CODE].fill_null(0).to_numpy().astype(np.uint64)
+    codes[need] = drawn
+    good = good.with_columns(
+        pl.Series(CODE, codes, dtype=pl.UInt64).set(pl.Series(~has_code), None)
+    )
+    counts = {CodeStatus(k): int(n) for k, n in good.group_by("code_status").len().iter_rows()}
+    records = good.filter(
+        pl.col("code_status").is_in([CodeStatus.ASSIGNED, CodeStatus.CARRIED_OVER])
+    ).select(
+        pl.col(CODE).alias("code"),
+        pl.col("code_status").alias("status"),
+        pl.lit(municipality).alias("municipality"),
+        pl.col(N_RESIDENT_ID).alias("resident_id"),
+    )
+    return AssignPlan(
+        output=build_output(good, input_columns),
+        rejects=build_rejects(frame, errors, input_columns),
+        errors=errors,
+        records=records,
+        counts=counts,
+        redraws=redraws,
+    )
+
+
+def record_plan(txn: LedgerTransaction, plan: AssignPlan) -> int | None:
+    """Stage the plan's new records in ``txn``; the transaction number, or None if none."""
+    if plan.records.height == 0:
+        return None
+    txn.add_records(plan.records)
+    return txn.number
 
 
 def assign_register(
     export_path: Path,
     *,
-    ledger: Ledger,
+    ledger: LedgerStore,
     output: Path | None,
     rejects: Path | None = None,
     encoding: str = "auto",
@@ -290,12 +402,12 @@ def assign_register(
     municipality: str | None = None,
     seed: int | None = None,
     dry_run: bool = False,
-    lock_timeout: float = 600.0,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     steps: Steps = QUIET,
     today: date | None = None,
     verbose: bool = False,
 ) -> AssignResult:
-    """Run the whole assign pipeline as one ledger transaction (see module doc)."""
+    """Read, check, plan, record and publish one export (see the module doc)."""
     started = time.perf_counter()
     municipality = municipality or ledger.municipality
     if not municipality:
@@ -311,24 +423,27 @@ def assign_register(
         export=str(export_path),
         output=None if dry_run else str(output),
         rejects=None,
-        ledger=str(ledger.path),
+        ledger=str(ledger.location),
         municipality=municipality,
         dry_run=dry_run,
     )
-    with contextlib.ExitStack() as files:
-        out_file = files.enter_context(PendingFile(output)) if output and not dry_run else None
-        rej_file = files.enter_context(PendingFile(rejects)) if rejects and not dry_run else None
-        with steps.step("Waiting for the ledger lock"):
-            session = _ledger_session(ledger, dry_run, lock_timeout)
-            load_state, txn = session.__enter__()
-        try:
+    with contextlib.ExitStack() as outputs:
+        out_file = outputs.enter_context(PendingFile(output)) if output and not dry_run else None
+        rej_file = outputs.enter_context(PendingFile(rejects)) if rejects and not dry_run else None
+        with contextlib.ExitStack() as session:
+            # The transaction commits when this inner stack closes without an
+            # exception, and aborts (staged segments removed) when one escapes.
+            txn: LedgerTransaction | None = None
+            with steps.step("Waiting for the ledger lock"):
+                if not dry_run:
+                    txn = session.enter_context(ledger.transaction(timeout=lock_timeout))
+            load_state = ledger.snapshot if txn is None else _state_of(txn)
             # Load the ledger while the export is read and checked: both are mostly
             # native code that releases the GIL, so the two overlap on two cores.
             with ThreadPoolExecutor(max_workers=1) as pool:
                 loading = pool.submit(load_state)
                 with steps.step("Reading export"):
                     export = read_export(export_path, encoding=encoding, mapping=mapping)
-                input_columns = [c for c in export.frame.columns if c != ROW]
                 result.rows_read = export.rows
                 result.encoding = export.encoding or "parquet"
                 with steps.step("Validating rows", total=export.rows) as advance:
@@ -338,46 +453,29 @@ def assign_register(
                     _refuse(errors, export.path, verbose)
                 with steps.step("Loading the ledger"):
                     state = loading.result()
-            with steps.step("Checking against the ledger"):
-                result.ledger_records_before = len(state.codes)
-                good = (
-                    frame.filter(~pl.col(ROW).is_in(errors["row"].unique().implode()))
-                    if errors.height
-                    else frame
-                )
-                good, refused = classify(good, state, municipality)
-            if refused.height:
-                if rejects is None:
-                    _refuse(refused, export.path, verbose)
-                errors = pl.concat([errors, refused]).sort("row", maintain_order=True)
-                good = good.filter(~pl.col(ROW).is_in(refused["row"].implode()))
-            good = _draw_for(good, state, seed, result, steps)
-            new_records = good.filter(pl.col("code_status").is_in(["assigned", "carried_over"]))
-            result.rows_rejected = int(errors["row"].n_unique()) if errors.height else 0
-            result.ledger_records_after = result.ledger_records_before + new_records.height
-            if not dry_run:
-                assert out_file is not None and out_suffix is not None and txn is not None
+            result.ledger_records_before = len(state.codes)
+            plan = plan_assignment(
+                frame,
+                state,
+                municipality,
+                random_source(seed),
+                errors=errors,
+                input_columns=[c for c in export.frame.columns if c != ROW],
+                steps=steps,
+            )
+            if plan.errors.height and rejects is None:
+                _refuse(plan.errors, export.path, verbose)
+            _count(result, plan)
+            result.ledger_records_after = result.ledger_records_before + plan.records.height
+            if txn is not None:
+                assert out_file is not None and out_suffix is not None
                 with steps.step("Writing the assigned register"):
-                    write_table_to(build_output(good, input_columns), out_file.path, out_suffix)
+                    write_table_to(plan.output, out_file.path, out_suffix)
                     if rej_file is not None and rej_suffix is not None:
-                        write_table_to(
-                            build_rejects(frame, errors, input_columns), rej_file.path, rej_suffix
-                        )
+                        write_table_to(plan.rejects, rej_file.path, rej_suffix)
                 with steps.step("Recording codes in the ledger"):
-                    txn.add_records(
-                        new_records.select(
-                            pl.col("__code__").alias("code"),
-                            pl.col("code_status").alias("status"),
-                            pl.lit(municipality).alias("municipality"),
-                            pl.col(N_RESIDENT_ID).alias("resident_id"),
-                        )
-                    )
-                    result.transaction = txn.number if new_records.height else None
-        except BaseException as exc:
-            session.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        # Commit first; only then do the outputs appear (see module docstring).
-        session.__exit__(None, None, None)
+                    result.transaction = record_plan(txn, plan)
+        # Committed; only now do the outputs appear (see the module docstring).
         if rej_file is not None:
             rej_file.publish()
             result.rejects = str(rejects)
@@ -387,31 +485,19 @@ def assign_register(
     return result
 
 
-def _draw_for(
-    good: pl.DataFrame, state: LedgerState, seed: int | None, result: AssignResult, steps: Steps
-) -> pl.DataFrame:
-    """Fill ``__code__`` with new codes on the rows whose status is ``assigned``."""
-    need = (good["code_status"] == "assigned").to_numpy()
-    n_new = int(need.sum())
-    with steps.step("Drawing new codes", total=n_new) as advance:
-        taken = good.filter(pl.col("__code__").is_not_null())["__code__"].to_numpy()
-        drawn, result.redraws = draw_codes(
-            n_new, used=state.codes, taken=taken, random_bytes=random_source(seed)
-        )
-        advance(n_new)
-    has_code = (good["__code__"].is_not_null().to_numpy()) | need
-    codes = good["__code__"].fill_null(0).to_numpy().astype(np.uint64)
-    codes[need] = drawn
-    good = good.with_columns(
-        pl.Series("__code__", codes, dtype=pl.UInt64).set(pl.Series(~has_code), None)
-    )
-    counts = dict(good.group_by("code_status").len().iter_rows())
-    result.newly_assigned = int(counts.get("assigned", 0))
-    result.carried_over = int(counts.get("carried_over", 0))
-    result.already_assigned = int(counts.get("already_assigned", 0))
-    if counts.get("excluded"):
-        result.excluded = {EXCLUDED_MOVE_OUT: int(counts["excluded"])}
-    return good
+def _state_of(txn: LedgerTransaction) -> Callable[[], LedgerState]:
+    """A loader of the state the transaction read under its lock."""
+    return lambda: txn.state
+
+
+def _count(result: AssignResult, plan: AssignPlan) -> None:
+    result.rows_rejected = plan.rows_rejected
+    result.redraws = plan.redraws
+    result.newly_assigned = plan.counts.get(CodeStatus.ASSIGNED, 0)
+    result.carried_over = plan.counts.get(CodeStatus.CARRIED_OVER, 0)
+    result.already_assigned = plan.counts.get(CodeStatus.ALREADY_ASSIGNED, 0)
+    if plan.counts.get(CodeStatus.EXCLUDED):
+        result.excluded = {EXCLUDED_MOVE_OUT: plan.counts[CodeStatus.EXCLUDED]}
 
 
 def _refuse(errors: pl.DataFrame, source: Path, verbose: bool) -> None:

@@ -40,6 +40,7 @@ sequence or Arrow array of strings, returning one reason (or None) per element.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 
@@ -60,6 +61,7 @@ __all__ = [
     "codes_from_bodies",
     "codes_to_strings",
     "compact",
+    "compact_array",
     "format",
     "is_valid",
     "strings_to_codes",
@@ -74,10 +76,13 @@ BODY_SPACE = 10**BODY_LENGTH
 
 # Weights for the body's digits read left to right (P_10 .. P_1).
 _WEIGHTS = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
-_SEPARATORS = " -\u3000\t"
-#: The same separators as a regular expression for whole columns (Polars/Arrow).
-#: The dashes are literal characters, not escapes, so both regex engines accept it.
-SEPARATOR_PATTERN = "[\\s\\-\u2010-\u2015\u2212]"
+#: What ``compact`` drops after NFKC: white space, the hyphen-minus, and the other
+#: dashes common in spreadsheets (U+2010..U+2015, U+2212; NFKC already maps the
+#: ideographic space and the full-width hyphen). One pattern for Python's ``re``,
+#: Arrow's RE2 and Polars alike: the class is spelt out rather than ``\s``, whose
+#: meaning differs between those engines, and the dashes are literal characters.
+SEPARATOR_PATTERN = "[ \t\n\r\f\v\\-\u2010-\u2015\u2212]"
+_SEPARATOR_RE = re.compile(SEPARATOR_PATTERN)
 
 
 class InvalidCode(ValueError):
@@ -113,12 +118,30 @@ def compact(code: str) -> str:
     >>> compact(' 1234-5678-903 ')
     '12345678903'
     """
-    text = unicodedata.normalize("NFKC", str(code))
-    # NFKC maps the ideographic space and full-width hyphen-minus; other dashes
-    # (U+2010..U+2015, U+2212) are common in spreadsheets, so drop them too.
-    for sep in _SEPARATORS + "\u2010\u2011\u2012\u2013\u2014\u2015\u2212":
-        text = text.replace(sep, "")
-    return text.strip()
+    return _SEPARATOR_RE.sub("", unicodedata.normalize("NFKC", str(code)))
+
+
+def compact_array(codes: Iterable[str | None] | pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Vectorised ``compact``: an Arrow string array, with empty values as null.
+
+    >>> compact_array(['１２３４５ ６７８９０-３', ' ', None, '12345678903']).to_pylist()
+    ['12345678903', None, None, '12345678903']
+    """
+    arr = _string_array(codes)
+    if len(arr) and not pc.all(pc.match_substring_regex(arr, "^[0-9]*$")).as_py():
+        arr = pc.replace_substring_regex(pc.utf8_normalize(arr, "NFKC"), SEPARATOR_PATTERN, "")
+    return pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+
+
+def _string_array(codes: Iterable[str | None] | pa.Array | pa.ChunkedArray) -> pa.Array:
+    arr = (
+        codes
+        if isinstance(codes, pa.Array | pa.ChunkedArray)
+        else pa.array(list(codes), pa.string())
+    )
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return pc.cast(arr, pa.string())
 
 
 def calc_check_digit(body: str) -> str:
@@ -250,8 +273,7 @@ _REASONS = {
 def validate_array(codes: Iterable[str | None] | pa.Array | pa.ChunkedArray) -> list[str | None]:
     """Vectorised ``validate``: one reason per element, or None when valid or null.
 
-    The input must already be compacted (see ``compact``) — the ingest step
-    normalises whole columns with Polars before calling this.
+    The input must already be compacted (see ``compact_array``).
 
     >>> for reason in validate_array(['12345678903', '1234567890', '12345678904', None, 'x']):
     ...     print(reason)
@@ -261,14 +283,7 @@ def validate_array(codes: Iterable[str | None] | pa.Array | pa.ChunkedArray) -> 
     None
     The code contains characters other than digits.
     """
-    arr = (
-        codes
-        if isinstance(codes, pa.Array | pa.ChunkedArray)
-        else pa.array(list(codes), pa.string())
-    )
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    arr = pc.cast(arr, pa.string())
+    arr = _string_array(codes)
     digits = pc.fill_null(pc.match_substring_regex(arr, r"^[0-9]+$"), True)
     length_ok = pc.fill_null(pc.equal(pc.utf8_length(arr), LENGTH), True)
     well_formed = pc.and_(digits, length_ok)

@@ -10,6 +10,10 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 
+#: Seconds a run waits for another run to let go of the ledger before it gives
+#: up with ``LedgerBusy`` (every command that writes to the ledger).
+DEFAULT_LOCK_TIMEOUT = 600.0
+
 
 class RrnetError(Exception):
     """An expected failure with a message meant for the person running rrnet."""

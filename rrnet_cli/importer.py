@@ -30,11 +30,9 @@ import pyarrow.parquet as pq
 
 from rrnet_cli import code as rcode
 from rrnet_cli import schema
-from rrnet_cli.errors import UsageError
-from rrnet_cli.ledger import Ledger, Status
+from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, UsageError
+from rrnet_cli.ledger import LedgerStore, Status
 from rrnet_cli.progress import QUIET, Steps
-
-_SEPARATORS = rcode.SEPARATOR_PATTERN
 
 
 @dataclass
@@ -143,9 +141,7 @@ def _batches(source: Path, column: str | None, batch_rows: int) -> Iterator[tupl
 
 def _codes_of(array: pa.Array, first: int, source: Path) -> np.ndarray:
     """Validated uint64 codes of one batch; raise naming the first bad record."""
-    array = pc.drop_null(array)
-    if not pc.all(pc.match_substring_regex(array, r"^[0-9]{11}$")).as_py():
-        array = pc.replace_substring_regex(pc.utf8_normalize(array, "NFKC"), _SEPARATORS, "")
+    array = pc.drop_null(rcode.compact_array(array))
     reasons = rcode.validate_array(array) if len(array) else []
     if any(r is not None for r in reasons):
         bad = [i for i, r in enumerate(reasons) if r is not None]
@@ -157,12 +153,12 @@ def _codes_of(array: pa.Array, first: int, source: Path) -> np.ndarray:
 
 
 def import_codes(
-    ledger: Ledger,
+    ledger: LedgerStore,
     source: Path,
     *,
     column: str | None = None,
     status: Status = Status.IMPORTED,
-    lock_timeout: float = 600.0,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     steps: Steps = QUIET,
     batch_rows: int = 4_000_000,
 ) -> ImportResult:
@@ -175,7 +171,7 @@ def import_codes(
     if source.is_dir():
         raise UsageError(f"{source} is a folder; give the file of codes.")
     started = time.perf_counter()
-    result = ImportResult(source=str(source), ledger=str(ledger.path), status=status.value)
+    result = ImportResult(source=str(source), ledger=ledger.location, status=status.value)
     with ledger.transaction(timeout=lock_timeout) as txn:
         with steps.step("Loading the ledger"):
             used = txn.state.codes

@@ -30,21 +30,14 @@ from rrnet_cli import code as rcode
 from rrnet_cli import schema
 from rrnet_cli.errors import UsageError
 from rrnet_cli.files import restore_formulas
+from rrnet_cli.schema import MOVE_OUT, N_RESIDENT_CODE, N_RESIDENT_ID, ROW, parsed_date_column
 
-ROW = "__row__"
 ENCODINGS = ("auto", "utf-8", "utf-8-sig", "cp932")
-
-# Helper columns added by validate_register; never written out.
-N_RESIDENT_ID = "__resident_id__"
-N_RESIDENT_CODE = "__resident_code__"
-MOVE_OUT = "__move_out__"
 
 ERROR_SCHEMA = {"row": pl.Int64, "column": pl.String, "reason": pl.String, "value": pl.String}
 
 DATE_HELP = "expected YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD"
 EARLIEST_BIRTH = date(1880, 1, 1)
-
-_SEPARATORS = rcode.SEPARATOR_PATTERN
 
 
 @dataclass
@@ -90,7 +83,7 @@ def read_export(
         first_row = 2
     headers = table.column_names
     # rrnet's working columns are named __like_this__; an export may not use such names.
-    reserved = [h for h in headers if len(h) > 4 and h.startswith("__") and h.endswith("__")]
+    reserved = [h for h in headers if schema.is_working_column(h)]
     if reserved:
         raise UsageError(
             f"{path}: column name(s) {', '.join(reserved)} are reserved for rrnet's own "
@@ -417,15 +410,6 @@ def clean_resident_ids(column: pl.Series) -> pl.Series:
     return column.to_frame().select(_clean_expr(name, _has_non_ascii(column))).to_series()
 
 
-def compact_codes(column: pl.Series) -> pl.Series:
-    """A code column compacted like ``code.compact``: NFKC, no spaces or dashes."""
-    if not bool(column.str.contains(r"[^0-9]").any()):
-        text = column  # the usual case: plain digits (or empty)
-    else:
-        text = column.str.normalize("NFKC").str.replace_all(_SEPARATORS, "")
-    return pl.select(pl.when(text == "").then(None).otherwise(text)).to_series()
-
-
 def parse_dates(column: pl.Series) -> pl.Series:
     """Parse any accepted format; null when none fits (or the date does not exist).
 
@@ -453,10 +437,6 @@ def parse_dates(column: pl.Series) -> pl.Series:
     return parsed.to_series()
 
 
-def _date_column(name: str) -> str:
-    return f"__date_{name}__"
-
-
 def _iso_countries() -> list[str]:
     codes = set()
     for country in pycountry.countries:
@@ -465,16 +445,13 @@ def _iso_countries() -> list[str]:
     return sorted(codes)
 
 
-_SEX_VALUES = ["男", "女", "男性", "女性", "M", "F", "m", "f", "1", "2"]
-
-
 def _rules(cols: set[str], today: date) -> list[tuple[str, pl.Expr, str]]:
     """(column, bad-row mask over cleaned values, reason) for every column rule (README: Input)."""
     c = pl.col
     rules: list[tuple[str, pl.Expr, str]] = [
         (name, c(name).is_null(), "required value is empty") for name in schema.REQUIRED
     ]
-    birth = c(_date_column("birth_date"))
+    birth = c(parsed_date_column("birth_date"))
     rules += [
         (
             "birth_date",
@@ -485,7 +462,7 @@ def _rules(cols: set[str], today: date) -> list[tuple[str, pl.Expr, str]]:
         ("birth_date", birth < pl.lit(EARLIEST_BIRTH), "birth date before 1880 is not plausible"),
         (
             "sex",
-            c("sex").is_not_null() & ~c("sex").is_in(_SEX_VALUES),
+            c("sex").is_not_null() & ~c("sex").is_in(list(schema.SEX_VALUES)),
             "sex must be 男/女, M/F or 1/2",
         ),
         (
@@ -508,7 +485,11 @@ def _rules(cols: set[str], today: date) -> list[tuple[str, pl.Expr, str]]:
             + "、".join(schema.FOREIGN_RESIDENT_CATEGORIES)
             + ")",
         ),
-        ("stay_expiry", c(_date_column("stay_expiry")).is_null(), f"not a real date ({DATE_HELP})"),
+        (
+            "stay_expiry",
+            c(parsed_date_column("stay_expiry")).is_null(),
+            f"not a real date ({DATE_HELP})",
+        ),
         (
             "residence_card_number",
             ~c("residence_card_number").str.contains(r"^[A-Z]{2}[0-9]{8}[A-Z]{2}$"),
@@ -558,7 +539,9 @@ def validate_register(
         ROW, *[_clean_expr(name, _has_non_ascii(frame[name])) for name in checked]
     )
     dates = [n for n in ("birth_date", "stay_expiry") if n in cleaned.columns]
-    cleaned = cleaned.with_columns(parse_dates(cleaned[n]).alias(_date_column(n)) for n in dates)
+    cleaned = cleaned.with_columns(
+        parse_dates(cleaned[n]).alias(parsed_date_column(n)) for n in dates
+    )
     masks = cleaned.select(
         [mask.fill_null(False).alias(f"rule{i}") for i, (_, mask, _) in enumerate(rules)]
     )
@@ -570,7 +553,9 @@ def validate_register(
 
     helpers = [cleaned["resident_id"].alias(N_RESIDENT_ID)]
     if "resident_code" in cols:
-        helpers.append(compact_codes(frame["resident_code"]).alias(N_RESIDENT_CODE))
+        helpers.append(
+            pl.Series(N_RESIDENT_CODE, rcode.compact_array(frame["resident_code"].to_arrow()))
+        )
     else:
         helpers.append(
             pl.repeat(None, frame.height, dtype=pl.String, eager=True).alias(N_RESIDENT_CODE)
@@ -604,26 +589,34 @@ def validate_register(
                 pl.lit(None, pl.String).alias("value"),
             )
         )
-    errors.append(_code_errors(frame))
+    errors.append(code_errors(frame[ROW], frame[N_RESIDENT_CODE]))
     errors.append(_duplicates(frame, N_RESIDENT_ID, "resident_id"))
     errors.append(_duplicates(frame, N_RESIDENT_CODE, "resident_code"))
     found = pl.concat([e.cast(ERROR_SCHEMA) for e in errors]).sort("row", maintain_order=True)
     return frame, found
 
 
-def _code_errors(frame: pl.DataFrame) -> pl.DataFrame:
-    codes = frame.select(ROW, N_RESIDENT_CODE).filter(pl.col(N_RESIDENT_CODE).is_not_null())
-    if codes.height == 0:
+def code_errors(rows: pl.Series, codes: pl.Series) -> pl.DataFrame:
+    """Row errors (``row, column, reason, value``) for the codes that are not valid.
+
+    ``codes`` must already be compacted (``code.compact_array``); nulls are no
+    code and no error. Every command that reads codes from a file checks them
+    here first, so a bad code is a row error with its row number, never a crash.
+    """
+    codes_frame = pl.DataFrame({"row": rows, "value": codes.cast(pl.String)}).filter(
+        pl.col("value").is_not_null()
+    )
+    if codes_frame.height == 0:
         return pl.DataFrame(schema=ERROR_SCHEMA)
-    reasons = rcode.validate_array(codes[N_RESIDENT_CODE].to_arrow())
+    reasons = rcode.validate_array(codes_frame["value"].to_arrow())
     return (
-        codes.with_columns(pl.Series("reason", reasons, dtype=pl.String))
+        codes_frame.with_columns(pl.Series("reason", reasons, dtype=pl.String))
         .filter(pl.col("reason").is_not_null())
         .select(
-            pl.col(ROW).alias("row"),
+            pl.col("row").cast(pl.Int64),
             pl.lit("resident_code").alias("column"),
             pl.concat_str(pl.lit("existing code is not valid: "), pl.col("reason")).alias("reason"),
-            pl.col(N_RESIDENT_CODE).alias("value"),
+            "value",
         )
     )
 

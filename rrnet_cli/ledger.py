@@ -53,7 +53,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rrnet_cli import code as rcode
-from rrnet_cli.errors import LedgerBusy, LedgerError
+from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, LedgerBusy, LedgerError
 from rrnet_cli.files import PRIVATE_DIR, PRIVATE_FILE, fsync_dir
 
 FORMAT = "rrnet-ledger"
@@ -252,14 +252,63 @@ class LedgerState:
 # The store
 
 
+class LedgerTransaction(Protocol):
+    """One all-or-nothing change to a ledger, as the commands use it."""
+
+    #: the number this transaction commits as
+    number: int
+
+    @property
+    def state(self) -> LedgerState:
+        """The ledger as this transaction found it (read under its lock)."""
+        ...
+
+    def add_records(self, records: pl.DataFrame) -> SegmentInfo | None:
+        """Stage records: ``code``, ``status``, ``municipality``, ``resident_id``."""
+        ...
+
+    def add_codes(self, codes: np.ndarray, status: Status) -> SegmentInfo | None:
+        """Stage sorted, distinct codes that all have ``status`` (an import)."""
+        ...
+
+
 class LedgerStore(Protocol):
-    """What assign, verify and import need from a ledger backend."""
+    """What the commands need from a ledger backend; callers are typed to this.
 
-    def snapshot(self) -> LedgerState: ...
+    The folder ledger (``Ledger``) is the one backend today.
+    """
 
-    def transaction(self, *, timeout: float = ...) -> contextlib.AbstractContextManager[Any]: ...
+    @property
+    def location(self) -> str:
+        """Where the ledger lives, as a person would name it in a message."""
+        ...
 
-    def stats(self) -> dict[str, Any]: ...
+    @property
+    def municipality(self) -> str | None:
+        """The municipality the ledger was made for."""
+        ...
+
+    def snapshot(self) -> LedgerState:
+        """The committed ledger as of now (no lock held afterwards)."""
+        ...
+
+    def transaction(
+        self, *, timeout: float = DEFAULT_LOCK_TIMEOUT
+    ) -> contextlib.AbstractContextManager[LedgerTransaction]:
+        """Lock, read, stage, and commit on a clean exit (abort on an exception)."""
+        ...
+
+    def retire(self, codes: list[str], *, timeout: float = DEFAULT_LOCK_TIMEOUT) -> int:
+        """Retire codes for good; the number of codes newly retired."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counts by status, transactions and size, for ``rrnet ledger stats``."""
+        ...
+
+    def check_integrity(self) -> IntegrityReport:
+        """Check the stored ledger end to end (``rrnet verify --ledger``)."""
+        ...
 
 
 @dataclass
@@ -357,8 +406,13 @@ class Ledger:
         return manifest
 
     @property
+    def location(self) -> str:
+        return str(self.path)
+
+    @property
     def municipality(self) -> str | None:
-        return self.read_manifest().get("municipality")
+        value = self.read_manifest().get("municipality")
+        return None if value is None else str(value)
 
     # -- reading --------------------------------------------------------------
 
@@ -413,7 +467,7 @@ class Ledger:
     # -- writing --------------------------------------------------------------
 
     @contextlib.contextmanager
-    def lock(self, timeout: float = 600.0) -> Iterator[None]:
+    def lock(self, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[None]:
         """Hold the ledger's write lock; wait up to ``timeout`` seconds for it."""
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         try:
@@ -440,7 +494,7 @@ class Ledger:
             os.close(fd)  # closing drops the flock
 
     @contextlib.contextmanager
-    def transaction(self, *, timeout: float = 600.0) -> Iterator[Transaction]:
+    def transaction(self, *, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[Transaction]:
         """One all-or-nothing change: lock, read, stage segments, commit the manifest."""
         with self.lock(timeout):
             manifest = self.read_manifest()
@@ -476,7 +530,7 @@ class Ledger:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def retire(self, codes: list[str], *, timeout: float = 600.0) -> int:
+    def retire(self, codes: list[str], *, timeout: float = DEFAULT_LOCK_TIMEOUT) -> int:
         """Mark codes retired (after a code change). They stay used forever."""
         ints = rcode.strings_to_codes([rcode.validate(c) for c in codes])
         with self.transaction(timeout=timeout) as txn:
@@ -497,6 +551,10 @@ class Ledger:
         return len(ints)
 
     # -- reporting ------------------------------------------------------------
+
+    def check_integrity(self) -> IntegrityReport:
+        """Stream every segment and check it against the manifest (see ``check_integrity``)."""
+        return check_integrity(self)
 
     def stats(self) -> dict[str, Any]:
         """Counts by current status and the ledger's size on disk."""

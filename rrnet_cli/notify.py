@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+import unicodedata
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -30,18 +31,23 @@ from typing import Any
 import polars as pl
 
 from rrnet_cli import code as rcode
-from rrnet_cli.errors import UsageError
+from rrnet_cli.errors import InputRowsError, UsageError
 from rrnet_cli.files import PRIVATE_DIR, write_table
-from rrnet_cli.ingest import parse_dates, read_export, require_columns
+from rrnet_cli.ingest import (
+    code_errors,
+    describe_errors,
+    parse_dates,
+    read_export,
+    require_columns,
+)
 from rrnet_cli.languages import TEMPLATES, NoticeText, choose_languages, load_notices
-from rrnet_cli.ledger import Ledger
+from rrnet_cli.ledger import LedgerStore
 from rrnet_cli.profile import Profile
 from rrnet_cli.progress import QUIET, Steps
 from rrnet_cli.render import _init_worker, _render_batch
+from rrnet_cli.schema import BIRTH_TEXT, FEMALE, MALE, ROW, CodeStatus
 
 _SAFE_ID = r"^[0-9A-Za-z_-]{1,64}$"
-_MALE = {"男", "男性", "M", "m", "1"}
-_FEMALE = {"女", "女性", "F", "f", "2"}
 
 
 # ---------------------------------------------------------------------------
@@ -49,16 +55,32 @@ _FEMALE = {"女", "女性", "F", "f", "2"}
 
 
 def _sex(value: str | None, notice: NoticeText, ja: NoticeText) -> str:
-    text = (value or "").strip()
-    if text in _MALE:
+    text = unicodedata.normalize("NFKC", value or "").strip()
+    if text in MALE:
         key = "male"
-    elif text in _FEMALE:
+    elif text in FEMALE:
         key = "female"
     else:
         return text
     if notice.language == "ja":
         return ja.labels[key]
     return f"{ja.labels[key]} / {notice.labels[key]}"
+
+
+def _checked_codes(frame: pl.DataFrame, source: Path) -> pl.DataFrame:
+    """The frame with its codes compacted; a row error for any code that is not valid."""
+    codes = pl.Series(
+        "resident_code", rcode.compact_array(frame["resident_code"].cast(pl.String).to_arrow())
+    )
+    errors = code_errors(frame[ROW], codes)
+    if errors.height:
+        raise InputRowsError(
+            f"{errors.height} row(s) of {source} carry a code that is not valid, so no sheet "
+            "was printed. Run rrnet verify on the file to see every problem.",
+            errors=errors.select("row", "column", "reason").to_dicts(),
+            details=describe_errors(errors, source),
+        )
+    return frame.with_columns(codes)
 
 
 def select_residents(frame: pl.DataFrame, include_all: bool) -> pl.DataFrame:
@@ -68,7 +90,7 @@ def select_residents(frame: pl.DataFrame, include_all: bool) -> pl.DataFrame:
         return frame.filter(coded)
     if "code_status" not in frame.columns:
         raise UsageError("The file has no code_status column; is it an output of rrnet assign?")
-    return frame.filter(coded & (pl.col("code_status") == "assigned"))
+    return frame.filter(coded & (pl.col("code_status") == CodeStatus.ASSIGNED))
 
 
 def mailing_order(frame: pl.DataFrame) -> pl.DataFrame:
@@ -88,7 +110,7 @@ def build_sheets(
     """One plain dict per sheet, in ``frame``'s order, ready for the template."""
     ja = notices["ja"]
     births = parse_dates(frame["birth_date"].cast(pl.String))
-    rows = frame.with_columns(births.dt.to_string("%Y-%m-%d").alias("__birth__")).to_dicts()
+    rows = frame.with_columns(births.dt.to_string("%Y-%m-%d").alias(BIRTH_TEXT)).to_dicts()
     sheets = []
     for row in rows:
         notice = notices[row["language"]]
@@ -99,7 +121,7 @@ def build_sheets(
             if row.get(key):
                 fields.append({"key": key, "value": row[key]})
         fields += [
-            {"key": "birth_date", "value": row["__birth__"] or row["birth_date"]},
+            {"key": "birth_date", "value": row[BIRTH_TEXT] or row["birth_date"]},
             {"key": "sex", "value": _sex(row.get("sex"), notice, ja)},
             {"key": "address", "value": row["address"]},
             {"key": "recorded_on", "value": recorded},
@@ -143,7 +165,7 @@ class NotifyResult:
 
 
 def _recorded_dates(
-    codes: list[str], ledger: Ledger | None, recorded_on: date | None
+    codes: list[str], ledger: LedgerStore | None, recorded_on: date | None
 ) -> dict[str, str] | str:
     if recorded_on is not None:
         return recorded_on.isoformat()
@@ -158,7 +180,7 @@ def _recorded_dates(
     missing = found.filter(pl.col("recorded_at").is_null()).height
     if missing:
         raise UsageError(
-            f"{missing} code(s) of the file are not in the ledger {ledger.path}; "
+            f"{missing} code(s) of the file are not in the ledger {ledger.location}; "
             "run rrnet verify on the file with this ledger."
         )
     return dict(
@@ -184,7 +206,7 @@ def notify(
     output: Path,
     *,
     profile: Profile,
-    ledger: Ledger | None = None,
+    ledger: LedgerStore | None = None,
     recorded_on: date | None = None,
     notice_date: date | None = None,
     include_all: bool = False,
@@ -207,7 +229,7 @@ def notify(
         require_columns(
             export, ("resident_id", "resident_code", "name", "birth_date", "sex", "address")
         )
-        frame = select_residents(export.frame, include_all)
+        frame = select_residents(_checked_codes(export.frame, export.path), include_all)
         bad_ids = frame.filter(~pl.col("resident_id").str.contains(_SAFE_ID))
         if per_resident and bad_ids.height:
             raise UsageError(

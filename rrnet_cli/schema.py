@@ -10,6 +10,7 @@ from __future__ import annotations
 import tomllib
 import unicodedata
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from rrnet_cli.errors import UsageError
@@ -89,7 +90,74 @@ LANGUAGES = ("ja", "en", "ko", "zh-Hans", "zh-Hant", "es", "pt", "vi", "tl", "ne
 
 #: Columns the assign step adds to every output row.
 OUTPUT_COLUMNS = ("resident_code", "code_status", "exclusion_reason")
-CODE_STATUSES = ("assigned", "carried_over", "already_assigned", "excluded")
+
+
+class CodeStatus(StrEnum):
+    """What ``rrnet assign`` did with a row: the ``code_status`` column of its output."""
+
+    #: a new random code was drawn and recorded
+    ASSIGNED = "assigned"
+    #: the resident arrived with a valid code and keeps it
+    CARRIED_OVER = "carried_over"
+    #: the ledger already holds a code for this resident, who keeps it
+    ALREADY_ASSIGNED = "already_assigned"
+    #: no code: the resident plans to move out (転出予定者)
+    EXCLUDED = "excluded"
+
+
+CODE_STATUSES = tuple(status.value for status in CodeStatus)
+#: Statuses whose row carries a code.
+CODED_STATUSES = (CodeStatus.ASSIGNED, CodeStatus.CARRIED_OVER, CodeStatus.ALREADY_ASSIGNED)
+#: The ``exclusion_reason`` of an excluded row.
+EXCLUDED_MOVE_OUT = "planned_move_out"
+
+#: The values the ``sex`` column accepts (compared after NFKC and trimming).
+MALE = ("男", "男性", "M", "m", "1")
+FEMALE = ("女", "女性", "F", "f", "2")
+SEX_VALUES = (*MALE, *FEMALE)
+
+# ---------------------------------------------------------------------------
+# Working columns: the helper columns modules pass to each other in frames.
+# They are named __like_this__, a form an export may not use (ingest refuses
+# such headers), and are never written to an output file.
+
+#: Each row's number as a spreadsheet shows it. Written by ``ingest.read_export``;
+#: read by every step that reports a row (validate, classify, rejects, verify).
+ROW = "__row__"
+#: The resident id as rrnet keys residents (NFKC, trimmed). Written by
+#: ``ingest.validate_register``; read by ``assign.classify`` and the ledger records.
+N_RESIDENT_ID = "__resident_id__"
+#: The export's own code, compacted (text). Written by ``ingest.validate_register``;
+#: read by ``assign.classify``.
+N_RESIDENT_CODE = "__resident_code__"
+#: True where a planned move-out date is given. Written by
+#: ``ingest.validate_register``; read by ``assign.classify``.
+MOVE_OUT = "__move_out__"
+#: The row's code as uint64 (kept, known or drawn). Written by ``assign.classify``
+#: and ``assign`` drawing; read by ``assign.build_output`` and the ledger records.
+CODE = "__code__"
+#: The ledger's active code for the row's resident. Written and dropped inside
+#: ``assign.classify``.
+KNOWN_CODE = "__known__"
+#: The export's code as uint64. Written and dropped inside ``assign.classify``.
+INCOMING_CODE = "__in__"
+#: What the ledger records for the incoming code: status, municipality, resident.
+#: Written and dropped inside ``assign.classify``.
+LEDGER_STATUS = "__l_status__"
+LEDGER_MUNICIPALITY = "__l_muni__"
+LEDGER_RESIDENT = "__l_rid__"
+#: The birth date as printed on a sheet. Written and read inside ``notify.build_sheets``.
+BIRTH_TEXT = "__birth__"
+
+
+def is_working_column(name: str) -> bool:
+    """Whether ``name`` has the form of a working column (``__like_this__``)."""
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+def parsed_date_column(name: str) -> str:
+    """The working column holding ``name`` parsed as a date (``ingest.validate_register``)."""
+    return f"__date_{name}__"
 
 
 def header_key(header: str) -> str:

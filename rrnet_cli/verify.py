@@ -8,7 +8,7 @@ with resident_id and resident_code columns) and optionally a ledger:
 - no resident holds two different codes;
 - no excluded row carries a code, and every row marked as coded has one;
 - with a ledger: each code is known to it, belongs to that resident there and
-  is not retired; and the ledger itself is sound (see ``ledger.check_integrity``).
+  is not retired; and the ledger itself is sound (see ``LedgerStore.check_integrity``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import polars as pl
 from rrnet_cli import code as rcode
 from rrnet_cli import schema
 from rrnet_cli.errors import UsageError
-from rrnet_cli.ingest import ROW, clean_resident_ids, compact_codes, read_export, require_columns
-from rrnet_cli.ledger import ACTIVE, Ledger, Status, check_integrity
+from rrnet_cli.ingest import clean_resident_ids, read_export, require_columns
+from rrnet_cli.ledger import ACTIVE, LedgerStore, Status
+from rrnet_cli.schema import ROW
 
 
 @dataclass
@@ -69,7 +70,7 @@ def _load(path: Path, encoding: str, mapping: dict[str, str] | None) -> pl.DataF
         pl.lit(str(path)).alias("file"),
         pl.col(ROW).alias("row"),
         clean_resident_ids(frame["resident_id"].cast(pl.String)).alias("resident_id"),
-        compact_codes(frame["resident_code"].cast(pl.String)).alias("code"),
+        pl.Series("code", rcode.compact_array(frame["resident_code"].cast(pl.String).to_arrow())),
         status.cast(pl.String).alias("code_status"),
     )
 
@@ -77,7 +78,7 @@ def _load(path: Path, encoding: str, mapping: dict[str, str] | None) -> pl.DataF
 def verify(
     paths: list[Path],
     *,
-    ledger: Ledger | None = None,
+    ledger: LedgerStore | None = None,
     municipality: str | None = None,
     encoding: str = "auto",
     mapping: dict[str, str] | None = None,
@@ -89,14 +90,17 @@ def verify(
     result = VerifyResult(files=[str(p) for p in paths])
     found: list[pl.DataFrame] = []
     if ledger is not None:
-        result.ledger = str(ledger.path)
-        integrity = check_integrity(ledger)
+        result.ledger = ledger.location
+        integrity = ledger.check_integrity()
         result.ledger_records = integrity.records
         result.notes.extend(integrity.notes)
         for v in integrity.violations:
             result.violations.append(
                 Violation(
-                    file=f"{ledger.path}/{v['file']}", row=None, check="ledger", message=v["reason"]
+                    file=f"{ledger.location}/{v['file']}",
+                    row=None,
+                    check="ledger",
+                    message=v["reason"],
                 )
             )
     if not paths:
@@ -155,10 +159,8 @@ def _format_violations(coded: pl.DataFrame) -> pl.DataFrame:
 def _status_violations(rows: pl.DataFrame) -> pl.DataFrame:
     has_code = pl.col("code").is_not_null()
     status = pl.col("code_status")
-    excluded = rows.filter((status == "excluded") & has_code)
-    missing = rows.filter(
-        status.is_in(["assigned", "carried_over", "already_assigned"]) & ~has_code
-    )
+    excluded = rows.filter((status == schema.CodeStatus.EXCLUDED) & has_code)
+    missing = rows.filter(status.is_in(list(schema.CODED_STATUSES)) & ~has_code)
     unknown = rows.filter(status.is_not_null() & ~status.is_in(list(schema.CODE_STATUSES)))
     return pl.concat(
         [
@@ -222,7 +224,7 @@ def _several_codes(valid: pl.DataFrame) -> pl.DataFrame:
 
 
 def _ledger_violations(
-    valid: pl.DataFrame, ledger: Ledger, municipality: str | None
+    valid: pl.DataFrame, ledger: LedgerStore, municipality: str | None
 ) -> pl.DataFrame:
     state = ledger.snapshot()
     reasons = pl.Series(rcode.validate_array(valid["code"].to_arrow()), dtype=pl.String)
