@@ -179,12 +179,6 @@ class AssignResult:
         ]
         return rows
 
-    def title(self) -> str:
-        return "Dry run: nothing written" if self.dry_run else f"Assigned register: {self.output}"
-
-    def footer(self) -> list[str]:
-        return [f"Rejected rows and their reasons: {self.rejects}"] if self.rejects else []
-
 
 @dataclass
 class AssignPlan:

@@ -69,6 +69,12 @@ class DoctorReport:
         missing = sorted({p for c in self.checks if not c.ok for p in c.packages})
         return "apt-get install -y " + " ".join(missing) if missing else None
 
+    def summary_rows(self) -> list[tuple[str, Any]]:
+        return [
+            (check.name, f"{'ok' if check.ok else 'MISSING'}: {check.detail}")
+            for check in self.checks
+        ]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,

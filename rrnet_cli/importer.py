@@ -53,6 +53,16 @@ class ImportResult:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary_rows(self) -> list[tuple[str, Any]]:
+        return [
+            ("codes read", self.codes_read),
+            ("added to the ledger", self.imported),
+            ("already in the ledger", self.already_in_ledger),
+            ("repeated in the file", self.repeated_in_file),
+            ("status", self.status),
+            ("time", f"{self.seconds:.1f} s"),
+        ]
+
 
 def _pick_column(names: list[str], column: str | None, source: Path) -> str:
     if column is not None:

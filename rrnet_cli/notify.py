@@ -163,6 +163,17 @@ class NotifyResult:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary_rows(self) -> list[tuple[str, Any]]:
+        rows: list[tuple[str, Any]] = [
+            ("sheets", self.sheets),
+            ("print-ready files", len(self.files)),
+        ]
+        if self.per_resident:
+            rows.append(("per-resident files", self.per_resident))
+        rows += [(f"  {language}", n) for language, n in self.by_language.items()]
+        rows.append(("time", f"{self.seconds:.1f} s ({self.sheets_per_second} sheets/s)"))
+        return rows
+
 
 def _recorded_dates(
     codes: list[str], ledger: LedgerStore | None, recorded_on: date | None

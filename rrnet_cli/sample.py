@@ -34,10 +34,10 @@ fixed ``AS_OF`` day, not around today.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -528,6 +528,12 @@ class SampleResult:
     carried_over_codes: int
     encoding: str  # "parquet" for Parquet files
     headers: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    def summary_rows(self) -> list[tuple[str, Any]]:
+        return [(k, v) for k, v in self.to_json().items()]
 
 
 # ---------------------------------------------------------------------------

@@ -59,6 +59,28 @@ class VerifyResult:
         data["ok"] = self.ok
         return data
 
+    def summary_rows(self) -> list[tuple[str, Any]]:
+        rows: list[tuple[str, Any]] = [
+            ("files", len(self.files)),
+            ("rows", self.rows),
+            ("codes", self.codes),
+        ]
+        if self.ledger:
+            rows.append(("ledger records checked", self.ledger_records or 0))
+        rows.append(("violations", len(self.violations)))
+        return rows
+
+    def lines(self, limit: int = 200) -> list[str]:
+        """One line per violation (the first ``limit``), then the notes."""
+        lines = []
+        for v in self.violations[:limit]:
+            where = f"{v.file} row {v.row}" if v.row is not None else v.file
+            extra = f" (value {v.value!r})" if v.value is not None else ""
+            lines.append(f"{where}: [{v.check}] {v.message}{extra}")
+        if len(self.violations) > limit:
+            lines.append(f"... and {len(self.violations) - limit} more (use --json for all)")
+        return lines + [f"note: {note}" for note in self.notes]
+
 
 def _load(path: Path, encoding: str, mapping: dict[str, str] | None) -> pl.DataFrame:
     export = read_export(path, encoding=encoding, mapping=mapping, ours=True)

@@ -644,7 +644,7 @@ case(
     file="unknown_encoding_option.csv",
     issue="--encoding latin-1 is not one rrnet reads",
     args=["--encoding", "latin-1"],
-    expect=["Unknown encoding", "latin-1"],
+    expect=["--encoding", "latin-1", "is not one of"],
     write=text_file("unknown_encoding_option.csv", csv_text(people(2))),
 )
 

@@ -1,0 +1,518 @@
+"""The ``rrnet`` command line: options in, library call, result out.
+
+Every command is a thin wrapper: it parses options, calls one library function
+and ends with ``finish``, which prints the result object as a Rich table, or as
+JSON with ``--json``. Shared options, error handling and output live in
+``_common``; the ``rrnet ledger`` sub-commands in ``ledger``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rrnet_cli import __version__
+from rrnet_cli import code as rcode
+from rrnet_cli.cli._common import (
+    Encoding,
+    EncodingOpt,
+    JsonOpt,
+    LedgerOpt,
+    LockTimeoutOpt,
+    MappingOpt,
+    MunicipalityOpt,
+    VerboseOpt,
+    VerboseRowsOpt,
+    escape,
+    finish,
+    handle_errors,
+    load_mapping,
+    open_ledger,
+    out,
+)
+from rrnet_cli.cli.ledger import ledger_app
+from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, UsageError
+from rrnet_cli.progress import Steps
+
+app = typer.Typer(
+    name="rrnet",
+    help=(
+        "Give a municipality's foreign residents their resident record codes "
+        "(住民票コード) and prove that no code is duplicated.\n\n"
+        "Typical run: `rrnet ledger init LEDGER --municipality 131016`, then "
+        "`rrnet assign register.csv --ledger LEDGER -o assigned.csv`, then "
+        "`rrnet notify assigned.csv --ledger LEDGER --profile profile.toml -o sheets`, then "
+        "`rrnet verify assigned.csv --ledger LEDGER`.\n\n"
+        "Exit codes: 0 success, 1 a check failed, 2 bad usage or unusable input."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+app.add_typer(ledger_app, name="ledger")
+
+#: The one form dates take on the command line.
+DATE_FORMATS = ["%Y-%m-%d"]
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"rrnet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Show the version and exit."
+        ),
+    ] = None,
+) -> None:
+    """rrnet: resident record codes for foreign residents."""
+
+
+# -- check -------------------------------------------------------------------
+
+
+@dataclass
+class CheckResult:
+    """Each code given to ``rrnet check``, with why it is not valid."""
+
+    codes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c["valid"] for c in self.codes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"codes": self.codes}
+
+    def summary_rows(self) -> list[tuple[str, Any]]:
+        valid = sum(c["valid"] for c in self.codes)
+        return [("valid", valid), ("not valid", len(self.codes) - valid)]
+
+    def lines(self) -> list[str]:
+        return [
+            f"{c['code']}  valid  ({rcode.format(c['code'])})"
+            if c["valid"]
+            else f"{c['code']}  INVALID: {c['reason']}"
+            for c in self.codes
+        ]
+
+
+@app.command()
+@handle_errors
+def check(
+    codes: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="CODE",
+            help="One or more codes; full-width digits, spaces and hyphens are accepted.",
+        ),
+    ],
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Check resident record codes: 11 digits with the right check digit.
+
+    Exits 0 when every code is valid, 1 when any is not (saying why).
+
+    Example: `rrnet check 12345678903 58026173947`
+    """
+    result = CheckResult()
+    for given in codes:
+        try:
+            result.codes.append({"code": rcode.validate(given), "valid": True, "reason": None})
+        except rcode.InvalidCode as exc:
+            result.codes.append({"code": given, "valid": False, "reason": str(exc)})
+    finish(result, as_json, "Codes checked", before=result.lines(), ok=result.ok)
+
+
+# -- assign ------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def assign(
+    export: Annotated[
+        Path,
+        typer.Argument(
+            metavar="EXPORT", help="The register export: .csv or .parquet.", show_default=False
+        ),
+    ],
+    ledger: LedgerOpt,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Where to write the assigned register (.csv or .parquet by extension; "
+            "created 0600). Required, unless --dry-run.",
+            show_default=False,
+        ),
+    ] = None,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejects",
+            help="Set bad rows aside in this file (.csv/.parquet) with "
+            "their reasons and go on with the rest. Without it, any bad row stops "
+            "the run and nothing is written.",
+            show_default=False,
+        ),
+    ] = None,
+    encoding: EncodingOpt = Encoding.AUTO,
+    mapping: MappingOpt = None,
+    municipality: MunicipalityOpt = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="FOR TESTS ONLY: draw codes from a seeded, predictable "
+            "generator instead of the operating system's secure random source. "
+            "Never use it for real residents.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Do everything but write: no output file, no ledger change."
+        ),
+    ] = False,
+    lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
+    as_json: JsonOpt = False,
+    verbose: VerboseRowsOpt = False,
+) -> None:
+    """Give every eligible resident of EXPORT a resident record code.
+
+    Residents with a planned move-out get none (excluded); residents arriving with
+    a valid code keep it (carried over); residents the ledger already knows keep
+    theirs (already assigned); everyone else gets a new random code, recorded in
+    the ledger in one all-or-nothing transaction. The output keeps every input row
+    and column and adds resident_code, code_status and exclusion_reason.
+
+    Example: `rrnet assign register.csv --ledger ledger -o assigned.csv`
+    """
+    from rrnet_cli.assign import assign_register
+
+    with Steps.for_terminal(quiet=as_json) as steps:
+        result = assign_register(
+            export,
+            ledger=open_ledger(ledger),
+            output=output,
+            rejects=rejects,
+            encoding=encoding.value,
+            mapping=load_mapping(mapping),
+            municipality=municipality,
+            seed=seed,
+            dry_run=dry_run,
+            lock_timeout=lock_timeout,
+            steps=steps,
+            verbose=verbose,
+        )
+    finish(
+        result,
+        as_json,
+        "Dry run: nothing written" if dry_run else f"Assigned register: {result.output}",
+        after=[f"Rejected rows and their reasons: {result.rejects}"] if result.rejects else [],
+    )
+
+
+# -- verify ------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def verify(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            metavar="FILE",
+            help="Assigned registers (.csv/.parquet) with resident_id and resident_code columns.",
+            show_default=False,
+        ),
+    ] = None,
+    ledger: Annotated[
+        Path | None,
+        typer.Option(
+            "--ledger",
+            "-l",
+            envvar="RRNET_LEDGER",
+            help="Also check every code against this ledger, and the ledger's own "
+            "integrity. Alone, checks only the ledger.",
+            show_default=False,
+        ),
+    ] = None,
+    municipality: MunicipalityOpt = None,
+    encoding: EncodingOpt = Encoding.AUTO,
+    mapping: MappingOpt = None,
+    as_json: JsonOpt = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Include the offending values (personal data) in the violations, and "
+            "tracebacks of unexpected errors. Off by default.",
+        ),
+    ] = False,
+) -> None:
+    """Prove that codes are valid and unique; list every violation.
+
+    Checks format and check digit, duplicates within and across all FILEs, one
+    code per resident, no code on an excluded row, and with --ledger that each
+    code is recorded for that resident and not retired, plus the ledger's own
+    integrity. Exits 0 when clean, 1 on any violation, 2 on unusable input.
+
+    Example: `rrnet verify assigned.csv --ledger ledger`
+    """
+    from rrnet_cli.verify import verify as run_verify
+
+    with Steps.for_terminal(quiet=as_json) as steps, steps.step("Verifying"):
+        result = run_verify(
+            list(files or []),
+            ledger=open_ledger(ledger) if ledger else None,
+            municipality=municipality,
+            encoding=encoding.value,
+            mapping=load_mapping(mapping),
+            verbose=verbose,
+        )
+    verdict = "OK: no violations" if result.ok else "FAILED"
+    finish(result, as_json, f"Verify: {verdict}", before=result.lines(), ok=result.ok)
+
+
+# -- notify ------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def notify(
+    assigned: Annotated[
+        Path,
+        typer.Argument(
+            metavar="ASSIGNED",
+            help="An assigned register written by `rrnet assign` (.csv or .parquet).",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="New folder for the sheets (created 0700; must not exist or be empty).",
+            show_default=False,
+        ),
+    ],
+    profile: Annotated[
+        Path,
+        typer.Option(
+            "--profile",
+            envvar="RRNET_PROFILE",
+            help="Municipality profile TOML: sender details "
+            "and the address block's position in mm.",
+            show_default=False,
+        ),
+    ],
+    ledger: Annotated[
+        Path | None,
+        typer.Option(
+            "--ledger",
+            "-l",
+            envvar="RRNET_LEDGER",
+            help="Ledger to take each code's recorded date from.",
+            show_default=False,
+        ),
+    ] = None,
+    recorded_on: Annotated[
+        datetime | None,
+        typer.Option(
+            "--recorded-on",
+            formats=DATE_FORMATS,
+            metavar="YYYY-MM-DD",
+            help="Date the codes were recorded, instead of --ledger.",
+            show_default=False,
+        ),
+    ] = None,
+    notice_date: Annotated[
+        datetime | None,
+        typer.Option(
+            "--notice-date",
+            formats=DATE_FORMATS,
+            metavar="YYYY-MM-DD",
+            help="Date printed as the date of notice; default today.",
+            show_default=False,
+        ),
+    ] = None,
+    include_all: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Print every row that has a code (reprints), not only newly assigned ones.",
+        ),
+    ] = False,
+    per_resident: Annotated[
+        bool,
+        typer.Option(
+            "--per-resident",
+            help="Also write residents/<resident_id>.pdf for each sheet (never named by name).",
+        ),
+    ] = False,
+    default_language: Annotated[
+        str,
+        typer.Option(
+            "--default-language",
+            help="Language for residents whose language and nationality say nothing usable.",
+        ),
+    ] = "en",
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Sheets per print-ready PDF.")
+    ] = 50,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Rendering processes.")] = 2,
+    slow_ok: Annotated[
+        bool,
+        typer.Option(
+            "--slow-ok", help="Render even without HarfBuzz font subsetting (about 60x slower)."
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Print a Resident Record Code Notification Sheet for each newly assigned resident.
+
+    One A4 page per resident, in Japanese and in the resident's language (their
+    row's language, else their nationality's, else --default-language), sorted
+    for mailing into sheets-0001.pdf, sheets-0002.pdf ..., with manifest.csv
+    saying which file and page carries each resident.
+
+    Example: `rrnet notify assigned.csv -o sheets --profile profile.toml --ledger ledger`
+    """
+    from rrnet_cli.doctor import check_harfbuzz_subset
+    from rrnet_cli.notify import notify as run_notify
+    from rrnet_cli.profile import load_profile
+
+    harfbuzz = check_harfbuzz_subset()
+    if not harfbuzz.ok and not slow_ok:
+        raise UsageError(f"{harfbuzz.detail}. Install it ({harfbuzz.fix}) or pass --slow-ok.")
+    with Steps.for_terminal(quiet=as_json) as steps:
+        result = run_notify(
+            assigned,
+            output,
+            profile=load_profile(profile),
+            ledger=open_ledger(ledger) if ledger else None,
+            recorded_on=recorded_on.date() if recorded_on else None,
+            notice_date=notice_date.date() if notice_date else None,
+            include_all=include_all,
+            per_resident=per_resident,
+            default_language=default_language,
+            batch_size=batch_size,
+            workers=workers,
+            steps=steps,
+        )
+    finish(result, as_json, f"Notification sheets in {result.output}")
+
+
+# -- doctor ------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def doctor(
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Check that this machine can print notification sheets, and say how to fix it.
+
+    Checks Pango, HarfBuzz font subsetting (without it each sheet takes ~60x
+    longer) and, for every notice language, that its font is installed and has a
+    glyph for every character of its wording. Exits 0 when all is well, 1 when
+    something is missing, printing the apt-get command that installs it.
+
+    Example: `rrnet doctor`
+    """
+    from rrnet_cli.doctor import run_doctor
+
+    report = run_doctor()
+    finish(
+        report,
+        as_json,
+        "rrnet doctor",
+        after=[f"Fix (as root): {report.fix}"] if report.fix else [],
+        ok=report.ok,
+    )
+
+
+# -- sample ------------------------------------------------------------------
+
+
+class Headers(StrEnum):
+    """Which header names a synthetic export uses."""
+
+    EN = "en"
+    JA = "ja"
+
+
+class SampleEncoding(StrEnum):
+    """How a synthetic CSV export is encoded."""
+
+    UTF8 = "utf-8"
+    UTF8_SIG = "utf-8-sig"
+    CP932 = "cp932"
+
+
+@app.command()
+@handle_errors
+def sample(
+    output: Annotated[
+        Path,
+        typer.Argument(metavar="FILE", help="File to write: .csv or .parquet.", show_default=False),
+    ],
+    rows: Annotated[int, typer.Option("--rows", "-n", min=0, help="How many residents.")] = 300,
+    headers: Annotated[
+        Headers,
+        typer.Option(
+            "--headers",
+            help="en (canonical names) or ja (Japanese headers as municipal systems print them).",
+        ),
+    ] = Headers.EN,
+    encoding: Annotated[
+        SampleEncoding, typer.Option("--encoding", help="CSV encoding: utf-8, utf-8-sig or cp932.")
+    ] = SampleEncoding.UTF8,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Same seed, same file.", show_default=False)
+    ] = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write a realistic synthetic register export for demos and tests.
+
+    Multinational names (with diacritics where the encoding allows), households,
+    about 3% planned move-outs and 5% residents arriving with a code.
+    No real person's data.
+
+    Example: `rrnet sample demo.csv --rows 1000 --headers ja --encoding cp932`
+    """
+    from rrnet_cli.sample import write_sample
+
+    result = write_sample(output, rows, seed=seed, headers=headers.value, encoding=encoding.value)
+    if as_json:
+        finish(result, as_json, "")
+    else:  # one sentence says it better than a table
+        out.print(
+            f"Wrote {result.rows:,} synthetic residents to {escape(str(result.path))} "
+            f"({result.headers} headers, {result.encoding})."
+        )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,275 @@
+"""What every command shares: consoles, options, error handling and the ending.
+
+Every command ends the same way, through ``finish``: a result object that has
+``to_json()`` and ``summary_rows()`` is printed as JSON (``--json``) or as a
+Rich table. Expected failures (``RrnetError``) become one clear message and
+their exit code in ``handle_errors``; a failed check exits 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
+
+import typer
+import typer.core
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from rrnet_cli.errors import (
+    EXIT_CHECK_FAILED,
+    EXIT_USAGE,
+    InputRowsError,
+    RrnetError,
+)
+
+if TYPE_CHECKING:
+    from rrnet_cli.ledger import LedgerStore
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+# A flag takes no value, so the help should show none: Typer labels every
+# option with its type, which puts a misleading "<bool>" beside --json or
+# --dry-run. Flags (and --help) get no label; everything else keeps its own.
+_display_type_rich = typer.core.TyperOption.display_type_rich
+
+
+def _no_label_for_flags(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    if self.is_flag:
+        return None
+    return _display_type_rich(self, ctx)
+
+
+def _usage_name(self: typer.core.TyperArgument) -> str:
+    # Typer writes a required argument as {EXPORT}; the usual form, and the one
+    # the examples use, is the bare name (optional ones stay in brackets).
+    name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+typer.core.TyperOption.display_type_rich = _no_label_for_flags  # type: ignore[method-assign]
+typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
+
+
+# -- shared options ----------------------------------------------------------
+
+
+class Encoding(StrEnum):
+    """How a CSV export is encoded."""
+
+    AUTO = "auto"
+    UTF8 = "utf-8"
+    UTF8_SIG = "utf-8-sig"
+    CP932 = "cp932"
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON for scripts.")]
+VerboseRowsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Include personal data (the values of bad cells) in messages, and "
+        "tracebacks of unexpected errors. Off by default.",
+    ),
+]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Show tracebacks of unexpected errors."),
+]
+LedgerOpt = Annotated[
+    Path,
+    typer.Option(
+        "--ledger",
+        "-l",
+        envvar="RRNET_LEDGER",
+        help="The ledger folder (made once with `rrnet ledger init`).",
+        show_default=False,
+    ),
+]
+EncodingOpt = Annotated[
+    Encoding,
+    typer.Option(
+        "--encoding",
+        help="CSV encoding: auto (UTF-8, UTF-8 with BOM or CP932, detected), "
+        "utf-8, utf-8-sig or cp932.",
+    ),
+]
+MappingOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--mapping",
+        help="TOML file mapping your export's headers to rrnet's column names, "
+        'e.g. [columns] "宛名コード" = "resident_id".',
+        show_default=False,
+    ),
+]
+MunicipalityOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--municipality",
+        "-m",
+        envvar="RRNET_MUNICIPALITY",
+        help="6-digit local government code (全国地方公共団体コード), e.g. 131016. "
+        "Defaults to the ledger's.",
+        show_default=False,
+    ),
+]
+LockTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--lock-timeout",
+        help="Seconds to wait while another run holds the ledger before giving up.",
+    ),
+]
+
+
+# -- results -----------------------------------------------------------------
+
+
+class Report(Protocol):
+    """A command's result: JSON for scripts, a summary table for people."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    def summary_rows(self) -> list[tuple[str, Any]]: ...
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
+    """A two-column summary: name, value (integers with thousands separators)."""
+    result = Table(title=escape(title), show_header=False, title_justify="left")
+    result.add_column(style="bold")
+    result.add_column(justify="right")
+    for key, value in rows:
+        result.add_row(escape(key), f"{value:,}" if isinstance(value, int) else escape(str(value)))
+    return result
+
+
+def finish(
+    result: Report,
+    as_json: bool,
+    title: str,
+    *,
+    before: Iterable[str] = (),
+    after: Iterable[str] = (),
+    ok: bool = True,
+) -> None:
+    """End a command: JSON or the summary table (with plain lines around it).
+
+    ``ok=False`` means a check failed: the output is printed, then exit 1.
+    """
+    if as_json:
+        emit_json({"ok": ok, **result.to_json()})
+    else:
+        for line in before:
+            out.print(line, markup=False, soft_wrap=True)
+        out.print(table(title, result.summary_rows()))
+        for line in after:
+            out.print(line, markup=False, soft_wrap=True)
+    if not ok:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def size_text(n: int) -> str:
+    """A byte count as a person reads it: 12.3 MB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} bytes"
+
+
+# -- errors ------------------------------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(func: F) -> F:
+    """Turn expected failures into a message and exit code, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
+        verbose = bool(kwargs.get("verbose"))
+        try:
+            return func(*args, **kwargs)
+        except RrnetError as exc:
+            if as_json:
+                payload: dict[str, Any] = {"ok": False, "error": exc.message}
+                if isinstance(exc, InputRowsError):
+                    payload["row_errors"] = exc.errors
+                emit_json(payload)
+            else:
+                err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+                for line in exc.details:
+                    err.print(f"  {line}", soft_wrap=True, markup=False)
+            raise typer.Exit(exc.exit_code) from None
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            err.print("Interrupted: nothing was committed to the ledger.")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            reason = io_failure(exc)
+            if reason is not None:
+                message = (
+                    f"a file could not be read or written ({escape(reason)}). The ledger was "
+                    "left as it was before this run; free disk space or fix the path, then "
+                    "run again."
+                )
+            else:  # a bug: say so without echoing data the exception may hold
+                message = (
+                    f"unexpected internal error ({type(exc).__name__}). The ledger was left "
+                    "as it was before this run. "
+                    + ("" if verbose else "Run again with --verbose for details.")
+                )
+            err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+            if verbose:
+                err.print(traceback.format_exc(), markup=False)
+            raise typer.Exit(EXIT_USAGE) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def io_failure(exc: BaseException) -> str | None:
+    """The operating system's reason when ``exc`` is a failed read or write, else None.
+
+    Polars and Arrow wrap OS errors in their own exception types; their text ends
+    with the OS reason, e.g. "File too large (os error 27)".
+    """
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    match = re.search(r"([A-Za-z][A-Za-z ,']+) \(os error \d+\)", text)
+    return match.group(1).strip() if match else None
+
+
+# -- loading what options name ----------------------------------------------
+
+
+def open_ledger(path: Path) -> LedgerStore:
+    """The ledger an option names (refusing anything that is not a ledger)."""
+    from rrnet_cli.ledger import Ledger
+
+    return Ledger.open(path)
+
+
+def load_mapping(path: Path | None) -> dict[str, str] | None:
+    if path is None:
+        return None
+    from rrnet_cli.schema import load_mapping as load
+
+    return load(path)
