@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from rrnet_cli import code as rcode
 from rrnet_cli import schema
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, UsageError
+from rrnet_cli.ingest import check_input_file, detect_encoding
 from rrnet_cli.ledger import LedgerStore, Status
 from rrnet_cli.progress import QUIET, Steps
 
@@ -78,7 +79,9 @@ def _pick_column(names: list[str], column: str | None, source: Path) -> str:
     raise UsageError(f"{source} has several columns; say which holds the codes with --column.")
 
 
-def _batches(source: Path, column: str | None, batch_rows: int) -> Iterator[tuple[int, pa.Array]]:
+def _batches(
+    source: Path, column: str | None, batch_rows: int, encoding: str = "auto"
+) -> Iterator[tuple[int, pa.Array]]:
     """Yield (number of the batch's first record, string array) from the source."""
     if source.suffix.lower() == ".parquet":
         try:
@@ -98,23 +101,21 @@ def _batches(source: Path, column: str | None, batch_rows: int) -> Iterator[tupl
             first += batch.num_rows
         return
     with open(source, "rb") as handle:
-        head = handle.read(4096)
+        head = handle.read(1 << 20)
     if b"\x00" in head:
         raise UsageError(f"{source} does not look like a text file: it contains binary data.")
+    used = detect_encoding(head, encoding, source, head=True)
     first_line = (
-        head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+        head.removeprefix(b"\xef\xbb\xbf")
+        .split(b"\n", 1)[0]
+        .rstrip(b"\r")
+        .decode("cp932" if used == "cp932" else "utf-8", "replace")
     )
     has_header = column is not None or not rcode.compact(first_line).isdigit()
     names = next(csv.reader([first_line])) if has_header else ["code"]
-    encoding = "utf8"
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # not just a character cut at the buffer's end
-            encoding = "cp932"
     read_options = pacsv.ReadOptions(
         block_size=max(batch_rows * 16, 4096),
-        encoding=encoding,
+        encoding="cp932" if used == "cp932" else "utf8",
         column_names=names,
         skip_rows=1 if has_header else 0,
     )
@@ -168,6 +169,7 @@ def import_codes(
     *,
     column: str | None = None,
     status: Status = Status.IMPORTED,
+    encoding: str = "auto",
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     steps: Steps = QUIET,
     batch_rows: int = 4_000_000,
@@ -175,11 +177,7 @@ def import_codes(
     """Stream ``source`` into the ledger as one transaction (see module doc)."""
     if status not in (Status.IMPORTED, Status.RETIRED):
         raise UsageError("Imported codes are either 'imported' (in use elsewhere) or 'retired'.")
-    source = Path(source)
-    if not source.exists():
-        raise UsageError(f"{source} does not exist.")
-    if source.is_dir():
-        raise UsageError(f"{source} is a folder; give the file of codes.")
+    source = check_input_file(source, "the file of codes")
     started = time.perf_counter()
     result = ImportResult(source=str(source), ledger=ledger.location, status=status.value)
     with ledger.transaction(timeout=lock_timeout) as txn:
@@ -187,7 +185,7 @@ def import_codes(
             used = txn.state.codes
         runs: list[np.ndarray] = []  # one sorted run per batch, codes new to the ledger
         with steps.step("Importing codes") as advance:
-            for first, array in _batches(source, column, batch_rows):
+            for first, array in _batches(source, column, batch_rows, encoding):
                 codes = np.sort(_codes_of(array, first, source))
                 result.codes_read += len(codes)
                 in_ledger = used.contains_sorted(codes)

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from rrnet_cli.cli._common import (
+    Encoding,
+    EncodingOpt,
     JsonOpt,
     LedgerOpt,
     LockTimeoutOpt,
@@ -130,6 +132,7 @@ def ledger_import(
             help="The codes are retired (never to be issued again) rather than in use elsewhere.",
         ),
     ] = False,
+    encoding: EncodingOpt = Encoding.AUTO,
     lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -152,6 +155,7 @@ def ledger_import(
             source,
             column=column,
             status=Status.RETIRED if retired else Status.IMPORTED,
+            encoding=encoding.value,
             lock_timeout=lock_timeout,
             steps=steps,
         )
