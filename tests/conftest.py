@@ -13,11 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import MUNICIPALITY
 from typer.testing import CliRunner
 
 from rrnet_cli.ledger import Ledger
-
-MUNICIPALITY = "131016"
 
 #: Canonical register headers in the order municipal exports usually print them.
 CANONICAL_ORDER = (

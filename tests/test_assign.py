@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from helpers import REQUIRED_COLUMNS
 
 from rrnet_cli import code as rcode
 from rrnet_cli.assign import (
@@ -21,18 +22,7 @@ from rrnet_cli.errors import InputRowsError
 from rrnet_cli.importer import import_codes
 from rrnet_cli.ledger import CodeIndex, Ledger, SortedCodes
 
-MUNICIPALITY = "131016"
-COLUMNS = [
-    "resident_id",
-    "name",
-    "birth_date",
-    "sex",
-    "nationality",
-    "address",
-    "resident_code",
-    "planned_move_out_date",
-    "note",
-]
+COLUMNS = [*REQUIRED_COLUMNS, "resident_code", "planned_move_out_date", "note"]
 
 
 def export(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -69,11 +59,6 @@ def scripted_bytes(values: list[int]):
         return np.array(out, dtype=np.uint64).tobytes()
 
     return take
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    return Ledger.init(tmp_path / "ledger", municipality=MUNICIPALITY)
 
 
 def run(ledger: Ledger, path: Path, out: Path, **kw):

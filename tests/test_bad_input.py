@@ -31,7 +31,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from ledger_state import folder_bytes
+from helpers import MUNICIPALITY, folder_bytes
 from typer.testing import CliRunner, Result
 
 from rrnet_cli.cli import app
@@ -41,7 +41,6 @@ DATA = Path(__file__).parent / "data" / "bad"
 CASES: list[dict[str, Any]] = tomllib.loads((DATA / "cases.toml").read_text(encoding="utf-8"))[
     "case"
 ]
-MUNICIPALITY = "131016"
 #: A valid export for the tests whose point is a broken ledger.
 GOOD_EXPORT = DATA / "date_formats_valid.csv"
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 import typer.main
+from helpers import MUNICIPALITY, SAMPLE_MUNICIPALITY, rrnet
 from polars.testing import assert_frame_equal
 
 from rrnet_cli.cli import app
@@ -143,12 +142,12 @@ def test_check_json_shape(runner) -> None:
 
 def test_ledger_init_creates_a_private_folder(runner, tmp_path: Path) -> None:
     path = tmp_path / "ledger"
-    result = runner.invoke(app, ["ledger", "init", str(path), "--municipality", "131016"])
+    result = runner.invoke(app, ["ledger", "init", str(path), "--municipality", MUNICIPALITY])
     assert result.exit_code == 0, result.output
     assert path.is_dir()
     assert mode(path) == 0o700
     stats = run_json(runner, ["ledger", "stats", "--ledger", str(path)])
-    assert (stats["municipality"], stats["codes_used"]) == ("131016", 0)
+    assert (stats["municipality"], stats["codes_used"]) == (MUNICIPALITY, 0)
 
 
 def test_ledger_init_refuses_a_bad_municipality_code(runner, tmp_path: Path) -> None:
@@ -168,7 +167,7 @@ def test_ledger_init_refuses_an_existing_path(runner, tmp_path: Path, kind: str)
         path.mkdir()
         (path / "notes.txt").write_text("keep me", encoding="utf-8")
     before = files_under(tmp_path)
-    result = runner.invoke(app, ["ledger", "init", str(path), "--municipality", "131016"])
+    result = runner.invoke(app, ["ledger", "init", str(path), "--municipality", MUNICIPALITY])
     assert result.exit_code == 2
     assert "already exists" in result.output
     assert files_under(tmp_path) == before
@@ -178,7 +177,9 @@ def test_ledger_init_refuses_an_existing_path(runner, tmp_path: Path, kind: str)
 
 def test_ledger_init_refuses_an_existing_ledger(runner, ledger: Ledger) -> None:
     before = manifest_bytes(ledger)
-    result = runner.invoke(app, ["ledger", "init", str(ledger.path), "--municipality", "131016"])
+    result = runner.invoke(
+        app, ["ledger", "init", str(ledger.path), "--municipality", MUNICIPALITY]
+    )
     assert result.exit_code == 2
     assert manifest_bytes(ledger) == before
 
@@ -436,7 +437,7 @@ def test_parquet_output_keeps_codes_as_text(
 
 def test_seed_makes_assignment_reproducible(runner, export: Path, tmp_path: Path) -> None:
     def codes_with(seed: str, name: str) -> list[str | None]:
-        ledger = Ledger.init(tmp_path / f"ledger-{name}", municipality="131016")
+        ledger = Ledger.init(tmp_path / f"ledger-{name}", municipality=MUNICIPALITY)
         output = tmp_path / f"{name}.csv"
         result = assign(runner, export, ledger, output, "--seed", seed)
         assert result.exit_code == 0, result.output
@@ -594,14 +595,7 @@ def test_every_command_has_help(runner, path: tuple[str, ...], command) -> None:
 
 
 def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "rrnet_cli", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    result = rrnet("--help", cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "assign" in result.stdout and "verify" in result.stdout
 
@@ -617,7 +611,7 @@ def test_samples_are_bundled() -> None:
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
 def test_every_bundled_sample_assigns_and_verifies(runner, tmp_path: Path, sample: Path) -> None:
-    ledger = Ledger.init(tmp_path / "ledger", municipality="139998")
+    ledger = Ledger.init(tmp_path / "ledger", municipality=SAMPLE_MUNICIPALITY)
     out = tmp_path / "assigned.csv"
     figures = run_json(
         runner, ["assign", str(sample), "--ledger", str(ledger.path), "-o", str(out)]
@@ -656,6 +650,6 @@ def test_sample_command_writes_a_file_assign_accepts(runner, tmp_path: Path) -> 
         ],
     )
     assert made["rows"] == 50 and mode(path) == 0o600
-    ledger = Ledger.init(tmp_path / "ledger", municipality="139998")
+    ledger = Ledger.init(tmp_path / "ledger", municipality=SAMPLE_MUNICIPALITY)
     figures = run_json(runner, ["assign", str(path), "--ledger", str(ledger.path), "--dry-run"])
     assert figures["encoding"] == "cp932" and figures["rows_read"] == 50

@@ -8,25 +8,15 @@ import csv
 import io
 from pathlib import Path
 
+from helpers import REQUIRED_COLUMNS, SAMPLE_MUNICIPALITY, folder_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledger_state import folder_bytes
 from typer.testing import CliRunner
 
 from rrnet_cli.cli import app
 from rrnet_cli.ledger import Ledger
 
-HEADER = [
-    "resident_id",
-    "name",
-    "birth_date",
-    "sex",
-    "nationality",
-    "address",
-    "resident_code",
-    "planned_move_out_date",
-    "postal_code",
-]
+HEADER = [*REQUIRED_COLUMNS, "resident_code", "planned_move_out_date", "postal_code"]
 SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -37,7 +27,7 @@ def run_assign(tmp: Path, data: bytes, suffix: str = ".csv") -> None:
     ledger = (
         Ledger.open(ledger_path)
         if ledger_path.exists()
-        else Ledger.init(ledger_path, municipality="139998")
+        else Ledger.init(ledger_path, municipality=SAMPLE_MUNICIPALITY)
     )
     export = tmp / f"export{suffix}"
     export.write_bytes(data)

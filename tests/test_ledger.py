@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import stat
@@ -18,27 +17,22 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import (
+    MUNICIPALITY,
+    assign_in_subprocess,
+    folder_bytes,
+    rrnet,
+    start_assign_in_subprocess,
+    write_export,
+    write_exports,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledger_state import folder_bytes
 
 from rrnet_cli import code as rcode
 from rrnet_cli.errors import LedgerBusy, LedgerError, UsageError
 from rrnet_cli.importer import import_codes
 from rrnet_cli.ledger import Ledger, check_integrity
-
-MUNICIPALITY = "131016"
-HEADER = "resident_id,name,birth_date,sex,nationality,address,planned_move_out_date\n"
-
-
-def write_export(path: Path, n: int, start: int = 0) -> Path:
-    """A valid export of ``n`` residents with ids start..start+n-1 (no codes)."""
-    lines = [HEADER]
-    lines += [
-        f"{i:09d},PERSON {i},1990-01-01,F,VNM,さくら市{i}番,\n" for i in range(start, start + n)
-    ]
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
 
 
 def codes_file(path: Path, codes: list[str]) -> Path:
@@ -50,21 +44,6 @@ def random_codes(n: int, seed: int) -> list[str]:
     rng = np.random.default_rng(seed)
     bodies = rng.choice(rcode.BODY_SPACE, size=n, replace=False).astype(np.uint64)
     return rcode.codes_to_strings(rcode.codes_from_bodies(bodies)).to_pylist()
-
-
-def rrnet(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "rrnet_cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        **kw,
-    )
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    return Ledger.init(tmp_path / "ledger", municipality=MUNICIPALITY)
 
 
 # -- creating and opening ---------------------------------------------------------
@@ -320,15 +299,7 @@ def test_kill_at_each_commit_step(
     export = write_export(tmp_path / "export.csv", 200)
     out = tmp_path / "assigned.csv"
     before = folder_bytes(ledger.path)
-    crashed = rrnet(
-        "assign",
-        str(export),
-        "--ledger",
-        str(ledger.path),
-        "-o",
-        str(out),
-        env={"RRNET_FAILPOINT": failpoint},
-    )
+    crashed = assign_in_subprocess(export, ledger.path, out, env={"RRNET_FAILPOINT": failpoint})
     assert crashed.returncode == -signal.SIGKILL
     assert not out.exists(), "the output must never appear before the ledger commits"
     manifest = json.loads((ledger.path / "manifest.json").read_text())
@@ -337,7 +308,7 @@ def test_kill_at_each_commit_step(
         assert json.loads(before["manifest.json"]) == manifest
     assert rrnet("verify", "--ledger", str(ledger.path)).returncode == 0
 
-    rerun = rrnet("assign", str(export), "--ledger", str(ledger.path), "-o", str(out), "--json")
+    rerun = assign_in_subprocess(export, ledger.path, out, "--json")
     assert rerun.returncode == 0, rerun.stderr
     figures = json.loads(rerun.stdout)
     if committed:  # the crashed run's codes stand; nothing is drawn twice
@@ -356,25 +327,11 @@ def test_kill_at_each_commit_step(
 def test_kill_at_random_instants(tmp_path: Path, ledger: Ledger) -> None:
     """SIGKILL assign at random moments; the ledger is always before or after a run."""
     rng = random.Random(20130708)
-    exports = [write_export(tmp_path / f"e{i}.csv", 3000, start=i * 3000) for i in range(6)]
+    exports = write_exports(tmp_path, 6, 3000)
     committed = 0
     for i, export in enumerate(exports):
         out = tmp_path / f"o{i}.csv"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rrnet_cli",
-                "assign",
-                str(export),
-                "--ledger",
-                str(ledger.path),
-                "-o",
-                str(out),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = start_assign_in_subprocess(export, ledger.path, out)
         time.sleep(rng.uniform(0.2, 2.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -391,10 +348,7 @@ def test_kill_at_random_instants(tmp_path: Path, ledger: Ledger) -> None:
     outs = []
     for i, export in enumerate(exports):
         out = tmp_path / f"final{i}.csv"
-        assert (
-            rrnet("assign", str(export), "--ledger", str(ledger.path), "-o", str(out)).returncode
-            == 0
-        )
+        assert assign_in_subprocess(export, ledger.path, out).returncode == 0
         outs.append(str(out))
     check = rrnet("verify", *outs, "--ledger", str(ledger.path), "--json")
     assert check.returncode == 0, check.stdout
@@ -402,24 +356,9 @@ def test_kill_at_random_instants(tmp_path: Path, ledger: Ledger) -> None:
 
 
 def test_concurrent_assigns_serialise(tmp_path: Path, ledger: Ledger) -> None:
-    exports = [write_export(tmp_path / f"e{i}.csv", 2000, start=i * 2000) for i in range(3)]
+    exports = write_exports(tmp_path, 3, 2000)
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rrnet_cli",
-                "assign",
-                str(e),
-                "--ledger",
-                str(ledger.path),
-                "-o",
-                str(tmp_path / f"o{i}.csv"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        start_assign_in_subprocess(e, ledger.path, tmp_path / f"o{i}.csv", stderr=subprocess.PIPE)
         for i, e in enumerate(exports)
     ]
     for p in procs:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from helpers import SAMPLE_MUNICIPALITY
 from pypdf import PdfReader
 from typer.testing import CliRunner
 
@@ -49,7 +50,7 @@ def printed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     export = work / "register.csv"
     pl.concat([rows, hostile]).write_csv(export)
-    ledger = Ledger.init(work / "ledger", municipality="139998")
+    ledger = Ledger.init(work / "ledger", municipality=SAMPLE_MUNICIPALITY)
     assign_register(export, ledger=ledger, output=work / "assigned.csv", seed=3)
     out = work / "sheets"
     result = notify(
@@ -155,7 +156,7 @@ def test_the_fetcher_refuses_everything_outside_its_folder(tmp_path: Path) -> No
     fetcher = make_fetcher(TEMPLATES)
     for url in (
         "file:///etc/passwd",
-        (TEMPLATES / ".." / "README.md").as_uri(),
+        (TEMPLATES / ".." / "__init__.py").as_uri(),  # the package itself, next door
         "http://evil.example/x.css",
         "data:text/css,body{}",
     ):

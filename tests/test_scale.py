@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from helpers import SAMPLE_MUNICIPALITY, assign_in_subprocess, rrnet
 
 from rrnet_cli import code as rcode
 from rrnet_cli.sample import write_sample
 
 pytestmark = pytest.mark.slow
-
-
-def rrnet(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "rrnet_cli", *args], capture_output=True, text=True, timeout=1200
-    )
 
 
 def test_200k_residents_against_5m_codes(tmp_path: Path) -> None:
@@ -32,14 +25,14 @@ def test_200k_residents_against_5m_codes(tmp_path: Path) -> None:
     strings = rcode.codes_to_strings(rcode.codes_from_bodies(bodies))
     pl.DataFrame({"code": strings}).write_csv(extract, include_header=False)
     ledger = tmp_path / "ledger"
-    assert rrnet("ledger", "init", str(ledger), "-m", "139998").returncode == 0
+    assert rrnet("ledger", "init", str(ledger), "-m", SAMPLE_MUNICIPALITY).returncode == 0
     imported = rrnet("ledger", "import", str(extract), "--ledger", str(ledger), "--json")
     assert imported.returncode == 0, imported.stderr
     figures = json.loads(imported.stdout)
     assert figures["imported"] + figures["repeated_in_file"] == 5_000_000
 
     out = tmp_path / "assigned.parquet"
-    run = rrnet("assign", str(export), "--ledger", str(ledger), "-o", str(out), "--json")
+    run = assign_in_subprocess(export, ledger, out, "--json")
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert result["rows_read"] == 200_000
@@ -70,10 +63,10 @@ def test_one_million_residents_against_ten_million_codes(tmp_path: Path) -> None
         extract, include_header=False
     )
     ledger = tmp_path / "ledger"
-    assert rrnet("ledger", "init", str(ledger), "-m", "139998").returncode == 0
+    assert rrnet("ledger", "init", str(ledger), "-m", SAMPLE_MUNICIPALITY).returncode == 0
     assert rrnet("ledger", "import", str(extract), "--ledger", str(ledger)).returncode == 0
     out = tmp_path / "assigned.parquet"
-    run = rrnet("assign", str(export), "--ledger", str(ledger), "-o", str(out), "--json")
+    run = assign_in_subprocess(export, ledger, out, "--json")
     assert run.returncode == 0, run.stderr
     figures = json.loads(run.stdout)
     assert figures["rows_read"] == 1_000_000

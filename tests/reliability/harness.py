@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,18 @@ from rrnet_cli import code as rcode
 from rrnet_cli.ledger import Ledger, check_integrity
 from rrnet_cli.verify import verify
 
-HEADER = "resident_id,name,birth_date,sex,nationality,address\n"
+# benchmarks/crash_campaign.py puts only this folder on sys.path; helpers.py is in tests/.
+_TESTS = str(Path(__file__).resolve().parent.parent)
+if _TESTS not in sys.path:
+    sys.path.append(_TESTS)
+
+from helpers import (  # noqa: E402
+    SAMPLE_MUNICIPALITY,
+    assign_in_subprocess,
+    start_assign_in_subprocess,
+    start_rrnet,
+    write_export,
+)
 
 
 @dataclass
@@ -63,14 +73,6 @@ class Tally:
         )
 
 
-def _export(path: Path, start: int, rows: int) -> Path:
-    lines = [HEADER] + [
-        f"{i:09d},PERSON {i},1990-01-01,F,VNM,さくら市{i}番\n" for i in range(start, start + rows)
-    ]
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
-
-
 def _codes(path: Path, n: int, seed: int) -> Path:
     bodies = np.random.default_rng(seed).integers(0, rcode.BODY_SPACE, n, dtype=np.uint64)
     codes = rcode.codes_to_strings(rcode.codes_from_bodies(bodies)).to_pylist()
@@ -91,45 +93,27 @@ def run_campaign(work: Path, trials: int, *, seed: int = 20130708, rows: int = 2
     """
     rng = random.Random(seed)
     tally = Tally()
-    probe = Ledger.init(work / "timing-ledger", municipality="139998")
+    probe = Ledger.init(work / "timing-ledger", municipality=SAMPLE_MUNICIPALITY)
+    timing_export = write_export(work / "timing.csv", rows)
     started = time.perf_counter()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rrnet_cli",
-            "assign",
-            str(_export(work / "timing.csv", 0, rows)),
-            "--ledger",
-            str(probe.path),
-            "-o",
-            str(work / "timing-out.csv"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    assign_in_subprocess(timing_export, probe.path, work / "timing-out.csv", check=True)
     max_delay = 1.2 * (time.perf_counter() - started)
-    ledger = Ledger.init(work / "ledger", municipality="139998")
+    ledger = Ledger.init(work / "ledger", municipality=SAMPLE_MUNICIPALITY)
     exports: list[Path] = []
     for trial in range(trials):
         tally.trials += 1
         before = _txn(ledger)
         if trial % 5 == 4:  # every fifth trial imports codes in use elsewhere
             source = _codes(work / f"codes{trial}.txt", 200_000, seed + trial)
-            cmd = ["ledger", "import", str(source), "--ledger", str(ledger.path)]
+            proc = start_rrnet("ledger", "import", source, "--ledger", ledger.path)
             out = None
             tally.imports += 1
         else:
             # Half of each export overlaps the previous one: re-runs must keep codes.
-            export = _export(work / f"export{trial}.csv", trial * rows // 2, rows)
+            export = write_export(work / f"export{trial}.csv", rows, start=trial * rows // 2)
             exports.append(export)
             out = work / f"out{trial}.csv"
-            cmd = ["assign", str(export), "--ledger", str(ledger.path), "-o", str(out)]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rrnet_cli", *cmd],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+            proc = start_assign_in_subprocess(export, ledger.path, out)
         time.sleep(rng.uniform(0.05, max_delay))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -159,21 +143,7 @@ def run_campaign(work: Path, trials: int, *, seed: int = 20130708, rows: int = 2
     finals = []
     for index, export in enumerate(exports):
         final = work / f"final{index}.csv"
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "rrnet_cli",
-                "assign",
-                str(export),
-                "--ledger",
-                str(ledger.path),
-                "-o",
-                str(final),
-            ],
-            capture_output=True,
-            text=True,
-        )
+        done = assign_in_subprocess(export, ledger.path, final)
         if done.returncode != 0:
             tally.violations.append(f"re-run of {export.name} failed: {done.stderr[-300:]}")
         finals.append(final)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
+from helpers import SAMPLE_MUNICIPALITY, start_assign_in_subprocess, write_exports
 
 from rrnet_cli.ledger import Ledger, check_integrity
 from rrnet_cli.verify import verify
@@ -18,38 +18,16 @@ ROWS = 50_000
 
 
 def test_eight_concurrent_assigns_serialise_and_never_share_a_code(tmp_path: Path) -> None:
-    ledger = Ledger.init(tmp_path / "ledger", municipality="139998")
-    exports = []
-    for p in range(PROCESSES):
-        start = p * ROWS
-        path = tmp_path / f"export{p}.csv"
-        path.write_text(
-            "resident_id,name,birth_date,sex,nationality,address\n"
-            + "".join(
-                f"{i:09d},PERSON {i},1990-01-01,M,BRA,さくら市{i}番\n"
-                for i in range(start, start + ROWS)
-            ),
-            encoding="utf-8",
-        )
-        exports.append(path)
+    ledger = Ledger.init(tmp_path / "ledger", municipality=SAMPLE_MUNICIPALITY)
+    exports = write_exports(tmp_path, PROCESSES, ROWS)
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rrnet_cli",
-                "assign",
-                str(e),
-                "--ledger",
-                str(ledger.path),
-                "-o",
-                str(tmp_path / f"out{p}.parquet"),
-                "--lock-timeout",
-                "900",
-            ],
-            stdout=subprocess.DEVNULL,
+        start_assign_in_subprocess(
+            e,
+            ledger.path,
+            tmp_path / f"out{p}.parquet",
+            "--lock-timeout",
+            "900",
             stderr=subprocess.PIPE,
-            text=True,
         )
         for p, e in enumerate(exports)
     ]

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import polars as pl
+from helpers import SAMPLE_MUNICIPALITY
 from typer.testing import CliRunner
 
 from rrnet_cli.cli import app
@@ -33,7 +34,8 @@ def test_a_full_run_leaves_only_private_files_and_excel_safe_csv(tmp_path: Path)
     rows.write_csv(export)
     runner = CliRunner()
     ledger = tmp_path / "ledger"
-    assert runner.invoke(app, ["ledger", "init", str(ledger), "-m", "139998"]).exit_code == 0
+    init = runner.invoke(app, ["ledger", "init", str(ledger), "-m", SAMPLE_MUNICIPALITY])
+    assert init.exit_code == 0, init.output
     for out, rejects in (("a.csv", "r.csv"), ("a.parquet", "r.parquet")):
         result = runner.invoke(
             app,

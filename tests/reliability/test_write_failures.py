@@ -6,12 +6,10 @@ from __future__ import annotations
 import errno
 import resource
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from ledger_state import folder_bytes
+from helpers import SAMPLE_MUNICIPALITY, assign_in_subprocess, folder_bytes
 from typer.testing import CliRunner
 
 from rrnet_cli import ledger as ledger_module
@@ -24,7 +22,7 @@ from rrnet_cli.sample import write_sample
 def setup(tmp_path: Path) -> tuple[Path, Ledger]:
     export = tmp_path / "register.csv"
     write_sample(export, 5000, seed=1)
-    return export, Ledger.init(tmp_path / "ledger", municipality="139998")
+    return export, Ledger.init(tmp_path / "ledger", municipality=SAMPLE_MUNICIPALITY)
 
 
 def test_file_size_limit_in_the_child_fails_cleanly(setup, tmp_path: Path) -> None:
@@ -35,22 +33,7 @@ def test_file_size_limit_in_the_child_fails_cleanly(setup, tmp_path: Path) -> No
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rrnet_cli",
-            "assign",
-            str(export),
-            "--ledger",
-            str(ledger.path),
-            "-o",
-            str(tmp_path / "out.parquet"),
-        ],
-        preexec_fn=limit,
-        capture_output=True,
-        text=True,
-    )
+    run = assign_in_subprocess(export, ledger.path, tmp_path / "out.parquet", preexec_fn=limit)
     assert run.returncode == 2
     assert "File too large" in run.stderr and "Traceback" not in run.stderr
     assert folder_bytes(ledger.path) == before
