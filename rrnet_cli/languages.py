@@ -1,8 +1,9 @@
 """Notice languages: which language each resident's sheet is written in, and its text.
 
-Each language's wording lives in its own file, ``templates/notices/<language>.toml``,
-apart from the sheet's layout, so an office can have it reviewed and corrected
-without touching code. Every file has the same keys as the Japanese one.
+Each language's wording lives in its own file,
+``rrnet_cli/templates/notices/<language>.toml``, apart from the sheet's layout, so
+an office can have it reviewed and corrected without touching code. Every file has
+the same keys as the Japanese one.
 
 The language for a resident is chosen in this order:
 
@@ -29,19 +30,39 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pycountry
 
-from rrnet_cli.errors import UsageError
+from rrnet_cli.errors import RrnetError, UsageError
 from rrnet_cli.schema import LANGUAGES
 
 if TYPE_CHECKING:
     import polars as pl
 
-#: The project's template folder (layout, notice texts, styles).
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+def _template_folder() -> Path:
+    """The package's ``templates`` folder as a real directory on disk.
+
+    It ships inside the package (so the wheel carries it) and is found through
+    ``importlib.resources``, whatever the install. Jinja's FileSystemLoader and
+    WeasyPrint's restricted fetcher need a real folder, so a package imported
+    from a zip file is refused with a clear message.
+    """
+    resource = files("rrnet_cli") / "templates"
+    folder = Path(str(resource))
+    if not folder.is_dir():
+        raise RrnetError(
+            f"rrnet's template folder is not a directory on disk ({resource}). "
+            "Install rrnet with pip as a regular (not zipped) package, or reinstall it."
+        )
+    return folder.resolve()
+
+
+#: The package's template folder (layout, notice texts, styles): the one place it is defined.
+TEMPLATES = _template_folder()
 NOTICES = TEMPLATES / "notices"
 DEFAULT_LANGUAGE = "en"
 
@@ -285,7 +306,7 @@ class NoticeText:
     labels: dict[str, str]
 
 
-def _read_notice(path: Path) -> dict:
+def _read_notice(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -7,7 +7,7 @@ which file and page carries each resident.
 
 Safety: the template autoescapes with StrictUndefined, so a name such as
 ``<img src="file:///etc/passwd">`` prints literally; and WeasyPrint's URL
-fetcher serves only files under ``templates/`` (no other file, no network, no
+fetcher serves only files under ``rrnet_cli/templates/`` (no other file, no network, no
 ``data:``), so even a template mistake cannot pull anything else in.
 
 Speed: a document of many pages renders far faster per sheet than one document
