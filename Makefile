@@ -38,9 +38,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# Ruff for lint and format, mypy (strict, see pyproject) for types.
 lint: setup
 	$(BIN)/ruff check rrnet_cli tests benchmarks
 	$(BIN)/ruff format --check rrnet_cli tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache .hypothesis

@@ -35,7 +35,9 @@ from rrnet_cli.schema import MOVE_OUT, N_RESIDENT_CODE, N_RESIDENT_ID, ROW, pars
 
 ENCODINGS = ("auto", "utf-8", "utf-8-sig", "cp932")
 
-ERROR_SCHEMA = {"row": pl.Int64, "column": pl.String, "reason": pl.String, "value": pl.String}
+ERROR_SCHEMA = pl.Schema(
+    {"row": pl.Int64, "column": pl.String, "reason": pl.String, "value": pl.String}
+)
 
 DATE_HELP = "expected YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD"
 EARLIEST_BIRTH = date(1880, 1, 1)

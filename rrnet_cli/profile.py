@@ -7,6 +7,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rrnet_cli.errors import UsageError
 from rrnet_cli.schema import validate_municipality_code
@@ -53,6 +54,7 @@ def load_profile(path: Path) -> Profile:
         value = layout[key]
         if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 297:
             raise UsageError(f"Profile {path}: layout.{key} must be millimetres (0-297).")
-    values = {k: str(municipality[k]).strip() for k in MUNICIPALITY_KEYS}
+    values: dict[str, Any] = {k: str(municipality[k]).strip() for k in MUNICIPALITY_KEYS}
     values["code"] = validate_municipality_code(values["code"])
-    return Profile(**values, **{k: float(layout[k]) for k in LAYOUT_KEYS})
+    values.update({k: float(layout[k]) for k in LAYOUT_KEYS})
+    return Profile(**values)

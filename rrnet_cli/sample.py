@@ -832,18 +832,18 @@ def _register(rows: int, rng: np.random.Generator, headers: str, ascii_names: bo
         },
         schema_overrides={"resident_id": pl.Int64, "family": pl.Int64, "note": pl.Int64},
     )
-    name = pl.concat_str(
+    full_name = pl.concat_str(
         [_lookup(_FAMILY.text, "family"), _lookup(_GIVEN.text, "given")],
         separator=" ",
         ignore_nulls=True,
     )
-    name = pl.when(pl.col("upper")).then(name.str.to_uppercase()).otherwise(name)
+    full_name = pl.when(pl.col("upper")).then(full_name.str.to_uppercase()).otherwise(full_name)
     if ascii_names:
-        name = _strip_diacritics(name)
+        full_name = _strip_diacritics(full_name)
     sex_words = ("M", "F") if headers == "en" else ("男", "女")
     register = people.select(
         pl.col("resident_id").cast(pl.String).str.zfill(9),
-        name.alias("name"),
+        full_name.alias("name"),
         pl.when(pl.col("kanji"))
         .then(
             pl.concat_str(
@@ -1024,8 +1024,8 @@ def write_sample(
         path=path,
         rows=frame.height,
         households=frame["household_id"].n_unique() if frame.height else 0,
-        planned_move_outs=frame["planned_move_out_date"].is_not_null().sum(),
-        carried_over_codes=frame["resident_code"].is_not_null().sum(),
+        planned_move_outs=int(frame["planned_move_out_date"].is_not_null().sum()),
+        carried_over_codes=int(frame["resident_code"].is_not_null().sum()),
         encoding=csv_encoding,
         headers=headers,
     )

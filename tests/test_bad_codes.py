@@ -79,8 +79,16 @@ def test_notify_refuses_a_bad_code_naming_the_row_and_prints_nothing(
     sheets = tmp_path / "sheets"
     result = runner.invoke(
         app,
-        ["notify", str(assigned), "-l", str(ledger.path), "--profile", str(PROFILE)]
-        + ["-o", str(sheets)],
+        [
+            "notify",
+            str(assigned),
+            "-l",
+            str(ledger.path),
+            "--profile",
+            str(PROFILE),
+            "-o",
+            str(sheets),
+        ],
     )
     _no_crash(result.output)
     assert result.exit_code == 2, result.output
@@ -129,8 +137,16 @@ def test_ledger_import_reads_a_cp932_column_by_its_japanese_name(
     source = _cp932_codes_csv(tmp_path / "codes.csv", [GOOD, "58026173947"])
     result = runner.invoke(
         app,
-        ["ledger", "import", str(source), "-l", str(ledger.path), "--column", "住民票コード"]
-        + ["--json"],
+        [
+            "ledger",
+            "import",
+            str(source),
+            "-l",
+            str(ledger.path),
+            "--column",
+            "住民票コード",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert '"imported": 2' in result.output

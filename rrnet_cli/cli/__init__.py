@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from rrnet_cli import __version__
 from rrnet_cli import code as rcode
@@ -28,7 +29,6 @@ from rrnet_cli.cli._common import (
     MunicipalityOpt,
     VerboseOpt,
     VerboseRowsOpt,
-    escape,
     finish,
     handle_errors,
     load_mapping,

@@ -57,8 +57,12 @@ def _usage_name(self: typer.core.TyperArgument) -> str:
     return name + ("..." if self.nargs != 1 else "")
 
 
-typer.core.TyperOption.display_type_rich = _no_label_for_flags  # type: ignore[method-assign]
-typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
+# Both hooks exist in the Typer this project pins (see pyproject); an older one
+# simply keeps its own labels.
+if hasattr(typer.core.TyperOption, "display_type_rich"):
+    typer.core.TyperOption.display_type_rich = _no_label_for_flags  # type: ignore[method-assign]
+if hasattr(typer.core.TyperArgument, "_usage_display_name"):
+    typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
 
 
 # -- shared options ----------------------------------------------------------
