@@ -29,6 +29,7 @@ import pycountry
 
 from rrnet_cli import code as rcode
 from rrnet_cli import schema
+from rrnet_cli.dates import date_problems, parse_dates
 from rrnet_cli.errors import UsageError
 from rrnet_cli.files import restore_formulas
 from rrnet_cli.schema import MOVE_OUT, N_RESIDENT_CODE, N_RESIDENT_ID, ROW, parsed_date_column
@@ -39,7 +40,10 @@ ERROR_SCHEMA = pl.Schema(
     {"row": pl.Int64, "column": pl.String, "reason": pl.String, "value": pl.String}
 )
 
-DATE_HELP = "expected YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD"
+#: The date columns checked as dates (``dates.parse_dates``). A planned move-out
+#: date is not among them: any value there excludes the resident from a new
+#: code, which is the safe reading of a value rrnet cannot parse.
+DATE_COLUMNS = ("birth_date", "stay_expiry")
 EARLIEST_BIRTH = date(1880, 1, 1)
 
 
@@ -424,33 +428,6 @@ def clean_resident_ids(column: pl.Series) -> pl.Series:
     return column.to_frame().select(_clean_expr(name, _has_non_ascii(column))).to_series()
 
 
-def parse_dates(column: pl.Series) -> pl.Series:
-    """Parse any accepted format; null when none fits (or the date does not exist).
-
-    Each format is parsed only on the values shaped for it (the others are
-    masked to null, which the parser skips): failed parses are what cost time
-    on a column that mixes formats.
-    """
-    frame = pl.DataFrame({"v": column})
-    v = pl.col("v")
-    eight = v.str.len_bytes() == 8
-    parsed = frame.select(
-        pl.when(~v.str.contains(r"^[0-9]"))
-        .then(None)  # the parser tolerates a sign ("+2020-01-01"); a register never has one
-        .otherwise(
-            pl.coalesce(
-                pl.when(eight)
-                .then(None)
-                .otherwise(v)
-                .str.replace_all("/", "-", literal=True)
-                .str.to_date("%Y-%m-%d", strict=False),
-                pl.when(eight).then(v).otherwise(None).str.to_date("%Y%m%d", strict=False),
-            )
-        )
-    )
-    return parsed.to_series()
-
-
 def _iso_countries() -> list[str]:
     codes = set()
     for country in pycountry.countries:
@@ -466,12 +443,8 @@ def _rules(cols: set[str], today: date) -> list[tuple[str, pl.Expr, str]]:
         (name, c(name).is_null(), "required value is empty") for name in schema.REQUIRED
     ]
     birth = c(parsed_date_column("birth_date"))
+    # Dates that are not dates are reported by _date_errors, each with its reason.
     rules += [
-        (
-            "birth_date",
-            c("birth_date").is_not_null() & birth.is_null(),
-            f"not a real date ({DATE_HELP})",
-        ),
         ("birth_date", birth > pl.lit(today), "birth date is in the future"),
         ("birth_date", birth < pl.lit(EARLIEST_BIRTH), "birth date before 1880 is not plausible"),
         (
@@ -498,11 +471,6 @@ def _rules(cols: set[str], today: date) -> list[tuple[str, pl.Expr, str]]:
             "not one of the six categories of 住基法 第30条の45 ("
             + "、".join(schema.FOREIGN_RESIDENT_CATEGORIES)
             + ")",
-        ),
-        (
-            "stay_expiry",
-            c(parsed_date_column("stay_expiry")).is_null(),
-            f"not a real date ({DATE_HELP})",
         ),
         (
             "residence_card_number",
@@ -552,9 +520,8 @@ def validate_register(
     cleaned = frame.select(
         ROW, *[_clean_expr(name, _has_non_ascii(frame[name])) for name in checked]
     )
-    dates = [n for n in ("birth_date", "stay_expiry") if n in cleaned.columns]
     cleaned = cleaned.with_columns(
-        parse_dates(cleaned[n]).alias(parsed_date_column(n)) for n in dates
+        parse_dates(cleaned["birth_date"]).alias(parsed_date_column("birth_date"))
     )
     masks = cleaned.select(
         [mask.fill_null(False).alias(f"rule{i}") for i, (_, mask, _) in enumerate(rules)]
@@ -603,11 +570,29 @@ def validate_register(
                 pl.lit(None, pl.String).alias("value"),
             )
         )
+    errors += [_date_errors(frame, name, blank) for name in DATE_COLUMNS if name in cols]
     errors.append(code_errors(frame[ROW], frame[N_RESIDENT_CODE]))
     errors.append(_duplicates(frame, N_RESIDENT_ID, "resident_id"))
     errors.append(_duplicates(frame, N_RESIDENT_CODE, "resident_code"))
     found = pl.concat([e.cast(ERROR_SCHEMA) for e in errors]).sort("row", maintain_order=True)
     return frame, found
+
+
+def _date_errors(frame: pl.DataFrame, name: str, blank: pl.Series) -> pl.DataFrame:
+    """Row errors for the values of date column ``name`` that are not dates.
+
+    The reason says why (no such day, past its era's end, no form fits) without
+    the value itself, which stays in ``value`` for ``--verbose``.
+    """
+    problems = date_problems(frame[name].cast(pl.String))
+    if problems.null_count() == len(problems):
+        return pl.DataFrame(schema=ERROR_SCHEMA)
+    return (
+        frame.select(ROW, pl.col(name).cast(pl.String).alias("value"))
+        .with_columns(problems.alias("reason"))
+        .filter(pl.col("reason").is_not_null() & ~blank)
+        .select(pl.col(ROW).alias("row"), pl.lit(name).alias("column"), "reason", "value")
+    )
 
 
 def code_errors(rows: pl.Series, codes: pl.Series) -> pl.DataFrame:

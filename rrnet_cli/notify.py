@@ -31,12 +31,12 @@ from typing import Any
 import polars as pl
 
 from rrnet_cli import code as rcode
+from rrnet_cli.dates import parse_dates
 from rrnet_cli.errors import InputRowsError, UsageError
 from rrnet_cli.files import PRIVATE_DIR, write_table
 from rrnet_cli.ingest import (
     code_errors,
     describe_errors,
-    parse_dates,
     read_export,
     require_columns,
 )

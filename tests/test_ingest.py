@@ -543,9 +543,12 @@ def test_unreadable_parquet_is_refused(tmp_path: Path, content: bytes) -> None:
 
 INVALID_CASES = [
     # birth_date: unparseable, impossible, future, too old — in each format
-    ("birth_date", "1990.04.01", "not a real date"),
-    ("birth_date", "01/04/1990", "not a real date"),
-    ("birth_date", "April 1990", "not a real date"),
+    ("birth_date", "1990.04.31", "not a real date"),
+    ("birth_date", "01/04/1990", "not a date (expected"),
+    ("birth_date", "April 1990", "not a date (expected"),
+    ("birth_date", "平成31年5月1日", "平成 ended on 2019-04-30; that day is in 令和"),
+    ("birth_date", "昭和64年1月8日", "昭和 ended on 1989-01-07; that day is in 平成"),
+    ("birth_date", "H13.2.29", "no such day"),
     ("birth_date", "1990-02-30", "not a real date"),
     ("birth_date", "1990/02/30", "not a real date"),
     ("birth_date", "19900230", "not a real date"),
@@ -572,7 +575,7 @@ INVALID_CASES = [
     ("foreign_resident_category", "永住者", "six categories"),
     ("foreign_resident_category", "中長期", "six categories"),
     ("stay_expiry", "2026-02-30", "not a real date"),
-    ("stay_expiry", "2026.03.31", "not a real date"),
+    ("stay_expiry", "令和8年2月29日", "not a real date"),
     ("residence_card_number", "ab12345678cd", "residence card number"),
     ("residence_card_number", "AB1234567CD", "residence card number"),
     ("residence_card_number", "AB123456789CD", "residence card number"),
