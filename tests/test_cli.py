@@ -602,7 +602,9 @@ def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
 
 # -- the bundled samples and quiet output -------------------------------------------
 
-SAMPLES = sorted((Path(__file__).parent.parent / "sample_data").glob("register*"))
+SAMPLE_DATA = Path(__file__).parent.parent / "sample_data"
+#: The 300-resident samples (register_with_mistakes.csv is the README's bad example).
+SAMPLES = sorted(p for p in SAMPLE_DATA.glob("register*") if "mistakes" not in p.name)
 
 
 def test_samples_are_bundled() -> None:
@@ -621,6 +623,33 @@ def test_every_bundled_sample_assigns_and_verifies(runner, tmp_path: Path, sampl
     assert figures["excluded"]["planned_move_out"] > 0
     verified = runner.invoke(app, ["verify", str(out), "--ledger", str(ledger.path)])
     assert verified.exit_code == 0, verified.output
+
+
+def test_the_readme_bad_example_names_its_two_rows_and_rejects_only_them(
+    runner, tmp_path: Path
+) -> None:
+    sample = SAMPLE_DATA / "register_with_mistakes.csv"
+    ledger = Ledger.init(tmp_path / "ledger", municipality=SAMPLE_MUNICIPALITY)
+    out = tmp_path / "out.csv"
+    refused = runner.invoke(app, ["assign", str(sample), "-l", str(ledger.path), "-o", str(out)])
+    assert refused.exit_code == 2
+    assert "row 4, birth_date: not a real date (平成 ended on 2019-04-30" in refused.output
+    assert "row 6, sex:" in refused.output
+    assert not out.exists()
+    rejects = tmp_path / "rejects.csv"
+    figures = run_json(
+        runner,
+        ["assign", str(sample), "-l", str(ledger.path), "-o", str(out), "--rejects", str(rejects)],
+    )
+    assert (figures["rows_rejected"], figures["newly_assigned"]) == (2, 4)
+    assigned = read_csv_text(out)
+    # The 和暦, era-initial, era-code and 西暦 dates were accepted and kept as written.
+    assert assigned["birth_date"].to_list() == [
+        "平成14年9月6日",
+        "H15.10.2",
+        "4040315",
+        "1998年3月21日",
+    ]
 
 
 def test_piped_output_has_no_progress_or_control_characters(
