@@ -159,6 +159,10 @@ class AssignResult:
     ledger_records_after: int = 0
     transaction: int | None = None
     seconds: float = 0.0
+    #: the worksheet read, for an Excel export
+    sheet: str | None = None
+    #: how the export was read that a person should know (numbers in id columns)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,6 +170,8 @@ class AssignResult:
     def summary_rows(self) -> list[tuple[str, Any]]:
         """The lines of the summary table a person reads after the run."""
         rows: list[tuple[str, Any]] = [("rows read", self.rows_read), ("read as", self.encoding)]
+        if self.sheet is not None:
+            rows.append(("sheet", self.sheet))
         if self.rejects is not None or self.rows_rejected:
             rows.append(("rows set aside (rejects)", self.rows_rejected))
         for reason, n in sorted(self.excluded.items()) or [(EXCLUDED_MOVE_OUT, 0)]:
@@ -400,6 +406,7 @@ def assign_register(
     steps: Steps = QUIET,
     today: date | None = None,
     verbose: bool = False,
+    sheet: str | None = None,
 ) -> AssignResult:
     """Read, check, plan, record and publish one export (see the module doc)."""
     started = time.perf_counter()
@@ -408,8 +415,8 @@ def assign_register(
         raise UsageError("Give --municipality: the ledger does not name its municipality.")
     if output is None and not dry_run:
         raise UsageError("Give -o/--output for the assigned register (or use --dry-run).")
-    out_suffix = check_table_suffix(output) if output is not None else None
-    rej_suffix = check_table_suffix(rejects) if rejects is not None else None
+    out_suffix = check_table_suffix(output, excel=True) if output is not None else None
+    rej_suffix = check_table_suffix(rejects, excel=True) if rejects is not None else None
     for target in (output, rejects):
         if target is not None and Path(target).resolve() == Path(export_path).resolve():
             raise UsageError(f"{target} is the export itself; write the output elsewhere.")
@@ -437,14 +444,18 @@ def assign_register(
             with ThreadPoolExecutor(max_workers=1) as pool:
                 loading = pool.submit(load_state)
                 with steps.step("Reading export"):
-                    export = read_export(export_path, encoding=encoding, mapping=mapping)
+                    export = read_export(
+                        export_path, encoding=encoding, mapping=mapping, sheet=sheet
+                    )
                 result.rows_read = export.rows
-                result.encoding = export.encoding or "parquet"
+                result.encoding = export.encoding or ("excel" if export.sheet else "parquet")
+                result.sheet = export.sheet
+                result.warnings = export.warnings
                 with steps.step("Validating rows", total=export.rows) as advance:
                     frame, errors = validate_register(export, today=today)
                     advance(export.rows)
                 if errors.height and rejects is None:
-                    _refuse(errors, export.path, verbose)
+                    _refuse(errors, export.path, verbose, export.warnings)
                 with steps.step("Loading the ledger"):
                     state = loading.result()
             result.ledger_records_before = len(state.codes)
@@ -458,7 +469,7 @@ def assign_register(
                 steps=steps,
             )
             if plan.errors.height and rejects is None:
-                _refuse(plan.errors, export.path, verbose)
+                _refuse(plan.errors, export.path, verbose, export.warnings)
             _count(result, plan)
             result.ledger_records_after = result.ledger_records_before + plan.records.height
             if txn is not None:
@@ -494,11 +505,15 @@ def _count(result: AssignResult, plan: AssignPlan) -> None:
         result.excluded = {EXCLUDED_MOVE_OUT: plan.counts[CodeStatus.EXCLUDED]}
 
 
-def _refuse(errors: pl.DataFrame, source: Path, verbose: bool) -> None:
+def _refuse(
+    errors: pl.DataFrame, source: Path, verbose: bool, warnings: list[str] | None = None
+) -> None:
     rows = errors["row"].n_unique()
     raise InputRowsError(
         f"{rows} row(s) of {source} break the rules, so nothing was written and no code "
         "was recorded. Fix them, or pass --rejects FILE to set them aside and go on.",
         errors=errors.select("row", "column", "reason", *(["value"] if verbose else [])).to_dicts(),
-        details=describe_errors(errors, source, verbose=verbose),
+        # Numbers in an Excel id or code column are often why rows break: say so too.
+        details=describe_errors(errors, source, verbose=verbose)
+        + [f"warning: {w}" for w in warnings or []],
     )

@@ -139,22 +139,85 @@ def write_table(frame: pl.DataFrame, destination: Path) -> None:
         write_table_to(frame, tmp, suffix)
 
 
-def check_table_suffix(destination: Path) -> str:
-    """The output format an extension asks for; refuse anything else."""
+def check_table_suffix(destination: Path, *, excel: bool = False) -> str:
+    """The output format an extension asks for; refuse anything else.
+
+    ``excel``: ``.xlsx`` is accepted too (where the writer supports it).
+    """
     suffix = Path(destination).suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise UsageError(f"{destination}: write .csv or .parquet (the extension decides).")
+    allowed = (".csv", ".parquet", ".xlsx") if excel else (".csv", ".parquet")
+    if suffix not in allowed:
+        names = ".csv, .parquet or .xlsx" if excel else ".csv or .parquet"
+        raise UsageError(f"{destination}: write {names} (the extension decides).")
     return suffix
 
 
+#: The most rows and characters per cell an Excel worksheet holds.
+EXCEL_MAX_ROWS = 1_048_576
+EXCEL_MAX_CELL = 32_767
+
+
 def write_table_to(frame: pl.DataFrame, path: Path, suffix: str) -> None:
-    """Write ``frame`` to an already private ``path`` as ``.csv`` or ``.parquet``."""
+    """Write ``frame`` to an already private ``path`` as ``.csv``, ``.parquet`` or ``.xlsx``."""
     import polars as pl
 
     if suffix == ".parquet":
         frame.write_parquet(path, compression="zstd")
+    elif suffix == ".xlsx":
+        _write_xlsx(neutralise_formulas(frame.with_columns(pl.all().cast(pl.String))), path)
     else:
         text = frame.with_columns(pl.all().cast(pl.String))
         neutralise_formulas(text).write_csv(
             path, include_bom=True, quote_style="always", null_value=""
         )
+
+
+def _write_xlsx(text: pl.DataFrame, path: Path) -> None:
+    """Write a frame of text columns as an Excel workbook in which every cell is text.
+
+    Strings are never turned into numbers, formulas or links; every column has
+    the Text format (@), so a code typed over in Excel keeps its zeros too, and
+    Excel's "number stored as text" marks are switched off. The header row is
+    bold, frozen and has an autofilter.
+    """
+    import polars as pl
+    import xlsxwriter  # type: ignore[import-untyped]  # ships no type hints
+
+    if text.height + 1 > EXCEL_MAX_ROWS:
+        raise UsageError(
+            f"{text.height:,} rows do not fit in an Excel worksheet "
+            f"({EXCEL_MAX_ROWS - 1:,} at most); write .csv or .parquet."
+        )
+    longest = text.select(pl.all().str.len_chars().max()).row(0)
+    too_long = [c for c, n in zip(text.columns, longest, strict=True) if (n or 0) > EXCEL_MAX_CELL]
+    if too_long:
+        raise UsageError(
+            f"column(s) {', '.join(too_long)} hold values longer than an Excel cell takes "
+            f"({EXCEL_MAX_CELL:,} characters); write .csv or .parquet."
+        )
+    workbook = xlsxwriter.Workbook(
+        str(path),
+        {
+            "strings_to_numbers": False,
+            "strings_to_formulas": False,
+            "strings_to_urls": False,
+            # No temporary files with the register's data outside ``path``.
+            "in_memory": True,
+        },
+    )
+    try:
+        sheet = workbook.add_worksheet("Sheet1")
+        text.write_excel(
+            workbook,
+            sheet,
+            table_style=None,
+            dtype_formats={pl.String: "@"},
+            header_format={"bold": True, "num_format": "@"},
+            autofilter=True,
+            autofit=text.height <= 10_000,  # autofit measures every cell
+            column_widths=None if text.height <= 10_000 else 120,
+            freeze_panes=(1, 0),
+        )
+        sheet.ignore_errors({"number_stored_as_text": f"A1:XFD{EXCEL_MAX_ROWS}"})
+    finally:
+        workbook.close()

@@ -1,10 +1,10 @@
 """Reading a register export and checking every row against the column rules.
 
-``read_export`` turns a CSV (UTF-8, UTF-8 with BOM or CP932) or Parquet file into
-a frame of text columns, recognised headers renamed to their canonical names and
-a ``ROW`` column holding each row's number as a spreadsheet shows it (the CSV
-header is row 1, so the first person is row 2; in Parquet the first person is
-row 1). ``validate_register`` then returns the frame with normalised helper
+``read_export`` turns a CSV (UTF-8, UTF-8 with BOM or CP932), Parquet or Excel
+file into a frame of text columns, recognised headers renamed to their canonical
+names and a ``ROW`` column holding each row's number as a spreadsheet shows it
+(the CSV or Excel header is row 1, so the first person is row 2; in Parquet the
+first person is row 1). ``validate_register`` then returns the frame with normalised helper
 columns and a frame of errors: one line per (row, column, reason).
 
 Nothing here prints or keeps a person's data in an error message: errors name
@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import csv
 import io
+import posixpath
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
+from xml.etree import ElementTree
 
 import numpy as np
 import polars as pl
@@ -33,6 +37,9 @@ from rrnet_cli.dates import date_problems, parse_dates
 from rrnet_cli.errors import UsageError
 from rrnet_cli.files import restore_formulas
 from rrnet_cli.schema import MOVE_OUT, N_RESIDENT_CODE, N_RESIDENT_ID, ROW, parsed_date_column
+
+if TYPE_CHECKING:
+    import fastexcel
 
 ENCODINGS = ("auto", "utf-8", "utf-8-sig", "cp932")
 
@@ -57,6 +64,10 @@ class Export:
     first_row: int
     #: original header -> canonical name, for the headers that were recognised
     recognised: dict[str, str] = field(default_factory=dict)
+    #: the worksheet read, for an Excel workbook
+    sheet: str | None = None
+    #: what a person should know about how the file was read (Excel cell types)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -73,12 +84,28 @@ def read_export(
     encoding: str = "auto",
     mapping: dict[str, str] | None = None,
     ours: bool = False,
+    sheet: str | None = None,
 ) -> Export:
-    """Read a register export (or one of rrnet's own outputs when ``ours``)."""
+    """Read a register export (or one of rrnet's own outputs when ``ours``).
+
+    ``sheet`` names the worksheet of an Excel workbook (default: the first).
+    """
     path = check_input_file(path, "the export file itself")
-    if path.suffix.lower() == ".parquet":
+    suffix = path.suffix.lower()
+    if sheet is not None and suffix not in EXCEL_SUFFIXES:
+        raise UsageError(
+            f"{path} is not an Excel workbook; --sheet applies to "
+            f"{', '.join(EXCEL_SUFFIXES)} files only."
+        )
+    worksheet: Worksheet | None = None
+    if suffix == ".parquet":
         table = _read_parquet(path)
         used_encoding, first_row = None, 1
+    elif suffix in EXCEL_SUFFIXES:
+        worksheet = _read_excel(path, sheet, mapping)
+        table = worksheet.table
+        # Excel shows the header as row 1 (or wherever it is): the first person is the next row.
+        used_encoding, first_row = None, worksheet.header_row + 1
     else:
         table, used_encoding = _read_csv(path, encoding)
         first_row = 2
@@ -95,16 +122,22 @@ def read_export(
     assert isinstance(frame, pl.DataFrame)
     # Our own columns in the export (an earlier output fed back) are recomputed.
     frame = frame.rename(recognised)
-    # rrnet's own CSV outputs (they carry code_status) had formula-like cells
-    # neutralised on the way out; undo that so values round-trip unchanged.
-    if ours or (used_encoding is not None and "code_status" in frame.columns):
+    # rrnet's own CSV and Excel outputs (they carry code_status) had formula-like
+    # cells neutralised on the way out; undo that so values round-trip unchanged.
+    if ours or (suffix != ".parquet" and "code_status" in frame.columns):
         frame = restore_formulas(frame)
     if not ours:
         # Status columns of an earlier output fed back in are recomputed, not kept.
         frame = frame.drop([c for c in schema.OUTPUT_COLUMNS[1:] if c in frame.columns])
     frame = frame.with_row_index(ROW, offset=first_row).with_columns(pl.col(ROW).cast(pl.Int64))
     return Export(
-        path=path, frame=frame, encoding=used_encoding, first_row=first_row, recognised=recognised
+        path=path,
+        frame=frame,
+        encoding=used_encoding,
+        first_row=first_row,
+        recognised=recognised,
+        sheet=worksheet.name if worksheet else None,
+        warnings=worksheet.warnings if worksheet else [],
     )
 
 
@@ -194,6 +227,11 @@ def _read_csv(path: Path, encoding: str) -> tuple[pa.Table, str]:
         raw = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"Cannot read {path}: {exc.strerror}.") from None
+    if raw.startswith((_ZIP_MAGIC, _OLE_MAGIC)):
+        raise UsageError(
+            f"{path} is not a CSV file: it looks like an Excel workbook. Give it its real "
+            f"extension ({', '.join(EXCEL_SUFFIXES)}), or save it from Excel as CSV."
+        )
     if b"\x00" in raw:
         raise UsageError(f"{path} does not look like a CSV file: it contains binary data.")
     used = detect_encoding(raw, encoding, path)
@@ -284,6 +322,11 @@ def _header_row(data: bytes, path: Path) -> list[str]:
     headers = [h.strip() for h in headers]
     if headers and headers[0].startswith("\ufeff"):
         headers[0] = headers[0][1:]
+    return _check_headers(headers, path)
+
+
+def _check_headers(headers: list[str], path: Path) -> list[str]:
+    """``headers`` (already trimmed) when every column has one name of its own."""
     if not any(headers):
         raise UsageError(f"{path} has an empty header row.")
     seen: set[str] = set()
@@ -364,6 +407,200 @@ def _read_parquet(path: Path) -> pa.Table:
             )
             raise UsageError(f"{path}: column {name!r} has type {column.type}; {why}.")
     return pa.table(columns, names=table.column_names)
+
+
+#: Workbooks rrnet reads (through calamine, via fastexcel), whatever wrote them.
+EXCEL_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods")
+_ZIP_MAGIC = b"PK\x03\x04"  # .xlsx, .xlsm, .ods
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # .xls, and any workbook with a password
+
+#: How calamine writes a date cell as text; a date at midnight keeps only its date.
+_EXCEL_DATETIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
+
+
+@dataclass
+class Worksheet:
+    """One worksheet read as text: the table (header row first), where it starts, warnings."""
+
+    table: pa.Table
+    name: str
+    #: the row number Excel shows for the header row
+    header_row: int
+    warnings: list[str]
+
+
+def _read_excel(path: Path, sheet: str | None, mapping: dict[str, str] | None) -> Worksheet:
+    """Read one worksheet of a workbook as text columns, the way Excel shows the cells.
+
+    Every cell becomes text: a number as Excel stores it (5974, not 5974.0), a
+    date cell as YYYY-MM-DD (with its time only when it has one). Numbers in a
+    column that must be text (ids, postal codes, codes) may have lost leading
+    zeros inside Excel already; each such column gets a warning. Blank rows at
+    the end are dropped; blank rows in between stay (and are refused), so row
+    numbers stay those Excel shows.
+    """
+    import fastexcel  # only when an Excel file is read
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"Cannot read {path}: {exc.strerror}.") from None
+    if not raw.strip():
+        raise UsageError(f"{path} is empty: a register export needs at least a header row.")
+    if not raw.startswith((_ZIP_MAGIC, _OLE_MAGIC)):
+        looks = "a text file (CSV?)" if b"\x00" not in raw[:4096] else "some other kind of file"
+        raise UsageError(
+            f"{path} is not an Excel workbook: it looks like {looks}. If it is CSV, give it "
+            "the extension .csv; otherwise save it from Excel as .xlsx."
+        )
+    try:
+        # From bytes, calamine tells the format from the content, not the extension.
+        reader = fastexcel.read_excel(raw)
+        names = reader.sheet_names
+        if not names:
+            raise UsageError(f"{path} has no worksheet.")
+        name = names[0] if sheet is None else sheet
+        if name not in names:
+            listed = ", ".join(repr(n) for n in names)
+            raise UsageError(f"{path} has no sheet {sheet!r}; its sheets are {listed}.")
+        # No header row for fastexcel: rrnet reads and checks the header itself.
+        batch = reader.load_sheet(name, header_row=None, dtypes="string").to_arrow()
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        frame = frame.cast(pl.String).rename({c: f"c{i}" for i, c in enumerate(frame.columns)})
+        if frame.height == 0:
+            raise UsageError(
+                f"{path}: sheet {name!r} is empty: a register export needs at least a header row."
+            )
+        headers = [(h or "").strip() for h in frame.row(0)]
+        body = frame.slice(1)
+        has_value = [pl.col(c).str.contains(r"\S").fill_null(False) for c in body.columns]
+        # A column without a header or a value is only formatting; a row after the
+        # last one with a value is not a row anyone meant.
+        filled = body.select([e.any() for e in has_value]).row(0)
+        keep = {i: h for i, h in enumerate(headers) if h or filled[i]}
+        _check_headers(list(keep.values()), path)
+        used = body.select(pl.any_horizontal(has_value)).to_series().arg_true()
+        last = int(used[-1]) + 1 if len(used) else 0
+        frame, warnings = _excel_cell_types(reader, name, frame, keep, mapping, path)
+    except fastexcel.FastExcelError as exc:
+        # The first line names the failure; later lines are calamine's context.
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UsageError(
+            f"{path} cannot be read as an Excel workbook ({reason}). Is it damaged, or "
+            "protected with a password? Open it in Excel and save it again as .xlsx."
+        ) from None
+    body = frame.slice(1, last).select([f"c{i}" for i in keep])
+    table = pa.table(
+        [c.to_arrow().cast(pa.string()) for c in body.iter_columns()], names=list(keep.values())
+    )
+    header_row = _xlsx_first_row(raw, name) if raw.startswith(_ZIP_MAGIC) else 1
+    return Worksheet(table=table, name=name, header_row=header_row, warnings=warnings)
+
+
+def _excel_cell_types(
+    reader: fastexcel.ExcelReader,
+    name: str,
+    frame: pl.DataFrame,
+    headers: dict[int, str],
+    mapping: dict[str, str] | None,
+    path: Path,
+) -> tuple[pl.DataFrame, list[str]]:
+    """Date cells as dates; a warning for each text-only column that holds numbers.
+
+    ``frame`` is the sheet as text, the header in its first row; ``headers`` the
+    columns kept, by position. The cells' own types come from reading the sheet
+    again with a type: a number or a boolean reads as a boolean and text never
+    does; a date reads as a datetime and text never does (numbers do, but their
+    text is not a date's).
+    """
+    if frame.height < 2:
+        return frame, []
+    recognised = schema.resolve_headers(list(headers.values()), mapping, source=str(path))
+    warnings: list[str] = []
+    text_only = [
+        (i, h, recognised[h]) for i, h in headers.items() if recognised.get(h) in _TEXT_ONLY
+    ]
+    if text_only:
+        probe = reader.load_sheet(name, header_row=None, dtypes="boolean").to_arrow()
+        for i, header, canonical in text_only:
+            numbers = pl.Series(probe.column(i)).slice(1).is_not_null()
+            # A boolean cell reads as one too; its text says which it is.
+            numbers &= ~frame[f"c{i}"].slice(1).is_in(["true", "false"]).fill_null(False)
+            count = int(numbers.sum())
+            if count:
+                label = canonical if header == canonical else f"{canonical} ({header})"
+                warnings.append(
+                    f"{label}: {count} cell(s) were stored by Excel as numbers; leading "
+                    "zeros may already be lost (format the column as Text in Excel)"
+                )
+    looks_like_date = frame.select(pl.all().str.contains(_EXCEL_DATETIME).any()).row(0)
+    date_like = [i for i, hit in enumerate(looks_like_date) if hit]
+    if date_like:
+        probe = reader.load_sheet(name, header_row=None, dtypes="datetime").to_arrow()
+        fixes = []
+        for i in date_like:
+            column = pl.col(f"c{i}")
+            is_date = pl.Series(probe.column(i)).is_not_null() & frame[f"c{i}"].str.contains(
+                _EXCEL_DATETIME
+            ).fill_null(False)
+            fixes.append(
+                pl.when(pl.lit(is_date))
+                .then(column.str.strip_suffix(" 00:00:00"))
+                .otherwise(column)
+                .alias(f"c{i}")
+            )
+        frame = frame.with_columns(fixes)
+    return frame, warnings
+
+
+def _xlsx_first_row(raw: bytes, sheet: str) -> int:
+    """The row number Excel shows for the first row of ``sheet`` that has a value.
+
+    calamine starts a sheet at its first row with a value and fastexcel does not
+    say which row that is; with blank rows above the header, every row number
+    would be off. Read it from the sheet's XML (.xlsx and .xlsm); 1 when it
+    cannot be told.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as book:
+            part = _xlsx_sheet_part(book, sheet)
+            if part is None:
+                return 1
+            row = 0
+            with book.open(part) as xml:
+                for event, element in ElementTree.iterparse(xml, events=("start", "end")):
+                    tag = element.tag.rsplit("}", 1)[-1]
+                    if event == "start" and tag == "row":
+                        row = int(element.get("r") or row + 1)
+                    elif event == "end" and tag == "c":
+                        if any(child.tag.rsplit("}", 1)[-1] in ("v", "is") for child in element):
+                            ref = element.get("r") or ""
+                            digits = ref.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+                            return int(digits) if digits.isdigit() else max(row, 1)
+                    elif event == "end" and tag == "row":
+                        element.clear()
+    except (zipfile.BadZipFile, ElementTree.ParseError, KeyError, ValueError, OSError):
+        return 1
+    return 1
+
+
+def _xlsx_sheet_part(book: zipfile.ZipFile, sheet: str) -> str | None:
+    """The name of the XML part that holds ``sheet`` in an .xlsx package, or None."""
+    ids = [
+        value
+        for element in ElementTree.fromstring(book.read("xl/workbook.xml")).iter()
+        if element.tag.endswith("}sheet") and element.get("name") == sheet
+        for key, value in element.attrib.items()
+        if key.endswith("}id")
+    ]
+    if not ids:
+        return None
+    for rel in ElementTree.fromstring(book.read("xl/_rels/workbook.xml.rels")):
+        if rel.get("Id") == ids[0]:
+            target = rel.get("Target") or ""
+            return target[1:] if target.startswith("/") else posixpath.normpath("xl/" + target)
+    return None
 
 
 # ---------------------------------------------------------------------------

@@ -226,6 +226,7 @@ def notify(
     batch_size: int = 50,
     workers: int = 2,
     encoding: str = "auto",
+    sheet: str | None = None,
     steps: Steps = QUIET,
 ) -> NotifyResult:
     """Render every sheet and write batches, per-resident files and the manifest."""
@@ -236,7 +237,7 @@ def notify(
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise UsageError(f"{output} already exists and is not empty; give a new folder.")
     with steps.step("Reading the assigned register"):
-        export = read_export(assigned, encoding=encoding, ours=True)
+        export = read_export(assigned, encoding=encoding, ours=True, sheet=sheet)
         require_columns(
             export, ("resident_id", "resident_code", "name", "birth_date", "sex", "address")
         )
@@ -287,10 +288,10 @@ def notify(
         os.replace(task[1], output / name)
         result.files.append(name)
     if per_dir is not None:
-        for sheet in sheets:
+        for page in sheets:
             os.replace(
-                per_dir / f".{sheet['resident_id']}.pdf.part",
-                per_dir / f"{sheet['resident_id']}.pdf",
+                per_dir / f".{page['resident_id']}.pdf.part",
+                per_dir / f"{page['resident_id']}.pdf",
             )
         result.per_resident = len(sheets)
     manifest = pl.DataFrame(

@@ -22,7 +22,7 @@ import polars as pl
 from rrnet_cli import code as rcode
 from rrnet_cli import schema
 from rrnet_cli.errors import UsageError
-from rrnet_cli.ingest import clean_resident_ids, read_export, require_columns
+from rrnet_cli.ingest import EXCEL_SUFFIXES, clean_resident_ids, read_export, require_columns
 from rrnet_cli.ledger import ACTIVE, LedgerStore, Status
 from rrnet_cli.schema import ROW
 
@@ -82,8 +82,13 @@ class VerifyResult:
         return lines + [f"note: {note}" for note in self.notes]
 
 
-def _load(path: Path, encoding: str, mapping: dict[str, str] | None) -> pl.DataFrame:
-    export = read_export(path, encoding=encoding, mapping=mapping, ours=True)
+def _load(
+    path: Path, encoding: str, mapping: dict[str, str] | None, sheet: str | None = None
+) -> pl.DataFrame:
+    # --sheet names the worksheet of every Excel file given; other files have none.
+    if path.suffix.lower() not in EXCEL_SUFFIXES:
+        sheet = None
+    export = read_export(path, encoding=encoding, mapping=mapping, ours=True, sheet=sheet)
     require_columns(export, ("resident_id", "resident_code"))
     frame = export.frame
     status = pl.col("code_status") if "code_status" in frame.columns else pl.lit(None, pl.String)
@@ -105,6 +110,7 @@ def verify(
     encoding: str = "auto",
     mapping: dict[str, str] | None = None,
     verbose: bool = False,
+    sheet: str | None = None,
 ) -> VerifyResult:
     """Run every check; never raises for a violation, only for unusable input."""
     if not paths and ledger is None:
@@ -127,7 +133,7 @@ def verify(
             )
     if not paths:
         return result
-    rows = pl.concat([_load(Path(p), encoding, mapping) for p in paths])
+    rows = pl.concat([_load(Path(p), encoding, mapping, sheet) for p in paths])
     result.rows = rows.height
     coded = rows.filter(pl.col("code").is_not_null())
     result.codes = coded.height

@@ -27,8 +27,10 @@ from rrnet_cli.cli._common import (
     LockTimeoutOpt,
     MappingOpt,
     MunicipalityOpt,
+    SheetOpt,
     VerboseOpt,
     VerboseRowsOpt,
+    err,
     finish,
     handle_errors,
     load_mapping,
@@ -145,7 +147,9 @@ def assign(
     export: Annotated[
         Path,
         typer.Argument(
-            metavar="EXPORT", help="The register export: .csv or .parquet.", show_default=False
+            metavar="EXPORT",
+            help="The register export: .csv, .parquet or Excel (.xlsx, .xlsm, .xls, .ods).",
+            show_default=False,
         ),
     ],
     ledger: LedgerOpt,
@@ -154,7 +158,7 @@ def assign(
         typer.Option(
             "--output",
             "-o",
-            help="Where to write the assigned register (.csv or .parquet by extension; "
+            help="Where to write the assigned register (.csv, .parquet or .xlsx by extension; "
             "created 0600). Required, unless --dry-run.",
             show_default=False,
         ),
@@ -163,7 +167,7 @@ def assign(
         Path | None,
         typer.Option(
             "--rejects",
-            help="Set bad rows aside in this file (.csv/.parquet) with "
+            help="Set bad rows aside in this file (.csv/.parquet/.xlsx) with "
             "their reasons and go on with the rest. Without it, any bad row stops "
             "the run and nothing is written.",
             show_default=False,
@@ -171,6 +175,7 @@ def assign(
     ] = None,
     encoding: EncodingOpt = Encoding.AUTO,
     mapping: MappingOpt = None,
+    sheet: SheetOpt = None,
     municipality: MunicipalityOpt = None,
     seed: Annotated[
         int | None,
@@ -218,7 +223,10 @@ def assign(
             lock_timeout=lock_timeout,
             steps=steps,
             verbose=verbose,
+            sheet=sheet,
         )
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", markup=False, soft_wrap=True)
     finish(
         result,
         as_json,
@@ -237,7 +245,8 @@ def verify(
         list[Path] | None,
         typer.Argument(
             metavar="FILE",
-            help="Assigned registers (.csv/.parquet) with resident_id and resident_code columns.",
+            help="Assigned registers (.csv/.parquet/.xlsx) with resident_id and resident_code "
+            "columns.",
             show_default=False,
         ),
     ] = None,
@@ -255,6 +264,7 @@ def verify(
     municipality: MunicipalityOpt = None,
     encoding: EncodingOpt = Encoding.AUTO,
     mapping: MappingOpt = None,
+    sheet: SheetOpt = None,
     as_json: JsonOpt = False,
     verbose: Annotated[
         bool,
@@ -285,6 +295,7 @@ def verify(
             encoding=encoding.value,
             mapping=load_mapping(mapping),
             verbose=verbose,
+            sheet=sheet,
         )
     verdict = "OK: no violations" if result.ok else "FAILED"
     finish(result, as_json, f"Verify: {verdict}", before=result.lines(), ok=result.ok)
@@ -300,7 +311,7 @@ def notify(
         Path,
         typer.Argument(
             metavar="ASSIGNED",
-            help="An assigned register written by `rrnet assign` (.csv or .parquet).",
+            help="An assigned register written by `rrnet assign` (.csv, .parquet or .xlsx).",
             show_default=False,
         ),
     ],
@@ -378,6 +389,7 @@ def notify(
         int, typer.Option("--batch-size", min=1, help="Sheets per print-ready PDF.")
     ] = 50,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Rendering processes.")] = 2,
+    sheet: SheetOpt = None,
     slow_ok: Annotated[
         bool,
         typer.Option(
@@ -417,6 +429,7 @@ def notify(
             batch_size=batch_size,
             workers=workers,
             steps=steps,
+            sheet=sheet,
         )
     finish(result, as_json, f"Notification sheets in {result.output}")
 

@@ -129,6 +129,15 @@ MunicipalityOpt = Annotated[
         show_default=False,
     ),
 ]
+SheetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sheet",
+        metavar="NAME",
+        help="Worksheet to read from an Excel file (default: the first).",
+        show_default=False,
+    ),
+]
 LockTimeoutOpt = Annotated[
     float,
     typer.Option(
