@@ -54,6 +54,7 @@ from rrnet_cli.ledger import (
     LedgerStore,
     LedgerTransaction,
     Status,
+    municipality_for,
     sorted_member,
 )
 from rrnet_cli.progress import QUIET, Steps
@@ -69,8 +70,17 @@ from rrnet_cli.schema import (
     N_RESIDENT_CODE,
     N_RESIDENT_ID,
     ROW,
+    ZEROS_LOST,
     CodeStatus,
 )
+
+ZEROS_LOST_REASON = (
+    "this resident_id equals an id the ledger knows, without its leading zeros: Excel may "
+    "have dropped leading zeros. Restore them (format the column as Text, or use .xlsx) "
+    "and run again"
+)
+#: More rows than this with lost zeros stop the whole run, even with --rejects.
+MAX_LOST_ZEROS = 5
 
 # Rejection sampling bound: the largest multiple of 10**10 below 2**64. Values at
 # or above it are thrown away, so ``value % 10**10`` has no modulo bias.
@@ -223,6 +233,14 @@ def classify(
         .select(pl.col("resident_id").alias(N_RESIDENT_ID), pl.col("code").alias(KNOWN_CODE))
     )
     frame = frame.join(known, on=N_RESIDENT_ID, how="left", maintain_order="left")
+    # Excel turns 000005974 into 5974: an id the ledger does not know that equals
+    # a known one once leading zeros are ignored is almost surely that resident.
+    stripped_known = known.select(_without_leading_zeros(pl.col(N_RESIDENT_ID)))
+    frame = frame.with_columns(
+        _without_leading_zeros(pl.col(N_RESIDENT_ID))
+        .is_in(stripped_known[N_RESIDENT_ID].implode())
+        .alias(ZEROS_LOST)
+    )
     frame = frame.with_columns(pl.col(N_RESIDENT_CODE).cast(pl.UInt64).alias(INCOMING_CODE))
     incoming = frame.filter(pl.col(INCOMING_CODE).is_not_null())[INCOMING_CODE].to_numpy()
     owners = state.lookup(incoming).select(
@@ -235,13 +253,16 @@ def classify(
     has_in = pl.col(INCOMING_CODE).is_not_null()
     is_known = pl.col(KNOWN_CODE).is_not_null()
     refusals = [
+        (~is_known & pl.col(ZEROS_LOST), "resident_id", ZEROS_LOST_REASON),
         (
             is_known & has_in & (pl.col(INCOMING_CODE) != pl.col(KNOWN_CODE)),
+            "resident_code",
             "the ledger holds a different code for this resident; a new code needs a change "
             "request, not a new export",
         ),
         (
             has_in & (pl.col(LEDGER_STATUS) == Status.RETIRED.value),
+            "resident_code",
             "this code has been retired and can never be used again",
         ),
         (
@@ -252,6 +273,7 @@ def classify(
                 (pl.col(LEDGER_MUNICIPALITY) != municipality)
                 | (pl.col(LEDGER_RESIDENT) != pl.col(N_RESIDENT_ID))
             ),
+            "resident_code",
             "the ledger holds this code for another resident",
         ),
     ]
@@ -259,11 +281,13 @@ def classify(
         [
             frame.filter(mask.fill_null(False)).select(
                 pl.col(ROW).alias("row"),
-                pl.lit("resident_code").alias("column"),
+                pl.lit(column).alias("column"),
                 pl.lit(reason).alias("reason"),
-                pl.col(N_RESIDENT_CODE).alias("value"),
+                pl.col(N_RESIDENT_CODE if column == "resident_code" else N_RESIDENT_ID).alias(
+                    "value"
+                ),
             )
-            for mask, reason in refusals
+            for mask, column, reason in refusals
         ]
     ).unique(subset="row", keep="first", maintain_order=True)
     status = (
@@ -287,9 +311,21 @@ def classify(
             .cast(pl.String)
             .alias("exclusion_reason")
         )
-        .drop(KNOWN_CODE, INCOMING_CODE, LEDGER_STATUS, LEDGER_MUNICIPALITY, LEDGER_RESIDENT)
+        .drop(
+            KNOWN_CODE,
+            INCOMING_CODE,
+            LEDGER_STATUS,
+            LEDGER_MUNICIPALITY,
+            LEDGER_RESIDENT,
+            ZEROS_LOST,
+        )
     )
     return frame, refused
+
+
+def _without_leading_zeros(resident_id: pl.Expr) -> pl.Expr:
+    stripped = resident_id.str.strip_chars_start("0")
+    return pl.when(stripped == "").then(pl.lit("0")).otherwise(stripped).alias(N_RESIDENT_ID)
 
 
 def build_output(frame: pl.DataFrame, input_columns: list[str]) -> pl.DataFrame:
@@ -410,9 +446,7 @@ def assign_register(
 ) -> AssignResult:
     """Read, check, plan, record and publish one export (see the module doc)."""
     started = time.perf_counter()
-    municipality = municipality or ledger.municipality
-    if not municipality:
-        raise UsageError("Give --municipality: the ledger does not name its municipality.")
+    municipality = municipality_for(ledger, municipality)
     if output is None and not dry_run:
         raise UsageError("Give -o/--output for the assigned register (or use --dry-run).")
     out_suffix = check_table_suffix(output, excel=True) if output is not None else None
@@ -420,6 +454,12 @@ def assign_register(
     for target in (output, rejects):
         if target is not None and Path(target).resolve() == Path(export_path).resolve():
             raise UsageError(f"{target} is the export itself; write the output elsewhere.")
+    if output is not None and rejects is not None:
+        if Path(output).resolve() == Path(rejects).resolve():
+            raise UsageError(
+                f"-o and --rejects both name {output}; one would overwrite the other. "
+                "Give the rejects their own file."
+            )
     result = AssignResult(
         export=str(export_path),
         output=None if dry_run else str(output),
@@ -468,6 +508,7 @@ def assign_register(
                 input_columns=[c for c in export.frame.columns if c != ROW],
                 steps=steps,
             )
+            _refuse_many_lost_zeros(plan.errors, export.path)
             if plan.errors.height and rejects is None:
                 _refuse(plan.errors, export.path, verbose, export.warnings)
             _count(result, plan)
@@ -503,6 +544,25 @@ def _count(result: AssignResult, plan: AssignPlan) -> None:
     result.already_assigned = plan.counts.get(CodeStatus.ALREADY_ASSIGNED, 0)
     if plan.counts.get(CodeStatus.EXCLUDED):
         result.excluded = {EXCLUDED_MOVE_OUT: plan.counts[CodeStatus.EXCLUDED]}
+
+
+def _refuse_many_lost_zeros(errors: pl.DataFrame, source: Path) -> None:
+    """Stop the whole run when more than a handful of ids look stripped of zeros.
+
+    One such row may be a typo; many mean the export went through a tool that
+    ate the zeros, and setting them aside would only hide it.
+    """
+    lost = errors.filter(pl.col("reason") == ZEROS_LOST_REASON)
+    if lost.height > MAX_LOST_ZEROS:
+        raise InputRowsError(
+            f"{lost.height} resident_id values of {source} equal ids the ledger knows, but "
+            "without their leading zeros: Excel (or another tool) may have dropped the "
+            "zeros, and those residents would get second codes. Nothing was written. "
+            "Export the register again with the ids as text (in Excel, format the column "
+            "as Text, or save as .xlsx), then run again.",
+            errors=lost.select("row", "column", "reason").to_dicts(),
+            details=describe_errors(lost, source),
+        )
 
 
 def _refuse(

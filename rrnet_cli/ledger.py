@@ -53,7 +53,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rrnet_cli import code as rcode
-from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, LedgerBusy, LedgerError
+from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, LedgerBusy, LedgerError, UsageError
 from rrnet_cli.files import PRIVATE_DIR, PRIVATE_FILE, fsync_dir
 
 FORMAT = "rrnet-ledger"
@@ -309,6 +309,32 @@ class LedgerStore(Protocol):
     def check_integrity(self) -> IntegrityReport:
         """Check the stored ledger end to end (``rrnet verify --ledger``)."""
         ...
+
+
+def municipality_for(ledger: LedgerStore, given: str | None) -> str:
+    """The municipality a run works for: ``given`` (``-m``) or the ledger's.
+
+    A ledger knows its residents by municipality, so a run under another code
+    would find none of them and give every one a second code: a ``-m`` that
+    differs from the ledger's own is refused (a mistyped code, or a stale
+    RRNET_MUNICIPALITY), as is one that is not a local government code at all.
+    """
+    from rrnet_cli.schema import validate_municipality_code
+
+    own = ledger.municipality
+    if given is None or not given.strip():
+        if not own:
+            raise UsageError("Give --municipality: the ledger does not name its municipality.")
+        return own
+    code = validate_municipality_code(given)
+    if own and code != own:
+        raise UsageError(
+            f"The ledger {ledger.location} is for municipality {own}, not {code} (wrong "
+            "municipality?). Its residents are known under its own code, so another code "
+            "would give each of them a second resident record code. Leave out -m (and "
+            "RRNET_MUNICIPALITY) to use the ledger's."
+        )
+    return code
 
 
 @dataclass

@@ -146,6 +146,9 @@ INCOMING_CODE = "__in__"
 LEDGER_STATUS = "__l_status__"
 LEDGER_MUNICIPALITY = "__l_muni__"
 LEDGER_RESIDENT = "__l_rid__"
+#: Whether the row's id equals a known resident's id once leading zeros are
+#: ignored. Written and dropped inside ``assign.classify``.
+ZEROS_LOST = "__zeros_lost__"
 #: The birth date as printed on a sheet. Written and read inside ``notify.build_sheets``.
 BIRTH_TEXT = "__birth__"
 

@@ -23,7 +23,7 @@ from rrnet_cli import code as rcode
 from rrnet_cli import schema
 from rrnet_cli.errors import UsageError
 from rrnet_cli.ingest import EXCEL_SUFFIXES, clean_resident_ids, read_export, require_columns
-from rrnet_cli.ledger import ACTIVE, LedgerStore, Status
+from rrnet_cli.ledger import ACTIVE, LedgerStore, Status, municipality_for
 from rrnet_cli.schema import ROW
 
 
@@ -148,7 +148,7 @@ def verify(
             "codes were not compared with the ledger because the ledger itself is damaged"
         )
     elif ledger is not None:
-        municipality = municipality or ledger.municipality
+        municipality = municipality_for(ledger, municipality)
         found.append(_ledger_violations(valid, ledger, municipality))
     table = pl.concat([f for f in found if f.height]) if any(f.height for f in found) else None
     if table is not None:
