@@ -46,7 +46,13 @@ from rrnet_cli import code as rcode
 from rrnet_cli import schema
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, InputRowsError, UsageError
 from rrnet_cli.files import PendingFile, check_table_suffix, write_table_to
-from rrnet_cli.ingest import ERROR_SCHEMA, describe_errors, read_export, validate_register
+from rrnet_cli.ingest import (
+    ERROR_SCHEMA,
+    Export,
+    describe_errors,
+    read_export,
+    validate_register,
+)
 from rrnet_cli.ledger import (
     ACTIVE,
     CodeIndex,
@@ -173,6 +179,8 @@ class AssignResult:
     sheet: str | None = None
     #: how the export was read that a person should know (numbers in id columns)
     warnings: list[str] = field(default_factory=list)
+    #: blank rows at the end of the export (Excel leftovers such as ",,,,"), skipped
+    blank_rows_skipped: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -182,6 +190,8 @@ class AssignResult:
         rows: list[tuple[str, Any]] = [("rows read", self.rows_read), ("read as", self.encoding)]
         if self.sheet is not None:
             rows.append(("sheet", self.sheet))
+        if self.blank_rows_skipped:
+            rows.append(("blank rows at the end (skipped)", self.blank_rows_skipped))
         if self.rejects is not None or self.rows_rejected:
             rows.append(("rows set aside (rejects)", self.rows_rejected))
         for reason, n in sorted(self.excluded.items()) or [(EXCLUDED_MOVE_OUT, 0)]:
@@ -443,9 +453,18 @@ def assign_register(
     today: date | None = None,
     verbose: bool = False,
     sheet: str | None = None,
+    headers: str = "canonical",
+    delimiter: str = "auto",
 ) -> AssignResult:
-    """Read, check, plan, record and publish one export (see the module doc)."""
+    """Read, check, plan, record and publish one export (see the module doc).
+
+    ``headers="original"`` writes the output and rejects with the export's own
+    header names, and ``encoding="cp932"`` writes CSV in CP932, so that an
+    office can load the result back into its register system.
+    """
     started = time.perf_counter()
+    if headers not in ("canonical", "original"):
+        raise UsageError(f"Unknown --headers {headers!r}; use canonical or original.")
     municipality = municipality_for(ledger, municipality)
     if output is None and not dry_run:
         raise UsageError("Give -o/--output for the assigned register (or use --dry-run).")
@@ -485,12 +504,17 @@ def assign_register(
                 loading = pool.submit(load_state)
                 with steps.step("Reading export"):
                     export = read_export(
-                        export_path, encoding=encoding, mapping=mapping, sheet=sheet
+                        export_path,
+                        encoding=encoding,
+                        mapping=mapping,
+                        sheet=sheet,
+                        delimiter=delimiter,
                     )
                 result.rows_read = export.rows
                 result.encoding = export.encoding or ("excel" if export.sheet else "parquet")
                 result.sheet = export.sheet
                 result.warnings = export.warnings
+                result.blank_rows_skipped = export.blank_rows_skipped
                 with steps.step("Validating rows", total=export.rows) as advance:
                     frame, errors = validate_register(export, today=today)
                     advance(export.rows)
@@ -516,9 +540,21 @@ def assign_register(
             if txn is not None:
                 assert out_file is not None and out_suffix is not None
                 with steps.step("Writing the assigned register"):
-                    write_table_to(plan.output, out_file.path, out_suffix)
+                    names = _output_names(export, headers)
+                    out_encoding = "cp932" if encoding == "cp932" else "utf-8-sig"
+                    write_table_to(
+                        _renamed(plan.output, names),
+                        out_file.path,
+                        out_suffix,
+                        encoding=out_encoding,
+                    )
                     if rej_file is not None and rej_suffix is not None:
-                        write_table_to(plan.rejects, rej_file.path, rej_suffix)
+                        write_table_to(
+                            _renamed(plan.rejects, names),
+                            rej_file.path,
+                            rej_suffix,
+                            encoding=out_encoding,
+                        )
                 with steps.step("Recording codes in the ledger"):
                     result.transaction = record_plan(txn, plan)
         # Committed; only now do the outputs appear (see the module docstring).
@@ -529,6 +565,29 @@ def assign_register(
             out_file.publish()
     result.seconds = round(time.perf_counter() - started, 3)
     return result
+
+
+def _output_names(export: Export, headers: str) -> dict[str, str]:
+    """Canonical column name -> the name the output gives it.
+
+    With ``original`` headers, each recognised column gets the export's own
+    header back, and a new resident_code column is called 住民票コード when the
+    export's headers are Japanese; code_status and exclusion_reason keep their
+    names (a register system has no column of its own for them).
+    """
+    if headers != "original":
+        return {}
+    names = {canonical: original for original, canonical in export.recognised.items()}
+    if "resident_code" not in names and any(not h.isascii() for h in export.recognised):
+        names["resident_code"] = "住民票コード"
+    return names
+
+
+def _renamed(frame: pl.DataFrame, names: dict[str, str]) -> pl.DataFrame:
+    taken = set(frame.columns)
+    # Never rename onto a column the frame already has (an unrecognised header).
+    usable = {c: n for c, n in names.items() if c in taken and (n == c or n not in taken)}
+    return frame.rename(usable) if usable else frame
 
 
 def _state_of(txn: LedgerTransaction) -> Callable[[], LedgerState]:

@@ -157,18 +157,57 @@ EXCEL_MAX_ROWS = 1_048_576
 EXCEL_MAX_CELL = 32_767
 
 
-def write_table_to(frame: pl.DataFrame, path: Path, suffix: str) -> None:
-    """Write ``frame`` to an already private ``path`` as ``.csv``, ``.parquet`` or ``.xlsx``."""
+def write_table_to(
+    frame: pl.DataFrame, path: Path, suffix: str, *, encoding: str = "utf-8-sig"
+) -> None:
+    """Write ``frame`` to an already private ``path`` as ``.csv``, ``.parquet`` or ``.xlsx``.
+
+    CSV is UTF-8 with a byte-order mark (what Excel reads correctly), or CP932
+    with ``encoding="cp932"`` for register systems that read nothing else; a
+    value CP932 cannot hold stops the write with its row and column.
+    """
     import polars as pl
 
     if suffix == ".parquet":
         frame.write_parquet(path, compression="zstd")
     elif suffix == ".xlsx":
         _write_xlsx(neutralise_formulas(frame.with_columns(pl.all().cast(pl.String))), path)
+    elif encoding == "cp932":
+        text = neutralise_formulas(frame.with_columns(pl.all().cast(pl.String)))
+        _check_cp932(text)
+        data = text.write_csv(quote_style="always", null_value="", line_terminator="\r\n")
+        with open(path, "wb") as handle:
+            handle.write(data.encode("cp932"))
     else:
         text = frame.with_columns(pl.all().cast(pl.String))
         neutralise_formulas(text).write_csv(
             path, include_bom=True, quote_style="always", null_value=""
+        )
+
+
+def _check_cp932(text: pl.DataFrame) -> None:
+    """Refuse, naming the first cells, values that CP932 has no code for."""
+    bad: list[str] = []
+    for name in text.columns:
+        try:
+            name.encode("cp932")
+        except UnicodeEncodeError:
+            bad.append(f"the header {name!r}")
+        for value in text[name].drop_nulls().unique().to_list():
+            try:
+                value.encode("cp932")
+            except UnicodeEncodeError:
+                rows = text.with_row_index("i").filter(text[name] == value)["i"].head(3)
+                where = ", ".join(str(int(i) + 2) for i in rows)  # row 1 is the header
+                bad.append(f"row {where}, {name}")
+                break
+        if len(bad) >= 5:
+            break
+    if bad:
+        raise UsageError(
+            "Some values have characters that CP932 (Shift_JIS) cannot hold, such as "
+            "letters with diacritics (" + "; ".join(bad) + "). Write UTF-8 instead "
+            "(leave out --encoding cp932), or .xlsx."
         )
 
 

@@ -27,6 +27,7 @@ from xml.etree import ElementTree
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pycountry
@@ -42,6 +43,20 @@ if TYPE_CHECKING:
     import fastexcel
 
 ENCODINGS = ("auto", "utf-8", "utf-8-sig", "cp932")
+
+#: ``--delimiter`` values: a name or the character itself; ``auto`` goes by the extension.
+DELIMITERS = {
+    "comma": ",",
+    "tab": "\t",
+    "semicolon": ";",
+    ",": ",",
+    "\t": "\t",
+    "\\t": "\t",
+    ";": ";",
+}
+#: Text exports read as tab-separated when no delimiter is given.
+TAB_SUFFIXES = (".tsv", ".tab")
+_DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon"}
 
 ERROR_SCHEMA = pl.Schema(
     {"row": pl.Int64, "column": pl.String, "reason": pl.String, "value": pl.String}
@@ -68,6 +83,8 @@ class Export:
     sheet: str | None = None
     #: what a person should know about how the file was read (Excel cell types)
     warnings: list[str] = field(default_factory=list)
+    #: rows at the end with every cell empty (Excel leftovers such as ``,,,,``), dropped
+    blank_rows_skipped: int = 0
 
     @property
     def rows(self) -> int:
@@ -85,19 +102,25 @@ def read_export(
     mapping: dict[str, str] | None = None,
     ours: bool = False,
     sheet: str | None = None,
+    delimiter: str = "auto",
 ) -> Export:
     """Read a register export (or one of rrnet's own outputs when ``ours``).
 
     ``sheet`` names the worksheet of an Excel workbook (default: the first).
+    ``delimiter`` separates the fields of a text export: ``comma``, ``tab``,
+    ``semicolon`` (or the character itself), or ``auto``: tab for ``.tsv`` and
+    ``.tab`` files, else comma. Parquet and Excel files have none.
     """
     path = check_input_file(path, "the export file itself")
     suffix = path.suffix.lower()
+    separator = resolve_delimiter(delimiter, suffix)
     if sheet is not None and suffix not in EXCEL_SUFFIXES:
         raise UsageError(
             f"{path} is not an Excel workbook; --sheet applies to "
             f"{', '.join(EXCEL_SUFFIXES)} files only."
         )
     worksheet: Worksheet | None = None
+    blank_rows = 0
     if suffix == ".parquet":
         table = _read_parquet(path)
         used_encoding, first_row = None, 1
@@ -106,8 +129,9 @@ def read_export(
         table = worksheet.table
         # Excel shows the header as row 1 (or wherever it is): the first person is the next row.
         used_encoding, first_row = None, worksheet.header_row + 1
+        blank_rows = worksheet.blank_rows
     else:
-        table, used_encoding = _read_csv(path, encoding)
+        table, used_encoding, blank_rows = _read_csv(path, encoding, separator)
         first_row = 2
     headers = table.column_names
     # rrnet's working columns are named __like_this__; an export may not use such names.
@@ -138,7 +162,25 @@ def read_export(
         recognised=recognised,
         sheet=worksheet.name if worksheet else None,
         warnings=worksheet.warnings if worksheet else [],
+        blank_rows_skipped=blank_rows,
     )
+
+
+def resolve_delimiter(delimiter: str, suffix: str) -> str:
+    """The field separator ``--delimiter`` names for a file with extension ``suffix``.
+
+    >>> resolve_delimiter("auto", ".tsv") == chr(9), resolve_delimiter("semicolon", ".csv")
+    (True, ';')
+    """
+    if delimiter == "auto":
+        return "\t" if suffix in TAB_SUFFIXES else ","
+    separator = DELIMITERS.get(delimiter.lower() if delimiter.isalpha() else delimiter)
+    if separator is None:
+        raise UsageError(
+            f"Unknown delimiter {delimiter!r}; use auto, comma, tab or semicolon "
+            "(or the character itself: , ;)."
+        )
+    return separator
 
 
 _BOM = b"\xef\xbb\xbf"
@@ -221,8 +263,11 @@ def _line_at(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
-def _read_csv(path: Path, encoding: str) -> tuple[pa.Table, str]:
-    """Read a CSV as text columns, in the encoding ``detect_encoding`` finds."""
+def _read_csv(path: Path, encoding: str, delimiter: str = ",") -> tuple[pa.Table, str, int]:
+    """Read a CSV (or TSV) as text columns, in the encoding ``detect_encoding`` finds.
+
+    Returns the table, the encoding and how many blank rows at the end were dropped.
+    """
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -233,23 +278,43 @@ def _read_csv(path: Path, encoding: str) -> tuple[pa.Table, str]:
             f"extension ({', '.join(EXCEL_SUFFIXES)}), or save it from Excel as CSV."
         )
     if b"\x00" in raw:
+        if _looks_utf16(raw):
+            raise UsageError(
+                f'{path} is UTF-16 text (what Excel saves as "Unicode Text"), which rrnet '
+                'does not read. Save it from Excel as "CSV UTF-8" (or as .xlsx) and give that.'
+            )
         raise UsageError(f"{path} does not look like a CSV file: it contains binary data.")
     used = detect_encoding(raw, encoding, path)
     if used == "cp932":
         data = raw.decode("cp932").encode("utf-8")
     else:
         data = raw[len(_BOM) :] if raw.startswith(_BOM) else raw
-    return _parse_csv(data, path), used
+    table, blank_rows = _parse_csv(data, path, delimiter)
+    return table, used, blank_rows
 
 
-def _parse_csv(data: bytes, path: Path) -> pa.Table:
+def _looks_utf16(raw: bytes) -> bool:
+    """Whether ``raw`` is UTF-16 text: a UTF-16 byte-order mark, or ASCII with NULs between."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    head = raw[:4096]
+    odd, even = head[1::2], head[0::2]
+    return len(head) >= 4 and (odd.count(0) == len(odd) or even.count(0) == len(even))
+
+
+def _parse_csv(data: bytes, path: Path, delimiter: str = ",") -> tuple[pa.Table, int]:
+    """Parse UTF-8 CSV bytes as text columns; also the count of blank rows dropped at the end.
+
+    A column without a header name is dropped when it holds no value (what a
+    spreadsheet leaves behind) and refused, by its position, when it does.
+    """
     if not data[:65536].strip() and not data.strip():
         raise UsageError(f"{path} is empty: a register export needs at least a header row.")
     # Arrow cannot skip a header without a line ending, and trailing blank lines
     # are not rows anyone meant.
     if not data.endswith(b"\n") or data.endswith(b"\n\n") or data.endswith(b"\n\r\n"):
         data = data.rstrip(b"\r\n") + b"\n"
-    headers = _header_row(data, path)
+    headers = _header_row(data, path, delimiter)
     names = [f"c{i}" for i in range(len(headers))]
     quoted = b'"' in data
     ragged: list[tuple[int, int]] = []
@@ -272,6 +337,7 @@ def _parse_csv(data: bytes, path: Path) -> pa.Table:
             # Without any quote character no value can hold a line break, and
             # Arrow can split the file into blocks in parallel.
             parse_options=pacsv.ParseOptions(
+                delimiter=delimiter,
                 newlines_in_values=quoted,
                 invalid_row_handler=on_invalid,
                 ignore_empty_lines=False,
@@ -288,17 +354,53 @@ def _parse_csv(data: bytes, path: Path) -> pa.Table:
     finally:
         sys.unraisablehook = previous_hook
     if ragged:
-        raise UsageError(_ragged_message(data, path, len(headers), len(ragged)))
+        raise UsageError(_ragged_message(data, path, len(headers), len(ragged), delimiter))
     # A quote left open swallows every later line into one cell; Arrow accepts
     # that at the end of the file, so check: closed quotes come in pairs ("" too).
     if quoted and data.count(b'"') % 2:
-        raise UsageError(_unclosed_quote_message(data, path))
-    return table.rename_columns(headers)
+        raise UsageError(_unclosed_quote_message(data, path, delimiter))
+    # Rows after the last one with a value (",,,," as Excel saves cleared rows)
+    # are not rows anyone meant; blank rows in between stay, and are refused.
+    blank_rows = _trailing_blank_rows(table)
+    if blank_rows:
+        table = table.slice(0, table.num_rows - blank_rows)
+    unnamed = [i for i, h in enumerate(headers) if not h]
+    if unnamed:
+        filled = [bool(h) or _has_value(table.column(i)) for i, h in enumerate(headers)]
+        _refuse_unnamed_with_values(headers, filled, path)
+        table = table.select([names[i] for i, h in enumerate(headers) if h])
+        headers = [h for h in headers if h]
+    return table.rename_columns(headers), blank_rows
 
 
-def _unclosed_quote_message(data: bytes, path: Path) -> str:
+def _has_value(column: pa.ChunkedArray) -> bool:
+    """Whether any cell of a text column has a character other than white space."""
+    return bool(pc.any(pc.match_substring_regex(column, r"\S")).as_py())
+
+
+def _trailing_blank_rows(table: pa.Table) -> int:
+    """How many rows at the end of ``table`` have every cell empty (null)."""
+    total, blank, window = table.num_rows, 0, 256
+    while blank < total and table.num_columns:
+        start = max(0, total - blank - window)
+        tail = table.slice(start, total - blank - start)
+        empty = pc.is_null(tail.column(0))
+        for column in tail.columns[1:]:
+            empty = pc.and_(empty, pc.is_null(column))
+        flags = empty.to_pylist()
+        run = len(flags) - 1 - max((i for i, e in enumerate(flags) if not e), default=-1)
+        blank += run
+        if run < len(flags):
+            break
+        window *= 4
+    return blank
+
+
+def _unclosed_quote_message(data: bytes, path: Path, delimiter: str = ",") -> str:
     """Name the row whose double quote never closes (slow path, error only)."""
-    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
+    reader = csv.reader(
+        io.StringIO(data.decode("utf-8", errors="replace"), newline=""), delimiter=delimiter
+    )
     records = 0
     try:
         for _ in reader:
@@ -312,31 +414,93 @@ def _unclosed_quote_message(data: bytes, path: Path) -> str:
     )
 
 
-def _header_row(data: bytes, path: Path) -> list[str]:
+def _header_row(data: bytes, path: Path, delimiter: str = ",") -> list[str]:
     # The data is valid UTF-8: the slice can only cut a character at its end.
     head = data[: 1 << 20].decode("utf-8", errors="ignore")
     try:
-        headers = next(csv.reader(io.StringIO(head)))
+        headers = next(csv.reader(io.StringIO(head), delimiter=delimiter))
     except (StopIteration, csv.Error):
         raise UsageError(f"{path} has no readable header row.") from None
+    # str.strip() also trims full-width spaces (U+3000), as Japanese headers have them.
     headers = [h.strip() for h in headers]
     if headers and headers[0].startswith("\ufeff"):
-        headers[0] = headers[0][1:]
+        headers[0] = headers[0][1:].strip()
+    _check_delimiter(headers, path, delimiter)
     return _check_headers(headers, path)
 
 
+def _check_delimiter(headers: list[str], path: Path, delimiter: str) -> None:
+    """Refuse a header row that was evidently split at the wrong character.
+
+    A header read as one column that holds tabs, semicolons or commas, or as
+    columns none of which rrnet knows that each hold one: the file uses that
+    character instead.
+    """
+    if len(headers) > 1 and any(schema.header_key(h) in schema.ALIASES for h in headers):
+        return
+    text = "".join(headers)
+    counts = {c: text.count(c) for c in _DELIMITER_NAMES if c != delimiter}
+    seen, count = max(counts.items(), key=lambda item: item[1])
+    if not count or (len(headers) > 1 and count < len(headers)):
+        return
+    name = _DELIMITER_NAMES[seen]
+    read_as = _DELIMITER_NAMES[delimiter]
+    what = "one column" if len(headers) == 1 else f"{len(headers)} columns rrnet does not know"
+    plural = {"comma": "commas", "tab": "tabs", "semicolon": "semicolons"}[name]
+    fix = {
+        "tab": "name it .tsv or pass --delimiter tab",
+        "comma": "name it .csv or pass --delimiter comma",
+        "semicolon": "pass --delimiter semicolon",
+    }[name]
+    raise UsageError(
+        f"{path}: split at each {read_as}, the header row is {what} that contains "
+        f"{plural}, so the file looks {name}-separated; {fix}."
+    )
+
+
 def _check_headers(headers: list[str], path: Path) -> list[str]:
-    """``headers`` (already trimmed) when every column has one name of its own."""
+    """``headers`` (already trimmed) when every named column has a name of its own.
+
+    Columns without a name ("") are the caller's: dropped when they hold no
+    value, refused with ``_refuse_unnamed_with_values`` when they do.
+    """
     if not any(headers):
         raise UsageError(f"{path} has an empty header row.")
     seen: set[str] = set()
     for h in headers:
         if not h:
-            raise UsageError(f"{path}: a column in the header row has no name.")
+            continue
         if h in seen:
             raise UsageError(f"{path}: column {h!r} appears twice in the header row.")
         seen.add(h)
     return headers
+
+
+def _refuse_unnamed_with_values(headers: list[str], filled: list[bool], path: Path) -> None:
+    """Refuse, by position, each column that has values but no header name.
+
+    Positions count from 1, as a spreadsheet does, and name a neighbouring header:
+    "column 20 (after 備考)".
+    """
+    bad = [_column_position(headers, i) for i, h in enumerate(headers) if not h and filled[i]]
+    if not bad:
+        return
+    if len(bad) == 1:
+        raise UsageError(f"{path}: {bad[0]} has values but no header name; name it or delete it.")
+    listed = ", ".join(b.removeprefix("column ") for b in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise UsageError(
+        f"{path}: columns {listed}{more} have values but no header name; name them or delete them."
+    )
+
+
+def _column_position(headers: list[str], index: int) -> str:
+    """``column 20 (after 備考)``: a column by its 1-based position and a named neighbour."""
+    before = next((h for h in reversed(headers[:index]) if h), None)
+    if before is not None:
+        return f"column {index + 1} (after {before})"
+    after = next((h for h in headers[index + 1 :] if h), None)
+    return f"column {index + 1} (before {after})"
 
 
 def _strip_row_text(message: str) -> str:
@@ -344,11 +508,13 @@ def _strip_row_text(message: str) -> str:
     return message.split(":", 1)[0] if "columns, got" in message else message
 
 
-def _ragged_message(data: bytes, path: Path, width: int, count: int) -> str:
+def _ragged_message(data: bytes, path: Path, width: int, count: int, delimiter: str = ",") -> str:
     """Find the first rows whose field count differs (slow path, error only)."""
     rows = []
     # newline="": let the csv module see CR, LF and CRLF as a spreadsheet does.
-    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
+    reader = csv.reader(
+        io.StringIO(data.decode("utf-8", errors="replace"), newline=""), delimiter=delimiter
+    )
     try:
         next(reader, None)
         for number, record in enumerate(reader, start=2):
@@ -363,7 +529,8 @@ def _ragged_message(data: bytes, path: Path, width: int, count: int) -> str:
     listed = "; ".join(rows)
     return (
         f"{path}: {count} row(s) do not have the header's {width} fields ({listed}). "
-        "A field with a comma or line break inside must be in double quotes; remove blank "
+        f"A field with a {_DELIMITER_NAMES.get(delimiter, 'delimiter')} or line break inside "
+        "must be in double quotes; remove blank "
         "lines (row numbers count them, as a spreadsheet does)."
     )
 
@@ -427,6 +594,8 @@ class Worksheet:
     #: the row number Excel shows for the header row
     header_row: int
     warnings: list[str]
+    #: rows after the last one with a value (formatted or cleared cells), dropped
+    blank_rows: int = 0
 
 
 def _read_excel(path: Path, sheet: str | None, mapping: dict[str, str] | None) -> Worksheet:
@@ -448,10 +617,16 @@ def _read_excel(path: Path, sheet: str | None, mapping: dict[str, str] | None) -
     if not raw.strip():
         raise UsageError(f"{path} is empty: a register export needs at least a header row.")
     if not raw.startswith((_ZIP_MAGIC, _OLE_MAGIC)):
-        looks = "a text file (CSV?)" if b"\x00" not in raw[:4096] else "some other kind of file"
+        first_line = raw[:4096].split(b"\n", 1)[0]
+        if b"\x00" in raw[:4096]:
+            looks, kind = "some other kind of file", "CSV"
+        elif first_line.count(b"\t") > first_line.count(b","):
+            looks, kind = "a tab-separated text file (TSV)", "TSV"
+        else:
+            looks, kind = "a text file (CSV?)", "CSV"
         raise UsageError(
-            f"{path} is not an Excel workbook: it looks like {looks}. If it is CSV, give it "
-            "the extension .csv; otherwise save it from Excel as .xlsx."
+            f"{path} is not an Excel workbook: it looks like {looks}. If it is {kind}, give it "
+            f"the extension .{kind.lower()}; otherwise save it from Excel as .xlsx."
         )
     try:
         # From bytes, calamine tells the format from the content, not the extension.
@@ -478,8 +653,9 @@ def _read_excel(path: Path, sheet: str | None, mapping: dict[str, str] | None) -
         # A column without a header or a value is only formatting; a row after the
         # last one with a value is not a row anyone meant.
         filled = body.select([e.any() for e in has_value]).row(0)
-        keep = {i: h for i, h in enumerate(headers) if h or filled[i]}
-        _check_headers(list(keep.values()), path)
+        _check_headers(headers, path)
+        _refuse_unnamed_with_values(headers, list(filled), path)
+        keep = {i: h for i, h in enumerate(headers) if h}
         used = body.select(pl.any_horizontal(has_value)).to_series().arg_true()
         last = int(used[-1]) + 1 if len(used) else 0
         frame, warnings = _excel_cell_types(reader, name, frame, keep, mapping, path)
@@ -495,7 +671,13 @@ def _read_excel(path: Path, sheet: str | None, mapping: dict[str, str] | None) -
         [c.to_arrow().cast(pa.string()) for c in body.iter_columns()], names=list(keep.values())
     )
     header_row = _xlsx_first_row(raw, name) if raw.startswith(_ZIP_MAGIC) else 1
-    return Worksheet(table=table, name=name, header_row=header_row, warnings=warnings)
+    return Worksheet(
+        table=table,
+        name=name,
+        header_row=header_row,
+        warnings=warnings,
+        blank_rows=frame.height - 1 - last,
+    )
 
 
 def _excel_cell_types(
@@ -633,6 +815,10 @@ _NFKC_COLUMNS = (
 )
 
 
+#: What people type between the parts of a residence card number (after NFKC):
+#: spaces, hyphens, dashes and the long-vowel mark a Japanese IME may give for "-".
+_CARD_SEPARATORS = "[\\s\\-\u2010-\u2015\u2212\u30fc]"
+
 # Columns only checked for being empty: no need to build cleaned copies of them.
 _PRESENCE_ONLY = ("name", "address")
 
@@ -655,6 +841,9 @@ def _clean_expr(name: str, non_ascii: bool) -> pl.Expr:
         return pl.when(text.str.contains(r"\S")).then(pl.lit("x")).otherwise(None).alias(name)
     if name in _NFKC_COLUMNS and non_ascii:
         text = text.str.normalize("NFKC")
+    if name == "residence_card_number":
+        # "ab 1234-5678 cd" is AB12345678CD: only the check sees this form.
+        text = text.str.replace_all(_CARD_SEPARATORS, "").str.to_uppercase()
     text = text.str.strip_chars()
     return pl.when(text == "").then(None).otherwise(text).alias(name)
 
@@ -675,6 +864,8 @@ def _iso_countries() -> list[str]:
 
 def _rules(cols: set[str], today: date) -> list[tuple[str, pl.Expr, str]]:
     """(column, bad-row mask over cleaned values, reason) for every column rule (README: Input)."""
+    from rrnet_cli import languages  # notify's language parser; here, not at import time
+
     c = pl.col
     rules: list[tuple[str, pl.Expr, str]] = [
         (name, c(name).is_null(), "required value is empty") for name in schema.REQUIRED
@@ -726,8 +917,12 @@ def _rules(cols: set[str], today: date) -> list[tuple[str, pl.Expr, str]]:
         ),
         (
             "language",
-            ~c("language").str.to_lowercase().is_in([x.lower() for x in schema.LANGUAGES]),
-            "notice language must be one of " + ", ".join(schema.LANGUAGES),
+            # The parser notify uses, once per distinct tag (a register has few).
+            ~c("language").map_batches(
+                lambda tags: languages.map_distinct(tags, languages.is_language, pl.Boolean),
+                return_dtype=pl.Boolean,
+            ),
+            "not a language tag rrnet knows (use one such as vi, pt-BR, zh-TW or a language name)",
         ),
     ]
     # Optional columns are checked only where present and non-empty.
@@ -768,6 +963,10 @@ def validate_register(
     data_columns = [c for c in frame.columns if c != ROW]
     blank = frame.select(pl.all_horizontal(pl.col(data_columns).is_null())).to_series()
     any_blank = bool(blank.any())
+    # So is a totals row (合計 in its first cell or its resident id).
+    total, total_text = _totals_rows(frame, cleaned["resident_id"], data_columns[0])
+    any_total = bool(total.any())
+    skip = blank | total
 
     helpers = [cleaned["resident_id"].alias(N_RESIDENT_ID)]
     if "resident_code" in cols:
@@ -789,7 +988,7 @@ def validate_register(
     frame = frame.with_columns(helpers)
 
     errors = [
-        frame.filter(masks[f"rule{i}"] & ~blank).select(
+        frame.filter(masks[f"rule{i}"] & ~skip).select(
             pl.col(ROW).alias("row"),
             pl.lit(column).alias("column"),
             pl.lit(reason).alias("reason"),
@@ -807,12 +1006,52 @@ def validate_register(
                 pl.lit(None, pl.String).alias("value"),
             )
         )
-    errors += [_date_errors(frame, name, blank) for name in DATE_COLUMNS if name in cols]
+    errors += [_date_errors(frame, name, skip) for name in DATE_COLUMNS if name in cols]
     errors.append(code_errors(frame[ROW], frame[N_RESIDENT_CODE]))
     errors.append(_duplicates(frame, N_RESIDENT_ID, "resident_id"))
     errors.append(_duplicates(frame, N_RESIDENT_CODE, "resident_code"))
-    found = pl.concat([e.cast(ERROR_SCHEMA) for e in errors]).sort("row", maintain_order=True)
-    return frame, found
+    found = pl.concat([e.cast(ERROR_SCHEMA) for e in errors])
+    if any_total:
+        totals = frame.select(ROW, total_text.alias("value")).filter(total)
+        # A totals row is one error: its codes and ids are counts, not residents'.
+        found = pl.concat(
+            [
+                found.filter(~pl.col("row").is_in(totals[ROW].implode())),
+                totals.select(
+                    pl.col(ROW).alias("row"),
+                    pl.lit("*").alias("column"),
+                    pl.lit(TOTALS_ROW_REASON).alias("reason"),
+                    "value",
+                ).cast(ERROR_SCHEMA),
+            ]
+        )
+    return frame, found.sort("row", maintain_order=True)
+
+
+TOTALS_ROW_REASON = "looks like a totals row (合計), not a resident; remove it"
+
+
+def _totals_rows(frame: pl.DataFrame, ids: pl.Series, first: str) -> tuple[pl.Series, pl.Series]:
+    """Which rows are a totals row (``schema.TOTAL_ROW_WORDS``), and the cell that says so.
+
+    ``ids`` are the cleaned resident ids; ``first`` names the export's first column.
+    Both are compared after NFKC, without any white space, case-folded, so "合　計"
+    and "TOTAL" count.
+    """
+    words = list(schema.TOTAL_ROW_WORDS)
+
+    def word(column: pl.Series) -> pl.Series:
+        text = column.cast(pl.String)
+        if _has_non_ascii(text):
+            text = text.str.normalize("NFKC")
+        return text.str.replace_all(r"\s", "").str.to_lowercase().is_in(words).fill_null(False)
+
+    by_id = word(ids)
+    cell = frame[first].cast(pl.String)
+    by_first = by_id if first == "resident_id" else word(cell)
+    total = by_id | by_first
+    text = cell.zip_with(by_first, frame["resident_id"].cast(pl.String))
+    return total.alias("total"), text
 
 
 def _date_errors(frame: pl.DataFrame, name: str, blank: pl.Series) -> pl.DataFrame:

@@ -8,11 +8,15 @@ the same keys as the Japanese one.
 The language for a resident is chosen in this order:
 
 1. the row's ``language`` column, when it names a supported language
-   (``zh-CN``, ``pt-BR``, ``fil`` and similar tags are understood);
+   (``zh-CN``, ``pt-BR``, ``fil``, ``Vietnamese``, ``日本語`` and similar tags
+   are understood); when it names a language rrnet has no notice for (``my``,
+   ``th``, ``Burmese``), the default, and the run counts them by language;
 2. else the language of their nationality: a country name as residence cards
    print it (ベトナム, 中国, 韓国, 朝鮮, 台湾 ...), a Japanese or English country
    name that pycountry knows, or an ISO 3166 code;
 3. else the default (``--default-language``, English unless told otherwise).
+
+``assign`` accepts in the ``language`` column exactly what :func:`is_language` does.
 
 >>> normalise_language("ZH-tw")
 'zh-Hant'
@@ -25,6 +29,7 @@ True
 from __future__ import annotations
 
 import gettext
+import re
 import tomllib
 import unicodedata
 from collections.abc import Callable
@@ -86,6 +91,7 @@ _TAG_ALIASES = {
     "zh-sg": "zh-Hans",
     "zh-hans-cn": "zh-Hans",
     "chs": "zh-Hans",
+    "cmn": "zh-Hans",
     "zho": "zh-Hans",
     "中国語": "zh-Hans",
     "简体中文": "zh-Hans",
@@ -94,6 +100,7 @@ _TAG_ALIASES = {
     "zh-mo": "zh-Hant",
     "zh-hant-tw": "zh-Hant",
     "cht": "zh-Hant",
+    "yue": "zh-Hant",
     "繁體中文": "zh-Hant",
     "es-es": "es",
     "es-mx": "es",
@@ -207,15 +214,159 @@ def _key(text: str) -> str:
     return unicodedata.normalize("NFKC", text).strip().casefold()
 
 
-def normalise_language(tag: str | None) -> str | None:
-    """The supported language a tag means, or None (unknown or empty)."""
-    if tag is None or not tag.strip():
-        return None
-    key = _key(tag).replace("_", "-")
+# ISO 639-1 code of each supported language's language (Chinese: simplified by default).
+_NOTICE_BY_ISO = {
+    "ja": "ja",
+    "en": "en",
+    "ko": "ko",
+    "zh": "zh-Hans",
+    "es": "es",
+    "pt": "pt",
+    "vi": "vi",
+    "tl": "tl",
+    "ne": "ne",
+    "id": "id",
+}
+
+# Regions whose Chinese is written in traditional characters (zh-TW, zh-HK, zh-MO).
+_TRADITIONAL_REGIONS = {"tw", "hk", "mo"}
+
+#: English name of each supported language, for messages ("no Burmese notice, English used").
+LANGUAGE_NAMES = {
+    "ja": "Japanese",
+    "en": "English",
+    "ko": "Korean",
+    "zh-Hans": "Chinese (Simplified)",
+    "zh-Hant": "Chinese (Traditional)",
+    "es": "Spanish",
+    "pt": "Portuguese",
+    "vi": "Vietnamese",
+    "tl": "Tagalog",
+    "ne": "Nepali",
+    "id": "Indonesian",
+}
+
+# A tag with subtags (th-TH, sr-Latn-RS, es-419): its first subtag is a language code.
+_SUBTAGS = re.compile(r"^([a-z]{2,3})(-[a-z0-9]{1,8})+$")
+
+
+@cache
+def _language_index() -> dict[str, Any]:
+    """Every code and name pycountry knows for a language (case-folded) -> the language.
+
+    Codes (ISO 639-1, 639-3, 639-2/B), English names (also without
+    " (macrolanguage)"), and their Japanese translations (タイ語, ビルマ語).
+    """
+    japanese = gettext.translation(
+        "iso639-3", pycountry.LOCALES_DIR, languages=["ja"], fallback=True
+    )
+    index: dict[str, Any] = {}
+    for language in pycountry.languages:
+        for attribute in ("alpha_2", "alpha_3", "bibliographic"):
+            code = getattr(language, attribute, None)
+            if code:
+                index.setdefault(_key(code), language)
+    for language in pycountry.languages:
+        names = [
+            getattr(language, attribute, None)
+            for attribute in ("name", "common_name", "inverted_name")
+        ]
+        for name in filter(None, names):
+            index.setdefault(_key(name), language)
+            index.setdefault(_key(name.removesuffix(" (macrolanguage)")), language)
+            index.setdefault(_key(japanese.gettext(name)), language)
+    return index
+
+
+def _known_language(key: str) -> Any:
+    """The pycountry language a case-folded tag or name means, or None.
+
+    ``th``, ``tha``, ``Thai`` and ``タイ語`` name Thai; ``th-TH`` does through its
+    first subtag.
+    """
+    index = _language_index()
+    found = index.get(key)
+    if found is None and (match := _SUBTAGS.match(key)):
+        found = index.get(match.group(1))
+    return found
+
+
+def _supported(key: str) -> str | None:
+    """The supported language a whole case-folded tag or name means, or None."""
     for language in LANGUAGES:
         if key == language.casefold():
             return language
-    return _TAG_ALIASES.get(key)
+    if key in _TAG_ALIASES:
+        return _TAG_ALIASES[key]
+    found = _language_index().get(key)
+    return _NOTICE_BY_ISO.get(getattr(found, "alpha_2", "")) if found is not None else None
+
+
+@cache
+def normalise_language(tag: str | None) -> str | None:
+    """The supported language a tag means, or None (unknown, empty, or no notice).
+
+    Besides the supported tags and the aliases people write, a tag whose first
+    subtag is a supported language counts as that language (``es-419``,
+    ``en-IN``; ``zh-Hant-*`` and Chinese of Taiwan, Hong Kong and Macao are
+    traditional), and so does a language name or code that pycountry knows
+    (``Chinese``, ``ベトナム語``, ``kor``).
+
+    >>> normalise_language("es-419"), normalise_language("zh-Hant-HK"), normalise_language("my")
+    ('es', 'zh-Hant', None)
+    """
+    if tag is None or not tag.strip():
+        return None
+    key = _key(tag).replace("_", "-")
+    found = _supported(key)
+    if found is not None or not _SUBTAGS.match(key):
+        return found
+    first, *rest = key.split("-")
+    primary = _supported(first)
+    if primary == "zh-Hans":
+        simplified = "hans" in rest or not ("hant" in rest or _TRADITIONAL_REGIONS & set(rest))
+        return "zh-Hans" if simplified else "zh-Hant"
+    return primary
+
+
+@cache
+def language_name(tag: str | None) -> str | None:
+    """The English name of a language tag rrnet has no notice for, else None.
+
+    ``my`` and ``th-TH`` are real languages (Burmese, Thai) that a register may
+    name; their residents get the default language, and the run says so. A
+    supported tag, or a string that names no language, gives None.
+
+    >>> language_name("my"), language_name("th-TH"), language_name("vi"), language_name("xx")
+    ('Burmese', 'Thai', None, None)
+    >>> language_name("Burmese"), language_name("タイ語"), language_name("ms")
+    ('Burmese', 'Thai', 'Malay')
+    """
+    if tag is None or not tag.strip() or normalise_language(tag) is not None:
+        return None
+    found = _known_language(_key(tag).replace("_", "-"))
+    return str(found.name).removesuffix(" (macrolanguage)") if found is not None else None
+
+
+def is_language(tag: str | None) -> bool:
+    """Whether ``tag`` names a language: one with a notice, or one rrnet knows without one."""
+    return normalise_language(tag) is not None or language_name(tag) is not None
+
+
+def english_name(language: str) -> str:
+    """The English name of a supported language (``en`` -> ``English``)."""
+    return LANGUAGE_NAMES.get(language, language)
+
+
+def languages_without_notice(frame: pl.DataFrame) -> dict[str, int]:
+    """Residents per language named in ``language`` that has no notice (e.g. Burmese: 23).
+
+    Most residents first, then by name.
+    """
+    if "language" not in frame.columns:
+        return {}
+    names = map_distinct(frame["language"], language_name).drop_nulls()
+    return dict(sorted(names.value_counts().iter_rows(), key=lambda kv: (-kv[1], kv[0])))
 
 
 @cache
@@ -263,7 +414,9 @@ def language_for_nationality(nationality: str | None) -> str | None:
 def choose_languages(frame: pl.DataFrame, default: str = DEFAULT_LANGUAGE) -> pl.Series:
     """Each row's notice language: its ``language``, else its nationality's, else default.
 
-    Works per distinct value, so a million rows cost a few hundred lookups.
+    A row whose ``language`` names a language with no notice (``my``) gets the
+    default, whatever its nationality. Works per distinct value, so a million
+    rows cost a few hundred lookups.
     """
     import polars as pl  # here, so that rendering workers never load Polars
 
@@ -274,20 +427,32 @@ def choose_languages(frame: pl.DataFrame, default: str = DEFAULT_LANGUAGE) -> pl
         )
     by_row = pl.repeat(None, frame.height, dtype=pl.String, eager=True)
     if "language" in frame.columns:
-        by_row = _map_distinct(frame["language"], normalise_language)
+        by_row = map_distinct(
+            frame["language"],
+            lambda tag: (
+                normalise_language(tag)
+                or (chosen_default if language_name(tag) is not None else None)
+            ),
+        )
     by_nationality = pl.repeat(None, frame.height, dtype=pl.String, eager=True)
     if "nationality" in frame.columns:
-        by_nationality = _map_distinct(frame["nationality"], language_for_nationality)
+        by_nationality = map_distinct(frame["nationality"], language_for_nationality)
     return by_row.fill_null(by_nationality).fill_null(chosen_default).alias("language")
 
 
-def _map_distinct(column: pl.Series, lookup: Callable[[str], str | None]) -> pl.Series:
+def map_distinct(
+    column: pl.Series, lookup: Callable[[str], Any], return_dtype: Any = None
+) -> pl.Series:
+    """``lookup`` applied once per distinct value of ``column`` (nulls stay null).
+
+    ``return_dtype`` is the result's Polars type (text unless told).
+    """
     import polars as pl
 
     values = column.cast(pl.String)
     distinct = values.drop_nulls().unique().to_list()
     mapping = {value: lookup(value) for value in distinct}
-    return values.replace_strict(mapping, default=None, return_dtype=pl.String)
+    return values.replace_strict(mapping, default=None, return_dtype=return_dtype or pl.String)
 
 
 # ---------------------------------------------------------------------------

@@ -40,7 +40,15 @@ from rrnet_cli.ingest import (
     read_export,
     require_columns,
 )
-from rrnet_cli.languages import TEMPLATES, NoticeText, choose_languages, load_notices
+from rrnet_cli.languages import (
+    TEMPLATES,
+    NoticeText,
+    choose_languages,
+    english_name,
+    languages_without_notice,
+    load_notices,
+    normalise_language,
+)
 from rrnet_cli.ledger import LedgerStore
 from rrnet_cli.profile import Profile
 from rrnet_cli.progress import QUIET, Steps
@@ -156,6 +164,10 @@ class NotifyResult:
     files: list[str] = field(default_factory=list)
     per_resident: int = 0
     by_language: dict[str, int] = field(default_factory=dict)
+    #: residents whose language has no notice, by language name ({"Burmese": 23})
+    without_notice: dict[str, int] = field(default_factory=dict)
+    #: the language they got instead (--default-language)
+    default_language: str = "en"
     workers: int = 1
     seconds: float = 0.0
     sheets_per_second: float = 0.0
@@ -171,6 +183,8 @@ class NotifyResult:
         if self.per_resident:
             rows.append(("per-resident files", self.per_resident))
         rows += [(f"  {language}", n) for language, n in self.by_language.items()]
+        used = english_name(self.default_language)
+        rows += [(f"no {name} notice, {used} used", n) for name, n in self.without_notice.items()]
         rows.append(("time", f"{self.seconds:.1f} s ({self.sheets_per_second} sheets/s)"))
         return rows
 
@@ -228,6 +242,7 @@ def notify(
     encoding: str = "auto",
     sheet: str | None = None,
     steps: Steps = QUIET,
+    delimiter: str = "auto",
 ) -> NotifyResult:
     """Render every sheet and write batches, per-resident files and the manifest."""
     started = time.perf_counter()
@@ -237,7 +252,9 @@ def notify(
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise UsageError(f"{output} already exists and is not empty; give a new folder.")
     with steps.step("Reading the assigned register"):
-        export = read_export(assigned, encoding=encoding, ours=True, sheet=sheet)
+        export = read_export(
+            assigned, encoding=encoding, ours=True, sheet=sheet, delimiter=delimiter
+        )
         require_columns(
             export, ("resident_id", "resident_code", "name", "birth_date", "sex", "address")
         )
@@ -248,13 +265,20 @@ def notify(
                 f"{bad_ids.height} resident_id value(s) cannot be file names (letters, digits, "
                 "- and _ only); per-resident files are named by resident_id."
             )
+        # Counted before the row's language is replaced by the one its notice is in.
+        without_notice = languages_without_notice(frame)
         frame = mailing_order(frame.with_columns(choose_languages(frame, default_language)))
     notices = load_notices()
     with steps.step("Preparing sheets"):
         dates = _recorded_dates(frame["resident_code"].to_list(), ledger, recorded_on)
         sheets = build_sheets(frame, notices, recorded_on=dates)
     result = NotifyResult(
-        assigned=str(assigned), output=str(output), sheets=len(sheets), workers=workers
+        assigned=str(assigned),
+        output=str(output),
+        sheets=len(sheets),
+        without_notice=without_notice,
+        default_language=normalise_language(default_language) or default_language,
+        workers=workers,
     )
     output.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     os.chmod(output, PRIVATE_DIR)

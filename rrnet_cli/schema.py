@@ -85,6 +85,10 @@ FOREIGN_RESIDENT_CATEGORIES = (
     "国籍喪失による経過滞在者",
 )
 
+#: What the first cell or the resident id of a totals row says (compared after NFKC,
+#: without spaces, case-folded): a register printed with its count at the bottom.
+TOTAL_ROW_WORDS = ("合計", "計", "総計", "小計", "件数", "total", "合計件数")
+
 #: Notice languages: the national leaflets' set plus the largest groups today.
 LANGUAGES = ("ja", "en", "ko", "zh-Hans", "zh-Hant", "es", "pt", "vi", "tl", "ne", "id")
 

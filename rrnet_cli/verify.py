@@ -83,12 +83,18 @@ class VerifyResult:
 
 
 def _load(
-    path: Path, encoding: str, mapping: dict[str, str] | None, sheet: str | None = None
+    path: Path,
+    encoding: str,
+    mapping: dict[str, str] | None,
+    sheet: str | None = None,
+    delimiter: str = "auto",
 ) -> pl.DataFrame:
     # --sheet names the worksheet of every Excel file given; other files have none.
     if path.suffix.lower() not in EXCEL_SUFFIXES:
         sheet = None
-    export = read_export(path, encoding=encoding, mapping=mapping, ours=True, sheet=sheet)
+    export = read_export(
+        path, encoding=encoding, mapping=mapping, ours=True, sheet=sheet, delimiter=delimiter
+    )
     require_columns(export, ("resident_id", "resident_code"))
     frame = export.frame
     status = pl.col("code_status") if "code_status" in frame.columns else pl.lit(None, pl.String)
@@ -111,6 +117,7 @@ def verify(
     mapping: dict[str, str] | None = None,
     verbose: bool = False,
     sheet: str | None = None,
+    delimiter: str = "auto",
 ) -> VerifyResult:
     """Run every check; never raises for a violation, only for unusable input."""
     if not paths and ledger is None:
@@ -133,7 +140,7 @@ def verify(
             )
     if not paths:
         return result
-    rows = pl.concat([_load(Path(p), encoding, mapping, sheet) for p in paths])
+    rows = pl.concat([_load(Path(p), encoding, mapping, sheet, delimiter) for p in paths])
     result.rows = rows.height
     coded = rows.filter(pl.col("code").is_not_null())
     result.codes = coded.height

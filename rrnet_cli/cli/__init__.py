@@ -20,6 +20,7 @@ from rich.markup import escape
 from rrnet_cli import __version__
 from rrnet_cli import code as rcode
 from rrnet_cli.cli._common import (
+    DelimiterOpt,
     Encoding,
     EncodingOpt,
     JsonOpt,
@@ -141,6 +142,13 @@ def check(
 # -- assign ------------------------------------------------------------------
 
 
+class OutputHeaders(StrEnum):
+    """Which header names ``rrnet assign`` writes."""
+
+    CANONICAL = "canonical"
+    ORIGINAL = "original"
+
+
 @app.command()
 @handle_errors
 def assign(
@@ -173,7 +181,25 @@ def assign(
             show_default=False,
         ),
     ] = None,
-    encoding: EncodingOpt = Encoding.AUTO,
+    encoding: Annotated[
+        Encoding,
+        typer.Option(
+            "--encoding",
+            help="CSV encoding: auto (UTF-8, UTF-8 with BOM or CP932, detected), utf-8, "
+            "utf-8-sig or cp932. Given as cp932, the CSV output is written in CP932 too "
+            "(otherwise UTF-8 with a BOM, which Excel reads).",
+        ),
+    ] = Encoding.AUTO,
+    headers: Annotated[
+        OutputHeaders,
+        typer.Option(
+            "--headers",
+            help="Header names of the output: canonical (resident_id, name, ...) or "
+            "original (the export's own, e.g. 宛名番号, with 住民票コード for the code), "
+            "to load the result back into the register system.",
+        ),
+    ] = OutputHeaders.CANONICAL,
+    delimiter: DelimiterOpt = "auto",
     mapping: MappingOpt = None,
     sheet: SheetOpt = None,
     municipality: MunicipalityOpt = None,
@@ -216,6 +242,7 @@ def assign(
             output=output,
             rejects=rejects,
             encoding=encoding.value,
+            headers=headers.value,
             mapping=load_mapping(mapping),
             municipality=municipality,
             seed=seed,
@@ -224,6 +251,7 @@ def assign(
             steps=steps,
             verbose=verbose,
             sheet=sheet,
+            delimiter=delimiter,
         )
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False, soft_wrap=True)
@@ -263,6 +291,7 @@ def verify(
     ] = None,
     municipality: MunicipalityOpt = None,
     encoding: EncodingOpt = Encoding.AUTO,
+    delimiter: DelimiterOpt = "auto",
     mapping: MappingOpt = None,
     sheet: SheetOpt = None,
     as_json: JsonOpt = False,
@@ -296,6 +325,7 @@ def verify(
             mapping=load_mapping(mapping),
             verbose=verbose,
             sheet=sheet,
+            delimiter=delimiter,
         )
     verdict = "OK: no violations" if result.ok else "FAILED"
     finish(result, as_json, f"Verify: {verdict}", before=result.lines(), ok=result.ok)
@@ -390,6 +420,7 @@ def notify(
     ] = 50,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Rendering processes.")] = 2,
     sheet: SheetOpt = None,
+    delimiter: DelimiterOpt = "auto",
     slow_ok: Annotated[
         bool,
         typer.Option(
@@ -430,6 +461,7 @@ def notify(
             workers=workers,
             steps=steps,
             sheet=sheet,
+            delimiter=delimiter,
         )
     finish(result, as_json, f"Notification sheets in {result.output}")
 

@@ -109,6 +109,28 @@ EncodingOpt = Annotated[
         "utf-8, utf-8-sig or cp932.",
     ),
 ]
+#: ``--delimiter`` values (``ingest.DELIMITERS`` and auto), checked before any work starts.
+_DELIMITER_VALUES = ("auto", "comma", "tab", "semicolon", ",", "\t", "\\t", ";")
+
+
+def _delimiter_value(value: str) -> str:
+    if value.lower() not in _DELIMITER_VALUES:
+        raise typer.BadParameter(
+            f"{value!r} is not one of auto, comma, tab, semicolon (or the character: , ;)."
+        )
+    return value
+
+
+DelimiterOpt = Annotated[
+    str,
+    typer.Option(
+        "--delimiter",
+        metavar="auto|comma|tab|semicolon",
+        callback=_delimiter_value,
+        help="Field separator of a text export: auto (tab for .tsv/.tab files, else "
+        "comma), comma, tab or semicolon.",
+    ),
+]
 MappingOpt = Annotated[
     Path | None,
     typer.Option(
