@@ -18,12 +18,14 @@ and builds its FontConfiguration once and renders whole batches.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import unicodedata
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -32,9 +34,10 @@ import polars as pl
 
 from rrnet_cli import code as rcode
 from rrnet_cli.dates import parse_dates
-from rrnet_cli.errors import InputRowsError, UsageError
+from rrnet_cli.errors import InputRowsError, RrnetError, UsageError
 from rrnet_cli.files import PRIVATE_DIR, write_table
 from rrnet_cli.ingest import (
+    clean_resident_ids,
     code_errors,
     describe_errors,
     read_export,
@@ -49,7 +52,7 @@ from rrnet_cli.languages import (
     load_notices,
     normalise_language,
 )
-from rrnet_cli.ledger import LedgerStore
+from rrnet_cli.ledger import ACTIVE, LedgerStore, Status
 from rrnet_cli.profile import Profile
 from rrnet_cli.progress import QUIET, Steps
 from rrnet_cli.render import _init_worker, _render_batch
@@ -73,6 +76,21 @@ def _sex(value: str | None, notice: NoticeText, ja: NoticeText) -> str:
     if notice.language == "ja":
         return ja.labels[key]
     return f"{ja.labels[key]} / {notice.labels[key]}"
+
+
+def postal_code_text(value: str | None) -> str | None:
+    """A postal code as printed after 〒: NNN-NNNN, whatever way it was entered.
+
+    >>> postal_code_text("4870802"), postal_code_text("〒４８７－０８０２"), postal_code_text(" ")
+    ('487-0802', '487-0802', None)
+    """
+    if value is None or not value.strip():
+        return None
+    text = unicodedata.normalize("NFKC", value).strip().removeprefix("〒").strip()
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if len(digits) == 7 and len(text) - len(digits) <= 1:
+        return f"{digits[:3]}-{digits[3:]}"
+    return text
 
 
 def _checked_codes(frame: pl.DataFrame, source: Path) -> pl.DataFrame:
@@ -139,7 +157,7 @@ def build_sheets(
                 "resident_id": row["resident_id"],
                 "household_id": row.get("household_id"),
                 "name": row["name"],
-                "postal_code": row.get("postal_code"),
+                "postal_code": postal_code_text(row.get("postal_code")),
                 "address": row["address"],
                 "language": notice.language,
                 "notice": notice,
@@ -171,6 +189,8 @@ class NotifyResult:
     workers: int = 1
     seconds: float = 0.0
     sheets_per_second: float = 0.0
+    #: why nothing was printed (no folder was made), or None
+    nothing_to_print: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -189,35 +209,73 @@ class NotifyResult:
         return rows
 
 
-def _recorded_dates(
-    codes: list[str], ledger: LedgerStore | None, recorded_on: date | None
-) -> dict[str, str] | str:
-    if recorded_on is not None:
-        return recorded_on.isoformat()
-    if ledger is None:
-        raise UsageError(
-            "Say when the codes were recorded: give --ledger (dates come from it) "
-            "or --recorded-on YYYY-MM-DD."
+#: Japan's time: UTC+9 all year (no daylight saving since 1951). Every date a
+#: sheet prints is a date in Japan, whatever the machine's own time zone.
+JAPAN = timezone(timedelta(hours=9), "JST")
+
+
+def today_in_japan() -> date:
+    """Today's date in Japan (the date of notice unless --notice-date says otherwise)."""
+    return datetime.now(JAPAN).date()
+
+
+def check_against_ledger(
+    frame: pl.DataFrame, ledger: LedgerStore, municipality: str, source: Path
+) -> pl.Series:
+    """Each row's recorded date (text, in Japan) once its code is proven to be its own.
+
+    A code the ledger does not know, a retired code, a code in use elsewhere, or
+    a code the ledger holds for another resident is a row error, and nothing is
+    printed: two codes swapped in a spreadsheet must never reach an envelope.
+    """
+    state = ledger.snapshot()
+    codes = rcode.strings_to_codes(frame["resident_code"].to_arrow())
+    owners = state.lookup(codes)
+    recorded = state.current_records().select("code", "recorded_at")
+    checked = pl.concat(
+        [
+            frame.select(pl.col(ROW).alias("row"), pl.col("resident_code").alias("value")),
+            owners.select(
+                pl.col("code"),
+                pl.col("status").alias("l_status"),
+                pl.col("municipality").alias("l_muni"),
+                pl.col("resident_id").alias("l_rid"),
+            ),
+            clean_resident_ids(frame["resident_id"]).alias("rid").to_frame(),
+        ],
+        how="horizontal",
+    ).join(recorded, on="code", how="left", maintain_order="left")
+    status = pl.col("l_status")
+    reason = (
+        pl.when(status.is_null())
+        .then(pl.lit("the ledger has no record of this code"))
+        .when(status == Status.RETIRED.value)
+        .then(pl.lit("the ledger says this code is retired"))
+        .when(~status.is_in(ACTIVE))
+        .then(pl.lit("the ledger lists this code as in use elsewhere, not for this resident"))
+        .when((pl.col("l_rid") != pl.col("rid")) | (pl.col("l_muni") != municipality))
+        .then(pl.lit("the ledger holds this code for another resident"))
+        .otherwise(None)
+    )
+    errors = (
+        checked.with_columns(reason.alias("reason"))
+        .filter(pl.col("reason").is_not_null())
+        .select("row", pl.lit("resident_code").alias("column"), "reason", "value")
+    )
+    if errors.height:
+        raise InputRowsError(
+            f"{errors.height} row(s) of {source} carry a code the ledger does not hold for "
+            "that resident, so no sheet was printed (were cells moved or sorted in a "
+            "spreadsheet?). Run rrnet verify on the file with the ledger to see every problem.",
+            errors=errors.select("row", "column", "reason").to_dicts(),
+            details=describe_errors(errors, source),
         )
-    records = ledger.snapshot().current_records()
-    wanted = pl.DataFrame({"code": rcode.strings_to_codes(codes)})
-    found = wanted.join(records.select("code", "recorded_at"), on="code", how="left")
-    missing = found.filter(pl.col("recorded_at").is_null()).height
-    if missing:
-        raise UsageError(
-            f"{missing} code(s) of the file are not in the ledger {ledger.location}; "
-            "run rrnet verify on the file with this ledger."
-        )
-    return dict(
-        zip(
-            rcode.codes_to_strings(found["code"].to_numpy()).to_pylist(),
-            found["recorded_at"]
-            .dt.convert_time_zone("Asia/Tokyo")
-            .dt.date()
-            .cast(pl.String)
-            .to_list(),
-            strict=True,
-        )
+    return (
+        checked["recorded_at"]
+        .dt.convert_time_zone("Asia/Tokyo")
+        .dt.date()
+        .cast(pl.String)
+        .alias("recorded_on")
     )
 
 
@@ -244,13 +302,29 @@ def notify(
     steps: Steps = QUIET,
     delimiter: str = "auto",
 ) -> NotifyResult:
-    """Render every sheet and write batches, per-resident files and the manifest."""
+    """Check every row against the ledger, then render and write the sheets.
+
+    Nothing is printed unless every selected row's code is valid and is the
+    ledger's for that resident. On any failure, or Ctrl-C, every file this run
+    wrote is removed (and the output folder, when this run created it).
+    """
     started = time.perf_counter()
     if batch_size < 1 or workers < 1:
         raise UsageError("--batch-size and --workers must be at least 1.")
     output = Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise UsageError(f"{output} already exists and is not empty; give a new folder.")
+    if ledger is None:
+        raise UsageError(
+            "Give --ledger: notify checks that every code is the ledger's for its resident "
+            "before it prints anything."
+        )
+    if ledger.municipality and profile.code != ledger.municipality:
+        raise UsageError(
+            f"The profile is for municipality {profile.code}, the ledger for "
+            f"{ledger.municipality}: the sheets would name the wrong sender. Give the "
+            "profile of the ledger's municipality."
+        )
     with steps.step("Reading the assigned register"):
         export = read_export(
             assigned, encoding=encoding, ours=True, sheet=sheet, delimiter=delimiter
@@ -259,27 +333,76 @@ def notify(
             export, ("resident_id", "resident_code", "name", "birth_date", "sex", "address")
         )
         frame = select_residents(_checked_codes(export.frame, export.path), include_all)
-        bad_ids = frame.filter(~pl.col("resident_id").str.contains(_SAFE_ID))
-        if per_resident and bad_ids.height:
-            raise UsageError(
-                f"{bad_ids.height} resident_id value(s) cannot be file names (letters, digits, "
-                "- and _ only); per-resident files are named by resident_id."
-            )
-        # Counted before the row's language is replaced by the one its notice is in.
-        without_notice = languages_without_notice(frame)
-        frame = mailing_order(frame.with_columns(choose_languages(frame, default_language)))
-    notices = load_notices()
-    with steps.step("Preparing sheets"):
-        dates = _recorded_dates(frame["resident_code"].to_list(), ledger, recorded_on)
-        sheets = build_sheets(frame, notices, recorded_on=dates)
     result = NotifyResult(
         assigned=str(assigned),
         output=str(output),
-        sheets=len(sheets),
-        without_notice=without_notice,
         default_language=normalise_language(default_language) or default_language,
         workers=workers,
     )
+    if frame.height == 0:
+        result.nothing_to_print = (
+            "no row has a code"
+            if include_all
+            else "no row is newly assigned (use --all to print every coded row)"
+        )
+        result.seconds = round(time.perf_counter() - started, 3)
+        return result
+    with steps.step("Checking codes against the ledger"):
+        recorded = check_against_ledger(frame, ledger, profile.code, export.path)
+    bad_ids = frame.filter(~pl.col("resident_id").str.contains(_SAFE_ID))
+    if per_resident and bad_ids.height:
+        raise UsageError(
+            f"{bad_ids.height} resident_id value(s) cannot be file names (letters, digits, "
+            "- and _ only); per-resident files are named by resident_id."
+        )
+    # Counted before the row's language is replaced by the one its notice is in.
+    result.without_notice = languages_without_notice(frame)
+    frame = mailing_order(frame.with_columns(choose_languages(frame, default_language), recorded))
+    notices = load_notices()
+    with steps.step("Preparing sheets"):
+        dates: dict[str, str] | str = (
+            recorded_on.isoformat()
+            if recorded_on is not None
+            else dict(zip(frame["resident_code"], frame["recorded_on"], strict=True))
+        )
+        sheets = build_sheets(frame, notices, recorded_on=dates)
+    result.sheets = len(sheets)
+    when = (notice_date or today_in_japan()).isoformat()
+    created = not output.exists()
+    try:
+        _write_sheets(output, sheets, profile, when, result, per_resident, batch_size, steps)
+    except BaseException:
+        _remove_output(output, created)
+        raise
+    result.seconds = round(time.perf_counter() - started, 3)
+    result.sheets_per_second = round(len(sheets) / result.seconds, 1) if result.seconds else 0.0
+    return result
+
+
+def _remove_output(output: Path, created: bool) -> None:
+    """Remove what a failed run wrote: the folder it made, or the files in the empty one."""
+    if created:
+        shutil.rmtree(output, ignore_errors=True)
+    elif output.is_dir():
+        for child in output.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
+
+def _write_sheets(
+    output: Path,
+    sheets: list[dict[str, Any]],
+    profile: Profile,
+    when: str,
+    result: NotifyResult,
+    per_resident: bool,
+    batch_size: int,
+    steps: Steps,
+) -> None:
+    """Render the batches (and per-resident files), publish them, write the manifest."""
+    workers = result.workers
     output.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     os.chmod(output, PRIVATE_DIR)
     per_dir = output / "residents" if per_resident else None
@@ -291,23 +414,35 @@ def notify(
         (batch, str(output / f".{name}.part"), str(per_dir) if per_dir else None)
         for batch, name in zip(batches, names, strict=True)
     ]
-    when = (notice_date or date.today()).isoformat()
     with steps.step("Rendering sheets", total=len(sheets)) as advance:
         if workers == 1 or len(batches) == 1:
-            _init_worker(profile, when, str(TEMPLATES))
+            _init_worker(profile, when, str(TEMPLATES), worker=False)
             for task in tasks:
                 advance(_render_batch(task))
         else:
             # forkserver: workers start clean (no copy of this process's frames) and
             # import WeasyPrint themselves; each keeps its CSS and fonts for all batches.
-            with ProcessPoolExecutor(
+            pool = ProcessPoolExecutor(
                 max_workers=min(workers, len(batches)),
                 mp_context=get_context("forkserver"),
                 initializer=_init_worker,
                 initargs=(profile, when, str(TEMPLATES)),
-            ) as pool:
+            )
+            try:
                 for done in pool.map(_render_batch, tasks):
                     advance(done)
+            except BrokenProcessPool:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise RrnetError(
+                    "A rendering process stopped unexpectedly (out of memory, or killed). "
+                    "Try fewer --workers or a smaller --batch-size."
+                ) from None
+            except BaseException:
+                # Batches not started are dropped; running ones finish before the
+                # caller removes every partial file.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
     for task, name in zip(tasks, names, strict=True):
         os.replace(task[1], output / name)
         result.files.append(name)
@@ -341,6 +476,3 @@ def notify(
     result.by_language = dict(
         sorted(manifest.group_by("language").len().iter_rows(), key=lambda kv: -kv[1])
     )
-    result.seconds = round(time.perf_counter() - started, 3)
-    result.sheets_per_second = round(len(sheets) / result.seconds, 1) if result.seconds else 0.0
-    return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import signal
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import jinja2
 
+from rrnet_cli.errors import RrnetError
 from rrnet_cli.files import PRIVATE_FILE
 from rrnet_cli.languages import TEMPLATES, NoticeText, load_notices
 from rrnet_cli.profile import Profile
@@ -120,18 +122,60 @@ class SheetRenderer:
         )
         document = html.render(stylesheets=self.stylesheets, font_config=self.font_config)
         if len(document.pages) != len(sheets):
-            raise RuntimeError(
-                f"layout gave {len(document.pages)} pages for {len(sheets)} sheets: "
-                "a sheet overflowed its page"
-            )
+            raise SheetsOverflow(self._overflowing(sheets))
         return document
+
+    def _overflowing(self, sheets: list[dict[str, Any]]) -> list[str]:
+        """The resident_ids of the sheets that need more than one page (slow: one by one)."""
+        from weasyprint import HTML
+
+        found = []
+        for sheet in sheets:
+            html = HTML(
+                string=self.html([sheet]),
+                base_url=str(self.templates) + "/",
+                url_fetcher=self.fetcher,
+            )
+            pages = html.render(stylesheets=self.stylesheets, font_config=self.font_config).pages
+            if len(pages) != 1:
+                found.append(str(sheet["resident_id"]))
+        return found
+
+
+class SheetsOverflow(RrnetError):
+    """Sheets whose values are too long for one page; nothing is printed.
+
+    Raised in a worker process and re-raised in the parent, so it pickles with
+    its one argument: the resident_ids (office numbers, not personal data).
+    """
+
+    def __init__(self, resident_ids: list[str]) -> None:
+        shown = ", ".join(resident_ids[:20]) + (" ..." if len(resident_ids) > 20 else "")
+        super().__init__(
+            f"{len(resident_ids)} sheet(s) would not fit on one A4 page, because a name, "
+            f"alias or address is too long for the layout (resident_id {shown}). No sheet "
+            "was printed. Shorten those values in the register (or print them by hand) "
+            "and run notify again."
+        )
+        self.resident_ids = resident_ids
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SheetsOverflow, (self.resident_ids,))
 
 
 _WORKER: SheetRenderer | None = None
 
 
-def _init_worker(profile: Profile, notice_date: str, templates: str) -> None:
+def _init_worker(profile: Profile, notice_date: str, templates: str, worker: bool = True) -> None:
+    """Build this process's renderer; a worker process leaves Ctrl-C to its parent.
+
+    The parent cancels the batches not yet started, waits for the running ones
+    and removes every partial file; a worker that died of the same SIGINT
+    would only print a traceback and break the pool.
+    """
     global _WORKER
+    if worker:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER = SheetRenderer(profile, notice_date, Path(templates))
 
 

@@ -131,3 +131,24 @@ def folder_bytes(folder: Path) -> dict[str, bytes | None]:
         for p in sorted(folder.rglob("*"))
         if str(p.relative_to(folder)) != "lock"
     }
+
+
+# -- notification sheets ----------------------------------------------------------
+
+#: The sample municipality profile (sender details, address-block position).
+SAMPLE_PROFILE = Path(__file__).resolve().parent.parent / "sample_data" / "profile.toml"
+
+
+def profile_for(municipality: str, folder: Path) -> Path:
+    """The sample profile, written into ``folder`` for ``municipality``.
+
+    notify refuses a profile of another municipality than the ledger's, so a
+    test ledger of 千代田区 needs a profile that says 131016.
+    """
+    text = SAMPLE_PROFILE.read_text(encoding="utf-8")
+    path = Path(folder) / f"profile-{municipality}.toml"
+    path.write_text(
+        text.replace(f'code = "{SAMPLE_MUNICIPALITY}"', f'code = "{municipality}"'),
+        encoding="utf-8",
+    )
+    return path

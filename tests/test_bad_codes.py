@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from helpers import MUNICIPALITY, profile_for
 from typer.testing import CliRunner
 
 from rrnet_cli.cli import app
@@ -22,7 +23,6 @@ from rrnet_cli.ledger import Ledger
 
 GOOD = "12345678903"
 BAD = "12345678904"  # the same body with a wrong check digit
-PROFILE = Path(__file__).resolve().parent.parent / "sample_data" / "profile.toml"
 
 
 def _no_crash(output: str) -> None:
@@ -85,7 +85,7 @@ def test_notify_refuses_a_bad_code_naming_the_row_and_prints_nothing(
             "-l",
             str(ledger.path),
             "--profile",
-            str(PROFILE),
+            str(profile_for(MUNICIPALITY, tmp_path)),
             "-o",
             str(sheets),
         ],

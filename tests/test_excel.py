@@ -19,15 +19,13 @@ import fastexcel
 import polars as pl
 import pytest
 import xlsxwriter
-from helpers import MUNICIPALITY
+from helpers import MUNICIPALITY, profile_for
 from typer.testing import CliRunner
 
 from rrnet_cli import ingest
 from rrnet_cli.cli import app
 from rrnet_cli.ledger import Ledger
 from rrnet_cli.schema import ROW
-
-PROFILE = Path(__file__).resolve().parent.parent / "sample_data" / "profile.toml"
 
 #: canonical column -> the Japanese header municipal systems print
 JA = {
@@ -201,7 +199,7 @@ def test_xlsx_round_trip_matches_csv(runner: CliRunner, ledger: Ledger, tmp_path
             "--ledger",
             str(other.path),
             "--profile",
-            str(PROFILE),
+            str(profile_for(MUNICIPALITY, tmp_path)),
             "-o",
             str(sheets),
             "--workers",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from helpers import MUNICIPALITY, profile_for
 from typer.testing import CliRunner
 
 from rrnet_cli.cli import app
@@ -28,8 +29,6 @@ from rrnet_cli.languages import (
 from rrnet_cli.ledger import Ledger
 from rrnet_cli.notify import NotifyResult
 from rrnet_cli.schema import LANGUAGES
-
-PROFILE = Path(__file__).parent.parent / "sample_data" / "profile.toml"
 
 #: (language column as written, the notice language notify must choose).
 TAGS = [
@@ -172,7 +171,7 @@ def _notify(runner: CliRunner, assigned: Path, ledger: Ledger, output: Path, *ex
             "--ledger",
             str(ledger.path),
             "--profile",
-            str(PROFILE),
+            str(profile_for(MUNICIPALITY, output.parent)),
             "-o",
             str(output),
             "--workers",

@@ -198,8 +198,10 @@ def test_refuses_a_used_folder_and_a_missing_recorded_date(printed, tmp_path: Pa
             recorded_on=None,
             ledger=printed["ledger"],
         )
-    with pytest.raises(UsageError, match="--recorded-on"):
+    # Without a ledger nothing proves a code is its resident's: refused, nothing made.
+    with pytest.raises(UsageError, match="Give --ledger"):
         notify(assigned, tmp_path / "new", profile=load_profile(PROFILE), workers=1)
+    assert not (tmp_path / "new").exists()
 
 
 def test_cli_refuses_without_harfbuzz_unless_slow_ok(
@@ -226,11 +228,10 @@ def test_cli_refuses_without_harfbuzz_unless_slow_ok(
 
 def test_all_prints_every_coded_row_including_carried_over(printed, tmp_path: Path) -> None:
     assigned = printed["assigned"]
-    carried = assigned.head(1).with_columns(
-        pl.lit("800000001").alias("resident_id"),
-        pl.lit("carried_over").alias("code_status"),
-        pl.lit("58026173947").alias("resident_code"),
-    )
+    # A resident who arrived with a code: the ledger holds it as theirs.
+    carried_id = assigned["resident_id"][0]
+    carried = assigned.head(1).with_columns(pl.lit("carried_over").alias("code_status"))
+    assigned = assigned.slice(1)
     excluded = assigned.head(1).with_columns(
         pl.lit("800000002").alias("resident_id"),
         pl.lit("excluded").alias("code_status"),
@@ -242,11 +243,12 @@ def test_all_prints_every_coded_row_including_carried_over(printed, tmp_path: Pa
         path,
         tmp_path / "all",
         profile=load_profile(PROFILE),
+        ledger=printed["ledger"],
         workers=1,
         include_all=True,
         recorded_on=__import__("datetime").date(2026, 11, 28),
     )
     manifest = pl.read_csv(tmp_path / "all" / "manifest.csv", infer_schema=False)
     assert result.sheets == assigned.height + 1
-    assert "800000001" in manifest["resident_id"].to_list()
+    assert carried_id in manifest["resident_id"].to_list()
     assert "800000002" not in manifest["resident_id"].to_list()

@@ -112,7 +112,7 @@ class CheckResult:
 
 
 @app.command()
-@handle_errors
+@handle_errors(left="")
 def check(
     codes: Annotated[
         list[str],
@@ -267,7 +267,7 @@ def assign(
 
 
 @app.command()
-@handle_errors
+@handle_errors(left="")
 def verify(
     files: Annotated[
         list[Path] | None,
@@ -335,7 +335,7 @@ def verify(
 
 
 @app.command()
-@handle_errors
+@handle_errors(left="No sheet was written, and no partial file was left behind.")
 def notify(
     assigned: Annotated[
         Path,
@@ -463,6 +463,9 @@ def notify(
             sheet=sheet,
             delimiter=delimiter,
         )
+    if result.nothing_to_print and not as_json:
+        out.print(f"Nothing to print: {result.nothing_to_print}. No folder was made.", markup=False)
+        return
     finish(result, as_json, f"Notification sheets in {result.output}")
 
 
@@ -470,7 +473,7 @@ def notify(
 
 
 @app.command()
-@handle_errors
+@handle_errors(left="")
 def doctor(
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -515,7 +518,7 @@ class SampleEncoding(StrEnum):
 
 
 @app.command()
-@handle_errors
+@handle_errors(left="No file was written.")
 def sample(
     output: Annotated[
         Path,

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar, overload
 
 import typer
 import typer.core
@@ -232,8 +232,27 @@ def size_text(n: int) -> str:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def handle_errors(func: F) -> F:
-    """Turn expected failures into a message and exit code, never a traceback."""
+#: What a failed or interrupted command left behind, for commands that write the ledger.
+LEDGER_UNCHANGED = "The ledger was left as it was before this run."
+
+
+@overload
+def handle_errors(func: F) -> F: ...
+
+
+@overload
+def handle_errors(*, left: str = LEDGER_UNCHANGED) -> Callable[[F], F]: ...
+
+
+def handle_errors(func: F | None = None, *, left: str = LEDGER_UNCHANGED) -> Any:
+    """Turn expected failures into a message and exit code, never a traceback.
+
+    ``left`` says what a failure leaves behind, in the command's own terms
+    (``@handle_errors(left="No sheet was written.")``); plain ``@handle_errors``
+    speaks of the ledger.
+    """
+    if func is None:
+        return functools.partial(handle_errors, left=left)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -255,28 +274,25 @@ def handle_errors(func: F) -> F:
         except typer.Exit:
             raise
         except KeyboardInterrupt:
-            err.print("Interrupted: nothing was committed to the ledger.")
+            err.print(f"Interrupted. {left}", markup=False)
             raise typer.Exit(130) from None
         except Exception as exc:
             reason = io_failure(exc)
             if reason is not None:
                 message = (
-                    f"a file could not be read or written ({escape(reason)}). The ledger was "
-                    "left as it was before this run; free disk space or fix the path, then "
-                    "run again."
+                    f"a file could not be read or written ({escape(reason)}). {escape(left)} "
+                    "Free disk space or fix the path, then run again."
                 )
             else:  # a bug: say so without echoing data the exception may hold
-                message = (
-                    f"unexpected internal error ({type(exc).__name__}). The ledger was left "
-                    "as it was before this run. "
-                    + ("" if verbose else "Run again with --verbose for details.")
+                message = f"unexpected internal error ({type(exc).__name__}). {escape(left)} " + (
+                    "" if verbose else "Run again with --verbose for details."
                 )
             err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
             if verbose:
                 err.print(traceback.format_exc(), markup=False)
             raise typer.Exit(EXIT_USAGE) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def io_failure(exc: BaseException) -> str | None:

@@ -163,7 +163,7 @@ def ledger_import(
 
 
 @ledger_app.command("stats")
-@handle_errors
+@handle_errors(left="")
 def ledger_stats(
     ledger: LedgerOpt,
     as_json: JsonOpt = False,
