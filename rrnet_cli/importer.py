@@ -15,9 +15,10 @@ or the only column); a Parquet file (same rule for the column).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def _pick_column(names: list[str], column: str | None, source: Path) -> str:
 
 def _batches(
     source: Path, column: str | None, batch_rows: int, encoding: str = "auto"
-) -> Iterator[tuple[int, pa.Array]]:
+) -> Generator[tuple[int, pa.Array], None, None]:
     """Yield (number of the batch's first record, string array) from the source."""
     if source.suffix.lower() == ".parquet":
         try:
@@ -148,6 +149,10 @@ def _batches(
             first += batch.num_rows
     except pa.ArrowInvalid as exc:
         raise UsageError(f"{source} cannot be read: {str(exc).split(':', 1)[0]}") from None
+    finally:
+        # Stop Arrow's read-ahead thread now: left to the garbage collector at exit,
+        # a reader still reading ends the process with "terminate called" (abort).
+        reader.close()
 
 
 def _codes_of(array: pa.Array, first: int, source: Path) -> np.ndarray:
@@ -184,8 +189,12 @@ def import_codes(
         with steps.step("Loading the ledger"):
             used = txn.state.codes
         runs: list[np.ndarray] = []  # one sorted run per batch, codes new to the ledger
-        with steps.step("Importing codes") as advance:
-            for first, array in _batches(source, column, batch_rows, encoding):
+        # closing(): a bad code stops the loop; the reader is closed at once, not at exit.
+        with (
+            steps.step("Importing codes") as advance,
+            contextlib.closing(_batches(source, column, batch_rows, encoding)) as batches,
+        ):
+            for first, array in batches:
                 codes = np.sort(_codes_of(array, first, source))
                 result.codes_read += len(codes)
                 in_ledger = used.contains_sorted(codes)
