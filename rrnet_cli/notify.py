@@ -33,7 +33,7 @@ from typing import Any
 import polars as pl
 
 from rrnet_cli import code as rcode
-from rrnet_cli.dates import parse_dates
+from rrnet_cli.dates import format_date, parse_dates
 from rrnet_cli.errors import InputRowsError, RrnetError, UsageError
 from rrnet_cli.files import PRIVATE_DIR, write_table
 from rrnet_cli.ingest import (
@@ -132,22 +132,35 @@ def build_sheets(
     notices: dict[str, NoticeText],
     *,
     recorded_on: dict[str, str] | str,
+    date_style: str = "iso",
+    addressee: str = "name",
 ) -> list[dict[str, Any]]:
-    """One plain dict per sheet, in ``frame``'s order, ready for the template."""
+    """One plain dict per sheet, in ``frame``'s order, ready for the template.
+
+    Dates print in ``date_style`` (iso, seireki or wareki, as the profile says);
+    the address block names the registered name, or the alias where there is
+    one when ``addressee`` is "alias".
+    """
     ja = notices["ja"]
     births = parse_dates(frame["birth_date"].cast(pl.String))
-    rows = frame.with_columns(births.dt.to_string("%Y-%m-%d").alias(BIRTH_TEXT)).to_dicts()
+    rows = frame.with_columns(births.alias(BIRTH_TEXT)).to_dicts()
     sheets = []
     for row in rows:
         notice = notices[row["language"]]
         code = rcode.validate(row["resident_code"])
         recorded = recorded_on if isinstance(recorded_on, str) else recorded_on.get(code, "")
+        if recorded:
+            recorded = format_date(date.fromisoformat(recorded), date_style)
+        birth = row[BIRTH_TEXT]
         fields = [{"key": "name", "value": row["name"]}]
         for key in ("name_kanji", "alias"):
             if row.get(key):
                 fields.append({"key": key, "value": row[key]})
         fields += [
-            {"key": "birth_date", "value": row[BIRTH_TEXT] or row["birth_date"]},
+            {
+                "key": "birth_date",
+                "value": format_date(birth, date_style) if birth else row["birth_date"],
+            },
             {"key": "sex", "value": _sex(row.get("sex"), notice, ja)},
             {"key": "address", "value": row["address"]},
             {"key": "recorded_on", "value": recorded},
@@ -157,6 +170,9 @@ def build_sheets(
                 "resident_id": row["resident_id"],
                 "household_id": row.get("household_id"),
                 "name": row["name"],
+                "addressee": (row.get("alias") or row["name"])
+                if addressee == "alias"
+                else row["name"],
                 "postal_code": postal_code_text(row.get("postal_code")),
                 "address": row["address"],
                 "language": notice.language,
@@ -365,9 +381,15 @@ def notify(
             if recorded_on is not None
             else dict(zip(frame["resident_code"], frame["recorded_on"], strict=True))
         )
-        sheets = build_sheets(frame, notices, recorded_on=dates)
+        sheets = build_sheets(
+            frame,
+            notices,
+            recorded_on=dates,
+            date_style=profile.date_style,
+            addressee=profile.addressee,
+        )
     result.sheets = len(sheets)
-    when = (notice_date or today_in_japan()).isoformat()
+    when = format_date(notice_date or today_in_japan(), profile.date_style)
     created = not output.exists()
     try:
         _write_sheets(output, sheets, profile, when, result, per_resident, batch_size, steps)

@@ -1,5 +1,6 @@
-"""The municipality profile: who sends the notification sheets, and where on the
-page the address block goes (millimetres, so it fits the office's window envelope).
+"""The municipality profile: who sends the notification sheets, where on the page
+the address block goes (millimetres, so it fits the office's window envelope), and
+how the office writes dates and addresses its mail.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from rrnet_cli.schema import validate_municipality_code
 
 MUNICIPALITY_KEYS = ("name", "code", "mayor_title", "department", "phone", "postal_code", "address")
 LAYOUT_KEYS = ("address_top", "address_left", "address_width", "address_height")
+#: How dates print on a sheet: 2002-09-06, 2002年9月6日 or 平成14年9月6日.
+DATE_STYLES = ("iso", "seireki", "wareki")
+#: Who the address block names: the registered name, or the alias (通称) where there is one.
+ADDRESSEES = ("name", "alias")
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,10 @@ class Profile:
     address_left: float
     address_width: float
     address_height: float
+    #: ``[sheet] date_style``: one of DATE_STYLES
+    date_style: str = "iso"
+    #: ``[sheet] addressee``: one of ADDRESSEES
+    addressee: str = "name"
 
 
 def load_profile(path: Path) -> Profile:
@@ -57,4 +66,18 @@ def load_profile(path: Path) -> Profile:
     values: dict[str, Any] = {k: str(municipality[k]).strip() for k in MUNICIPALITY_KEYS}
     values["code"] = validate_municipality_code(values["code"])
     values.update({k: float(layout[k]) for k in LAYOUT_KEYS})
+    sheet = data.get("sheet", {})
+    if not isinstance(sheet, dict):
+        raise UsageError(f"Profile {path}: [sheet] must be a table.")
+    for key, allowed, default in (
+        ("date_style", DATE_STYLES, "iso"),
+        ("addressee", ADDRESSEES, "name"),
+    ):
+        value = sheet.get(key, default)
+        if value not in allowed:
+            raise UsageError(
+                f"Profile {path}: sheet.{key} must be one of {', '.join(allowed)} "
+                f"(it is {value!r})."
+            )
+        values[key] = value
     return Profile(**values)

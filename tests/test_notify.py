@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from rrnet_cli import code as rcode
 from rrnet_cli.assign import assign_register
 from rrnet_cli.cli import app
+from rrnet_cli.dates import format_date
 from rrnet_cli.errors import UsageError
 from rrnet_cli.languages import TEMPLATES, load_notices
 from rrnet_cli.ledger import Ledger
@@ -185,7 +186,12 @@ def test_recorded_date_comes_from_the_ledger(printed) -> None:
     recorded = printed["ledger"].snapshot().lookup(rcode.strings_to_codes([code]))
     assert recorded["status"][0] == "assigned"
     text = page_text(printed["out"], row["file"], row["page"])
-    assert re.search(r"記載日.*\d{4}-\d{2}-\d{2}", text.replace("\n", " "))
+    # The ledger's recorded time, as a date in Japan, written as the profile says.
+    current = printed["ledger"].snapshot().current_records()
+    at = current.filter(pl.col("code") == int(code))["recorded_at"]
+    when = at.dt.convert_time_zone("Asia/Tokyo").dt.date()[0]
+    expected = format_date(when, load_profile(PROFILE).date_style)
+    assert re.search(f"記載日.*{expected}", text.replace("\n", " "))
 
 
 def test_refuses_a_used_folder_and_a_missing_recorded_date(printed, tmp_path: Path) -> None:

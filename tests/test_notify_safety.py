@@ -20,11 +20,18 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import SAMPLE_MUNICIPALITY, SAMPLE_PROFILE, profile_for, rrnet_command
+from helpers import (
+    MUNICIPALITY,
+    SAMPLE_MUNICIPALITY,
+    SAMPLE_PROFILE,
+    profile_for,
+    rrnet_command,
+)
 from pypdf import PdfReader
 from typer.testing import CliRunner
 
 from rrnet_cli.cli import app
+from rrnet_cli.dates import format_date
 from rrnet_cli.ledger import Ledger
 from rrnet_cli.notify import today_in_japan
 
@@ -118,8 +125,8 @@ def test_postal_codes_print_with_their_hyphen_and_dates_are_japans(
     assert result.exit_code == 0, result.output
     text = PdfReader(sheets / "sheets-0001.pdf").pages[0].extract_text()
     assert "〒487-0802" in text
-    # The date of notice is today in Japan, and no earlier than the recorded date.
-    assert today_in_japan().isoformat() in text
+    # The date of notice is today in Japan, written as the profile says (和暦 in the sample).
+    assert format_date(today_in_japan(), "wareki") in text
     manifest = pl.read_csv(sheets / "manifest.csv", infer_schema=False)
     assert manifest["postal_code"].to_list() == ["487-0802"]
 
@@ -227,3 +234,53 @@ def _descendants(pid: int) -> list[int]:
         found += [int(k) for k in kids]
         pending += [int(k) for k in kids]
     return found
+
+
+def test_the_profile_chooses_the_date_style_and_the_addressee(
+    runner: CliRunner, ledger: Ledger, write_register, resident, tmp_path: Path
+) -> None:
+    export = write_register([resident("000001", alias="山田花子", birth_date="H2.4.1")])
+    assigned = _assigned(runner, ledger, export, tmp_path / "assigned.csv")
+    profile = profile_for(MUNICIPALITY, tmp_path)
+    text = profile.read_text(encoding="utf-8")
+    profile.write_text(
+        text.replace('date_style = "wareki"', 'date_style = "seireki"').replace(
+            'addressee = "name"', 'addressee = "alias"'
+        ),
+        encoding="utf-8",
+    )
+    sheets = tmp_path / "sheets"
+    result = runner.invoke(
+        app,
+        [
+            *("notify", str(assigned), "-l", str(ledger.path), "--profile", str(profile)),
+            *("-o", str(sheets), "--workers", "1", "--notice-date", "2026-12-01"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    page = PdfReader(sheets / "sheets-0001.pdf").pages[0].extract_text()
+    assert "山田花子 様" in page  # the alias, on the envelope's address block
+    assert "1990年4月1日" in page and "2026年12月1日" in page
+    assert "1990-04-01" not in page
+
+
+def test_a_profile_with_an_unknown_date_style_is_refused(
+    runner: CliRunner, ledger: Ledger, write_register, resident, tmp_path: Path
+) -> None:
+    export = write_register([resident("000001")])
+    assigned = _assigned(runner, ledger, export, tmp_path / "assigned.csv")
+    profile = profile_for(MUNICIPALITY, tmp_path)
+    profile.write_text(
+        profile.read_text(encoding="utf-8").replace('"wareki"', '"japanese"'), encoding="utf-8"
+    )
+    sheets = tmp_path / "sheets"
+    result = runner.invoke(
+        app,
+        [
+            *("notify", str(assigned), "-l", str(ledger.path), "--profile", str(profile)),
+            *("-o", str(sheets)),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "sheet.date_style must be one of iso, seireki, wareki" in result.output
+    assert not sheets.exists()
