@@ -413,6 +413,38 @@ def _remove_output(output: Path, created: bool) -> None:
                 child.unlink(missing_ok=True)
 
 
+def _mailing_list(
+    sheets: list[dict[str, Any]], manifest: pl.DataFrame, mail_class: str
+) -> pl.DataFrame:
+    """mailing.csv: one row per envelope, in mailing order, for the post office.
+
+    Each envelope says where it goes, to whom, how many sheets it holds and
+    where they are in the print files; the tracking number is left empty for
+    the office to fill in when the post office gives one (簡易書留, 特定記録).
+    """
+    return (
+        manifest.with_columns(
+            pl.Series("address", [s["address"] for s in sheets], dtype=pl.String),
+            pl.Series("addressee", [s["addressee"] for s in sheets], dtype=pl.String),
+        )
+        .group_by("envelope", maintain_order=True)
+        .agg(
+            pl.col("postal_code").first(),
+            pl.col("address").first(),
+            pl.col("addressee").first(),
+            pl.col("household_id").first(),
+            pl.len().alias("sheets"),
+            pl.col("file").first(),
+            pl.col("page").first().alias("first_page"),
+            pl.col("page").last().alias("last_page"),
+        )
+        .with_columns(
+            pl.lit(mail_class).alias("mail_class"),
+            pl.lit(None, pl.String).alias("tracking_number"),
+        )
+    )
+
+
 def _write_sheets(
     output: Path,
     sheets: list[dict[str, Any]],
@@ -475,9 +507,12 @@ def _write_sheets(
                 per_dir / f"{page['resident_id']}.pdf",
             )
         result.per_resident = len(sheets)
+    # One envelope per resident, in mailing order (one per household is still to come).
+    envelopes = list(range(1, len(sheets) + 1))
     manifest = pl.DataFrame(
         {
             "sequence": list(range(1, len(sheets) + 1)),
+            "envelope": envelopes,
             "resident_id": [s["resident_id"] for s in sheets],
             "household_id": [s["household_id"] for s in sheets],
             "postal_code": [s["postal_code"] for s in sheets],
@@ -495,6 +530,7 @@ def _write_sheets(
         },
     )
     write_table(manifest, output / "manifest.csv")
+    write_table(_mailing_list(sheets, manifest, profile.mail_class), output / "mailing.csv")
     result.by_language = dict(
         sorted(manifest.group_by("language").len().iter_rows(), key=lambda kv: -kv[1])
     )

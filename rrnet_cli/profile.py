@@ -19,6 +19,9 @@ LAYOUT_KEYS = ("address_top", "address_left", "address_width", "address_height")
 DATE_STYLES = ("iso", "seireki", "wareki")
 #: Who the address block names: the registered name, or the alias (通称) where there is one.
 ADDRESSEES = ("name", "alias")
+#: How the office sends the sheets: 簡易書留, 特定記録, or handed over at the counter
+#: after an ID check (窓口交付). mailing.csv carries it for the post office.
+MAIL_CLASSES = ("kani_kakitome", "tokutei_kiroku", "counter")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class Profile:
     date_style: str = "iso"
     #: ``[sheet] addressee``: one of ADDRESSEES
     addressee: str = "name"
+    #: ``[sheet] mail_class``: one of MAIL_CLASSES
+    mail_class: str = "kani_kakitome"
 
 
 def load_profile(path: Path) -> Profile:
@@ -72,6 +77,7 @@ def load_profile(path: Path) -> Profile:
     for key, allowed, default in (
         ("date_style", DATE_STYLES, "iso"),
         ("addressee", ADDRESSEES, "name"),
+        ("mail_class", MAIL_CLASSES, "kani_kakitome"),
     ):
         value = sheet.get(key, default)
         if value not in allowed:

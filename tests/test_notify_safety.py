@@ -284,3 +284,31 @@ def test_a_profile_with_an_unknown_date_style_is_refused(
     assert result.exit_code == 2
     assert "sheet.date_style must be one of iso, seireki, wareki" in result.output
     assert not sheets.exists()
+
+
+def test_mailing_list_agrees_with_the_manifest_and_the_pdfs(
+    runner: CliRunner, ledger: Ledger, write_register, resident, tmp_path: Path
+) -> None:
+    rows = [resident(f"{i:06d}", postal_code=f"10000{i:02d}") for i in range(1, 8)]
+    assigned = _assigned(runner, ledger, write_register(rows), tmp_path / "assigned.csv")
+    sheets = tmp_path / "sheets"
+    result = _notify(runner, assigned, ledger, sheets, "--workers", "1", "--batch-size", "3")
+    assert result.exit_code == 0, result.output
+    manifest = pl.read_csv(sheets / "manifest.csv", infer_schema=False)
+    mailing = pl.read_csv(sheets / "mailing.csv", infer_schema=False)
+    assert (sheets / "mailing.csv").stat().st_mode & 0o777 == 0o600
+    assert mailing.columns == [
+        *("envelope", "postal_code", "address", "addressee", "household_id", "sheets"),
+        *("file", "first_page", "last_page", "mail_class", "tracking_number"),
+    ]
+    assert mailing["envelope"].to_list() == manifest["envelope"].to_list()
+    assert set(mailing["mail_class"]) == {"kani_kakitome"}
+    assert mailing["tracking_number"].fill_null("").eq("").all()
+    for envelope in mailing.iter_rows(named=True):
+        mine = manifest.filter(pl.col("envelope") == envelope["envelope"])
+        assert int(envelope["sheets"]) == mine.height
+        assert (envelope["file"], envelope["first_page"]) == (mine["file"][0], mine["page"][0])
+        page = PdfReader(sheets / envelope["file"]).pages[int(envelope["first_page"]) - 1]
+        text = page.extract_text()
+        assert f"〒{envelope['postal_code']}" in text
+        assert f"{envelope['addressee']} 様" in text
