@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -44,7 +44,7 @@ import polars as pl
 
 from rrnet_cli import code as rcode
 from rrnet_cli import schema
-from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, InputRowsError, UsageError
+from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, InputRowsError, LedgerError, UsageError
 from rrnet_cli.files import PendingFile, check_table_suffix, write_table_to
 from rrnet_cli.ingest import (
     ERROR_SCHEMA,
@@ -56,10 +56,12 @@ from rrnet_cli.ingest import (
 from rrnet_cli.ledger import (
     ACTIVE,
     CodeIndex,
+    Invocation,
     LedgerState,
     LedgerStore,
     LedgerTransaction,
     Status,
+    file_digest,
     municipality_for,
     sorted_member,
 )
@@ -94,6 +96,29 @@ _UNBIASED_LIMIT = np.uint64((2**64 // rcode.BODY_SPACE) * rcode.BODY_SPACE)
 
 RandomBytes = Callable[[int], bytes]
 
+#: FOR TESTS ONLY, like ``--seed``: when set, code bodies are drawn from
+#: ``[0, _test_body_space)`` instead of the whole 10-digit space, so that a test
+#: can come close to exhausting a tiny space and see that no code is ever drawn
+#: twice. Set it only through ``tiny_code_space_for_tests``; nothing else does.
+_test_body_space: int | None = None
+
+#: Rounds in a row that may find no new code before drawing gives up (a space
+#: that is full); in the real space one such round is practically impossible.
+_MAX_BARREN_ROUNDS = 1000
+
+
+@contextlib.contextmanager
+def tiny_code_space_for_tests(bodies: int) -> Iterator[None]:
+    """FOR TESTS ONLY: draw code bodies from ``[0, bodies)`` inside this block."""
+    global _test_body_space
+    if not 0 < bodies <= rcode.BODY_SPACE:
+        raise ValueError("a code space of 1 .. 10**10 bodies")
+    saved, _test_body_space = _test_body_space, bodies
+    try:
+        yield
+    finally:
+        _test_body_space = saved
+
 
 def random_source(seed: int | None) -> RandomBytes:
     """The operating system's CSPRNG, or a seeded generator for reproducible tests."""
@@ -105,13 +130,17 @@ def random_source(seed: int | None) -> RandomBytes:
 
 def random_bodies(n: int, random_bytes: RandomBytes) -> np.ndarray:
     """``n`` uniform random code bodies in [0, 10**10) without modulo bias."""
+    space, limit = rcode.BODY_SPACE, _UNBIASED_LIMIT
+    if _test_body_space is not None:  # tests only: see tiny_code_space_for_tests
+        space = _test_body_space
+        limit = np.uint64((2**64 // space) * space)
     parts: list[np.ndarray] = []
     need = n
     while need > 0:
         # 2**64 mod 10**10 is tiny, so almost nothing is rejected; ask a little extra.
         count = need + need // 1000 + 8
         raw = np.frombuffer(random_bytes(8 * count), dtype=np.uint64)
-        good = raw[raw < _UNBIASED_LIMIT][:need] % np.uint64(rcode.BODY_SPACE)
+        good = raw[raw < limit][:need] % np.uint64(space)
         parts.append(good)
         need -= len(good)
     return np.concatenate(parts) if parts else np.empty(0, np.uint64)
@@ -131,7 +160,7 @@ def draw_codes(
     """
     taken = np.sort(np.asarray(taken, dtype=np.uint64))
     accepted = np.empty(0, dtype=np.uint64)
-    redraws = 0
+    redraws = barren = 0
     while len(accepted) < n:
         need = n - len(accepted)
         candidates = np.sort(rcode.codes_from_bodies(random_bodies(need, random_bytes)))
@@ -141,6 +170,12 @@ def draw_codes(
         fresh &= ~sorted_member(taken, candidates)
         fresh &= ~sorted_member(accepted, candidates)
         redraws += int(need - fresh.sum())
+        barren = 0 if fresh.any() else barren + 1
+        if barren > _MAX_BARREN_ROUNDS:
+            raise LedgerError(
+                f"No unused code was found in {_MAX_BARREN_ROUNDS} rounds of drawing: the "
+                "code space is used up. Nothing was recorded."
+            )
         accepted = np.concatenate([accepted, candidates[fresh]])
         if len(accepted) < n:  # later rounds search ``accepted``: keep it sorted
             accepted.sort()
@@ -455,12 +490,15 @@ def assign_register(
     sheet: str | None = None,
     headers: str = "canonical",
     delimiter: str = "auto",
+    invocation: Invocation | None = None,
 ) -> AssignResult:
     """Read, check, plan, record and publish one export (see the module doc).
 
     ``headers="original"`` writes the output and rejects with the export's own
     header names, and ``encoding="cp932"`` writes CSV in CP932, so that an
-    office can load the result back into its register system.
+    office can load the result back into its register system. The ledger's
+    audit record names ``invocation`` (operator, command line) and the SHA-256
+    of the export and of the files written.
     """
     started = time.perf_counter()
     if headers not in ("canonical", "original"):
@@ -500,8 +538,10 @@ def assign_register(
             load_state = ledger.snapshot if txn is None else _state_of(txn)
             # Load the ledger while the export is read and checked: both are mostly
             # native code that releases the GIL, so the two overlap on two cores.
-            with ThreadPoolExecutor(max_workers=1) as pool:
+            # The export's SHA-256 (for the audit record) is taken meanwhile too.
+            with ThreadPoolExecutor(max_workers=2) as pool:
                 loading = pool.submit(load_state)
+                hashing = pool.submit(file_digest, export_path) if txn is not None else None
                 with steps.step("Reading export"):
                     export = read_export(
                         export_path,
@@ -556,6 +596,16 @@ def assign_register(
                             encoding=out_encoding,
                         )
                 with steps.step("Recording codes in the ledger"):
+                    # The outputs are hashed in their temporary files: the same bytes
+                    # that are renamed into place after the commit.
+                    written = [(output, out_file)]
+                    if rej_file is not None:
+                        written.append((rejects, rej_file))
+                    txn.describe(
+                        invocation,
+                        inputs=[hashing.result()] if hashing is not None else [],
+                        outputs=[file_digest(f.path, name=name) for name, f in written],
+                    )
                     result.transaction = record_plan(txn, plan)
         # Committed; only now do the outputs appear (see the module docstring).
         if rej_file is not None:

@@ -19,6 +19,7 @@ import contextlib
 import csv
 import time
 from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from rrnet_cli import code as rcode
 from rrnet_cli import schema
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, UsageError
 from rrnet_cli.ingest import check_input_file, detect_encoding
-from rrnet_cli.ledger import LedgerStore, Status
+from rrnet_cli.ledger import Invocation, LedgerStore, Status, file_digest
 from rrnet_cli.progress import QUIET, Steps
 
 
@@ -178,14 +179,23 @@ def import_codes(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     steps: Steps = QUIET,
     batch_rows: int = 4_000_000,
+    invocation: Invocation | None = None,
 ) -> ImportResult:
-    """Stream ``source`` into the ledger as one transaction (see module doc)."""
+    """Stream ``source`` into the ledger as one transaction (see module doc).
+
+    The audit record names ``invocation`` and the source file's SHA-256.
+    """
     if status not in (Status.IMPORTED, Status.RETIRED):
         raise UsageError("Imported codes are either 'imported' (in use elsewhere) or 'retired'.")
     source = check_input_file(source, "the file of codes")
     started = time.perf_counter()
     result = ImportResult(source=str(source), ledger=ledger.location, status=status.value)
-    with ledger.transaction(timeout=lock_timeout) as txn:
+    with (
+        ThreadPoolExecutor(max_workers=1) as pool,
+        ledger.transaction(timeout=lock_timeout) as txn,
+    ):
+        # The source's SHA-256 for the audit record, taken while the import reads it.
+        hashing = pool.submit(file_digest, source)
         with steps.step("Loading the ledger"):
             used = txn.state.codes
         runs: list[np.ndarray] = []  # one sorted run per batch, codes new to the ledger
@@ -208,6 +218,7 @@ def import_codes(
                 result.segments = 1
                 result.imported = len(merged)
         result.transaction = txn.number if result.segments else None
+        txn.describe(invocation, inputs=[hashing.result()])
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 

@@ -25,6 +25,17 @@ before it reads the ledger until after it has committed; a second run waits for
 the lock or gives up with a clear message. The kernel drops the lock when the
 holder dies, even by ``kill -9``.
 
+The audit trail: the manifest also holds one record per transaction
+(``transactions``), written in the same atomic replace as the segments it
+describes: who ran it (operator), the command line, the SHA-256 of every input
+and output file, the counts by status, its segments with their checksums and
+the hash of the record before it. Each record's ``hash`` is the SHA-256 of its
+canonical JSON, so the records form a hash chain: a record edited, removed,
+inserted or moved by hand no longer matches its hash or its neighbour's link,
+and ``check_integrity`` names the transaction. Manifest version 1 (before the
+trail) is still read; its transactions are reported as predating the trail,
+and the first write upgrades the manifest to version 2.
+
 The store sits behind the small ``LedgerStore`` protocol so that a shared
 database backend can take its place.
 """
@@ -34,13 +45,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import getpass
 import hashlib
 import json
 import os
 import signal
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -57,7 +69,12 @@ from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, LedgerBusy, LedgerError, Usag
 from rrnet_cli.files import PRIVATE_DIR, PRIVATE_FILE, fsync_dir
 
 FORMAT = "rrnet-ledger"
-VERSION = 1
+#: The manifest version this rrnet writes: 2 has the audit trail (``transactions``).
+VERSION = 2
+#: The versions it reads: 1 (before the audit trail) is upgraded on the next write.
+READABLE_VERSIONS = (1, 2)
+#: The manifest key of the audit trail: one record per transaction, hash-chained.
+TRANSACTIONS = "transactions"
 MANIFEST = "manifest.json"
 LOCK = "lock"
 SEGMENTS = "segments"
@@ -119,6 +136,254 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# The audit trail: who did what, one hash-chained record per transaction
+
+
+def default_operator() -> str:
+    """The operating-system user running rrnet (its uid when it has no name)."""
+    try:
+        name = getpass.getuser()
+    except Exception:  # no login name in the environment or the password database
+        name = ""
+    return name or f"uid {os.getuid()}"
+
+
+def check_operator(name: str) -> str:
+    """An ``--operator`` name as recorded: trimmed, one line, not empty."""
+    text = name.strip()
+    if not text or len(text) > 200 or any(not c.isprintable() for c in text):
+        raise UsageError(
+            "--operator needs a name for the audit trail: one line of printable text, "
+            "at most 200 characters."
+        )
+    return text
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Who ran which command: what a transaction's audit record says about its run."""
+
+    operator: str = field(default_factory=default_operator)
+    #: the command line (argv), with file names but no personal data
+    command: tuple[str, ...] = ()
+
+
+def file_digest(path: Path, *, name: str | Path | None = None) -> dict[str, str]:
+    """``{"path", "sha256"}`` of a file for an audit record.
+
+    ``name`` is the path to record when the bytes are read elsewhere: an output
+    is hashed in its temporary file, before the commit, under its final name.
+    """
+    return {"path": str(path if name is None else name), "sha256": _sha256(Path(path))}
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """SHA-256 of an audit record's canonical JSON, every key but ``hash`` itself."""
+    body = {k: v for k, v in record.items() if k != "hash"}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _sealed(record: dict[str, Any]) -> dict[str, Any]:
+    record["hash"] = record_hash(record)
+    return record
+
+
+#: The fields every audit record has, and their JSON types.
+_RECORD_KEYS: dict[str, type | tuple[type, ...]] = {
+    "txn": int,
+    "at": str,
+    "operator": str,
+    "command": list,
+    "inputs": list,
+    "outputs": list,
+    "counts": dict,
+    "segments": list,
+    "prev": str,
+    "hash": str,
+}
+#: Keys a command's own details may not use (they belong to the record).
+_RESERVED_KEYS = frozenset(_RECORD_KEYS)
+
+
+def _record_problem(record: dict[str, Any]) -> str | None:
+    for key, kind in _RECORD_KEYS.items():
+        value = record.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"the record lacks a valid {key!r}"
+    if not all(isinstance(a, str) for a in record["command"]):
+        return "the record's command is not a list of words"
+    for key in ("inputs", "outputs"):
+        for entry in record[key]:
+            if not (
+                isinstance(entry, dict)
+                and isinstance(entry.get("path"), str)
+                and isinstance(entry.get("sha256"), str)
+            ):
+                return f"the record's {key} are not a list of files with their SHA-256"
+    if not all(isinstance(s, dict) for s in record["segments"]):
+        return "the record's segments are not a list of segment entries"
+    return None
+
+
+def _segment_key(entry: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    return (entry.get("file"), entry.get("sha256"), entry.get("rows"))
+
+
+def _txn_ranges(numbers: Iterable[int]) -> list[str]:
+    """``[1, 2, 3, 7]`` -> ``["1..3", "7"]``."""
+    out: list[str] = []
+    ordered = sorted(numbers)
+    start = previous = None
+    for n in [*ordered, None]:
+        if n is not None and previous is not None and n == previous + 1:
+            previous = n
+            continue
+        if start is not None:
+            out.append(str(start) if start == previous else f"{start}..{previous}")
+        start = previous = n
+    return out
+
+
+@dataclass
+class AuditLog:
+    """The audit trail as stored, and what a check of its chain found."""
+
+    records: list[dict[str, Any]]
+    #: broken hashes or links, missing or moved records: each names its transaction
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
+
+    @property
+    def head(self) -> str | None:
+        """The latest record's hash: note it elsewhere to detect a rewritten trail."""
+        last = self.records[-1] if self.records else None
+        value = last.get("hash") if isinstance(last, dict) else None
+        return value if isinstance(value, str) else None
+
+
+def check_chain(manifest: Mapping[str, Any]) -> AuditLog:
+    """Check the audit trail of a manifest (no segment file is read).
+
+    Each record must match its hash and link to the record before it; the
+    records must number the transactions in order up to the manifest's last,
+    without gaps or repeats; and each must name exactly the segments (file,
+    checksum, rows) and counts that the manifest holds for its transaction.
+    A version 1 manifest has no trail: its transactions predate it (a note).
+    """
+    txn = int(manifest["txn"])
+    records = manifest.get(TRANSACTIONS)
+    if records is None:
+        log = AuditLog(records=[])
+        if manifest.get("version") == 1:
+            if txn:
+                log.notes.append(_predate(txn) + " (a version 1 ledger)")
+        else:
+            log.problems.append("the manifest has no audit trail (its records were removed)")
+        return log
+    log = AuditLog(records=list(records) if isinstance(records, list) else [])
+    by_txn: dict[int, list[Mapping[str, Any]]] = {}
+    for entry in manifest["segments"]:
+        by_txn.setdefault(int(entry["txn"]), []).append(entry)
+    numbers: list[int] = []
+    previous_hash: str | None = None
+    previous_label: str | None = None
+    for index, record in enumerate(log.records):
+        if not isinstance(record, dict) or not isinstance(record.get("txn"), int):
+            log.problems.append(
+                f"record {index + 1} of the audit trail is damaged (no transaction number)"
+            )
+            previous_hash, previous_label = None, f"record {index + 1}"
+            continue
+        number = int(record["txn"])
+        label = f"transaction {number}"
+        numbers.append(number)
+        shape = _record_problem(record)
+        if shape:
+            log.problems.append(f"{label}: {shape}")
+        if record.get("hash") != record_hash(record):
+            log.problems.append(
+                f"{label}: the record does not match its hash (it was changed after it was written)"
+            )
+        if index == 0:
+            if record.get("prev") != "":
+                log.problems.append(
+                    f"{label}: it links to an earlier record that is not in the audit "
+                    "trail (the first records were removed)"
+                )
+        elif record.get("prev") != previous_hash:
+            log.problems.append(
+                f"{label}: its link to the record before it ({previous_label}) is broken "
+                "(a record was changed, removed, inserted or moved)"
+            )
+        stored = record.get("hash")
+        previous_hash = stored if isinstance(stored, str) else None
+        previous_label = label
+        entries = by_txn.get(number, [])
+        named = record.get("segments")
+        if isinstance(named, list) and all(isinstance(e, dict) for e in named):
+            if sorted(map(_segment_key, named), key=repr) != sorted(
+                map(_segment_key, entries), key=repr
+            ):
+                log.problems.append(
+                    f"{label}: the segments it names differ from the manifest's segments of "
+                    "that transaction (a segment was added, removed or replaced)"
+                )
+        counts: dict[str, Any] = {}
+        for entry in entries:
+            for status, n in entry["statuses"].items():
+                counts[status] = counts.get(status, 0) + n if isinstance(n, int) else n
+        if isinstance(record.get("counts"), dict) and record["counts"] != counts:
+            log.problems.append(f"{label}: its counts differ from its segments' records")
+        if number == 0 and record.get("municipality") != manifest.get("municipality"):
+            log.problems.append(
+                f"{label}: the ledger was created for municipality "
+                f"{record.get('municipality')}, but the manifest now names "
+                f"{manifest.get('municipality')}"
+            )
+    if not numbers:
+        if txn:
+            log.problems.append(f"transactions 0..{txn} have no record in the audit trail")
+        elif not log.records:
+            log.problems.append("the audit trail is empty (its records were removed)")
+        return log
+    start = min(numbers)
+    seen: set[int] = set()
+    for index, number in enumerate(numbers):
+        if number in seen:
+            log.problems.append(f"transaction {number} is recorded twice in the audit trail")
+        elif index and number < numbers[index - 1]:
+            log.problems.append(
+                f"transaction {number}: out of order in the audit trail (after "
+                f"transaction {numbers[index - 1]})"
+            )
+        seen.add(number)
+    missing = set(range(start, txn + 1)) - seen
+    for span in _txn_ranges(missing):
+        word = "transactions" if ".." in span else "transaction"
+        log.problems.append(f"{word} {span}: no record in the audit trail (removed?)")
+    for number in sorted(n for n in seen if n > txn):
+        log.problems.append(
+            f"transaction {number}: recorded in the audit trail, but the ledger's last "
+            f"transaction is {txn}"
+        )
+    first = log.records[0]
+    if start > 1 and isinstance(first, dict) and first.get("prev") == "":
+        log.notes.append(_predate(start - 1))
+    return log
+
+
+def _predate(last: int) -> str:
+    if last == 1:
+        return "transaction 1 predates the audit trail: it has no record"
+    return f"transactions 1..{last} predate the audit trail: they have no record"
 
 
 # ---------------------------------------------------------------------------
@@ -257,10 +522,27 @@ class LedgerTransaction(Protocol):
 
     #: the number this transaction commits as
     number: int
+    #: when it was recorded (UTC): every record's ``recorded_at`` and the audit record's ``at``
+    recorded_at: datetime
 
     @property
     def state(self) -> LedgerState:
         """The ledger as this transaction found it (read under its lock)."""
+        ...
+
+    def describe(
+        self,
+        invocation: Invocation | None = None,
+        *,
+        inputs: Sequence[Mapping[str, str]] = (),
+        outputs: Sequence[Mapping[str, str]] = (),
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Say who ran what for the audit record the commit writes.
+
+        ``inputs`` and ``outputs`` are ``file_digest`` entries; ``details`` adds
+        the command's own keys to the record (a code change's ``changes``).
+        """
         ...
 
     def add_records(self, records: pl.DataFrame) -> SegmentInfo | None:
@@ -298,7 +580,13 @@ class LedgerStore(Protocol):
         """Lock, read, stage, and commit on a clean exit (abort on an exception)."""
         ...
 
-    def retire(self, codes: list[str], *, timeout: float = DEFAULT_LOCK_TIMEOUT) -> int:
+    def retire(
+        self,
+        codes: list[str],
+        *,
+        timeout: float = DEFAULT_LOCK_TIMEOUT,
+        invocation: Invocation | None = None,
+    ) -> int:
         """Retire codes for good; the number of codes newly retired."""
         ...
 
@@ -308,6 +596,10 @@ class LedgerStore(Protocol):
 
     def check_integrity(self) -> IntegrityReport:
         """Check the stored ledger end to end (``rrnet verify --ledger``)."""
+        ...
+
+    def audit_log(self) -> AuditLog:
+        """The audit trail and a check of its chain (``rrnet ledger log``)."""
         ...
 
 
@@ -362,8 +654,18 @@ class Ledger:
     # -- creating and opening -------------------------------------------------
 
     @classmethod
-    def init(cls, path: Path, *, municipality: str | None = None) -> Ledger:
-        """Create a new, empty ledger; refuse if anything already sits at ``path``."""
+    def init(
+        cls,
+        path: Path,
+        *,
+        municipality: str | None = None,
+        invocation: Invocation | None = None,
+    ) -> Ledger:
+        """Create a new, empty ledger; refuse if anything already sits at ``path``.
+
+        Its audit trail starts with a record of transaction 0: who created the
+        ledger, for which municipality.
+        """
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise LedgerError(
@@ -377,15 +679,32 @@ class Ledger:
         fd = os.open(path / LOCK, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE)
         os.close(fd)
         ledger = cls(path)
+        invocation = invocation or Invocation()
+        created = _now().isoformat()
+        genesis = _sealed(
+            {
+                "txn": 0,
+                "at": created,
+                "operator": invocation.operator,
+                "command": list(invocation.command),
+                "inputs": [],
+                "outputs": [],
+                "counts": {},
+                "segments": [],
+                "municipality": municipality,
+                "prev": "",
+            }
+        )
         _write_private_json(
             ledger.manifest_path,
             {
                 "format": FORMAT,
                 "version": VERSION,
-                "created_at": _now().isoformat(),
+                "created_at": created,
                 "municipality": municipality,
                 "txn": 0,
                 "segments": [],
+                TRANSACTIONS: [genesis],
             },
         )
         return ledger
@@ -418,10 +737,10 @@ class Ledger:
             ) from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise LedgerError(f"{self.path} is not an rrnet ledger (unknown manifest format).")
-        if manifest.get("version") != VERSION:
+        if manifest.get("version") not in READABLE_VERSIONS:
             raise LedgerError(
-                f"{self.path} is a version {manifest.get('version')} ledger; "
-                f"this rrnet reads version {VERSION}."
+                f"{self.path} is a version {manifest.get('version')} ledger; this rrnet "
+                f"reads versions {', '.join(map(str, READABLE_VERSIONS))}."
             )
         problem = _manifest_problem(manifest)
         if problem:
@@ -556,10 +875,21 @@ class Ledger:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def retire(self, codes: list[str], *, timeout: float = DEFAULT_LOCK_TIMEOUT) -> int:
-        """Mark codes retired (after a code change). They stay used forever."""
+    def retire(
+        self,
+        codes: list[str],
+        *,
+        timeout: float = DEFAULT_LOCK_TIMEOUT,
+        invocation: Invocation | None = None,
+    ) -> int:
+        """Mark codes retired. They stay used forever.
+
+        (``rrnet change`` retires a resident's code and draws the new one in one
+        transaction; see ``rrnet_cli.change``.)
+        """
         ints = rcode.strings_to_codes([rcode.validate(c) for c in codes])
         with self.transaction(timeout=timeout) as txn:
+            txn.describe(invocation)
             found = txn.state.lookup(ints)
             unknown = found.filter(pl.col("status").is_null()).height
             if unknown:
@@ -581,6 +911,10 @@ class Ledger:
     def check_integrity(self) -> IntegrityReport:
         """Stream every segment and check it against the manifest (see ``check_integrity``)."""
         return check_integrity(self)
+
+    def audit_log(self) -> AuditLog:
+        """The audit trail of the committed manifest, its chain checked (see ``check_chain``)."""
+        return check_chain(self.read_manifest())
 
     def stats(self) -> dict[str, Any]:
         """Counts by current status and the ledger's size on disk."""
@@ -621,6 +955,58 @@ class Transaction:
         self.recorded_at = _now()
         self.staged: list[SegmentInfo] = []
         self._state: LedgerState | None = None
+        self.invocation = Invocation()
+        self.audit: dict[str, Any] = {"inputs": [], "outputs": []}
+
+    def describe(
+        self,
+        invocation: Invocation | None = None,
+        *,
+        inputs: Sequence[Mapping[str, str]] = (),
+        outputs: Sequence[Mapping[str, str]] = (),
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Say who ran what, for the audit record that ``commit`` writes.
+
+        ``inputs`` and ``outputs`` are ``file_digest`` entries (an output is
+        hashed before the commit, in its temporary file). ``details`` are the
+        command's own keys (a code change's ``changes``); they may not replace
+        the record's own fields.
+        """
+        clash = _RESERVED_KEYS & set(details or {})
+        if clash:
+            raise ValueError(f"audit details may not use the record's keys {sorted(clash)}")
+        if invocation is not None:
+            self.invocation = invocation
+        self.audit = {
+            "inputs": [{"path": str(d["path"]), "sha256": str(d["sha256"])} for d in inputs],
+            "outputs": [{"path": str(d["path"]), "sha256": str(d["sha256"])} for d in outputs],
+            **(details or {}),
+        }
+
+    def _audit_record(self) -> dict[str, Any]:
+        """This transaction's audit record, linked to the last one and sealed."""
+        previous = self.manifest.get(TRANSACTIONS) or []
+        last = previous[-1] if previous else None
+        prev = last.get("hash") if isinstance(last, dict) else None
+        counts: dict[str, int] = {}
+        for info in self.staged:
+            for status, n in info.statuses.items():
+                counts[status] = counts.get(status, 0) + int(n)
+        return _sealed(
+            {
+                "txn": self.number,
+                "at": self.recorded_at.isoformat(),
+                "operator": self.invocation.operator,
+                "command": list(self.invocation.command),
+                **self.audit,
+                "counts": counts,
+                "segments": [
+                    {"file": s.file, "sha256": s.sha256, "rows": s.rows} for s in self.staged
+                ],
+                "prev": prev if isinstance(prev, str) else "",
+            }
+        )
 
     @property
     def state(self) -> LedgerState:
@@ -704,8 +1090,10 @@ class Transaction:
         fsync_dir(self.ledger.segments_path)
         _failpoint("before-manifest-write")
         manifest = dict(self.manifest)
+        manifest["version"] = VERSION  # a version 1 manifest gains its audit trail here
         manifest["txn"] = self.number
         manifest["segments"] = [*self.manifest["segments"], *(s.to_json() for s in self.staged)]
+        manifest[TRANSACTIONS] = [*(self.manifest.get(TRANSACTIONS) or []), self._audit_record()]
         _write_private_json(self.ledger.manifest_path, manifest)
         _failpoint("after-manifest-replace")
         self.manifest = manifest
@@ -758,6 +1146,8 @@ def _manifest_problem(manifest: Any) -> str | None:
             return "a segment entry names a file outside the segments folder"
     if {entry["txn"] for entry in segments} != set(range(1, txn + 1)):
         return f"the segments do not account for transactions 1..{txn}"
+    if not isinstance(manifest.get(TRANSACTIONS, []), list):
+        return f"{TRANSACTIONS} is not a list"
     return None
 
 
@@ -783,10 +1173,16 @@ def check_integrity(ledger: Ledger, *, batch_rows: int = 8_000_000) -> Integrity
 
     Large fixed-status segments (imports) are streamed one batch at a time, so
     checking a 100-million-code ledger needs memory for one batch, not for all.
+    The audit trail's chain is checked too (``check_chain``): with the segment
+    checksums below, every segment is tied to the record of its transaction.
     """
     report = IntegrityReport()
     manifest = ledger.read_manifest()
     report.segments = len(manifest["segments"])
+    chain = check_chain(manifest)
+    for problem in chain.problems:
+        report.add(None, problem)
+    report.notes.extend(chain.notes)
     live = set()
     readable: list[tuple[dict[str, Any], Path, str]] = []
     for info in manifest["segments"]:

@@ -262,3 +262,60 @@ def validate_municipality_code(value: str) -> str:
     if (11 - total % 11) % 10 != int(text[5]):
         raise UsageError(f"{value} is not a valid local government code (check digit).")
     return text
+
+
+# ---------------------------------------------------------------------------
+# Code changes (住民票コードの変更): ``rrnet change``
+
+
+class ChangeReason(StrEnum):
+    """Why a resident's code was changed."""
+
+    #: the resident asked for a new code (変更請求), showing official ID
+    REQUEST = "request"
+    #: the office changed it on its own authority (職権), e.g. after a notice went astray
+    OFFICE = "office"
+
+
+class IdDocument(StrEnum):
+    """The kind of ID checked for a change on request (its number is never recorded)."""
+
+    RESIDENCE_CARD = "residence_card"
+    SPECIAL_PERMANENT_RESIDENT_CERTIFICATE = "special_permanent_resident_certificate"
+    PASSPORT = "passport"
+    DRIVERS_LICENSE = "drivers_license"
+    HEALTH_INSURANCE_CARD = "health_insurance_card"
+    MY_NUMBER_CARD = "my_number_card"
+    OTHER = "other"
+
+
+#: The Japanese names of each kind of ID that a requests file may use instead.
+ID_DOCUMENT_NAMES: dict[str, IdDocument] = {
+    "在留カード": IdDocument.RESIDENCE_CARD,
+    "特別永住者証明書": IdDocument.SPECIAL_PERMANENT_RESIDENT_CERTIFICATE,
+    "旅券": IdDocument.PASSPORT,
+    "パスポート": IdDocument.PASSPORT,
+    "運転免許証": IdDocument.DRIVERS_LICENSE,
+    "健康保険証": IdDocument.HEALTH_INSURANCE_CARD,
+    "被保険者証": IdDocument.HEALTH_INSURANCE_CARD,
+    "保険証": IdDocument.HEALTH_INSURANCE_CARD,
+    "マイナンバーカード": IdDocument.MY_NUMBER_CARD,
+    "個人番号カード": IdDocument.MY_NUMBER_CARD,
+    "その他": IdDocument.OTHER,
+}
+
+
+def id_document_kind(value: str) -> IdDocument | None:
+    """The kind of ID a requests file names (``passport``, ``Drivers-License``, ``旅券``...).
+
+    >>> id_document_kind("Drivers License"), id_document_kind("在留カード")
+    (<IdDocument.DRIVERS_LICENSE: 'drivers_license'>, <IdDocument.RESIDENCE_CARD: 'residence_card'>)
+    >>> id_document_kind("library card") is None
+    True
+    """
+    text = unicodedata.normalize("NFKC", value).strip()
+    key = "_".join(text.casefold().replace("-", " ").replace("'", "").split())
+    try:
+        return IdDocument(key)
+    except ValueError:
+        return ID_DOCUMENT_NAMES.get(text.replace(" ", ""))

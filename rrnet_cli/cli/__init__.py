@@ -28,9 +28,11 @@ from rrnet_cli.cli._common import (
     LockTimeoutOpt,
     MappingOpt,
     MunicipalityOpt,
+    OperatorOpt,
     SheetOpt,
     VerboseOpt,
     VerboseRowsOpt,
+    audit_invocation,
     err,
     finish,
     handle_errors,
@@ -41,6 +43,7 @@ from rrnet_cli.cli._common import (
 from rrnet_cli.cli.ledger import ledger_app
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, UsageError
 from rrnet_cli.progress import Steps
+from rrnet_cli.schema import IdDocument
 
 app = typer.Typer(
     name="rrnet",
@@ -152,6 +155,7 @@ class OutputHeaders(StrEnum):
 @app.command()
 @handle_errors
 def assign(
+    ctx: typer.Context,
     export: Annotated[
         Path,
         typer.Argument(
@@ -220,6 +224,7 @@ def assign(
         ),
     ] = False,
     lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
+    operator: OperatorOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseRowsOpt = False,
 ) -> None:
@@ -235,6 +240,7 @@ def assign(
     """
     from rrnet_cli.assign import assign_register
 
+    invocation = audit_invocation(ctx, operator)
     with Steps.for_terminal(quiet=as_json) as steps:
         result = assign_register(
             export,
@@ -252,6 +258,7 @@ def assign(
             verbose=verbose,
             sheet=sheet,
             delimiter=delimiter,
+            invocation=invocation,
         )
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False, soft_wrap=True)
@@ -260,6 +267,158 @@ def assign(
         as_json,
         "Dry run: nothing written" if dry_run else f"Assigned register: {result.output}",
         after=[f"Rejected rows and their reasons: {result.rejects}"] if result.rejects else [],
+    )
+
+
+# -- change ------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def change(
+    ctx: typer.Context,
+    ledger: LedgerOpt,
+    resident: Annotated[
+        str | None,
+        typer.Option(
+            "--resident",
+            metavar="ID",
+            help="The resident_id whose code changes (one change).",
+            show_default=False,
+        ),
+    ] = None,
+    id_document: Annotated[
+        IdDocument | None,
+        typer.Option(
+            "--id-document",
+            metavar="KIND",
+            help="The resident asked for the change and showed this kind of official ID "
+            "(its number is not recorded): residence_card, "
+            "special_permanent_resident_certificate, passport, drivers_license, "
+            "health_insurance_card, my_number_card or other.",
+            show_default=False,
+        ),
+    ] = None,
+    by_office: Annotated[
+        bool,
+        typer.Option(
+            "--by-office",
+            help="The office changes the code on its own authority (職権), e.g. after a "
+            "notice went astray. Needs --reason.",
+        ),
+    ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason",
+            metavar="TEXT",
+            help="Why the office changes the code. Kept in the ledger's audit trail, never "
+            "printed.",
+            show_default=False,
+        ),
+    ] = None,
+    requests: Annotated[
+        Path | None,
+        typer.Option(
+            "--requests",
+            metavar="FILE",
+            help="A batch instead of --resident: one request per row (.csv, .xlsx or "
+            ".parquet) with resident_id and either id_document (the kind of ID shown) or "
+            "reason (a change by the office).",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Also write the changes (resident_id, old_code, new_code, changed_at) to "
+            "this .csv, .parquet or .xlsx file (created 0600, after the ledger commits).",
+            show_default=False,
+        ),
+    ] = None,
+    municipality: MunicipalityOpt = None,
+    encoding: EncodingOpt = Encoding.AUTO,
+    delimiter: DelimiterOpt = "auto",
+    sheet: SheetOpt = None,
+    lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
+    operator: OperatorOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseRowsOpt = False,
+) -> None:
+    """Change a resident's code: retire it and draw a new one at random (住民票コードの変更).
+
+    On request, the resident shows official ID (--id-document KIND); or the office
+    changes the code on its own authority (--by-office --reason TEXT). The new code
+    is drawn like every new code: never the old one nor any code ever used, and
+    nobody chooses it. Retiring and drawing are one ledger transaction, whose
+    audit record keeps the old and new code, the reason, the kind of ID (not its
+    number) and the operator. A resident the ledger does not know, one without an
+    active code, or a resident twice in one batch refuses the whole run: nothing
+    is changed.
+
+    Example: `rrnet change --resident 000123 --id-document residence_card --ledger ledger`
+    """
+    from rrnet_cli.change import ChangeRequest, change_codes, read_requests
+    from rrnet_cli.schema import ChangeReason
+
+    invocation = audit_invocation(ctx, operator)
+    if requests is not None:
+        if resident is not None or id_document is not None or by_office or reason is not None:
+            raise UsageError(
+                "--requests FILE gives every request in its rows; leave out --resident, "
+                "--id-document, --by-office and --reason."
+            )
+        batch = read_requests(
+            requests, encoding=encoding.value, sheet=sheet, delimiter=delimiter, verbose=verbose
+        )
+    elif resident is None:
+        raise UsageError("Give --resident ID for one change, or --requests FILE for a batch.")
+    else:
+        if by_office and id_document is not None:
+            raise UsageError(
+                "Give --id-document (the resident asked) or --by-office (the office "
+                "decided), not both."
+            )
+        if reason is not None and not by_office:
+            raise UsageError("--reason goes with --by-office (a change by the office).")
+        if by_office and not (reason or "").strip():
+            raise UsageError(
+                "--by-office needs --reason TEXT: why the office changes the code (kept in "
+                "the ledger's audit trail)."
+            )
+        if not by_office and id_document is None:
+            raise UsageError(
+                "Say how the change came about: --id-document KIND (the resident asked and "
+                "showed this kind of ID) or --by-office --reason TEXT (the office decided)."
+            )
+        batch = [
+            ChangeRequest(
+                resident,
+                ChangeReason.OFFICE if by_office else ChangeReason.REQUEST,
+                id_document=id_document,
+                office_reason=reason if by_office else None,
+            )
+        ]
+    with Steps.for_terminal(quiet=as_json) as steps:
+        result = change_codes(
+            open_ledger(ledger),
+            batch,
+            municipality=municipality,
+            output=output,
+            source=requests,
+            invocation=invocation,
+            lock_timeout=lock_timeout,
+            verbose=verbose,
+            steps=steps,
+        )
+    finish(
+        result,
+        as_json,
+        f"Codes changed in ledger transaction {result.transaction}",
+        before=result.lines(),
+        after=[f"Changes written to {result.output}"] if result.output else [],
     )
 
 

@@ -14,7 +14,8 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Iterable
-from enum import StrEnum
+from datetime import date, datetime
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar, overload
 
@@ -32,7 +33,7 @@ from rrnet_cli.errors import (
 )
 
 if TYPE_CHECKING:
-    from rrnet_cli.ledger import LedgerStore
+    from rrnet_cli.ledger import Invocation, LedgerStore
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -165,6 +166,16 @@ LockTimeoutOpt = Annotated[
     typer.Option(
         "--lock-timeout",
         help="Seconds to wait while another run holds the ledger before giving up.",
+    ),
+]
+OperatorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--operator",
+        metavar="NAME",
+        help="Who runs this, as the ledger's audit trail records it (default: the "
+        "operating-system user).",
+        show_default=False,
     ),
 ]
 
@@ -306,6 +317,63 @@ def io_failure(exc: BaseException) -> str | None:
     text = str(exc)
     match = re.search(r"([A-Za-z][A-Za-z ,']+) \(os error \d+\)", text)
     return match.group(1).strip() if match else None
+
+
+# -- the audit trail ---------------------------------------------------------
+
+#: Options whose values may hold personal data: the command line recorded in the
+#: audit trail keeps the option but not its value (the record keeps it apart).
+_VALUES_NOT_RECORDED = {"reason": "(in the change record)"}
+
+
+def _word(value: Any) -> str:
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def audit_invocation(ctx: typer.Context, operator: str | None) -> Invocation:
+    """Who runs the command of ``ctx``, and its command line, for the audit record.
+
+    The command line is rebuilt from what the command was given (on the command
+    line or through an environment variable; defaults are left out), so it reads
+    the same however rrnet was started: ``rrnet assign export.csv --ledger L -o
+    out.csv``. Values that may hold personal data are left out (see
+    ``_VALUES_NOT_RECORDED``).
+    """
+    from rrnet_cli.ledger import Invocation, check_operator, default_operator
+
+    names: list[str] = []
+    level: Any = ctx  # the parents are the framework's own Context class
+    while level.parent is not None:
+        names.insert(0, level.info_name or "")
+        level = level.parent
+    words = ["rrnet", *names]
+    for param in ctx.command.params:
+        name = param.name
+        source = ctx.get_parameter_source(name) if name is not None else None
+        if name is None or source is None or source.name not in ("COMMANDLINE", "ENVIRONMENT"):
+            continue
+        value = ctx.params.get(name)
+        values = list(value) if isinstance(value, list | tuple) else [value]
+        if param.param_type_name == "argument":
+            words += [_word(v) for v in values]
+            continue
+        flag = max(param.opts, key=len)
+        if getattr(param, "is_flag", False):
+            if value:
+                words.append(flag)
+            continue
+        for v in values:
+            words += [flag, _VALUES_NOT_RECORDED.get(name, _word(v))]
+    return Invocation(
+        operator=default_operator() if operator is None else check_operator(operator),
+        command=tuple(words),
+    )
 
 
 # -- loading what options name ----------------------------------------------

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import shlex
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.table import Table
 
 from rrnet_cli.cli._common import (
     Encoding,
@@ -14,7 +18,9 @@ from rrnet_cli.cli._common import (
     JsonOpt,
     LedgerOpt,
     LockTimeoutOpt,
+    OperatorOpt,
     VerboseOpt,
+    audit_invocation,
     finish,
     handle_errors,
     open_ledger,
@@ -22,6 +28,9 @@ from rrnet_cli.cli._common import (
     size_text,
 )
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT
+
+if TYPE_CHECKING:
+    from rrnet_cli.ledger import AuditLog
 
 ledger_app = typer.Typer(
     help="Create, fill and inspect the ledger: the set of every code ever used.",
@@ -63,9 +72,87 @@ class _Stats:
         return rows
 
 
+@dataclass
+class _Log:
+    """The audit trail as ``rrnet ledger log`` shows it."""
+
+    ledger: str
+    log: AuditLog
+    last: int | None = None
+    verbose: bool = False
+
+    def shown(self) -> list[dict[str, Any]]:
+        """The records shown (the last ``last``); an office's reasons only with --verbose."""
+        records = self.log.records[-self.last :] if self.last else self.log.records
+        if self.verbose:
+            return records
+        shown = copy.deepcopy(records)
+        for record in shown:
+            changes = record.get("changes") if isinstance(record, dict) else None
+            for entry in changes if isinstance(changes, list) else []:
+                if isinstance(entry, dict) and entry.get("office_reason") is not None:
+                    entry["office_reason"] = "(hidden: --verbose shows it)"
+        return shown
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ledger": self.ledger,
+            "transactions": self.shown(),
+            "intact": self.log.intact,
+            "problems": self.log.problems,
+            "notes": self.log.notes,
+            "head": self.log.head,
+        }
+
+    def summary_rows(self) -> list[tuple[str, Any]]:
+        chain = "intact" if self.log.intact else f"BROKEN ({len(self.log.problems)} problems)"
+        return [("records", len(self.log.records)), ("chain (hashes and links)", chain)]
+
+    def table(self) -> Table:
+        grid = Table(show_header=True, header_style="bold")
+        for name in ("txn", "time (UTC)", "operator", "command", "counts", "hash"):
+            wrap = name in ("operator", "command", "counts")
+            grid.add_column(
+                name,
+                overflow="fold",
+                no_wrap=not wrap,
+                justify="right" if name == "txn" else "left",
+            )
+        for record in self.shown():
+            if not isinstance(record, dict):
+                grid.add_row("?", "", "", "(damaged record)", "", "")
+                continue
+            command = record.get("command")
+            counts = record.get("counts")
+            grid.add_row(
+                str(record.get("txn", "?")),
+                _time(record.get("at")),
+                str(record.get("operator", "")),
+                shlex.join(map(str, command)) if isinstance(command, list) else "",
+                ", ".join(f"{k} {v:,}" for k, v in counts.items())
+                if isinstance(counts, dict)
+                else "",
+                str(record.get("hash", ""))[:12],
+            )
+        return grid
+
+    def lines(self) -> list[str]:
+        head = [f"latest hash: {self.log.head}"] if self.log.head else []
+        problems = [f"problem: {p}" for p in self.log.problems]
+        return head + problems + [f"note: {n}" for n in self.log.notes]
+
+
+def _time(value: Any) -> str:
+    try:
+        return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return str(value)
+
+
 @ledger_app.command("init")
 @handle_errors
 def ledger_init(
+    ctx: typer.Context,
     path: Annotated[
         Path,
         typer.Argument(
@@ -84,6 +171,7 @@ def ledger_init(
             show_default=False,
         ),
     ],
+    operator: OperatorOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -98,7 +186,7 @@ def ledger_init(
     from rrnet_cli.schema import validate_municipality_code
 
     code = validate_municipality_code(municipality)
-    Ledger.init(path, municipality=code)
+    Ledger.init(path, municipality=code, invocation=audit_invocation(ctx, operator))
     if as_json:
         finish(_Created(str(path), code), as_json, "")
     else:  # one sentence says it better than a table
@@ -108,6 +196,7 @@ def ledger_init(
 @ledger_app.command("import")
 @handle_errors
 def ledger_import(
+    ctx: typer.Context,
     source: Annotated[
         Path,
         typer.Argument(
@@ -134,6 +223,7 @@ def ledger_import(
     ] = False,
     encoding: EncodingOpt = Encoding.AUTO,
     lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
+    operator: OperatorOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -149,6 +239,7 @@ def ledger_import(
     from rrnet_cli.ledger import Status
     from rrnet_cli.progress import Steps
 
+    invocation = audit_invocation(ctx, operator)
     with Steps.for_terminal(quiet=as_json) as steps:
         result = import_codes(
             open_ledger(ledger),
@@ -158,6 +249,7 @@ def ledger_import(
             encoding=encoding.value,
             lock_timeout=lock_timeout,
             steps=steps,
+            invocation=invocation,
         )
     finish(result, as_json, f"Imported into {result.ledger}")
 
@@ -175,3 +267,39 @@ def ledger_stats(
     """
     stats = open_ledger(ledger).stats()
     finish(_Stats(stats), as_json, f"Ledger {stats['ledger']}")
+
+
+@ledger_app.command("log")
+@handle_errors(left="")
+def ledger_log(
+    ledger: LedgerOpt,
+    last: Annotated[
+        int | None,
+        typer.Option("--last", min=1, help="Show only the latest N records.", show_default=False),
+    ] = None,
+    as_json: JsonOpt = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show the office's reasons for code changes (they may hold personal data), "
+            "and tracebacks of unexpected errors.",
+        ),
+    ] = False,
+) -> None:
+    """Show the audit trail: one hash-chained record per ledger transaction.
+
+    Each record says when, who (operator), which command, the SHA-256 of the files
+    read and written, and the counts by status; its hash covers all that and the
+    hash of the record before it. The chain's hashes and links are checked here;
+    `rrnet verify --ledger` also checks every segment against its record. Note the
+    latest hash somewhere else: a trail rewritten from scratch would not end in it.
+
+    Example: `rrnet ledger log --ledger ledger --last 20`
+    """
+    store = open_ledger(ledger)
+    result = _Log(store.location, store.audit_log(), last=last, verbose=verbose)
+    if not as_json:
+        out.print(result.table())
+    finish(result, as_json, f"Audit trail of {result.ledger}", after=result.lines())
