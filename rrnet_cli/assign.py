@@ -216,6 +216,10 @@ class AssignResult:
     warnings: list[str] = field(default_factory=list)
     #: blank rows at the end of the export (Excel leftovers such as ",,,,"), skipped
     blank_rows_skipped: int = 0
+    #: residents with an active code here whom the export no longer lists
+    departed: int = 0
+    #: where their list was written (--departed FILE)
+    departed_file: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -235,6 +239,7 @@ class AssignResult:
             ("carried over (existing code kept)", self.carried_over),
             ("already assigned (ledger)", self.already_assigned),
             ("newly assigned", self.newly_assigned),
+            ("known to the ledger, not in the export", self.departed),
             ("ledger records after the run", self.ledger_records_after),
             ("time", f"{self.seconds:.2f} s"),
         ]
@@ -257,6 +262,10 @@ class AssignPlan:
     counts: dict[CodeStatus, int]
     #: candidates that had to be redrawn (already used, or drawn twice)
     redraws: int
+
+    #: residents the ledger holds an active code for here, missing from the export:
+    #: resident_id, resident_code, status (they moved away, died or were removed)
+    departed: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     @property
     def rows_rejected(self) -> int:
@@ -461,6 +470,27 @@ def plan_assignment(
         records=records,
         counts=counts,
         redraws=redraws,
+        departed=departed_residents(frame, state, municipality),
+    )
+
+
+def departed_residents(frame: pl.DataFrame, state: LedgerState, municipality: str) -> pl.DataFrame:
+    """Residents with an active code in ``municipality`` whom the export does not list.
+
+    They moved away, died or were removed from the register, or the wrong
+    export was given: offices reconcile with this list. Every export row counts
+    as listed, rejected rows too.
+    """
+    listed = frame[N_RESIDENT_ID].drop_nulls().unique().implode()
+    gone = (
+        state.active_by_resident()
+        .filter((pl.col("municipality") == municipality) & ~pl.col("resident_id").is_in(listed))
+        .sort("resident_id")
+    )
+    return gone.select(
+        "resident_id",
+        pl.Series("resident_code", rcode.codes_to_strings(gone["code"].to_numpy())),
+        pl.col("status").alias("ledger_status"),
     )
 
 
@@ -478,6 +508,7 @@ def assign_register(
     ledger: LedgerStore,
     output: Path | None,
     rejects: Path | None = None,
+    departed: Path | None = None,
     encoding: str = "auto",
     mapping: dict[str, str] | None = None,
     municipality: str | None = None,
@@ -508,15 +539,22 @@ def assign_register(
         raise UsageError("Give -o/--output for the assigned register (or use --dry-run).")
     out_suffix = check_table_suffix(output, excel=True) if output is not None else None
     rej_suffix = check_table_suffix(rejects, excel=True) if rejects is not None else None
-    for target in (output, rejects):
+    dep_suffix = check_table_suffix(departed, excel=True) if departed is not None else None
+    named = [
+        (option, path)
+        for option, path in (("-o", output), ("--rejects", rejects), ("--departed", departed))
+        if path is not None
+    ]
+    for i, (first, first_path) in enumerate(named):
+        for second, second_path in named[i + 1 :]:
+            if Path(first_path).resolve() == Path(second_path).resolve():
+                raise UsageError(
+                    f"{first} and {second} both name {second_path}; one would overwrite the "
+                    "other. Give each its own file."
+                )
+    for target in (output, rejects, departed):
         if target is not None and Path(target).resolve() == Path(export_path).resolve():
             raise UsageError(f"{target} is the export itself; write the output elsewhere.")
-    if output is not None and rejects is not None:
-        if Path(output).resolve() == Path(rejects).resolve():
-            raise UsageError(
-                f"-o and --rejects both name {output}; one would overwrite the other. "
-                "Give the rejects their own file."
-            )
     result = AssignResult(
         export=str(export_path),
         output=None if dry_run else str(output),
@@ -528,6 +566,9 @@ def assign_register(
     with contextlib.ExitStack() as outputs:
         out_file = outputs.enter_context(PendingFile(output)) if output and not dry_run else None
         rej_file = outputs.enter_context(PendingFile(rejects)) if rejects and not dry_run else None
+        dep_file = (
+            outputs.enter_context(PendingFile(departed)) if departed and not dry_run else None
+        )
         with contextlib.ExitStack() as session:
             # The transaction commits when this inner stack closes without an
             # exception, and aborts (staged segments removed) when one escapes.
@@ -595,12 +636,16 @@ def assign_register(
                             rej_suffix,
                             encoding=out_encoding,
                         )
+                    if dep_file is not None and dep_suffix is not None:
+                        write_table_to(plan.departed, dep_file.path, dep_suffix)
                 with steps.step("Recording codes in the ledger"):
                     # The outputs are hashed in their temporary files: the same bytes
                     # that are renamed into place after the commit.
                     written = [(output, out_file)]
                     if rej_file is not None:
                         written.append((rejects, rej_file))
+                    if dep_file is not None:
+                        written.append((departed, dep_file))
                     txn.describe(
                         invocation,
                         inputs=[hashing.result()] if hashing is not None else [],
@@ -611,6 +656,9 @@ def assign_register(
         if rej_file is not None:
             rej_file.publish()
             result.rejects = str(rejects)
+        if dep_file is not None:
+            dep_file.publish()
+            result.departed_file = str(departed)
         if out_file is not None:
             out_file.publish()
     result.seconds = round(time.perf_counter() - started, 3)
@@ -646,6 +694,7 @@ def _state_of(txn: LedgerTransaction) -> Callable[[], LedgerState]:
 
 
 def _count(result: AssignResult, plan: AssignPlan) -> None:
+    result.departed = plan.departed.height
     result.rows_rejected = plan.rows_rejected
     result.redraws = plan.redraws
     result.newly_assigned = plan.counts.get(CodeStatus.ASSIGNED, 0)

@@ -185,6 +185,16 @@ def assign(
             show_default=False,
         ),
     ] = None,
+    departed: Annotated[
+        Path | None,
+        typer.Option(
+            "--departed",
+            help="Write here (.csv/.parquet/.xlsx) the residents the ledger holds a code "
+            "for in this municipality whom the export no longer lists: moved away, died "
+            "or removed, or the wrong export. The summary always counts them.",
+            show_default=False,
+        ),
+    ] = None,
     encoding: Annotated[
         Encoding,
         typer.Option(
@@ -247,6 +257,7 @@ def assign(
             ledger=open_ledger(ledger),
             output=output,
             rejects=rejects,
+            departed=departed,
             encoding=encoding.value,
             headers=headers.value,
             mapping=load_mapping(mapping),
@@ -266,7 +277,14 @@ def assign(
         result,
         as_json,
         "Dry run: nothing written" if dry_run else f"Assigned register: {result.output}",
-        after=[f"Rejected rows and their reasons: {result.rejects}"] if result.rejects else [],
+        after=[
+            *([f"Rejected rows and their reasons: {result.rejects}"] if result.rejects else []),
+            *(
+                [f"Residents no longer in the export: {result.departed_file}"]
+                if result.departed_file
+                else []
+            ),
+        ],
     )
 
 
