@@ -886,6 +886,8 @@ def sheet_values(sheet: Mapping[str, Any]) -> dict[str, str]:
         "postal_code": format_postal_code(sheet.get("postal_code")),
         "address": text(sheet.get("address", fields.get("address"))),
         "name": text(sheet.get("name", fields.get("name"))),
+        # Who the envelope names: the registered name, or the alias if the profile says so.
+        "addressee": text(sheet.get("addressee") or sheet.get("name", fields.get("name"))),
         "name_kanji": text(fields.get("name_kanji")),
         "alias": text(fields.get("alias")),
         "birth_date": text(fields.get("birth_date")),
@@ -1104,7 +1106,7 @@ class FormRenderer:
         window.append(
             self._item(setting, "window.address", self._address(setting, "window.address"))
         )
-        window.append(self._item(setting, "window.addressee", f"{values['name']} 様"))
+        window.append(self._item(setting, "window.addressee", f"{values['addressee']} 様"))
         code = values["resident_code"]
         items = [
             self._item(setting, "code", code, " code"),
@@ -1243,7 +1245,9 @@ class FormRenderer:
             bad = [
                 Rejection(values["resident_id"], name, reason)
                 for name, text in values.items()
-                if (reason := self.glyphs.problem(text, FONT_OF_FIELD.get(name, "values")))
+                # The addressee repeats the name (or the alias): reported once, there.
+                if name != "addressee"
+                and (reason := self.glyphs.problem(text, FONT_OF_FIELD.get(name, "values")))
             ]
             if bad:
                 rejections += [(index, r) for r in bad]
@@ -1690,7 +1694,9 @@ def init_worker(
     global _WORKER, _STATIC
     layout = load_layout(Path(layout_path) if layout_path else None, profile)
     _WORKER = FormRenderer(profile, layout)
-    _STATIC = dict(static_pages)
+    # Keep StaticPages whole: compose() copies from its combined PDF, so a file that
+    # mixes languages stores the Japanese font once.
+    _STATIC = static_pages if isinstance(static_pages, StaticPages) else dict(static_pages)
 
 
 def render_batch(sheets: Sequence[Mapping[str, Any]]) -> Layer:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ import polars as pl
 from rrnet_cli import code as rcode
 from rrnet_cli.dates import format_date, parse_dates
 from rrnet_cli.errors import InputRowsError, RrnetError, UsageError
-from rrnet_cli.files import PRIVATE_DIR, write_table
+from rrnet_cli.files import PRIVATE_DIR, atomic_output, write_table
 from rrnet_cli.ingest import (
     clean_resident_ids,
     code_errors,
@@ -44,7 +45,6 @@ from rrnet_cli.ingest import (
     require_columns,
 )
 from rrnet_cli.languages import (
-    TEMPLATES,
     NoticeText,
     choose_languages,
     english_name,
@@ -55,7 +55,6 @@ from rrnet_cli.languages import (
 from rrnet_cli.ledger import ACTIVE, LedgerStore, Status
 from rrnet_cli.profile import Profile
 from rrnet_cli.progress import QUIET, Steps
-from rrnet_cli.render import _init_worker, _render_batch
 from rrnet_cli.schema import BIRTH_TEXT, FEMALE, MALE, ROW, CodeStatus
 
 _SAFE_ID = r"^[0-9A-Za-z_-]{1,64}$"
@@ -207,6 +206,9 @@ class NotifyResult:
     sheets_per_second: float = 0.0
     #: why nothing was printed (no folder was made), or None
     nothing_to_print: str | None = None
+    #: sheets that could not be printed, set aside with --rejects
+    rejected: int = 0
+    rejects: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -219,6 +221,8 @@ class NotifyResult:
         if self.per_resident:
             rows.append(("per-resident files", self.per_resident))
         rows += [(f"  {language}", n) for language, n in self.by_language.items()]
+        if self.rejects is not None:
+            rows.append(("sheets set aside (rejects)", self.rejected))
         used = english_name(self.default_language)
         rows += [(f"no {name} notice, {used} used", n) for name, n in self.without_notice.items()]
         rows.append(("time", f"{self.seconds:.1f} s ({self.sheets_per_second} sheets/s)"))
@@ -317,6 +321,7 @@ def notify(
     sheet: str | None = None,
     steps: Steps = QUIET,
     delimiter: str = "auto",
+    rejects: Path | None = None,
 ) -> NotifyResult:
     """Check every row against the ledger, then render and write the sheets.
 
@@ -392,7 +397,9 @@ def notify(
     when = format_date(notice_date or today_in_japan(), profile.date_style)
     created = not output.exists()
     try:
-        _write_sheets(output, sheets, profile, when, result, per_resident, batch_size, steps)
+        _write_sheets(
+            output, sheets, profile, when, result, per_resident, batch_size, steps, rejects
+        )
     except BaseException:
         _remove_output(output, created)
         raise
@@ -411,6 +418,36 @@ def _remove_output(output: Path, created: bool) -> None:
                 shutil.rmtree(child, ignore_errors=True)
             else:
                 child.unlink(missing_ok=True)
+
+
+def _init_form_worker(profile: Profile, static: Any, worker: bool = True) -> None:
+    """Build this process's form renderer; a worker process leaves Ctrl-C to its parent.
+
+    The parent cancels the batches not yet started, waits for the running ones
+    and removes every partial file; a worker that died of the same SIGINT
+    would only print a traceback and break the pool.
+    """
+    from rrnet_cli import form
+
+    if worker:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    form.init_worker(profile, static)
+
+
+def _split_pages(pdf: bytes, resident_ids: list[str], folder: Path) -> None:
+    """One private file per resident, named by resident_id, from a batch's pages."""
+    import io
+
+    import pikepdf
+
+    with pikepdf.open(io.BytesIO(pdf)) as batch:
+        for page, resident_id in zip(batch.pages, resident_ids, strict=True):
+            single = pikepdf.new()
+            single.pages.append(page)
+            buffer = io.BytesIO()
+            single.save(buffer)
+            with atomic_output(folder / f"{resident_id}.pdf") as tmp:
+                tmp.write_bytes(buffer.getvalue())
 
 
 def _mailing_list(
@@ -454,37 +491,51 @@ def _write_sheets(
     per_resident: bool,
     batch_size: int,
     steps: Steps,
+    rejects: Path | None = None,
 ) -> None:
-    """Render the batches (and per-resident files), publish them, write the manifest."""
+    """Lay out and compose the sheets (the fixed form), publish them, write the lists.
+
+    The static page of each language is laid out once, apart; the workers lay
+    out only the values, fitted to their boxes, and put the static page under
+    them. A sheet that cannot be printed (a value too long for its box at the
+    smallest size, or a character no font of the form has) stops the run,
+    naming the resident, field and reason, unless ``rejects`` takes it.
+    """
+    from rrnet_cli import form
+
     workers = result.workers
     output.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     os.chmod(output, PRIVATE_DIR)
-    per_dir = output / "residents" if per_resident else None
-    if per_dir is not None:
-        per_dir.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+    languages = sorted({str(s["language"]) for s in sheets})
+    with steps.step("Laying out the static page of each language"):
+        try:
+            static = form.render_static_pages_apart(profile, languages, when)
+        except BrokenProcessPool:
+            raise RrnetError(
+                "The process laying out the static pages stopped unexpectedly (out of "
+                "memory, or killed)."
+            ) from None
     batches = list(_batches(sheets, batch_size))
-    names = [f"sheets-{i + 1:04d}.pdf" for i in range(len(batches))]
-    tasks = [
-        (batch, str(output / f".{name}.part"), str(per_dir) if per_dir else None)
-        for batch, name in zip(batches, names, strict=True)
-    ]
-    with steps.step("Rendering sheets", total=len(sheets)) as advance:
+    layers: list[form.Layer] = []
+    with steps.step("Printing sheets", total=len(sheets)) as advance:
         if workers == 1 or len(batches) == 1:
-            _init_worker(profile, when, str(TEMPLATES), worker=False)
-            for task in tasks:
-                advance(_render_batch(task))
+            _init_form_worker(profile, static, worker=False)
+            for batch in batches:
+                layers.append(form.render_batch(batch))
+                advance(len(batch))
         else:
             # forkserver: workers start clean (no copy of this process's frames) and
             # import WeasyPrint themselves; each keeps its CSS and fonts for all batches.
             pool = ProcessPoolExecutor(
                 max_workers=min(workers, len(batches)),
                 mp_context=get_context("forkserver"),
-                initializer=_init_worker,
-                initargs=(profile, when, str(TEMPLATES)),
+                initializer=_init_form_worker,
+                initargs=(profile, static),
             )
             try:
-                for done in pool.map(_render_batch, tasks):
-                    advance(done)
+                for batch, layer in zip(batches, pool.map(form.render_batch, batches), strict=True):
+                    layers.append(layer)
+                    advance(len(batch))
             except BrokenProcessPool:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise RrnetError(
@@ -497,16 +548,49 @@ def _write_sheets(
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
             pool.shutdown(wait=True)
-    for task, name in zip(tasks, names, strict=True):
-        os.replace(task[1], output / name)
-        result.files.append(name)
+    rejections = [r for layer in layers for r in layer.rejections]
+    if rejections and rejects is None:
+        raise InputRowsError(
+            f"{len(rejections)} sheet(s) cannot be printed: a value does not fit its box even "
+            "at the smallest size, or has a character none of the form's fonts has (外字?). "
+            "No sheet was printed. Fix those values in the register, or pass --rejects FILE "
+            "to set them aside and print the rest.",
+            errors=[vars(r) for r in rejections],
+            details=[f"resident_id {r.resident_id}, {r.field}: {r.reason}" for r in rejections[:20]]
+            + ([f"... and {len(rejections) - 20} more"] if len(rejections) > 20 else []),
+        )
+    printed: list[dict[str, Any]] = []
+    places: list[tuple[str, int]] = []
+    per_dir = output / "residents" if per_resident else None
     if per_dir is not None:
-        for page in sheets:
-            os.replace(
-                per_dir / f".{page['resident_id']}.pdf.part",
-                per_dir / f"{page['resident_id']}.pdf",
-            )
-        result.per_resident = len(sheets)
+        per_dir.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+    number = 0
+    for batch, layer in zip(batches, layers, strict=True):
+        if not layer.rendered:
+            continue
+        number += 1
+        name = f"sheets-{number:04d}.pdf"
+        with atomic_output(output / name) as tmp:
+            tmp.write_bytes(layer.pdf)
+        result.files.append(name)
+        for page, index in enumerate(layer.rendered, start=1):
+            printed.append(batch[index])
+            places.append((name, page))
+        if per_dir is not None:
+            _split_pages(layer.pdf, [str(batch[i]["resident_id"]) for i in layer.rendered], per_dir)
+    result.per_resident = len(printed) if per_dir is not None else 0
+    result.sheets = len(printed)
+    if rejects is not None:
+        write_table(
+            pl.DataFrame(
+                [vars(r) for r in rejections],
+                schema={"resident_id": pl.String, "field": pl.String, "reason": pl.String},
+            ),
+            rejects,
+        )
+        result.rejected = len(rejections)
+        result.rejects = str(rejects)
+    sheets = printed
     # One envelope per resident, in mailing order (one per household is still to come).
     envelopes = list(range(1, len(sheets) + 1))
     manifest = pl.DataFrame(
@@ -517,8 +601,8 @@ def _write_sheets(
             "household_id": [s["household_id"] for s in sheets],
             "postal_code": [s["postal_code"] for s in sheets],
             "language": [s["language"] for s in sheets],
-            "file": [names[i // batch_size] for i in range(len(sheets))],
-            "page": [i % batch_size + 1 for i in range(len(sheets))],
+            "file": [place[0] for place in places],
+            "page": [place[1] for place in places],
             "resident_file": [
                 f"residents/{s['resident_id']}.pdf" if per_resident else None for s in sheets
             ],

@@ -1,15 +1,19 @@
-"""Rendering notification sheets to PDF: the part that runs in worker processes.
+"""The restricted URL fetcher every WeasyPrint rendering uses, and the flowing sheet.
 
-Kept apart from ``notify`` so that a worker imports only Jinja2, WeasyPrint and
-the notice texts, not Polars or Arrow: that keeps each worker's memory down
-(about 70 MB less) when thousands of sheets are printed.
+``make_fetcher`` serves WeasyPrint only the files of the template folder: the
+fixed form (``rrnet_cli.form``), which notify prints with, builds its renderers
+on it.
+
+``SheetRenderer`` is the sheet as rrnet first printed it: one flowing HTML
+document laid out whole for every resident (``templates/sheet.html.j2``). notify
+no longer prints with it; it is kept as the naive baseline that
+``benchmarks/bench_notify.py`` and ``benchmarks/bench_form.py`` measure the form
+against. This module imports no Polars or Arrow, so worker processes stay small.
 """
 
 from __future__ import annotations
 
 import mimetypes
-import os
-import signal
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -18,7 +22,6 @@ from typing import Any
 import jinja2
 
 from rrnet_cli.errors import RrnetError
-from rrnet_cli.files import PRIVATE_FILE
 from rrnet_cli.languages import TEMPLATES, NoticeText, load_notices
 from rrnet_cli.profile import Profile
 
@@ -122,79 +125,7 @@ class SheetRenderer:
         )
         document = html.render(stylesheets=self.stylesheets, font_config=self.font_config)
         if len(document.pages) != len(sheets):
-            raise SheetsOverflow(self._overflowing(sheets))
-        return document
-
-    def _overflowing(self, sheets: list[dict[str, Any]]) -> list[str]:
-        """The resident_ids of the sheets that need more than one page (slow: one by one)."""
-        from weasyprint import HTML
-
-        found = []
-        for sheet in sheets:
-            html = HTML(
-                string=self.html([sheet]),
-                base_url=str(self.templates) + "/",
-                url_fetcher=self.fetcher,
+            raise RrnetError(
+                f"the flowing sheet needed {len(document.pages)} pages for {len(sheets)} sheets"
             )
-            pages = html.render(stylesheets=self.stylesheets, font_config=self.font_config).pages
-            if len(pages) != 1:
-                found.append(str(sheet["resident_id"]))
-        return found
-
-
-class SheetsOverflow(RrnetError):
-    """Sheets whose values are too long for one page; nothing is printed.
-
-    Raised in a worker process and re-raised in the parent, so it pickles with
-    its one argument: the resident_ids (office numbers, not personal data).
-    """
-
-    def __init__(self, resident_ids: list[str]) -> None:
-        shown = ", ".join(resident_ids[:20]) + (" ..." if len(resident_ids) > 20 else "")
-        super().__init__(
-            f"{len(resident_ids)} sheet(s) would not fit on one A4 page, because a name, "
-            f"alias or address is too long for the layout (resident_id {shown}). No sheet "
-            "was printed. Shorten those values in the register (or print them by hand) "
-            "and run notify again."
-        )
-        self.resident_ids = resident_ids
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (SheetsOverflow, (self.resident_ids,))
-
-
-_WORKER: SheetRenderer | None = None
-
-
-def _init_worker(profile: Profile, notice_date: str, templates: str, worker: bool = True) -> None:
-    """Build this process's renderer; a worker process leaves Ctrl-C to its parent.
-
-    The parent cancels the batches not yet started, waits for the running ones
-    and removes every partial file; a worker that died of the same SIGINT
-    would only print a traceback and break the pool.
-    """
-    global _WORKER
-    if worker:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER = SheetRenderer(profile, notice_date, Path(templates))
-
-
-def _render_batch(task: tuple[list[dict[str, Any]], str, str | None]) -> int:
-    """Render one batch to ``path`` (and one file per resident into ``per_dir``)."""
-    sheets, path, per_dir = task
-    assert _WORKER is not None
-    document = _WORKER.document(sheets)
-    _write_private(Path(path), document.write_pdf())
-    if per_dir is not None:
-        for index, sheet in enumerate(sheets):
-            target = Path(per_dir) / f".{sheet['resident_id']}.pdf.part"
-            _write_private(target, document.copy([document.pages[index]]).write_pdf())
-    return len(sheets)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+        return document

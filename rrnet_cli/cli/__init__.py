@@ -571,6 +571,17 @@ def notify(
             show_default=False,
         ),
     ] = None,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejects",
+            help="Set aside in this file (.csv/.parquet/.xlsx) the sheets that cannot be "
+            "printed (a value too long for its box even at the smallest size, or a "
+            "character no font of the form has), with resident_id, field and reason, and "
+            "print the rest. Without it, such a sheet stops the run and nothing is printed.",
+            show_default=False,
+        ),
+    ] = None,
     include_all: Annotated[
         bool,
         typer.Option(
@@ -636,6 +647,7 @@ def notify(
             default_language=default_language,
             batch_size=batch_size,
             workers=workers,
+            rejects=rejects,
             steps=steps,
             sheet=sheet,
             delimiter=delimiter,
