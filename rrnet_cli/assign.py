@@ -25,6 +25,22 @@ The run is split in three so that each part can be read and tested alone:
 Order of effects, so that a crash never leaves an output the ledger disowns:
 the output is written to a private temporary file, the ledger commits, then
 the output is renamed into place.
+
+Drawing (``draw_codes``, the one entry point that assign and change call):
+- from the whole code space by default: 10-digit bodies from the CSPRNG
+  (``random_below``: rejection sampling, no modulo bias), redrawn in vectorised
+  rounds until every code is new;
+- from the designated pool when the ledger is in pool mode, or for one run with
+  ``--pool`` (``draw_from_pool``): the codes left are the pool minus every used
+  code and the codes on the export (``LedgerState.pool_left``), and the draw is
+  uniform over them. Too few left is refused before anything is drawn or
+  written ("needs 2,345 codes, the pool has 1,200 left"). For a draw of up to a
+  quarter of what is left, uniform indices into the sorted codes left are drawn
+  in rounds (``random_below`` again), repeats dropped, until enough; for more,
+  every code left gets a 64-bit random key and the smallest keys win (a random
+  subset of exactly that size, without a long tail of rounds). Either way no
+  code is preferred, and the codes are then shuffled like any drawn codes.
+  Such a transaction's audit record says ``"drawn_from": "pool"``.
 """
 
 from __future__ import annotations
@@ -55,6 +71,7 @@ from rrnet_cli.ingest import (
 )
 from rrnet_cli.ledger import (
     ACTIVE,
+    DRAWN_FROM,
     CodeIndex,
     Invocation,
     LedgerState,
@@ -62,6 +79,7 @@ from rrnet_cli.ledger import (
     LedgerTransaction,
     Status,
     file_digest,
+    free_pool_codes,
     municipality_for,
     sorted_member,
 )
@@ -128,36 +146,73 @@ def random_source(seed: int | None) -> RandomBytes:
     return generator.bytes
 
 
-def random_bodies(n: int, random_bytes: RandomBytes) -> np.ndarray:
-    """``n`` uniform random code bodies in [0, 10**10) without modulo bias."""
-    space, limit = rcode.BODY_SPACE, _UNBIASED_LIMIT
-    if _test_body_space is not None:  # tests only: see tiny_code_space_for_tests
-        space = _test_body_space
-        limit = np.uint64((2**64 // space) * space)
+def random_below(n: int, bound: int, random_bytes: RandomBytes) -> np.ndarray:
+    """``n`` uniform random integers in [0, ``bound``) without modulo bias (uint64).
+
+    Raw 64-bit values at or above the largest multiple of ``bound`` that fits
+    are thrown away, so ``value % bound`` favours no remainder. The one place
+    rrnet turns random bytes into numbers: code bodies and pool positions.
+    """
+    if not 0 < bound <= 2**64:
+        raise ValueError("a bound of 1 .. 2**64")
+    limit = (2**64 // bound) * bound  # 2**64 itself when bound divides it: keep all
     parts: list[np.ndarray] = []
     need = n
     while need > 0:
-        # 2**64 mod 10**10 is tiny, so almost nothing is rejected; ask a little extra.
+        # 2**64 mod bound is tiny next to 2**64 for any bound rrnet uses, so almost
+        # nothing is rejected; ask a little extra.
         count = need + need // 1000 + 8
         raw = np.frombuffer(random_bytes(8 * count), dtype=np.uint64)
-        good = raw[raw < limit][:need] % np.uint64(space)
+        if limit < 2**64:
+            raw = raw[raw < np.uint64(limit)]
+        good = raw[:need] % np.uint64(bound) if bound < 2**64 else raw[:need].copy()
         parts.append(good)
         need -= len(good)
     return np.concatenate(parts) if parts else np.empty(0, np.uint64)
 
 
+def random_bodies(n: int, random_bytes: RandomBytes) -> np.ndarray:
+    """``n`` uniform random code bodies in [0, 10**10) without modulo bias."""
+    space = rcode.BODY_SPACE
+    if _test_body_space is not None:  # tests only: see tiny_code_space_for_tests
+        space = _test_body_space
+    return random_below(n, space, random_bytes)
+
+
+def _shuffled(codes: np.ndarray, random_bytes: RandomBytes) -> np.ndarray:
+    """``codes`` in random order, so that a code's size says nothing about a row.
+
+    The order is not a secret the way codes are, but it must not be guessable
+    from the rows: shuffle with a generator seeded from the same source.
+    """
+    shuffler = np.random.Generator(np.random.PCG64(int.from_bytes(random_bytes(32), "little")))
+    return shuffler.permutation(codes)
+
+
 def draw_codes(
-    n: int, *, used: CodeIndex, taken: np.ndarray, random_bytes: RandomBytes
+    n: int,
+    *,
+    used: CodeIndex,
+    taken: np.ndarray,
+    random_bytes: RandomBytes,
+    pool: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """Draw ``n`` new codes, distinct from each other, ``used`` and ``taken``.
 
-    Vectorised rounds over sorted candidates: draw all that are still missing,
-    drop repeats within the round, codes in the ledger, codes already on this
-    export (``taken``) and codes accepted in earlier rounds; repeat for the
+    The one way rrnet draws codes. With ``pool`` (the ledger's designated codes,
+    sorted: ``LedgerState.pool``) only codes of the pool are drawn, uniformly
+    over those neither used nor taken (see ``draw_from_pool``); too few left
+    raises ``UsageError`` before anything is drawn.
+
+    Otherwise vectorised rounds over sorted candidates: draw all that are still
+    missing, drop repeats within the round, codes in the ledger, codes already on
+    this export (``taken``) and codes accepted in earlier rounds; repeat for the
     shortfall. The accepted codes are then shuffled with the same random source,
     so that a code's size says nothing about a resident's row. Returns the codes
     and how many candidates had to be redrawn.
     """
+    if pool is not None:
+        return draw_from_pool(n, free_pool_codes(pool, used, taken), random_bytes)
     taken = np.sort(np.asarray(taken, dtype=np.uint64))
     accepted = np.empty(0, dtype=np.uint64)
     redraws = barren = 0
@@ -179,10 +234,58 @@ def draw_codes(
         accepted = np.concatenate([accepted, candidates[fresh]])
         if len(accepted) < n:  # later rounds search ``accepted``: keep it sorted
             accepted.sort()
-    # The order is not a secret the way codes are, but it must not be guessable
-    # from the rows: shuffle with a generator seeded from the same source.
-    shuffler = np.random.Generator(np.random.PCG64(int.from_bytes(random_bytes(32), "little")))
-    return shuffler.permutation(accepted), redraws
+    return _shuffled(accepted, random_bytes), redraws
+
+
+def pool_exhausted(needed: int, left: int) -> str:
+    """The refusal when a run needs more codes than the pool has left."""
+    return (
+        f"The designated pool is too small for this run: it needs {needed:,} "
+        f"code{'' if needed == 1 else 's'}, the pool has {left:,} left. Nothing was "
+        "written and no code was recorded. Ask for "
+        "more codes to be designated and add them with `rrnet ledger designate`."
+    )
+
+
+def draw_from_pool(n: int, left: np.ndarray, random_bytes: RandomBytes) -> tuple[np.ndarray, int]:
+    """Draw ``n`` distinct codes uniformly from ``left`` (sorted, distinct, all free).
+
+    Refuses (``UsageError``) when ``left`` has fewer than ``n`` codes. Up to a
+    quarter of ``left``: positions in [0, len(left)) from ``random_below``, in
+    vectorised rounds that keep the positions not drawn before (each round has
+    at least a 3 in 4 chance per candidate). More: one 64-bit random key per
+    code left and the ``n`` smallest keys win, redrawn in the (practically
+    impossible) case of a tie at the cut. Every step treats all positions
+    alike, so every ``n``-subset of ``left`` is equally likely. The codes are
+    then shuffled. Returns the codes and how many positions were drawn twice.
+    """
+    m = len(left)
+    if n > m:
+        raise UsageError(pool_exhausted(n, m))
+    if n == 0:
+        return np.empty(0, np.uint64), 0
+    redraws = 0
+    if 4 * n <= m:
+        chosen = np.empty(0, dtype=np.uint64)
+        while len(chosen) < n:
+            need = n - len(chosen)
+            candidates = np.sort(random_below(need, m, random_bytes))
+            fresh = np.ones(need, dtype=bool)
+            np.not_equal(candidates[1:], candidates[:-1], out=fresh[1:])
+            fresh &= ~sorted_member(chosen, candidates)
+            redraws += int(need - fresh.sum())
+            chosen = np.concatenate([chosen, candidates[fresh]])
+            chosen.sort(kind="stable")  # two sorted runs: a merge, not a full sort
+        picked = left[chosen.astype(np.intp)]
+    else:
+        while True:
+            keys = random_below(m, 2**64, random_bytes)
+            cut = np.argpartition(keys, n - 1) if n < m else np.arange(m)
+            if n == m or keys[cut[:n]].max() < keys[cut[n:]].min():
+                break
+            redraws += 1  # a tie at the cut: which code wins would not be random
+        picked = left[cut[:n]]
+    return _shuffled(picked, random_bytes), redraws
 
 
 # ---------------------------------------------------------------------------
@@ -220,6 +323,8 @@ class AssignResult:
     departed: int = 0
     #: where their list was written (--departed FILE)
     departed_file: str | None = None
+    #: new codes came from the designated pool (pool mode, or --pool)
+    from_pool: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -239,6 +344,7 @@ class AssignResult:
             ("carried over (existing code kept)", self.carried_over),
             ("already assigned (ledger)", self.already_assigned),
             ("newly assigned", self.newly_assigned),
+            *([("  drawn from", "the designated pool")] if self.from_pool else []),
             ("known to the ledger, not in the export", self.departed),
             ("ledger records after the run", self.ledger_records_after),
             ("time", f"{self.seconds:.2f} s"),
@@ -266,6 +372,8 @@ class AssignPlan:
     #: residents the ledger holds an active code for here, missing from the export:
     #: resident_id, resident_code, status (they moved away, died or were removed)
     departed: pl.DataFrame = field(default_factory=pl.DataFrame)
+    #: the new codes were drawn from the designated pool
+    from_pool: bool = False
 
     @property
     def rows_rejected(self) -> int:
@@ -422,14 +530,22 @@ def plan_assignment(
     errors: pl.DataFrame | None = None,
     input_columns: list[str] | None = None,
     steps: Steps = QUIET,
+    pool: bool = False,
 ) -> AssignPlan:
     """Decide every row of a checked export and draw the new codes; write nothing.
 
     ``frame`` and ``errors`` are what ``ingest.validate_register`` returned;
     rows with errors, and rows the ledger refuses, go to the plan's rejects.
     ``input_columns`` are the export's own columns, in order (default: every
-    column of ``frame`` that is not a working column).
+    column of ``frame`` that is not a working column). New codes come from the
+    designated pool when the ledger is in pool mode or ``pool`` is set.
     """
+    from_pool = pool or state.pool_mode
+    if from_pool and not len(state.pool):
+        raise UsageError(
+            "The ledger has no designated pool to draw from; add one with `rrnet ledger "
+            "designate POOLFILE`."
+        )
     if input_columns is None:
         input_columns = [c for c in frame.columns if not schema.is_working_column(c)]
     if errors is None or errors.height == 0:
@@ -446,7 +562,13 @@ def plan_assignment(
     n_new = int(need.sum())
     with steps.step("Drawing new codes", total=n_new) as advance:
         taken = good.filter(pl.col(CODE).is_not_null())[CODE].to_numpy()
-        drawn, redraws = draw_codes(n_new, used=state.codes, taken=taken, random_bytes=random_bytes)
+        drawn, redraws = draw_codes(
+            n_new,
+            used=state.codes,
+            taken=taken,
+            random_bytes=random_bytes,
+            pool=state.pool if from_pool else None,
+        )
         advance(n_new)
     has_code = good[CODE].is_not_null().to_numpy() | need
     codes = good[CODE].fill_null(0).to_numpy().astype(np.uint64)
@@ -471,6 +593,7 @@ def plan_assignment(
         counts=counts,
         redraws=redraws,
         departed=departed_residents(frame, state, municipality),
+        from_pool=from_pool,
     )
 
 
@@ -522,6 +645,7 @@ def assign_register(
     headers: str = "canonical",
     delimiter: str = "auto",
     invocation: Invocation | None = None,
+    pool: bool = False,
 ) -> AssignResult:
     """Read, check, plan, record and publish one export (see the module doc).
 
@@ -529,7 +653,8 @@ def assign_register(
     header names, and ``encoding="cp932"`` writes CSV in CP932, so that an
     office can load the result back into its register system. The ledger's
     audit record names ``invocation`` (operator, command line) and the SHA-256
-    of the export and of the files written.
+    of the export and of the files written. ``pool`` draws the new codes from
+    the designated pool for this run (as pool mode does for every run).
     """
     started = time.perf_counter()
     if headers not in ("canonical", "original"):
@@ -580,9 +705,9 @@ def assign_register(
             # Load the ledger while the export is read and checked: both are mostly
             # native code that releases the GIL, so the two overlap on two cores.
             # The export's SHA-256 (for the audit record) is taken meanwhile too.
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                loading = pool.submit(load_state)
-                hashing = pool.submit(file_digest, export_path) if txn is not None else None
+            with ThreadPoolExecutor(max_workers=2) as workers:
+                loading = workers.submit(load_state)
+                hashing = workers.submit(file_digest, export_path) if txn is not None else None
                 with steps.step("Reading export"):
                     export = read_export(
                         export_path,
@@ -612,6 +737,7 @@ def assign_register(
                 errors=errors,
                 input_columns=[c for c in export.frame.columns if c != ROW],
                 steps=steps,
+                pool=pool,
             )
             _refuse_many_lost_zeros(plan.errors, export.path)
             if plan.errors.height and rejects is None:
@@ -650,6 +776,7 @@ def assign_register(
                         invocation,
                         inputs=[hashing.result()] if hashing is not None else [],
                         outputs=[file_digest(f.path, name=name) for name, f in written],
+                        details={DRAWN_FROM: "pool"} if plan.from_pool else None,
                     )
                     result.transaction = record_plan(txn, plan)
         # Committed; only now do the outputs appear (see the module docstring).
@@ -694,6 +821,7 @@ def _state_of(txn: LedgerTransaction) -> Callable[[], LedgerState]:
 
 
 def _count(result: AssignResult, plan: AssignPlan) -> None:
+    result.from_pool = plan.from_pool
     result.departed = plan.departed.height
     result.rows_rejected = plan.rows_rejected
     result.redraws = plan.redraws

@@ -7,7 +7,9 @@ a notice went astray. Either way:
 - the resident's active code is retired, and stays used forever;
 - a new code is drawn at random through the same CSPRNG path as ``assign``
   (``assign.draw_codes``): it is never the old code nor any code ever used, and
-  nobody chooses it;
+  nobody chooses it. In pool mode (or with ``pool=True``) it comes from the
+  designated pool, like assign's, and a pool with too few codes left refuses
+  the batch before anything is written;
 - both records go into the ledger in one transaction. Its audit record keeps
   every change: the old and the new code, the reason (``request`` or
   ``office``), the kind of ID checked (never its number) or the office's
@@ -48,6 +50,7 @@ from rrnet_cli.ingest import (
     require_columns,
 )
 from rrnet_cli.ledger import (
+    DRAWN_FROM,
     Invocation,
     LedgerState,
     LedgerStore,
@@ -136,6 +139,8 @@ class ChangePlan:
     errors: pl.DataFrame
     #: candidates that had to be redrawn (already used, or drawn twice)
     redraws: int = 0
+    #: the new codes were drawn from the designated pool
+    from_pool: bool = False
 
 
 def plan_changes(
@@ -143,10 +148,13 @@ def plan_changes(
     state: LedgerState,
     municipality: str,
     random_bytes: RandomBytes,
+    *,
+    pool: bool = False,
 ) -> ChangePlan:
     """Check every request against the ledger and draw the new codes; write nothing.
 
     A plan with errors has no changes: one refused request refuses the batch.
+    New codes come from the designated pool in pool mode or with ``pool``.
     """
     ids = clean_resident_ids(pl.Series("resident_id", [r.resident_id for r in requests]))
     current = state.active_by_resident().filter(pl.col("municipality") == municipality)
@@ -210,10 +218,20 @@ def plan_changes(
     frame = pl.DataFrame(errors, schema=ERROR_SCHEMA)
     if frame.height:
         return ChangePlan(changes=[], records=_records([], [], [], municipality), errors=frame)
+    from_pool = pool or state.pool_mode
+    if from_pool and not len(state.pool):
+        raise UsageError(
+            "The ledger has no designated pool to draw from; add one with `rrnet ledger "
+            "designate POOLFILE`."
+        )
     # The old codes are in the ledger, so ``used`` keeps every new code from being
     # an old one, or any other code ever used.
     drawn, redraws = draw_codes(
-        len(wanted), used=state.codes, taken=np.empty(0, np.uint64), random_bytes=random_bytes
+        len(wanted),
+        used=state.codes,
+        taken=np.empty(0, np.uint64),
+        random_bytes=random_bytes,
+        pool=state.pool if from_pool else None,
     )
     old = np.array([code for _, _, code in wanted], dtype=np.uint64)
     old_text = rcode.codes_to_strings(old).to_pylist()
@@ -235,6 +253,7 @@ def plan_changes(
         records=_records(residents, old, drawn, municipality),
         errors=frame,
         redraws=redraws,
+        from_pool=from_pool,
     )
 
 
@@ -267,12 +286,10 @@ def record_changes(
     outputs: list[dict[str, str]] | None = None,
 ) -> int:
     """Stage the plan's records in ``txn`` with its audit details; the transaction number."""
-    txn.describe(
-        invocation,
-        inputs=inputs or [],
-        outputs=outputs or [],
-        details={"changes": [c.audit() for c in plan.changes]},
-    )
+    details: dict[str, Any] = {"changes": [c.audit() for c in plan.changes]}
+    if plan.from_pool:
+        details[DRAWN_FROM] = "pool"
+    txn.describe(invocation, inputs=inputs or [], outputs=outputs or [], details=details)
     txn.add_records(plan.records)
     return txn.number
 
@@ -416,6 +433,8 @@ class ChangeResult:
     seconds: float = 0.0
     #: resident_id, old_code, new_code, reason and id_document of each change
     changes: list[dict[str, Any]] = field(default_factory=list)
+    #: the new codes came from the designated pool (pool mode, or --pool)
+    from_pool: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -425,6 +444,7 @@ class ChangeResult:
             ("codes changed", self.changed),
             ("  on request (ID checked)", self.on_request),
             ("  by the office", self.by_office),
+            *([("new codes drawn from", "the designated pool")] if self.from_pool else []),
             ("ledger transaction", self.transaction if self.transaction is not None else "-"),
             ("operator", self.operator),
             ("time", f"{self.seconds:.2f} s"),
@@ -455,13 +475,15 @@ def change_codes(
     random_bytes: RandomBytes | None = None,
     verbose: bool = False,
     steps: Steps = QUIET,
+    pool: bool = False,
 ) -> ChangeResult:
     """Change every requested code in one ledger transaction, or none (see module doc).
 
     ``source`` is the requests file the requests came from (hashed into the
     audit record, and named in messages). ``output`` gets the changes, written
     0600 before the commit and renamed into place after it. ``random_bytes``
-    is for tests; the default is the operating system's CSPRNG.
+    is for tests; the default is the operating system's CSPRNG. ``pool`` draws
+    the new codes from the designated pool for this run (as pool mode does).
     """
     started = time.perf_counter()
     municipality = municipality_for(ledger, municipality)
@@ -486,7 +508,7 @@ def change_codes(
                 state = txn.state
             with steps.step("Drawing new codes", total=len(requests)) as advance:
                 plan = plan_changes(
-                    requests, state, municipality, random_bytes or random_source(None)
+                    requests, state, municipality, random_bytes or random_source(None), pool=pool
                 )
                 advance(len(requests))
             if plan.errors.height:
@@ -508,6 +530,7 @@ def change_codes(
     result.on_request = sum(c.reason is ChangeReason.REQUEST for c in plan.changes)
     result.by_office = result.changed - result.on_request
     result.redraws = plan.redraws
+    result.from_pool = plan.from_pool
     result.changes = [c.public() for c in plan.changes]
     result.seconds = round(time.perf_counter() - started, 3)
     return result

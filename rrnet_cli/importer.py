@@ -11,6 +11,9 @@ the ledger as it was.
 Accepted sources: a text file with one code per line; a CSV with a header
 (the code column is ``--column``, or the one recognised as ``resident_code``,
 or the only column); a Parquet file (same rule for the column).
+
+``code_batches`` and ``numbered_codes`` are the one way rrnet reads a file of
+codes: ``rrnet ledger designate`` (``rrnet_cli.pool``) reads a pool with them too.
 """
 
 from __future__ import annotations
@@ -81,10 +84,13 @@ def _pick_column(names: list[str], column: str | None, source: Path) -> str:
     raise UsageError(f"{source} has several columns; say which holds the codes with --column.")
 
 
-def _batches(
+def code_batches(
     source: Path, column: str | None, batch_rows: int, encoding: str = "auto"
 ) -> Generator[tuple[int, pa.Array], None, None]:
-    """Yield (number of the batch's first record, string array) from the source."""
+    """Yield (number of the batch's first record, string array) from the source.
+
+    Close it (``contextlib.closing``) when you stop early: that stops Arrow's reader.
+    """
     if source.suffix.lower() == ".parquet":
         try:
             parquet = pq.ParquetFile(source)
@@ -156,17 +162,24 @@ def _batches(
         reader.close()
 
 
-def _codes_of(array: pa.Array, first: int, source: Path) -> np.ndarray:
-    """Validated uint64 codes of one batch; raise naming the first bad record."""
-    array = pc.drop_null(rcode.compact_array(array))
+def numbered_codes(
+    array: pa.Array, first: int, source: Path, *, done: str = "imported"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated uint64 codes of one batch and their record numbers (empty values skipped).
+
+    Raises naming the first bad records: "... nothing was ``done`` (record 7: ...)".
+    """
+    array = rcode.compact_array(array)
     reasons = rcode.validate_array(array) if len(array) else []
     if any(r is not None for r in reasons):
         bad = [i for i, r in enumerate(reasons) if r is not None]
         detail = "; ".join(f"record {first + i}: {reasons[i]}" for i in bad[:5])
         raise UsageError(
-            f"{source}: {len(bad)} invalid code(s) in one batch, nothing was imported ({detail})."
+            f"{source}: {len(bad)} invalid code(s) in one batch, nothing was {done} ({detail})."
         )
-    return rcode.strings_to_codes(array)
+    present = array.is_valid().to_numpy(zero_copy_only=False)
+    records = np.flatnonzero(present) + first
+    return rcode.strings_to_codes(pc.drop_null(array)), records
 
 
 def import_codes(
@@ -202,17 +215,17 @@ def import_codes(
         # closing(): a bad code stops the loop; the reader is closed at once, not at exit.
         with (
             steps.step("Importing codes") as advance,
-            contextlib.closing(_batches(source, column, batch_rows, encoding)) as batches,
+            contextlib.closing(code_batches(source, column, batch_rows, encoding)) as batches,
         ):
             for first, array in batches:
-                codes = np.sort(_codes_of(array, first, source))
+                codes = np.sort(numbered_codes(array, first, source)[0])
                 result.codes_read += len(codes)
                 in_ledger = used.contains_sorted(codes)
                 result.already_in_ledger += int(in_ledger.sum())
                 runs.append(codes[~in_ledger])
                 advance(len(array))
         with steps.step("Merging and writing one sorted segment"):
-            merged = _merge_runs(runs)
+            merged = merge_runs(runs)
             result.repeated_in_file = result.codes_read - result.already_in_ledger - len(merged)
             if len(merged) and txn.add_codes(merged, status) is not None:
                 result.segments = 1
@@ -223,7 +236,7 @@ def import_codes(
     return result
 
 
-def _merge_runs(runs: list[np.ndarray]) -> np.ndarray:
+def merge_runs(runs: list[np.ndarray]) -> np.ndarray:
     """Merge sorted runs into one sorted array without repeats.
 
     One segment per import keeps later membership tests to one binary search

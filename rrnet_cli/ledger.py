@@ -36,6 +36,32 @@ and ``check_integrity`` names the transaction. Manifest version 1 (before the
 trail) is still read; its transactions are reported as predating the trail,
 and the first write upgrades the manifest to version 2.
 
+Designated pools (住民票コードの指定): the prefecture (since 2015 J-LIS) designates
+to each municipality the codes it may use, so that municipalities never
+collide. ``rrnet ledger designate`` records such a pool as its own segments,
+written through the same transaction and commit path as any other (so the audit
+trail records the designation with the file's SHA-256 and the count). A pool
+segment holds only sorted codes, and its manifest entry says
+``statuses: {"designated": n}``. Designated codes are *not* used codes: they stay
+out of the used-code index (``LedgerState.codes``) and sit in
+``LedgerState.pool``; a designated code is free until a record uses it, and a
+pool code's use is simply a record of it (assigned, carried over, imported or
+retired). What is left of the pool is therefore the pool minus every used code,
+computed when needed rather than stored. A code is designated only while it is
+unused and not yet in the pool (``rrnet_cli.pool`` refuses anything else), and
+``check_integrity`` checks that no pool code was used before its designation,
+that the pool holds no code twice, and that every code a transaction drew from
+the pool (its audit record says ``"drawn_from": "pool"``) was designated before.
+
+Pool mode (``manifest["pool_mode"]``, set by ``rrnet ledger pool-mode on|off``)
+makes ``assign`` and ``change`` draw only from the pool. Changing it is a
+transaction of its own that adds no segment: its audit record carries the new
+``pool_mode``, and ``check_chain`` checks that the manifest's mode is the one the
+trail last recorded. A manifest that has a pool or a pool mode is written as
+version 3, so that an rrnet from before pools refuses the ledger instead of
+ignoring its pool mode (or taking designated codes for used ones); a ledger
+without a pool stays version 2.
+
 The store sits behind the small ``LedgerStore`` protocol so that a shared
 database backend can take its place.
 """
@@ -71,8 +97,17 @@ from rrnet_cli.files import PRIVATE_DIR, PRIVATE_FILE, fsync_dir
 FORMAT = "rrnet-ledger"
 #: The manifest version this rrnet writes: 2 has the audit trail (``transactions``).
 VERSION = 2
+#: The version it writes once the ledger has a designated pool or a pool mode: an
+#: rrnet from before pools refuses it rather than draw outside the pool.
+POOL_VERSION = 3
 #: The versions it reads: 1 (before the audit trail) is upgraded on the next write.
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
+#: The status of a pool segment's codes in its manifest entry (never a record's status).
+DESIGNATED = "designated"
+#: The manifest key (and audit record key) of pool mode: true means draw only from the pool.
+POOL_MODE = "pool_mode"
+#: The audit detail of a transaction that drew its new codes from the pool.
+DRAWN_FROM = "drawn_from"
 #: The manifest key of the audit trail: one record per transaction, hash-chained.
 TRANSACTIONS = "transactions"
 MANIFEST = "manifest.json"
@@ -205,8 +240,9 @@ _RECORD_KEYS: dict[str, type | tuple[type, ...]] = {
     "prev": str,
     "hash": str,
 }
-#: Keys a command's own details may not use (they belong to the record).
-_RESERVED_KEYS = frozenset(_RECORD_KEYS)
+#: Keys a command's own details may not use (they belong to the record, or to a
+#: setting only the transaction itself may record).
+_RESERVED_KEYS = frozenset(_RECORD_KEYS) | {POOL_MODE}
 
 
 def _record_problem(record: dict[str, Any]) -> str | None:
@@ -348,6 +384,9 @@ def check_chain(manifest: Mapping[str, Any]) -> AuditLog:
                 f"{record.get('municipality')}, but the manifest now names "
                 f"{manifest.get('municipality')}"
             )
+    problem = _pool_mode_problem(manifest, log.records)
+    if problem:
+        log.problems.append(problem)
     if not numbers:
         if txn:
             log.problems.append(f"transactions 0..{txn} have no record in the audit trail")
@@ -378,6 +417,34 @@ def check_chain(manifest: Mapping[str, Any]) -> AuditLog:
     if start > 1 and isinstance(first, dict) and first.get("prev") == "":
         log.notes.append(_predate(start - 1))
     return log
+
+
+def _pool_mode_problem(manifest: Mapping[str, Any], records: list[Any]) -> str | None:
+    """Why the manifest's pool mode disagrees with the audit trail, or None.
+
+    The mode is a manifest key; only a transaction may change it, and its record
+    says so. So the manifest's mode must be the one the trail recorded last (off
+    when no record ever set it): anything else is a hand edit.
+    """
+    recorded, where = False, None
+    for record in records:
+        if isinstance(record, dict) and isinstance(record.get(POOL_MODE), bool):
+            recorded, where = record[POOL_MODE], record.get("txn")
+    stored = manifest.get(POOL_MODE, False)
+    if stored is recorded:
+        return None
+    if where is None:
+        said = "no transaction ever turned it on"
+    else:
+        said = f"transaction {where} set it {_on_off(recorded)}"
+    return (
+        f"the manifest says pool mode is {_on_off(bool(stored))}, but in the audit trail "
+        f"{said} (the manifest was edited by hand)"
+    )
+
+
+def _on_off(value: bool) -> str:
+    return "on" if value else "off"
 
 
 def _predate(last: int) -> str:
@@ -472,6 +539,47 @@ def sorted_member(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
     return haystack[idx] == needles
 
 
+def sorted_positions(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """Positions in the sorted array ``haystack`` of those ``needles`` it holds."""
+    if len(haystack) == 0 or len(needles) == 0:
+        return np.empty(0, dtype=np.intp)
+    idx = np.searchsorted(haystack, needles)
+    idx[idx == len(haystack)] = len(haystack) - 1
+    return idx[haystack[idx] == needles]
+
+
+def pool_used_mask(pool: np.ndarray, used: CodeIndex) -> np.ndarray:
+    """Boolean mask over the sorted ``pool``: which of its codes are ``used``.
+
+    Each group of used codes is searched from its smaller side: the pool's codes
+    in a large group (a national extract), or a small group's codes in the pool.
+    Vectorised binary searches either way.
+    """
+    mask = np.zeros(len(pool), dtype=bool)
+    if not len(pool):
+        return mask
+    for codes, _ in used.groups:
+        if len(codes) >= len(pool):
+            mask |= codes.member(pool)
+        else:
+            for chunk in codes.chunks:
+                mask[sorted_positions(pool, chunk)] = True
+    return mask
+
+
+def free_pool_codes(
+    pool: np.ndarray, used: CodeIndex, taken: np.ndarray | None = None
+) -> np.ndarray:
+    """The codes of the sorted ``pool`` that are neither ``used`` nor ``taken`` (sorted)."""
+    used_mask = pool_used_mask(pool, used)
+    left = pool[~used_mask] if used_mask.any() else pool
+    if taken is not None and len(taken) and len(left):
+        free = np.ones(len(left), dtype=bool)
+        free[sorted_positions(left, np.asarray(taken, dtype=np.uint64))] = False
+        left = left[free]
+    return left
+
+
 @dataclass
 class LedgerState:
     """A consistent read of the ledger at one manifest."""
@@ -480,10 +588,25 @@ class LedgerState:
     codes: CodeIndex
     #: Every record that names a resident or varies in status, all columns.
     records: pl.DataFrame
+    #: Every designated code (the pool), sorted; used ones too (see ``pool_used``).
+    pool: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
 
     @property
     def txn(self) -> int:
         return int(self.manifest["txn"])
+
+    @property
+    def pool_mode(self) -> bool:
+        """Whether new codes come only from the designated pool (``rrnet ledger pool-mode``)."""
+        return bool(self.manifest.get(POOL_MODE, False))
+
+    def pool_used(self) -> np.ndarray:
+        """Boolean mask over ``pool``: which designated codes are used (any status)."""
+        return pool_used_mask(self.pool, self.codes)
+
+    def pool_left(self, taken: np.ndarray | None = None) -> np.ndarray:
+        """The designated codes still free: not used, and not in ``taken`` (sorted)."""
+        return free_pool_codes(self.pool, self.codes, taken)
 
     def current_records(self) -> pl.DataFrame:
         """Each code's latest record (among the per-record segments)."""
@@ -551,6 +674,14 @@ class LedgerTransaction(Protocol):
 
     def add_codes(self, codes: np.ndarray, status: Status) -> SegmentInfo | None:
         """Stage sorted, distinct codes that all have ``status`` (an import)."""
+        ...
+
+    def add_pool(self, codes: np.ndarray) -> SegmentInfo | None:
+        """Stage sorted, distinct, unused codes as designated (a pool segment)."""
+        ...
+
+    def set_pool_mode(self, on: bool) -> None:
+        """Turn pool mode on or off when this transaction commits."""
         ...
 
 
@@ -772,9 +903,14 @@ class Ledger:
     def _load(self, manifest: dict[str, Any]) -> LedgerState:
         by_status: dict[str | None, list[list[np.ndarray]]] = {}
         record_tables = []
+        pool_segments: list[list[np.ndarray]] = []
         for info in manifest["segments"]:
             path = self._segment_path(info)
             try:
+                if _is_pool(info):  # designated, not used: kept out of the used-code index
+                    table = pq.read_table(path, columns=["code"])
+                    pool_segments.append([c.to_numpy() for c in table.column("code").chunks])
+                    continue
                 if info["has_residents"] or len(info["statuses"]) != 1:
                     table = pq.read_table(path, schema=RECORD_SCHEMA)
                     record_tables.append(table)
@@ -807,7 +943,12 @@ class Ledger:
         else:
             records = pl.from_arrow(RECORD_SCHEMA.empty_table())
         assert isinstance(records, pl.DataFrame)
-        return LedgerState(manifest=manifest, codes=CodeIndex(groups), records=records)
+        return LedgerState(
+            manifest=manifest,
+            codes=CodeIndex(groups),
+            records=records,
+            pool=_one_sorted(pool_segments),
+        )
 
     # -- writing --------------------------------------------------------------
 
@@ -917,7 +1058,11 @@ class Ledger:
         return check_chain(self.read_manifest())
 
     def stats(self) -> dict[str, Any]:
-        """Counts by current status and the ledger's size on disk."""
+        """Counts by current status, the designated pool, and the ledger's size on disk.
+
+        ``pool``: its size (``designated``), how many of those codes are used
+        (any status), how many are ``left``, and whether pool mode is on.
+        """
         state = self.snapshot()
         current = state.current_records()
         counts: dict[str, int] = {s.value: 0 for s in Status}
@@ -934,6 +1079,7 @@ class Ledger:
             overlap = int(codes.member(np.sort(per_record_codes)).sum())
             counts[status] = counts.get(status, 0) + len(codes) - overlap
         size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        pool_used = int(np.count_nonzero(state.pool_used()))
         return {
             "ledger": str(self.path),
             "municipality": state.manifest.get("municipality"),
@@ -941,6 +1087,12 @@ class Ledger:
             "segments": len(state.manifest["segments"]),
             "codes_used": sum(counts.values()),
             "by_status": counts,
+            "pool": {
+                "mode": _on_off(state.pool_mode),
+                "designated": len(state.pool),
+                "used": pool_used,
+                "left": len(state.pool) - pool_used,
+            },
             "bytes_on_disk": size,
         }
 
@@ -957,6 +1109,8 @@ class Transaction:
         self._state: LedgerState | None = None
         self.invocation = Invocation()
         self.audit: dict[str, Any] = {"inputs": [], "outputs": []}
+        #: manifest settings this transaction changes (``pool_mode``); its record says so
+        self.settings: dict[str, Any] = {}
 
     def describe(
         self,
@@ -1000,6 +1154,7 @@ class Transaction:
                 "operator": self.invocation.operator,
                 "command": list(self.invocation.command),
                 **self.audit,
+                **self.settings,
                 "counts": counts,
                 "segments": [
                     {"file": s.file, "sha256": s.sha256, "rows": s.rows} for s in self.staged
@@ -1050,6 +1205,22 @@ class Transaction:
         table = pa.table({"code": pa.array(np.asarray(codes, np.uint64), pa.uint64())})
         return self._write_segment(table, {status.value: len(codes)}, False)
 
+    def add_pool(self, codes: np.ndarray) -> SegmentInfo | None:
+        """Stage sorted, distinct designated codes as a pool segment.
+
+        The caller (``rrnet_cli.pool.designate_codes``) has checked that none is
+        used or already designated. Like an import's, the segment holds only
+        the ``code`` column; its manifest entry says ``{"designated": n}``.
+        """
+        if len(codes) == 0:
+            return None
+        table = pa.table({"code": pa.array(np.asarray(codes, np.uint64), pa.uint64())})
+        return self._write_segment(table, {DESIGNATED: len(codes)}, False)
+
+    def set_pool_mode(self, on: bool) -> None:
+        """Turn pool mode on or off: the manifest and this transaction's record say so."""
+        self.settings[POOL_MODE] = bool(on)
+
     def _write_segment(
         self, table: pa.Table, statuses: dict[str, int], has_residents: bool
     ) -> SegmentInfo:
@@ -1084,20 +1255,23 @@ class Transaction:
         return info
 
     def commit(self) -> None:
-        """Publish the staged segments with one atomic manifest replace."""
-        if not self.staged:
+        """Publish the staged segments and settings with one atomic manifest replace."""
+        if not self.staged and not self.settings:
             return
         fsync_dir(self.ledger.segments_path)
         _failpoint("before-manifest-write")
         manifest = dict(self.manifest)
-        manifest["version"] = VERSION  # a version 1 manifest gains its audit trail here
+        manifest.update(self.settings)
         manifest["txn"] = self.number
         manifest["segments"] = [*self.manifest["segments"], *(s.to_json() for s in self.staged)]
+        # A version 1 manifest gains its audit trail here; one with a pool becomes 3.
+        manifest["version"] = POOL_VERSION if _uses_pool(manifest) else VERSION
         manifest[TRANSACTIONS] = [*(self.manifest.get(TRANSACTIONS) or []), self._audit_record()]
         _write_private_json(self.ledger.manifest_path, manifest)
         _failpoint("after-manifest-replace")
         self.manifest = manifest
         self.staged = []
+        self.settings = {}
 
     def abort(self) -> None:
         """Remove staged segment files; the manifest never named them."""
@@ -1105,6 +1279,27 @@ class Transaction:
             with contextlib.suppress(FileNotFoundError):
                 self.ledger._segment_path(info.to_json()).unlink()
         self.staged = []
+
+
+def _is_pool(info: Mapping[str, Any]) -> bool:
+    """Whether a manifest's segment entry is a pool segment (designated codes)."""
+    return not info.get("has_residents") and list(info.get("statuses") or {}) == [DESIGNATED]
+
+
+def _uses_pool(manifest: Mapping[str, Any]) -> bool:
+    return POOL_MODE in manifest or any(_is_pool(s) for s in manifest["segments"])
+
+
+def _one_sorted(segments: list[list[np.ndarray]]) -> np.ndarray:
+    """One sorted array of the codes of sorted segments (each a list of row-group chunks)."""
+    chunks = [c for chunks in segments for c in chunks if len(c)]
+    if not chunks:
+        return np.empty(0, np.uint64)
+    if len(segments) == 1:  # consecutive ranges of one sorted sequence
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    merged = np.concatenate(chunks)
+    merged.sort(kind="stable")  # a merge of sorted runs
+    return merged
 
 
 _SEGMENT_KEYS = {
@@ -1127,8 +1322,10 @@ def _segment_txn(name: str) -> int:
 def _manifest_problem(manifest: Any) -> str | None:
     """Why a manifest cannot be trusted, or None.
 
-    Every committed transaction adds at least one segment, so the segments'
-    transaction numbers must be exactly 1..txn: a shortened list is caught.
+    Every committed transaction adds at least one segment, except one that only
+    changes pool mode (its audit record says so and names no segment), so the
+    segments' transaction numbers must be exactly 1..txn but for those: a
+    shortened list is caught.
     """
     txn = manifest.get("txn")
     segments = manifest.get("segments")
@@ -1144,11 +1341,27 @@ def _manifest_problem(manifest: Any) -> str | None:
                 return f"a segment entry lacks a valid {key!r}"
         if Path(entry["file"]).name != entry["file"].removeprefix(f"{SEGMENTS}/"):
             return "a segment entry names a file outside the segments folder"
-    if {entry["txn"] for entry in segments} != set(range(1, txn + 1)):
-        return f"the segments do not account for transactions 1..{txn}"
     if not isinstance(manifest.get(TRANSACTIONS, []), list):
         return f"{TRANSACTIONS} is not a list"
+    if not isinstance(manifest.get(POOL_MODE, False), bool):
+        return f"{POOL_MODE} is not true or false"
+    numbered = {entry["txn"] for entry in segments}
+    expected = set(range(1, txn + 1))
+    if not numbered <= expected or expected - numbered - _setting_txns(manifest):
+        return f"the segments do not account for transactions 1..{txn}"
     return None
+
+
+def _setting_txns(manifest: Mapping[str, Any]) -> set[int]:
+    """Transactions whose audit record only changes pool mode (they add no segment)."""
+    return {
+        r["txn"]
+        for r in manifest.get(TRANSACTIONS) or []
+        if isinstance(r, dict)
+        and isinstance(r.get("txn"), int)
+        and r.get("segments") == []
+        and isinstance(r.get(POOL_MODE), bool)
+    }
 
 
 def _now() -> datetime:
@@ -1175,6 +1388,10 @@ def check_integrity(ledger: Ledger, *, batch_rows: int = 8_000_000) -> Integrity
     checking a 100-million-code ledger needs memory for one batch, not for all.
     The audit trail's chain is checked too (``check_chain``): with the segment
     checksums below, every segment is tied to the record of its transaction.
+    A designated pool is checked like any segment (sorted, check digits), and
+    against the rest: no code designated twice, none used before it was
+    designated, and every code a transaction drew from the pool designated
+    before that transaction (see ``_check_pool``).
     """
     report = IntegrityReport()
     manifest = ledger.read_manifest()
@@ -1208,8 +1425,10 @@ def check_integrity(ledger: Ledger, *, batch_rows: int = 8_000_000) -> Integrity
                 f"{SEGMENTS}/{path.name} is left over from an interrupted run; "
                 "the next write removes it"
             )
+    pool_segments = [r for r in readable if _is_pool(r[0])]
     per_record = [r for r in readable if r[0]["has_residents"] or len(r[0]["statuses"]) != 1]
-    fixed = [r for r in readable if r not in per_record]
+    fixed = [r for r in readable if r not in per_record and r not in pool_segments]
+    pool = _read_pool(pool_segments, report)
     tables = []
     for info, path, label in per_record:
         try:
@@ -1228,16 +1447,90 @@ def check_integrity(ledger: Ledger, *, batch_rows: int = 8_000_000) -> Integrity
                 b.column(0).to_numpy()
                 for b in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["code"])
             )
-            clash = _check_codes(batches, info, label, report, assigned=assigned)
+            later = pool.filter(pl.col("pool_txn") > info["txn"])["code"].to_numpy()
+            clash, early = _check_codes(
+                batches, info, label, report, assigned=assigned, designated_later=later
+            )
         except (OSError, pa.ArrowException):
             report.add(label, "segment cannot be read as Parquet (damaged)")
             continue
+        status = next(iter(info["statuses"]))
         if clash:
-            status = next(iter(info["statuses"]))
             report.add(None, f"{clash} codes drawn as new were already in use ({status})")
+        if early:
+            report.add(None, f"{early} codes were designated while already in use ({status})")
     if records.height:
         _check_records(records, report)
+    if pool.height:
+        _check_pool(pool, records, manifest, report)
     return report
+
+
+def _read_pool(
+    segments: list[tuple[dict[str, Any], Path, str]], report: IntegrityReport
+) -> pl.DataFrame:
+    """Every designated code with the transaction that designated it, sorted by code.
+
+    Each pool segment is checked like any other (``_check_codes``); a code in two
+    pool segments was designated twice.
+    """
+    frames = []
+    for info, path, label in segments:
+        try:
+            codes = pq.read_table(path, columns=["code"]).column("code").to_numpy()
+        except (OSError, pa.ArrowException):
+            report.add(label, "segment cannot be read as Parquet (damaged)")
+            continue
+        _check_codes([codes], info, label, report)
+        frames.append(
+            pl.DataFrame(
+                {"code": codes, "pool_txn": np.full(len(codes), info["txn"], np.uint64)},
+                schema={"code": pl.UInt64, "pool_txn": pl.UInt64},
+            )
+        )
+    if not frames:
+        return pl.DataFrame(schema={"code": pl.UInt64, "pool_txn": pl.UInt64})
+    pool = pl.concat(frames).sort("code")
+    twice = pool.height - pool["code"].n_unique()
+    if twice:
+        report.add(None, f"{twice} codes were designated twice (in two pool segments)")
+    return pool
+
+
+def _check_pool(
+    pool: pl.DataFrame,
+    records: pl.DataFrame,
+    manifest: Mapping[str, Any],
+    report: IntegrityReport,
+) -> None:
+    """The pool against the per-record segments and the audit trail.
+
+    A code may be designated only while unused: no record of it may come from a
+    transaction before its designation. And a transaction whose audit record
+    says it drew from the pool (``drawn_from: pool``) may have drawn only codes
+    designated before it.
+    """
+    first_pool = pool.unique(subset="code", keep="first", maintain_order=True)
+    joined = records.join(first_pool, on="code", how="left")
+    early = joined.filter(pl.col("pool_txn").is_not_null() & (pl.col("txn") < pl.col("pool_txn")))
+    if early.height:
+        report.add(None, f"{early.height} codes were designated while already in use")
+    from_pool = sorted(
+        r["txn"]
+        for r in manifest.get(TRANSACTIONS) or []
+        if isinstance(r, dict) and isinstance(r.get("txn"), int) and r.get(DRAWN_FROM) == "pool"
+    )
+    outside = joined.filter(
+        pl.col("txn").is_in(from_pool)
+        & (pl.col("status") == Status.ASSIGNED.value)
+        & (pl.col("pool_txn").is_null() | (pl.col("pool_txn") >= pl.col("txn")))
+    )
+    if outside.height:
+        report.add(
+            None,
+            f"{outside.height} codes drawn from the designated pool were not designated "
+            "before they were drawn",
+        )
 
 
 def _check_codes(
@@ -1246,12 +1539,15 @@ def _check_codes(
     label: str,
     report: IntegrityReport,
     assigned: np.ndarray | None = None,
-) -> int:
+    designated_later: np.ndarray | None = None,
+) -> tuple[int, int]:
     """Row count, order, repeats and check digits of one segment, batch by batch.
 
-    Returns how many of ``assigned`` (codes drawn here) the segment also holds.
+    Returns how many of ``assigned`` (codes drawn here) the segment also holds,
+    and how many of ``designated_later`` (sorted codes designated after the
+    segment's transaction: designated while used).
     """
-    rows = bad = clash = 0
+    rows = bad = clash = early = 0
     unsorted = repeated = False
     previous: np.uint64 | None = None
     for codes in batches:
@@ -1266,6 +1562,8 @@ def _check_codes(
         bad += int(len(codes) - np.count_nonzero(rcode.codes_are_valid(codes)))
         if assigned is not None and len(assigned):
             clash += int(np.count_nonzero(sorted_member(assigned, codes)))
+        if designated_later is not None and len(designated_later):
+            early += int(np.count_nonzero(sorted_member(designated_later, codes)))
         previous = codes[-1]
     report.records += rows
     if rows != info["rows"]:
@@ -1276,7 +1574,7 @@ def _check_codes(
         report.add(label, "a code is recorded twice in one segment")
     if bad:
         report.add(label, f"{bad} codes fail the format or check-digit test")
-    return clash
+    return clash, early
 
 
 def _check_records(records: pl.DataFrame, report: IntegrityReport) -> None:

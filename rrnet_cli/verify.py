@@ -8,7 +8,12 @@ with resident_id and resident_code columns) and optionally a ledger:
 - no resident holds two different codes;
 - no excluded row carries a code, and every row marked as coded has one;
 - with a ledger: each code is known to it, belongs to that resident there and
-  is not retired; and the ledger itself is sound (see ``LedgerStore.check_integrity``).
+  is not retired; and the ledger itself is sound (see ``LedgerStore.check_integrity``);
+- with a ledger in pool mode: each code drawn here (the ledger's status
+  ``assigned``, by assign or by a code change) is in the designated pool. Codes
+  carried over from other municipalities, or in use elsewhere, are exempt. A
+  code drawn freely before pool mode was turned on is flagged too: it lies
+  outside the pool all the same (``rrnet ledger pool-mode on`` warns of them).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from rrnet_cli import code as rcode
 from rrnet_cli import schema
 from rrnet_cli.errors import UsageError
 from rrnet_cli.ingest import EXCEL_SUFFIXES, clean_resident_ids, read_export, require_columns
-from rrnet_cli.ledger import ACTIVE, LedgerStore, Status, municipality_for
+from rrnet_cli.ledger import ACTIVE, LedgerStore, Status, municipality_for, sorted_member
 from rrnet_cli.schema import ROW
 
 
@@ -285,6 +290,12 @@ def _ledger_violations(
             | (pl.lit(municipality is not None) & (pl.col("l_muni") != pl.lit(municipality)))
         )
     )
+    outside = joined.clear()
+    if state.pool_mode:  # codes drawn here must come from the designated pool
+        outside = joined.filter(
+            pl.Series(~sorted_member(state.pool, ints))
+            & (joined["l_status"] == Status.ASSIGNED.value).fill_null(False)
+        )
     return pl.concat(
         [
             _violations(unknown, "ledger", "the ledger has no record of this code"),
@@ -295,5 +306,6 @@ def _ledger_violations(
                 "the ledger lists this code as in use elsewhere, not for this resident",
             ),
             _violations(other, "ledger", "the ledger holds this code for another resident"),
+            _violations(outside, "pool", "assigned outside the designated pool"),
         ]
     )

@@ -29,6 +29,7 @@ from rrnet_cli.cli._common import (
     MappingOpt,
     MunicipalityOpt,
     OperatorOpt,
+    PoolOpt,
     SheetOpt,
     VerboseOpt,
     VerboseRowsOpt,
@@ -233,6 +234,7 @@ def assign(
             "--dry-run", help="Do everything but write: no output file, no ledger change."
         ),
     ] = False,
+    pool: PoolOpt = False,
     lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
     operator: OperatorOpt = None,
     as_json: JsonOpt = False,
@@ -270,6 +272,7 @@ def assign(
             sheet=sheet,
             delimiter=delimiter,
             invocation=invocation,
+            pool=pool,
         )
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False, soft_wrap=True)
@@ -360,6 +363,7 @@ def change(
     encoding: EncodingOpt = Encoding.AUTO,
     delimiter: DelimiterOpt = "auto",
     sheet: SheetOpt = None,
+    pool: PoolOpt = False,
     lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
     operator: OperatorOpt = None,
     as_json: JsonOpt = False,
@@ -430,6 +434,7 @@ def change(
             lock_timeout=lock_timeout,
             verbose=verbose,
             steps=steps,
+            pool=pool,
         )
     finish(
         result,

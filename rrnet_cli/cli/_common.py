@@ -168,6 +168,15 @@ LockTimeoutOpt = Annotated[
         help="Seconds to wait while another run holds the ledger before giving up.",
     ),
 ]
+PoolOpt = Annotated[
+    bool,
+    typer.Option(
+        "--pool",
+        help="Draw the new codes only from the designated pool (`rrnet ledger designate`) "
+        "for this run, as `rrnet ledger pool-mode on` does for every run. A run that "
+        "needs more codes than the pool has left is refused before anything is written.",
+    ),
+]
 OperatorOpt = Annotated[
     str | None,
     typer.Option(

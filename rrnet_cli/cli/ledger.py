@@ -6,6 +6,7 @@ import copy
 import shlex
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,6 +22,7 @@ from rrnet_cli.cli._common import (
     OperatorOpt,
     VerboseOpt,
     audit_invocation,
+    err,
     finish,
     handle_errors,
     open_ledger,
@@ -64,6 +66,14 @@ class _Stats:
             ("codes used", stats["codes_used"]),
         ]
         rows += [(f"  {status}", n) for status, n in stats["by_status"].items()]
+        pool = stats.get("pool") or {}
+        if pool.get("designated") or pool.get("mode") == "on":
+            rows += [
+                ("designated pool", pool["designated"]),
+                ("  used", pool["used"]),
+                ("  left", pool["left"]),
+                ("pool mode", pool["mode"]),
+            ]
         rows += [
             ("transactions", stats["transactions"]),
             ("segments", stats["segments"]),
@@ -124,14 +134,15 @@ class _Log:
                 continue
             command = record.get("command")
             counts = record.get("counts")
+            mode = record.get("pool_mode")  # a transaction that turned pool mode on or off
             grid.add_row(
                 str(record.get("txn", "?")),
                 _time(record.get("at")),
                 str(record.get("operator", "")),
                 shlex.join(map(str, command)) if isinstance(command, list) else "",
                 ", ".join(f"{k} {v:,}" for k, v in counts.items())
-                if isinstance(counts, dict)
-                else "",
+                if isinstance(counts, dict) and counts
+                else (f"pool mode {'on' if mode else 'off'}" if isinstance(mode, bool) else ""),
                 str(record.get("hash", ""))[:12],
             )
         return grid
@@ -254,6 +265,114 @@ def ledger_import(
     finish(result, as_json, f"Imported into {result.ledger}")
 
 
+@ledger_app.command("designate")
+@handle_errors
+def ledger_designate(
+    ctx: typer.Context,
+    source: Annotated[
+        Path,
+        typer.Argument(
+            metavar="POOLFILE",
+            help="The codes designated to this municipality: one per line, or a "
+            "CSV/Parquet column.",
+            show_default=False,
+        ),
+    ],
+    ledger: LedgerOpt,
+    column: Annotated[
+        str | None,
+        typer.Option(
+            "--column",
+            help="Column holding the codes (CSV with header, or Parquet).",
+            show_default=False,
+        ),
+    ] = None,
+    encoding: EncodingOpt = Encoding.AUTO,
+    lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
+    operator: OperatorOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Record a pool of codes designated to this municipality (住民票コードの指定).
+
+    Streams the file and checks every code: one that is invalid, already used
+    (any status), already in the pool or listed twice stops the run with its
+    record number, and nothing is designated. The designation is one ledger
+    transaction. Designated codes are not used codes: each stays free until it
+    is assigned. To draw only from the pool, run `rrnet ledger pool-mode on`
+    (or give `rrnet assign --pool` for one run); `rrnet ledger stats` shows what
+    is left.
+
+    Example: `rrnet ledger designate designated_2024.csv --column 住民票コード --ledger ledger`
+    """
+    from rrnet_cli.pool import designate_codes
+    from rrnet_cli.progress import Steps
+
+    invocation = audit_invocation(ctx, operator)
+    with Steps.for_terminal(quiet=as_json) as steps:
+        result = designate_codes(
+            open_ledger(ledger),
+            source,
+            column=column,
+            encoding=encoding.value,
+            lock_timeout=lock_timeout,
+            steps=steps,
+            invocation=invocation,
+        )
+    finish(result, as_json, f"Designated in {result.ledger}", after=result.lines())
+
+
+class PoolMode(StrEnum):
+    """``rrnet ledger pool-mode`` values."""
+
+    ON = "on"
+    OFF = "off"
+
+
+@ledger_app.command("pool-mode")
+@handle_errors
+def ledger_pool_mode(
+    ctx: typer.Context,
+    mode: Annotated[
+        PoolMode,
+        typer.Argument(
+            metavar="on|off",
+            help="on: assign and change draw new codes only from the designated pool; "
+            "off: from the whole code space.",
+            show_default=False,
+        ),
+    ],
+    ledger: LedgerOpt,
+    lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
+    operator: OperatorOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Draw new codes only from the designated pool (on), or from the whole space (off).
+
+    In pool mode every `rrnet assign` and `rrnet change` draws uniformly at random
+    from the pool's codes that are not used yet, and refuses a run that needs
+    more codes than are left before anything is written; `rrnet verify` then
+    flags any code assigned here outside the pool. The switch is a ledger
+    transaction of its own, in the audit trail. Turning it on needs a pool
+    (`rrnet ledger designate`), and warns of codes assigned before that lie
+    outside it.
+
+    Example: `rrnet ledger pool-mode on --ledger ledger`
+    """
+    from rrnet_cli.pool import set_pool_mode
+
+    result = set_pool_mode(
+        open_ledger(ledger),
+        mode is PoolMode.ON,
+        lock_timeout=lock_timeout,
+        invocation=audit_invocation(ctx, operator),
+    )
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", markup=False, soft_wrap=True)
+    finish(result, as_json, f"Pool mode of {result.ledger}")
+
+
 @ledger_app.command("stats")
 @handle_errors(left="")
 def ledger_stats(
@@ -262,6 +381,9 @@ def ledger_stats(
     verbose: VerboseOpt = False,
 ) -> None:
     """Show how many codes the ledger holds, by status, and its size on disk.
+
+    With a designated pool, also its size, how many of its codes are used and
+    left, and whether pool mode is on.
 
     Example: `rrnet ledger stats --ledger ledger`
     """
