@@ -58,6 +58,7 @@ FORM_FOLDER = "form"
 LAYER_TEMPLATE = "form/layer.html.j2"
 STATIC_TEMPLATE = "form/static.html.j2"
 FORM_CSS = "form/form.css"
+TEST_PAGE_TEMPLATE = "form/test_page.html.j2"
 #: The layout an office gets unless its profile names its own.
 DEFAULT_LAYOUT = TEMPLATES / FORM_FOLDER / "layout.toml"
 
@@ -1681,6 +1682,34 @@ def render_static_pages_apart(
         return pool.submit(
             _static_job, profile, list(languages), notice_date_text, layout_path
         ).result()
+
+
+def render_test_page(profile: Profile, layout: FormLayout | None = None) -> bytes:
+    """One page to hold against the office's window envelope before printing sheets.
+
+    It shows the profile's window (solid outline, with a sample address inside),
+    the code box (dashed: it must not show through the window), and millimetre
+    rulers along the top and left edges.
+    """
+    from weasyprint import HTML
+
+    from rrnet_cli.render import make_fetcher
+
+    layout = (layout or load_layout()).for_profile(profile)
+    code = layout.boxes["code"].rect
+    html = (
+        _environment(TEMPLATES)
+        .get_template(TEST_PAGE_TEMPLATE)
+        .render(
+            page_width=layout.page_width,
+            page_height=layout.page_height,
+            window=layout.window.rect,
+            code=code,
+        )
+    )
+    fetcher = make_fetcher(TEMPLATES)
+    document = HTML(string=html, base_url=str(TEMPLATES) + "/", url_fetcher=fetcher).render()
+    return bytes(document.write_pdf())
 
 
 _WORKER: FormRenderer | None = None

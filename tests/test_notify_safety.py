@@ -345,3 +345,38 @@ def test_mailing_list_agrees_with_the_manifest_and_the_pdfs(
         text = page.extract_text()
         assert f"〒{envelope['postal_code']}" in text
         assert f"{envelope['addressee']} 様" in text
+
+
+def test_the_window_test_page_outlines_the_profiles_window(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    page_file = tmp_path / "window-test.pdf"
+    result = runner.invoke(
+        app, ["notify", "--test-page", "--profile", str(SAMPLE_PROFILE), "-o", str(page_file)]
+    )
+    assert result.exit_code == 0, result.output
+    assert page_file.stat().st_mode & 0o777 == 0o600
+    reader = PdfReader(page_file)
+    assert len(reader.pages) == 1
+    # Where the sample address's first line starts, in mm from the top-left corner.
+    starts: dict[str, tuple[float, float]] = {}
+
+    def visit(text: str, cm: list[float], tm: list[float], *_: object) -> None:
+        if text.strip():
+            x = tm[4] * cm[0] + cm[4]
+            y = tm[5] * cm[3] + cm[5]
+            starts.setdefault(text.strip(), (x * 25.4 / 72, 297 - y * 25.4 / 72))
+
+    text = reader.pages[0].extract_text(visitor_text=visit)
+    assert "window: 22.0 mm from the left, 42.0 mm from the top, 90.0 × 40.0 mm" in text
+    assert "must NOT show through the window" in text
+    left, top = next(v for k, v in starts.items() if k.startswith("〒123-4567"))
+    assert 22 <= left <= 22 + 90 and 42 <= top <= 42 + 40  # inside the profile's window
+
+
+def test_the_test_page_wants_a_pdf_file_name(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["notify", "--test-page", "--profile", str(SAMPLE_PROFILE), "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "-o names the PDF to write" in result.output

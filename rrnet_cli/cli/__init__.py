@@ -519,23 +519,6 @@ def verify(
 @app.command()
 @handle_errors(left="No sheet was written, and no partial file was left behind.")
 def notify(
-    assigned: Annotated[
-        Path,
-        typer.Argument(
-            metavar="ASSIGNED",
-            help="An assigned register written by `rrnet assign` (.csv, .parquet or .xlsx).",
-            show_default=False,
-        ),
-    ],
-    output: Annotated[
-        Path,
-        typer.Option(
-            "--output",
-            "-o",
-            help="New folder for the sheets (created 0700; must not exist or be empty).",
-            show_default=False,
-        ),
-    ],
     profile: Annotated[
         Path,
         typer.Option(
@@ -546,13 +529,32 @@ def notify(
             show_default=False,
         ),
     ],
+    assigned: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="ASSIGNED",
+            help="An assigned register written by `rrnet assign` (.csv, .parquet or .xlsx).",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="New folder for the sheets (created 0700; must not exist or be empty); "
+            "with --test-page, the PDF file to write.",
+            show_default=False,
+        ),
+    ] = Path("."),
     ledger: Annotated[
         Path | None,
         typer.Option(
             "--ledger",
             "-l",
             envvar="RRNET_LEDGER",
-            help="Ledger to take each code's recorded date from.",
+            help="The ledger (required to print): every code is checked against it before "
+            "anything prints, and the recorded dates come from it.",
             show_default=False,
         ),
     ] = None,
@@ -620,6 +622,15 @@ def notify(
             "--slow-ok", help="Render even without HarfBuzz font subsetting (about 60x slower)."
         ),
     ] = False,
+    test_page: Annotated[
+        bool,
+        typer.Option(
+            "--test-page",
+            help="Write one page to hold against your window envelope before printing: "
+            "the profile's window outline with a sample address, the code box (which must "
+            "not show through) and millimetre rulers. Needs only --profile and -o FILE.pdf.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -639,6 +650,14 @@ def notify(
     harfbuzz = check_harfbuzz_subset()
     if not harfbuzz.ok and not slow_ok:
         raise UsageError(f"{harfbuzz.detail}. Install it ({harfbuzz.fix}) or pass --slow-ok.")
+    if test_page:
+        _write_test_page(load_profile(profile), output)
+        return
+    if assigned is None or output == Path("."):
+        raise UsageError(
+            "Give the assigned register to print and -o FOLDER for the sheets "
+            "(or --test-page -o FILE.pdf for the window test page)."
+        )
     with Steps.for_terminal(quiet=as_json) as steps:
         result = run_notify(
             assigned,
@@ -661,6 +680,22 @@ def notify(
         out.print(f"Nothing to print: {result.nothing_to_print}. No folder was made.", markup=False)
         return
     finish(result, as_json, f"Notification sheets in {result.output}")
+
+
+def _write_test_page(profile: Any, output: Path) -> None:
+    from rrnet_cli.files import atomic_output
+    from rrnet_cli.form import render_test_page
+
+    if output.suffix.lower() != ".pdf":
+        raise UsageError("With --test-page, -o names the PDF to write, e.g. -o test-page.pdf.")
+    data = render_test_page(profile)
+    with atomic_output(output) as tmp:
+        tmp.write_bytes(data)
+    out.print(
+        f"Window test page: {output}. Print it on the sheets' paper, fold it as they will "
+        "be folded and hold it in an envelope: only the solid frame may show.",
+        markup=False,
+    )
 
 
 # -- doctor ------------------------------------------------------------------
