@@ -734,6 +734,39 @@ class LedgerStore(Protocol):
         ...
 
 
+def ownership_problems(
+    owners: pl.DataFrame, resident_ids: pl.Series, municipality: str | None
+) -> pl.Series:
+    """Why the ledger does not hold each code for its row's resident; None where it does.
+
+    ``owners`` is ``LedgerState.lookup`` of the codes and ``resident_ids`` their
+    rows' residents (keyed as ``ingest.clean_resident_ids`` keys them), row for
+    row; ``municipality``, when given, must be the code's too. verify reports
+    these reasons as violations; notify refuses to print any of them.
+    """
+    status = pl.col("status")
+    another = pl.col("resident_id") != pl.col("__rid__")
+    if municipality is not None:
+        another = another | (pl.col("municipality") != pl.lit(municipality))
+    return (
+        owners.select("status", "municipality", "resident_id")
+        .with_columns(resident_ids.alias("__rid__"))
+        .select(
+            pl.when(status.is_null())
+            .then(pl.lit("the ledger has no record of this code"))
+            .when(status == Status.RETIRED.value)
+            .then(pl.lit("the ledger says this code is retired"))
+            .when(~status.is_in(ACTIVE))
+            .then(pl.lit("the ledger lists this code as in use elsewhere, not for this resident"))
+            .when(another)
+            .then(pl.lit("the ledger holds this code for another resident"))
+            .otherwise(None)
+            .alias("reason")
+        )
+        .to_series()
+    )
+
+
 def municipality_for(ledger: LedgerStore, given: str | None) -> str:
     """The municipality a run works for: ``given`` (``-m``) or the ledger's.
 

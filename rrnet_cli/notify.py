@@ -52,7 +52,7 @@ from rrnet_cli.languages import (
     load_notices,
     normalise_language,
 )
-from rrnet_cli.ledger import ACTIVE, LedgerStore, Status
+from rrnet_cli.ledger import LedgerStore, ownership_problems
 from rrnet_cli.profile import Profile
 from rrnet_cli.progress import QUIET, Steps
 from rrnet_cli.schema import BIRTH_TEXT, FEMALE, MALE, ROW, CodeStatus
@@ -252,35 +252,15 @@ def check_against_ledger(
     codes = rcode.strings_to_codes(frame["resident_code"].to_arrow())
     owners = state.lookup(codes)
     recorded = state.current_records().select("code", "recorded_at")
-    checked = pl.concat(
-        [
-            frame.select(pl.col(ROW).alias("row"), pl.col("resident_code").alias("value")),
-            owners.select(
-                pl.col("code"),
-                pl.col("status").alias("l_status"),
-                pl.col("municipality").alias("l_muni"),
-                pl.col("resident_id").alias("l_rid"),
-            ),
-            clean_resident_ids(frame["resident_id"]).alias("rid").to_frame(),
-        ],
-        how="horizontal",
+    reasons = ownership_problems(owners, clean_resident_ids(frame["resident_id"]), municipality)
+    checked = frame.select(
+        pl.col(ROW).alias("row"),
+        pl.col("resident_code").alias("value"),
+        owners["code"],
+        reasons,
     ).join(recorded, on="code", how="left", maintain_order="left")
-    status = pl.col("l_status")
-    reason = (
-        pl.when(status.is_null())
-        .then(pl.lit("the ledger has no record of this code"))
-        .when(status == Status.RETIRED.value)
-        .then(pl.lit("the ledger says this code is retired"))
-        .when(~status.is_in(ACTIVE))
-        .then(pl.lit("the ledger lists this code as in use elsewhere, not for this resident"))
-        .when((pl.col("l_rid") != pl.col("rid")) | (pl.col("l_muni") != municipality))
-        .then(pl.lit("the ledger holds this code for another resident"))
-        .otherwise(None)
-    )
-    errors = (
-        checked.with_columns(reason.alias("reason"))
-        .filter(pl.col("reason").is_not_null())
-        .select("row", pl.lit("resident_code").alias("column"), "reason", "value")
+    errors = checked.filter(pl.col("reason").is_not_null()).select(
+        "row", pl.lit("resident_code").alias("column"), "reason", "value"
     )
     if errors.height:
         raise InputRowsError(

@@ -28,7 +28,13 @@ from rrnet_cli import code as rcode
 from rrnet_cli import schema
 from rrnet_cli.errors import UsageError
 from rrnet_cli.ingest import EXCEL_SUFFIXES, clean_resident_ids, read_export, require_columns
-from rrnet_cli.ledger import ACTIVE, LedgerStore, Status, municipality_for, sorted_member
+from rrnet_cli.ledger import (
+    LedgerStore,
+    Status,
+    municipality_for,
+    ownership_problems,
+    sorted_member,
+)
 from rrnet_cli.schema import ROW
 
 
@@ -271,41 +277,17 @@ def _ledger_violations(
     well_formed = valid.filter(reasons.is_null())
     ints = well_formed["code"].cast(pl.UInt64).to_numpy()
     owners = state.lookup(ints)
-    joined = pl.concat(
-        [
-            well_formed,
-            owners.drop("code").rename(
-                {"status": "l_status", "municipality": "l_muni", "resident_id": "l_rid"}
-            ),
-        ],
-        how="horizontal",
-    )
-    unknown = joined.filter(pl.col("l_status").is_null())
-    retired = joined.filter(pl.col("l_status") == Status.RETIRED.value)
-    elsewhere = joined.filter(pl.col("l_status") == Status.IMPORTED.value)
-    other = joined.filter(
-        pl.col("l_status").is_in(ACTIVE)
-        & (
-            (pl.col("l_rid") != pl.col("resident_id"))
-            | (pl.lit(municipality is not None) & (pl.col("l_muni") != pl.lit(municipality)))
-        )
-    )
-    outside = joined.clear()
+    problems = ownership_problems(owners, well_formed["resident_id"], municipality)
+    owned = well_formed.with_columns(problems, owners["status"].alias("l_status"))
+    outside = owned.clear()
     if state.pool_mode:  # codes drawn here must come from the designated pool
-        outside = joined.filter(
+        outside = owned.filter(
             pl.Series(~sorted_member(state.pool, ints))
-            & (joined["l_status"] == Status.ASSIGNED.value).fill_null(False)
+            & (owned["l_status"] == Status.ASSIGNED.value).fill_null(False)
         )
     return pl.concat(
         [
-            _violations(unknown, "ledger", "the ledger has no record of this code"),
-            _violations(retired, "ledger", "the ledger says this code is retired"),
-            _violations(
-                elsewhere,
-                "ledger",
-                "the ledger lists this code as in use elsewhere, not for this resident",
-            ),
-            _violations(other, "ledger", "the ledger holds this code for another resident"),
+            _violations(owned.filter(pl.col("reason").is_not_null()), "ledger", pl.col("reason")),
             _violations(outside, "pool", "assigned outside the designated pool"),
         ]
     )
