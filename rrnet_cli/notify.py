@@ -37,6 +37,7 @@ from rrnet_cli import code as rcode
 from rrnet_cli.dates import format_date, parse_dates
 from rrnet_cli.errors import InputRowsError, RrnetError, UsageError
 from rrnet_cli.files import PRIVATE_DIR, atomic_output, write_table
+from rrnet_cli.form import format_postal_code
 from rrnet_cli.ingest import (
     clean_resident_ids,
     code_errors,
@@ -75,21 +76,6 @@ def _sex(value: str | None, notice: NoticeText, ja: NoticeText) -> str:
     if notice.language == "ja":
         return ja.labels[key]
     return f"{ja.labels[key]} / {notice.labels[key]}"
-
-
-def postal_code_text(value: str | None) -> str | None:
-    """A postal code as printed after 〒: NNN-NNNN, whatever way it was entered.
-
-    >>> postal_code_text("4870802"), postal_code_text("〒４８７－０８０２"), postal_code_text(" ")
-    ('487-0802', '487-0802', None)
-    """
-    if value is None or not value.strip():
-        return None
-    text = unicodedata.normalize("NFKC", value).strip().removeprefix("〒").strip()
-    digits = "".join(ch for ch in text if ch.isdigit())
-    if len(digits) == 7 and len(text) - len(digits) <= 1:
-        return f"{digits[:3]}-{digits[3:]}"
-    return text
 
 
 def _checked_codes(frame: pl.DataFrame, source: Path) -> pl.DataFrame:
@@ -172,7 +158,9 @@ def build_sheets(
                 "addressee": (row.get("alias") or row["name"])
                 if addressee == "alias"
                 else row["name"],
-                "postal_code": postal_code_text(row.get("postal_code")),
+                # NNN-NNNN, however it was typed; the form prints it after 〒.
+                "postal_code": format_postal_code(row.get("postal_code")).removeprefix("〒")
+                or None,
                 "address": row["address"],
                 "language": notice.language,
                 "notice": notice,
