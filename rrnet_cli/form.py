@@ -38,7 +38,6 @@ from __future__ import annotations
 import io
 import math
 import re
-import tomllib
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import ExitStack
@@ -53,6 +52,7 @@ import jinja2
 from rrnet_cli.errors import RrnetError, UsageError
 from rrnet_cli.languages import TEMPLATES, NoticeText
 from rrnet_cli.profile import Profile
+from rrnet_cli.schema import read_toml
 
 FORM_FOLDER = "form"
 LAYER_TEMPLATE = "form/layer.html.j2"
@@ -542,13 +542,7 @@ def load_layout(path: Path | None = None, profile: Profile | None = None) -> For
     and the layout is checked against it.
     """
     path = Path(path) if path is not None else DEFAULT_LAYOUT
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"Layout {path} does not exist.") from None
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"Layout {path} is not valid TOML: {exc}") from None
-    layout = parse_layout(data, str(path))
+    layout = parse_layout(read_toml(path, "Layout"), str(path))
     return layout.for_profile(profile) if profile is not None else layout
 
 

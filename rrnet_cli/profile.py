@@ -5,13 +5,12 @@ how the office writes dates and addresses its mail.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rrnet_cli.errors import UsageError
-from rrnet_cli.schema import validate_municipality_code
+from rrnet_cli.schema import read_toml, validate_municipality_code
 
 MUNICIPALITY_KEYS = ("name", "code", "mayor_title", "department", "phone", "postal_code", "address")
 LAYOUT_KEYS = ("address_top", "address_left", "address_width", "address_height")
@@ -50,12 +49,7 @@ class Profile:
 def load_profile(path: Path) -> Profile:
     """Read and check a profile TOML file (see ``sample_data/profile.toml``)."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"Profile {path} does not exist.") from None
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"Profile {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "Profile")
     municipality = data.get("municipality", {})
     layout = data.get("layout", {})
     missing = [

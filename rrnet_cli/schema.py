@@ -12,6 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from rrnet_cli.errors import UsageError
 
@@ -184,6 +185,20 @@ def _alias_table() -> dict[str, str]:
 ALIASES = _alias_table()
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file an office writes (mapping, profile, layout), or a UsageError naming it.
+
+    ``what`` names the file in the message: "Profile", "Layout", "Mapping file".
+    """
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist.") from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
 def load_mapping(path: Path) -> dict[str, str]:
     """Read a ``--mapping`` TOML file: ``[columns]`` maps export headers to canonical names.
 
@@ -193,12 +208,7 @@ def load_mapping(path: Path) -> dict[str, str]:
         "宛名コード" = "resident_id"
         "ローマ字氏名" = "name"
     """
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"Mapping file {path} does not exist.") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"Mapping file {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "Mapping file")
     columns = data.get("columns")
     if not isinstance(columns, dict) or not columns:
         raise UsageError(f"Mapping file {path} needs a [columns] table of header = canonical name.")
