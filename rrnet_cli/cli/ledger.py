@@ -34,6 +34,16 @@ from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT
 if TYPE_CHECKING:
     from rrnet_cli.ledger import AuditLog
 
+#: Which column of a CSV or Parquet file holds the codes (ledger import, designate).
+CodeColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--column",
+        help="Column holding the codes (CSV with header, or Parquet).",
+        show_default=False,
+    ),
+]
+
 ledger_app = typer.Typer(
     help="Create, fill and inspect the ledger: the set of every code ever used.",
     no_args_is_help=True,
@@ -217,14 +227,7 @@ def ledger_import(
         ),
     ],
     ledger: LedgerOpt,
-    column: Annotated[
-        str | None,
-        typer.Option(
-            "--column",
-            help="Column holding the codes (CSV with header, or Parquet).",
-            show_default=False,
-        ),
-    ] = None,
+    column: CodeColumnOpt = None,
     retired: Annotated[
         bool,
         typer.Option(
@@ -279,14 +282,7 @@ def ledger_designate(
         ),
     ],
     ledger: LedgerOpt,
-    column: Annotated[
-        str | None,
-        typer.Option(
-            "--column",
-            help="Column holding the codes (CSV with header, or Parquet).",
-            show_default=False,
-        ),
-    ] = None,
+    column: CodeColumnOpt = None,
     encoding: EncodingOpt = Encoding.AUTO,
     lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
     operator: OperatorOpt = None,
