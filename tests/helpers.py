@@ -152,3 +152,21 @@ def profile_for(municipality: str, folder: Path) -> Path:
         encoding="utf-8",
     )
     return path
+
+
+# -- the CLI in this process ------------------------------------------------------
+
+
+def run_cli(runner: Any, *args: Arg) -> tuple[int, str]:
+    """Run ``rrnet ARGS`` through a CliRunner; its exit code and output."""
+    from rrnet_cli.cli import app
+
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def cli_ok(runner: Any, *args: Arg) -> str:
+    """Run ``rrnet ARGS`` through a CliRunner, require exit 0, and return its output."""
+    code, output = run_cli(runner, *args)
+    assert code == 0, output
+    return output

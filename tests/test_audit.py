@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from helpers import MUNICIPALITY, rrnet, write_export
+from helpers import MUNICIPALITY, cli_ok, rrnet, write_export
 from typer.testing import CliRunner
 
 from rrnet_cli import code as rcode
@@ -52,12 +52,6 @@ def codes_file(path: Path, n: int, seed: int) -> Path:
     return path
 
 
-def ok(runner: CliRunner, *args: str | Path) -> str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
 def first_resident(assigned: Path) -> str:
     return str(pl.read_csv(assigned, infer_schema=False)["resident_id"][0])
 
@@ -66,9 +60,9 @@ def first_resident(assigned: Path) -> str:
 def busy_ledger(runner: CliRunner, tmp_path: Path) -> Path:
     """A ledger with transactions 0 (init), 1 (import), 2 and 3 (assign), 4 (change)."""
     path = tmp_path / "ledger"
-    ok(runner, "ledger", "init", path, "-m", MUNICIPALITY, "--operator", "admin")
-    ok(runner, "ledger", "import", codes_file(tmp_path / "in_use.txt", 30, 1), "-l", path)
-    ok(
+    cli_ok(runner, "ledger", "init", path, "-m", MUNICIPALITY, "--operator", "admin")
+    cli_ok(runner, "ledger", "import", codes_file(tmp_path / "in_use.txt", 30, 1), "-l", path)
+    cli_ok(
         runner,
         "assign",
         write_export(tmp_path / "a.csv", 5),
@@ -77,7 +71,7 @@ def busy_ledger(runner: CliRunner, tmp_path: Path) -> Path:
         "-o",
         tmp_path / "a.out.csv",
     )
-    ok(
+    cli_ok(
         runner,
         "assign",
         write_export(tmp_path / "b.csv", 4, start=100),
@@ -87,7 +81,7 @@ def busy_ledger(runner: CliRunner, tmp_path: Path) -> Path:
         tmp_path / "b.out.csv",
     )
     resident = first_resident(tmp_path / "a.out.csv")
-    ok(runner, "change", "--resident", resident, "--id-document", "passport", "-l", path)
+    cli_ok(runner, "change", "--resident", resident, "--id-document", "passport", "-l", path)
     assert manifest_of(path)["txn"] == 4
     return path
 
@@ -103,11 +97,11 @@ def test_every_command_that_commits_records_its_transaction(
     export = write_export(tmp_path / "export.csv", 6)
     assigned = tmp_path / "assigned.csv"
     changes = tmp_path / "changes.csv"
-    ok(runner, "ledger", "init", path, "-m", MUNICIPALITY, "--operator", "鈴木 (admin)")
-    ok(runner, "ledger", "import", in_use, "-l", path, "--operator", "clerk-1")
-    ok(runner, "assign", export, "-l", path, "-o", assigned)
+    cli_ok(runner, "ledger", "init", path, "-m", MUNICIPALITY, "--operator", "鈴木 (admin)")
+    cli_ok(runner, "ledger", "import", in_use, "-l", path, "--operator", "clerk-1")
+    cli_ok(runner, "assign", export, "-l", path, "-o", assigned)
     resident = first_resident(assigned)
-    ok(
+    cli_ok(
         runner,
         "change",
         "--resident",
@@ -192,11 +186,11 @@ def test_every_command_that_commits_records_its_transaction(
 
 def test_the_rejects_file_is_an_output_too(runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "ledger"
-    ok(runner, "ledger", "init", path, "-m", MUNICIPALITY)
+    cli_ok(runner, "ledger", "init", path, "-m", MUNICIPALITY)
     export = write_export(tmp_path / "export.csv", 3)
     export.write_text(export.read_text() + "bad,X,not a date,F,VNM,さくら市\n")
     out, rejects = tmp_path / "out.csv", tmp_path / "rejects.csv"
-    ok(runner, "assign", export, "-l", path, "-o", out, "--rejects", rejects)
+    cli_ok(runner, "assign", export, "-l", path, "-o", out, "--rejects", rejects)
     record = manifest_of(path)["transactions"][-1]
     assert record["outputs"] == [
         {"path": str(out), "sha256": sha256(out)},
@@ -206,10 +200,10 @@ def test_the_rejects_file_is_an_output_too(runner: CliRunner, tmp_path: Path) ->
 
 def test_a_run_that_records_nothing_adds_no_record(runner: CliRunner, tmp_path: Path) -> None:
     path = tmp_path / "ledger"
-    ok(runner, "ledger", "init", path, "-m", MUNICIPALITY)
+    cli_ok(runner, "ledger", "init", path, "-m", MUNICIPALITY)
     export = write_export(tmp_path / "export.csv", 3)
-    ok(runner, "assign", export, "-l", path, "-o", tmp_path / "one.csv")
-    ok(runner, "assign", export, "-l", path, "-o", tmp_path / "two.csv")  # nothing new
+    cli_ok(runner, "assign", export, "-l", path, "-o", tmp_path / "one.csv")
+    cli_ok(runner, "assign", export, "-l", path, "-o", tmp_path / "two.csv")  # nothing new
     assert [r["txn"] for r in manifest_of(path)["transactions"]] == [0, 1]
 
 
@@ -263,7 +257,7 @@ def test_details_may_not_replace_the_records_own_fields(ledger: Ledger) -> None:
 
 
 def test_ledger_log_shows_the_chain(runner: CliRunner, busy_ledger: Path) -> None:
-    text = ok(runner, "ledger", "log", "-l", busy_ledger)
+    text = cli_ok(runner, "ledger", "log", "-l", busy_ledger)
     records = manifest_of(busy_ledger)["transactions"]
     for record in records:
         assert record["hash"][:12] in text
@@ -272,13 +266,15 @@ def test_ledger_log_shows_the_chain(runner: CliRunner, busy_ledger: Path) -> Non
     assert "intact" in text
     assert f"latest hash: {records[-1]['hash']}" in text
 
-    data = json.loads(ok(runner, "ledger", "log", "-l", busy_ledger, "--json"))
+    data = json.loads(cli_ok(runner, "ledger", "log", "-l", busy_ledger, "--json"))
     assert data["ok"] is True and data["intact"] is True
     assert data["transactions"] == records
     assert data["head"] == records[-1]["hash"]
     assert (data["problems"], data["notes"]) == ([], [])
 
-    last_two = json.loads(ok(runner, "ledger", "log", "-l", busy_ledger, "--json", "--last", "2"))
+    last_two = json.loads(
+        cli_ok(runner, "ledger", "log", "-l", busy_ledger, "--json", "--last", "2")
+    )
     assert [r["txn"] for r in last_two["transactions"]] == [3, 4]
 
 
@@ -286,9 +282,9 @@ def test_ledger_log_names_a_broken_link(runner: CliRunner, busy_ledger: Path) ->
     data = manifest_of(busy_ledger)
     data["transactions"][2]["operator"] = "someone else"
     write_manifest(busy_ledger, data)
-    text = ok(runner, "ledger", "log", "-l", busy_ledger)
+    text = cli_ok(runner, "ledger", "log", "-l", busy_ledger)
     assert "BROKEN" in text and "transaction 2" in text
-    shown = json.loads(ok(runner, "ledger", "log", "-l", busy_ledger, "--json"))
+    shown = json.loads(cli_ok(runner, "ledger", "log", "-l", busy_ledger, "--json"))
     assert shown["intact"] is False
     assert any(p.startswith("transaction 2:") for p in shown["problems"])
 
@@ -438,21 +434,21 @@ def test_a_ledger_from_before_the_audit_trail_is_a_note_not_a_failure(
     runner: CliRunner, tmp_path: Path
 ) -> None:
     path = tmp_path / "ledger"
-    ok(runner, "ledger", "init", path, "-m", MUNICIPALITY)
+    cli_ok(runner, "ledger", "init", path, "-m", MUNICIPALITY)
     for name, start in (("a", 0), ("b", 10)):
         export = write_export(tmp_path / f"{name}.csv", 3, start=start)
-        ok(runner, "assign", export, "-l", path, "-o", tmp_path / f"{name}.out.csv")
+        cli_ok(runner, "assign", export, "-l", path, "-o", tmp_path / f"{name}.out.csv")
     _as_version_1(path)
 
     result = runner.invoke(app, ["verify", "--ledger", str(path)])
     assert result.exit_code == 0, result.output
     assert "note: transactions 1..2 predate the audit trail" in result.output
-    log = ok(runner, "ledger", "log", "-l", path)
+    log = cli_ok(runner, "ledger", "log", "-l", path)
     assert "transactions 1..2 predate the audit trail" in log and "intact" in log
 
     # The next write keeps working, upgrades the manifest and starts the trail.
     export = write_export(tmp_path / "c.csv", 3, start=20)
-    ok(runner, "assign", export, "-l", path, "-o", tmp_path / "c.out.csv")
+    cli_ok(runner, "assign", export, "-l", path, "-o", tmp_path / "c.out.csv")
     data = manifest_of(path)
     assert data["version"] == 2
     assert [(r["txn"], r["prev"]) for r in data["transactions"]] == [(3, "")]
@@ -494,7 +490,7 @@ def test_kill_at_each_commit_step_keeps_the_chain_whole(
     runner: CliRunner, tmp_path: Path, failpoint: str, committed: bool
 ) -> None:
     path = tmp_path / "ledger"
-    ok(runner, "ledger", "init", path, "-m", MUNICIPALITY)
+    cli_ok(runner, "ledger", "init", path, "-m", MUNICIPALITY)
     export = write_export(tmp_path / "export.csv", 50)
     env = {"RRNET_FAILPOINT": failpoint}
 
@@ -502,7 +498,7 @@ def test_kill_at_each_commit_step_keeps_the_chain_whole(
     assert crashed.returncode == -signal.SIGKILL
     _chain_whole(path, 1 if committed else 0)
     if not committed:
-        ok(runner, "assign", export, "-l", path, "-o", tmp_path / "out.csv")
+        cli_ok(runner, "assign", export, "-l", path, "-o", tmp_path / "out.csv")
     _chain_whole(path, 1)
 
     resident = f"{7:09d}"
@@ -519,7 +515,7 @@ def test_kill_at_each_commit_step_keeps_the_chain_whole(
     )
     assert crashed.returncode == -signal.SIGKILL
     _chain_whole(path, 2 if committed else 1)
-    ok(runner, "change", "--resident", resident, "--id-document", "passport", "-l", path)
+    cli_ok(runner, "change", "--resident", resident, "--id-document", "passport", "-l", path)
     _chain_whole(path, 3 if committed else 2)
     assert rrnet("verify", "--ledger", path).returncode == 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from helpers import MUNICIPALITY, folder_bytes, write_export
+from helpers import MUNICIPALITY, cli_ok, folder_bytes, run_cli, write_export
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -19,7 +19,6 @@ from rrnet_cli import assign as assign_module
 from rrnet_cli import code as rcode
 from rrnet_cli.assign import random_source, tiny_code_space_for_tests
 from rrnet_cli.change import ChangeRequest, change_codes
-from rrnet_cli.cli import app
 from rrnet_cli.errors import LedgerError
 from rrnet_cli.ledger import Ledger, check_integrity
 from rrnet_cli.schema import ChangeReason, IdDocument
@@ -28,22 +27,11 @@ from rrnet_cli.schema import ChangeReason, IdDocument
 SECRET_REASON = "notice returned: ARAKI Kenta moved to his sister's"
 
 
-def run(runner: CliRunner, *args: str | Path) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output
-
-
-def ok(runner: CliRunner, *args: str | Path) -> str:
-    code, output = run(runner, *args)
-    assert code == 0, output
-    return output
-
-
 @pytest.fixture
 def assigned(runner: CliRunner, ledger: Ledger, tmp_path: Path) -> Path:
     """Residents 000000000..000000004 assigned in ``ledger``; the assigned register."""
     out = tmp_path / "assigned.csv"
-    ok(runner, "assign", write_export(tmp_path / "export.csv", 5), "-l", ledger.path, "-o", out)
+    cli_ok(runner, "assign", write_export(tmp_path / "export.csv", 5), "-l", ledger.path, "-o", out)
     return out
 
 
@@ -73,7 +61,7 @@ def test_a_change_on_request_retires_the_code_and_draws_a_new_one(
     used_before = ledger.snapshot().codes
     changes = tmp_path / "changes.csv"
 
-    output = ok(
+    output = cli_ok(
         runner,
         "change",
         "--resident",
@@ -125,7 +113,7 @@ def test_after_a_change_assign_keeps_the_new_code_and_verify_calls_the_old_retir
 ) -> None:
     resident = "000000004"
     data = json.loads(
-        ok(
+        cli_ok(
             runner,
             "change",
             "--resident",
@@ -142,13 +130,13 @@ def test_after_a_change_assign_keeps_the_new_code_and_verify_calls_the_old_retir
 
     again = tmp_path / "again.csv"
     figures = json.loads(
-        ok(runner, "assign", tmp_path / "export.csv", "-l", ledger.path, "-o", again, "--json")
+        cli_ok(runner, "assign", tmp_path / "export.csv", "-l", ledger.path, "-o", again, "--json")
     )
     assert (figures["already_assigned"], figures["newly_assigned"]) == (5, 0)
     assert codes_of(again)[resident] == change["new_code"]
-    assert run(runner, "verify", again, "-l", ledger.path)[0] == 0
+    assert run_cli(runner, "verify", again, "-l", ledger.path)[0] == 0
 
-    code, output = run(runner, "verify", assigned, "-l", ledger.path)
+    code, output = run_cli(runner, "verify", assigned, "-l", ledger.path)
     assert code == 1
     assert "row 6: [ledger] the ledger says this code is retired" in output
 
@@ -157,10 +145,10 @@ def test_a_change_by_the_office_keeps_its_reason_but_never_prints_it(
     runner: CliRunner, ledger: Ledger, assigned: Path
 ) -> None:
     args = ["change", "--resident", "000000001", "--by-office", "--reason", SECRET_REASON]
-    text = ok(runner, *args, "-l", ledger.path)
+    text = cli_ok(runner, *args, "-l", ledger.path)
     assert "by the office" in text and SECRET_REASON not in text
     data = json.loads(
-        ok(
+        cli_ok(
             runner,
             "change",
             "--resident",
@@ -181,9 +169,11 @@ def test_a_change_by_the_office_keeps_its_reason_but_never_prints_it(
     assert SECRET_REASON not in " ".join(first["command"]), "argv keeps no personal data"
     assert "--reason" in first["command"]
 
-    log = ok(runner, "ledger", "log", "-l", ledger.path, "--json")
+    log = cli_ok(runner, "ledger", "log", "-l", ledger.path, "--json")
     assert SECRET_REASON not in log
-    assert SECRET_REASON in ok(runner, "ledger", "log", "-l", ledger.path, "--json", "--verbose")
+    assert SECRET_REASON in cli_ok(
+        runner, "ledger", "log", "-l", ledger.path, "--json", "--verbose"
+    )
     assert check_integrity(ledger).violations == []
 
 
@@ -192,9 +182,11 @@ def test_a_carried_over_code_can_be_changed(
 ) -> None:
     carried = "12345678903"
     register = write_register([resident("777", resident_code=carried)])
-    ok(runner, "assign", register, "-l", ledger.path, "-o", tmp_path / "out.csv")
+    cli_ok(runner, "assign", register, "-l", ledger.path, "-o", tmp_path / "out.csv")
     assert lookup(ledger, carried)["status"] == "carried_over"
-    ok(runner, "change", "--resident", "777", "--id-document", "my_number_card", "-l", ledger.path)
+    cli_ok(
+        runner, "change", "--resident", "777", "--id-document", "my_number_card", "-l", ledger.path
+    )
     assert lookup(ledger, carried)["status"] == "retired"
     assert len(active_code(ledger, "777")) == 1 and active_code(ledger, "777") != [carried]
     assert check_integrity(ledger).violations == []
@@ -216,7 +208,7 @@ def test_a_batch_changes_every_requested_code_in_one_transaction(
     before = codes_of(assigned)
     changes = tmp_path / "changes.parquet"
 
-    output = ok(runner, "change", "--requests", requests, "-l", ledger.path, "-o", changes)
+    output = cli_ok(runner, "change", "--requests", requests, "-l", ledger.path, "-o", changes)
 
     assert SECRET_REASON not in output
     written = pl.read_parquet(changes)
@@ -244,7 +236,7 @@ def test_a_requests_workbook_works_too(
 ) -> None:
     requests = tmp_path / "requests.xlsx"
     pl.DataFrame({"resident_id": ["000000002"], "id_document": ["passport"]}).write_excel(requests)
-    data = json.loads(ok(runner, "change", "--requests", requests, "-l", ledger.path, "--json"))
+    data = json.loads(cli_ok(runner, "change", "--requests", requests, "-l", ledger.path, "--json"))
     assert data["changed"] == 1 and data["on_request"] == 1
 
 
@@ -342,7 +334,7 @@ def test_refusals_change_nothing(
     # A resident excluded for a planned move-out (never in the ledger) and one whose code
     # was retired with nothing in its place.
     register = write_register([resident("move-out", planned_move_out_date="2030-01-01")], "m.csv")
-    ok(runner, "assign", register, "-l", ledger.path, "-o", tmp_path / "m.out.csv")
+    cli_ok(runner, "assign", register, "-l", ledger.path, "-o", tmp_path / "m.out.csv")
     ledger.retire([codes_of(assigned)["000000000"]])
     files: dict[str, Path] = {"tmp": tmp_path}
     for name, rows in REQUEST_FILES.items():
@@ -351,7 +343,7 @@ def test_refusals_change_nothing(
     before = folder_bytes(ledger.path)
     listing = sorted(p.name for p in tmp_path.iterdir())
 
-    code, output = run(runner, "change", *[a.format(**files) for a in args], "-l", ledger.path)
+    code, output = run_cli(runner, "change", *[a.format(**files) for a in args], "-l", ledger.path)
 
     assert code == 2, output
     flat = " ".join(output.split())
@@ -367,15 +359,15 @@ def test_an_unknown_resident_is_named_only_with_verbose_in_a_batch(
     runner: CliRunner, ledger: Ledger, assigned: Path, tmp_path: Path
 ) -> None:
     requests = _requests(tmp_path / "requests.csv", ["424242,passport,"])
-    code, output = run(runner, "change", "--requests", requests, "-l", ledger.path)
+    code, output = run_cli(runner, "change", "--requests", requests, "-l", ledger.path)
     assert code == 2 and "row 2" in output and "424242" not in output
-    code, output = run(runner, "change", "--requests", requests, "-l", ledger.path, "--verbose")
+    code, output = run_cli(runner, "change", "--requests", requests, "-l", ledger.path, "--verbose")
     assert code == 2 and "424242" in output
 
 
 def test_another_municipality_is_refused(runner: CliRunner, ledger: Ledger, assigned: Path) -> None:
     before = folder_bytes(ledger.path)
-    code, output = run(
+    code, output = run_cli(
         runner,
         "change",
         "--resident",

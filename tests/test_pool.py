@@ -11,14 +11,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from helpers import MUNICIPALITY, folder_bytes, rrnet, write_export
+from helpers import MUNICIPALITY, cli_ok, folder_bytes, rrnet, run_cli, write_export
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from rrnet_cli import code as rcode
 from rrnet_cli.assign import draw_codes, random_below, random_source
-from rrnet_cli.cli import app
 from rrnet_cli.errors import UsageError
 from rrnet_cli.importer import import_codes
 from rrnet_cli.ledger import (
@@ -40,17 +39,6 @@ FAILPOINTS = [
 # -- helpers -------------------------------------------------------------------------
 
 
-def run(runner: CliRunner, *args: str | Path) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output
-
-
-def ok(runner: CliRunner, *args: str | Path) -> str:
-    code, output = run(runner, *args)
-    assert code == 0, output
-    return output
-
-
 def pool_codes(n: int, seed: int) -> list[str]:
     """``n`` distinct valid codes as 11-digit strings."""
     bodies = np.random.default_rng(seed).choice(rcode.BODY_SPACE, size=n, replace=False)
@@ -68,7 +56,7 @@ def manifest_of(ledger: Path) -> dict[str, Any]:
 
 
 def stats_of(runner: CliRunner, ledger: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(ok(runner, "ledger", "stats", "-l", ledger, "--json"))
+    data: dict[str, Any] = json.loads(cli_ok(runner, "ledger", "stats", "-l", ledger, "--json"))
     return data
 
 
@@ -111,7 +99,9 @@ def without_replacement_chi2(counts: np.ndarray, draws: int, per_draw: int, size
 def pooled(runner: CliRunner, ledger: Ledger, tmp_path: Path) -> tuple[Path, set[str]]:
     """The ``ledger`` with 500 designated codes; its path and the codes."""
     codes = pool_codes(500, 1)
-    ok(runner, "ledger", "designate", code_list(tmp_path / "pool.txt", codes), "-l", ledger.path)
+    cli_ok(
+        runner, "ledger", "designate", code_list(tmp_path / "pool.txt", codes), "-l", ledger.path
+    )
     return ledger.path, set(codes)
 
 
@@ -121,7 +111,7 @@ def pooled(runner: CliRunner, ledger: Ledger, tmp_path: Path) -> tuple[Path, set
 def test_designate_a_plain_list(runner: CliRunner, ledger: Ledger, tmp_path: Path) -> None:
     codes = pool_codes(300, 2)
     source = code_list(tmp_path / "designated.txt", codes)
-    result = json.loads(ok(runner, "ledger", "designate", source, "-l", ledger.path, "--json"))
+    result = json.loads(cli_ok(runner, "ledger", "designate", source, "-l", ledger.path, "--json"))
     assert (result["codes_read"], result["designated"], result["pool_left"]) == (300, 300, 300)
     assert result["transaction"] == 1 and result["pool_mode"] == "off"
 
@@ -149,11 +139,11 @@ def test_designate_a_cp932_csv_with_a_japanese_header(
     lines = ["宛名番号,住民票コード,備考"] + [f"{i},{c},指定分" for i, c in enumerate(codes[:20])]
     source.write_bytes(("\r\n".join(lines) + "\r\n").encode("cp932"))
     # The column named 住民票コード is recognised without --column.
-    first = json.loads(ok(runner, "ledger", "designate", source, "-l", ledger.path, "--json"))
+    first = json.loads(cli_ok(runner, "ledger", "designate", source, "-l", ledger.path, "--json"))
     assert first["designated"] == 20
     other = tmp_path / "more.csv"
     other.write_bytes(("コード\r\n" + "".join(f"{c}\r\n" for c in codes[20:])).encode("cp932"))
-    second = ok(
+    second = cli_ok(
         runner,
         "ledger",
         "designate",
@@ -174,7 +164,7 @@ def test_designate_a_cp932_csv_with_a_japanese_header(
 def _used_in_every_way(runner: CliRunner, ledger: Path, tmp_path: Path) -> dict[str, str]:
     """A code of each status in ``ledger``: imported, assigned, carried over, retired."""
     imported = pool_codes(1, 90)[0]
-    ok(runner, "ledger", "import", code_list(tmp_path / "in_use.txt", [imported]), "-l", ledger)
+    cli_ok(runner, "ledger", "import", code_list(tmp_path / "in_use.txt", [imported]), "-l", ledger)
     carried = pool_codes(1, 91)[0]
     export = tmp_path / "export.csv"
     write_export(export, 3)
@@ -183,10 +173,10 @@ def _used_in_every_way(runner: CliRunner, ledger: Path, tmp_path: Path) -> dict[
     )
     frame.write_csv(export)
     out = tmp_path / "assigned.csv"
-    ok(runner, "assign", export, "-l", ledger, "-o", out)
+    cli_ok(runner, "assign", export, "-l", ledger, "-o", out)
     rows = pl.read_csv(out, infer_schema=False)
     assigned = rows.filter(pl.col("code_status") == "assigned")["resident_code"].to_list()
-    ok(runner, "change", "--resident", "000000002", "--id-document", "passport", "-l", ledger)
+    cli_ok(runner, "change", "--resident", "000000002", "--id-document", "passport", "-l", ledger)
     retired = dict(zip(rows["resident_id"], rows["resident_code"], strict=True))["000000002"]
     return {
         "imported": imported,
@@ -201,7 +191,9 @@ def test_used_designated_repeated_or_invalid_codes_are_refused_naming_the_record
 ) -> None:
     used = _used_in_every_way(runner, ledger.path, tmp_path)
     already = pool_codes(5, 4)
-    ok(runner, "ledger", "designate", code_list(tmp_path / "first.txt", already), "-l", ledger.path)
+    cli_ok(
+        runner, "ledger", "designate", code_list(tmp_path / "first.txt", already), "-l", ledger.path
+    )
     fresh = pool_codes(10, 5)
     cases: list[tuple[str, list[str], list[str]]] = [
         *(
@@ -218,7 +210,7 @@ def test_used_designated_repeated_or_invalid_codes_are_refused_naming_the_record
     ]
     for name, codes, expected in cases:
         before = folder_bytes(ledger.path)
-        code, output = run(
+        code, output = run_cli(
             runner, "ledger", "designate", code_list(tmp_path / "p.txt", codes), "-l", ledger.path
         )
         assert code == 2, (name, output)
@@ -229,7 +221,7 @@ def test_used_designated_repeated_or_invalid_codes_are_refused_naming_the_record
     # A CSV's header is record 1, as in ledger import: the first code is record 2.
     csv = tmp_path / "p.csv"
     csv.write_text(f"住民票コード\n{fresh[0]}\n{already[0]}\n", encoding="utf-8")
-    code, output = run(runner, "ledger", "designate", csv, "-l", ledger.path)
+    code, output = run_cli(runner, "ledger", "designate", csv, "-l", ledger.path)
     assert code == 2 and "record 3: already in the designated pool" in output, output
 
 
@@ -265,7 +257,7 @@ def test_assign_with_pool_draws_only_pool_codes(
     ledger, pool = pooled
     out = tmp_path / "assigned.csv"
     result = json.loads(
-        ok(
+        cli_ok(
             runner,
             "assign",
             write_export(tmp_path / "a.csv", 200),
@@ -290,7 +282,7 @@ def test_assign_with_pool_draws_only_pool_codes(
     }
     # The next run draws from what is left: never a code drawn before.
     out2 = tmp_path / "assigned2.csv"
-    ok(
+    cli_ok(
         runner,
         "assign",
         write_export(tmp_path / "b.csv", 250, start=1000),
@@ -302,7 +294,7 @@ def test_assign_with_pool_draws_only_pool_codes(
     )
     assert new_codes(out2) <= pool - drawn
     assert rrnet("verify", out, out2, "--ledger", ledger).returncode == 0
-    text = ok(runner, "ledger", "stats", "-l", ledger)
+    text = cli_ok(runner, "ledger", "stats", "-l", ledger)
     assert "designated pool" in text and "left" in text and "50" in text
 
 
@@ -310,17 +302,17 @@ def test_pool_mode_makes_assign_and_change_draw_from_the_pool(
     runner: CliRunner, pooled: tuple[Path, set[str]], tmp_path: Path
 ) -> None:
     ledger, pool = pooled
-    output = ok(runner, "ledger", "pool-mode", "on", "-l", ledger)
+    output = cli_ok(runner, "ledger", "pool-mode", "on", "-l", ledger)
     assert "on" in output and "warning" not in output
     record = manifest_of(ledger)["transactions"][-1]
     assert (record["pool_mode"], record["segments"], record["counts"]) == (True, [], {})
-    assert "pool mode on" in ok(runner, "ledger", "log", "-l", ledger)
+    assert "pool mode on" in cli_ok(runner, "ledger", "log", "-l", ledger)
 
     out = tmp_path / "assigned.csv"
-    ok(runner, "assign", write_export(tmp_path / "a.csv", 100), "-l", ledger, "-o", out)
+    cli_ok(runner, "assign", write_export(tmp_path / "a.csv", 100), "-l", ledger, "-o", out)
     assert new_codes(out) <= pool
     changes = tmp_path / "changes.csv"
-    ok(
+    cli_ok(
         runner,
         "change",
         "--resident",
@@ -338,9 +330,9 @@ def test_pool_mode_makes_assign_and_change_draw_from_the_pool(
     assert stats_of(runner, ledger)["pool"]["left"] == 500 - 101
 
     # Off again: the whole code space (500 pool codes among 10**10: none drawn).
-    ok(runner, "ledger", "pool-mode", "off", "-l", ledger)
+    cli_ok(runner, "ledger", "pool-mode", "off", "-l", ledger)
     free = tmp_path / "free.csv"
-    ok(
+    cli_ok(
         runner,
         "assign",
         write_export(tmp_path / "f.csv", 300, start=5000),
@@ -358,9 +350,9 @@ def test_pool_mode_needs_a_pool_and_says_when_nothing_changes(
     runner: CliRunner, ledger: Ledger, tmp_path: Path
 ) -> None:
     before = folder_bytes(ledger.path)
-    code, output = run(runner, "ledger", "pool-mode", "on", "-l", ledger.path)
+    code, output = run_cli(runner, "ledger", "pool-mode", "on", "-l", ledger.path)
     assert code == 2 and "no designated pool" in output
-    code, output = run(
+    code, output = run_cli(
         runner,
         "assign",
         write_export(tmp_path / "a.csv", 3),
@@ -372,7 +364,7 @@ def test_pool_mode_needs_a_pool_and_says_when_nothing_changes(
     )
     assert code == 2 and "no designated pool" in output
     assert folder_bytes(ledger.path) == before
-    ok(
+    cli_ok(
         runner,
         "ledger",
         "designate",
@@ -380,16 +372,16 @@ def test_pool_mode_needs_a_pool_and_says_when_nothing_changes(
         "-l",
         ledger.path,
     )
-    ok(runner, "ledger", "pool-mode", "on", "-l", ledger.path)
+    cli_ok(runner, "ledger", "pool-mode", "on", "-l", ledger.path)
     txn = manifest_of(ledger.path)["txn"]
-    again = json.loads(ok(runner, "ledger", "pool-mode", "on", "-l", ledger.path, "--json"))
+    again = json.loads(cli_ok(runner, "ledger", "pool-mode", "on", "-l", ledger.path, "--json"))
     assert again["changed"] is False and manifest_of(ledger.path)["txn"] == txn
 
 
 def test_exhaustion_is_refused_before_anything_is_written(
     runner: CliRunner, ledger: Ledger, tmp_path: Path
 ) -> None:
-    ok(
+    cli_ok(
         runner,
         "ledger",
         "designate",
@@ -400,22 +392,22 @@ def test_exhaustion_is_refused_before_anything_is_written(
     before = folder_bytes(ledger.path)
     out = tmp_path / "assigned.csv"
     export = write_export(tmp_path / "big.csv", 2345)
-    code, output = run(runner, "assign", export, "-l", ledger.path, "-o", out, "--pool")
+    code, output = run_cli(runner, "assign", export, "-l", ledger.path, "-o", out, "--pool")
     assert code == 2
     assert "needs 2,345 codes, the pool has 1,200 left" in output
     assert not out.exists(), "no output when the pool is too small"
     assert folder_bytes(ledger.path) == before
     # Pool mode and a partly used pool: what is left is what counts.
-    ok(runner, "ledger", "pool-mode", "on", "-l", ledger.path)
-    ok(runner, "assign", write_export(tmp_path / "a.csv", 1100), "-l", ledger.path, "-o", out)
+    cli_ok(runner, "ledger", "pool-mode", "on", "-l", ledger.path)
+    cli_ok(runner, "assign", write_export(tmp_path / "a.csv", 1100), "-l", ledger.path, "-o", out)
     before = folder_bytes(ledger.path)
     second = tmp_path / "second.csv"
     export = write_export(tmp_path / "b.csv", 101, start=10_000)
-    code, output = run(runner, "assign", export, "-l", ledger.path, "-o", second)
+    code, output = run_cli(runner, "assign", export, "-l", ledger.path, "-o", second)
     assert code == 2 and "needs 101 codes, the pool has 100 left" in output
     assert not second.exists() and folder_bytes(ledger.path) == before
     # A code change needs a pool code too.
-    ok(
+    cli_ok(
         runner,
         "assign",
         write_export(tmp_path / "c.csv", 100, start=20_000),
@@ -425,7 +417,7 @@ def test_exhaustion_is_refused_before_anything_is_written(
         tmp_path / "c.out.csv",
     )
     before = folder_bytes(ledger.path)
-    code, output = run(
+    code, output = run_cli(
         runner, "change", "--resident", "000000001", "--id-document", "passport", "-l", ledger.path
     )
     assert code == 2 and "needs 1 code, the pool has 0 left" in output
@@ -434,10 +426,10 @@ def test_exhaustion_is_refused_before_anything_is_written(
 
 def test_the_whole_pool_can_be_drawn(runner: CliRunner, ledger: Ledger, tmp_path: Path) -> None:
     codes = pool_codes(64, 10)
-    ok(runner, "ledger", "designate", code_list(tmp_path / "p.txt", codes), "-l", ledger.path)
-    ok(runner, "ledger", "pool-mode", "on", "-l", ledger.path)
+    cli_ok(runner, "ledger", "designate", code_list(tmp_path / "p.txt", codes), "-l", ledger.path)
+    cli_ok(runner, "ledger", "pool-mode", "on", "-l", ledger.path)
     out = tmp_path / "o.csv"
-    ok(runner, "assign", write_export(tmp_path / "a.csv", 64), "-l", ledger.path, "-o", out)
+    cli_ok(runner, "assign", write_export(tmp_path / "a.csv", 64), "-l", ledger.path, "-o", out)
     assert new_codes(out) == set(codes)
     assert stats_of(runner, ledger.path)["pool"]["left"] == 0
 
@@ -487,13 +479,13 @@ def test_pool_positions_are_uniform_over_a_large_pool(
 ) -> None:
     """10,000 designated codes, 5,000 drawn in five runs: even over 20 buckets of the pool."""
     codes = sorted(pool_codes(10_000, 14))
-    ok(runner, "ledger", "designate", code_list(tmp_path / "p.txt", codes), "-l", ledger.path)
-    ok(runner, "ledger", "pool-mode", "on", "-l", ledger.path)
+    cli_ok(runner, "ledger", "designate", code_list(tmp_path / "p.txt", codes), "-l", ledger.path)
+    cli_ok(runner, "ledger", "pool-mode", "on", "-l", ledger.path)
     drawn: set[str] = set()
     for run_number in range(5):
         out = tmp_path / f"o{run_number}.csv"
         export = write_export(tmp_path / f"e{run_number}.csv", 1000, start=run_number * 1000)
-        ok(runner, "assign", export, "-l", ledger.path, "-o", out, "--seed", run_number + 1)
+        cli_ok(runner, "assign", export, "-l", ledger.path, "-o", out, "--seed", run_number + 1)
         drawn |= new_codes(out)
     assert len(drawn) == 5000 and drawn <= set(codes)
     positions = np.searchsorted(np.array(codes), np.array(sorted(drawn)))
@@ -600,8 +592,8 @@ def test_verify_flags_codes_assigned_outside_the_pool_in_pool_mode(
     )
     frame.write_csv(export)
     free = tmp_path / "free.csv"
-    ok(runner, "assign", export, "-l", ledger.path, "-o", free)  # pool mode off: drawn freely
-    ok(
+    cli_ok(runner, "assign", export, "-l", ledger.path, "-o", free)  # pool mode off: drawn freely
+    cli_ok(
         runner,
         "ledger",
         "designate",
@@ -611,7 +603,7 @@ def test_verify_flags_codes_assigned_outside_the_pool_in_pool_mode(
     )
     assert rrnet("verify", free, "--ledger", ledger.path).returncode == 0, "off: no pool rule"
 
-    code, output = run(runner, "ledger", "pool-mode", "on", "-l", ledger.path)
+    code, output = run_cli(runner, "ledger", "pool-mode", "on", "-l", ledger.path)
     assert code == 0
     assert "warning: 5 code(s) assigned here lie outside the designated pool" in output
 
@@ -629,7 +621,7 @@ def test_verify_flags_codes_assigned_outside_the_pool_in_pool_mode(
     assert rrnet("verify", "--ledger", ledger.path).returncode == 0
     # Codes drawn in pool mode pass.
     pooled = tmp_path / "pooled.csv"
-    ok(
+    cli_ok(
         runner,
         "assign",
         write_export(tmp_path / "p.csv", 10, start=100),
@@ -693,7 +685,7 @@ def test_pool_mode_edited_by_hand_breaks_the_chain(
 
     data["pool_mode"] = False  # as it was
     (ledger / "manifest.json").write_text(json.dumps(data, ensure_ascii=False, indent=1))
-    ok(runner, "ledger", "pool-mode", "on", "-l", ledger)
+    cli_ok(runner, "ledger", "pool-mode", "on", "-l", ledger)
     data = manifest_of(ledger)
     data["pool_mode"] = False
     assert "transaction 2 set it on" in check_chain(data).problems[0]
@@ -756,7 +748,7 @@ def test_kill_during_a_pool_assign_and_a_pool_mode_change(
     assert manifest_of(ledger)["txn"] == (2 if committed else 1)
     assert manifest_of(ledger).get("pool_mode", False) is committed
     assert rrnet("verify", "--ledger", ledger).returncode == 0
-    ok(runner, "ledger", "pool-mode", "on", "-l", ledger)
+    cli_ok(runner, "ledger", "pool-mode", "on", "-l", ledger)
     txn = manifest_of(ledger)["txn"]
 
     export = write_export(tmp_path / "export.csv", 300)
@@ -768,7 +760,7 @@ def test_kill_during_a_pool_assign_and_a_pool_mode_change(
     assert stats_of(runner, ledger)["pool"]["left"] == (200 if committed else 500)
     assert rrnet("verify", "--ledger", ledger).returncode == 0
 
-    rerun = json.loads(ok(runner, "assign", export, "-l", ledger, "-o", out, "--json"))
+    rerun = json.loads(cli_ok(runner, "assign", export, "-l", ledger, "-o", out, "--json"))
     if committed:
         assert (rerun["already_assigned"], rerun["newly_assigned"]) == (300, 0)
     else:
