@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -153,7 +154,11 @@ def missing_characters(notice: NoticeText, font: tuple[Path, int]) -> list[str]:
     path, index = font
     with TTFont(path, fontNumber=index, lazy=True) as ttfont:
         cmap = ttfont.getBestCmap() or {}
-    wording = "".join([notice.name, *notice.text.values(), *notice.labels.values()])
+    wording = "".join(
+        [notice.name, *notice.text.values(), *notice.labels.values(), *notice.change.values()]
+    )
+    # "{page}/{pages}" is filled in with digits: its placeholder names are never printed.
+    wording = re.sub(r"\{pages?\}", "", wording)
     return sorted({ch for ch in wording if not ch.isspace() and ord(ch) not in cmap})
 
 

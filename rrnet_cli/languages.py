@@ -469,6 +469,12 @@ class NoticeText:
     font: str
     text: dict[str, str]
     labels: dict[str, str]
+    #: Wording of the change notice (住民票コード変更通知書).
+    change: dict[str, str]
+
+
+#: The sections a notice file has, each with the same keys as ja.toml.
+NOTICE_SECTIONS = ("meta", "text", "labels", "change")
 
 
 def _read_notice(path: Path) -> dict[str, Any]:
@@ -485,7 +491,9 @@ def load_notice(language: str, folder: Path = NOTICES) -> NoticeText:
     path = folder / f"{language}.toml"
     data = _read_notice(path)
     reference = _read_notice(folder / "ja.toml")
-    for section in ("meta", "text", "labels"):
+    for section in NOTICE_SECTIONS:
+        if not isinstance(data.get(section, {}), dict):
+            raise UsageError(f"{path}: [{section}] must be a table.")
         want = set(reference.get(section, {}))
         have = set(data.get(section, {}))
         if want != have:
@@ -495,12 +503,14 @@ def load_notice(language: str, folder: Path = NOTICES) -> NoticeText:
                 f"{path}: [{section}] must have the same keys as ja.toml "
                 f"(missing: {missing}; unexpected: {extra})."
             )
-        empty = [k for k, v in data[section].items() if not isinstance(v, str) or not v.strip()]
+        values = data.get(section, {})
+        empty = [k for k, v in values.items() if not isinstance(v, str) or not v.strip()]
         if empty:
             raise UsageError(f"{path}: [{section}] has empty values: {', '.join(empty)}.")
     meta = data["meta"]
     if meta["language"] != language:
         raise UsageError(f"{path}: meta.language is {meta['language']!r}, not {language!r}.")
+    _check_page_label(path, data["labels"].get("page"))
     return NoticeText(
         language=language,
         name=meta["name"],
@@ -508,7 +518,20 @@ def load_notice(language: str, folder: Path = NOTICES) -> NoticeText:
         font=meta["font"],
         text=dict(data["text"]),
         labels=dict(data["labels"]),
+        change=dict(data.get("change", {})),
     )
+
+
+def _check_page_label(path: Path, page: object) -> None:
+    """labels.page must say "{page}" and "{pages}", and nothing else in braces."""
+    if not isinstance(page, str) or "{page}" not in page or "{pages}" not in page:
+        raise UsageError(f'{path}: labels.page must contain both "{{page}}" and "{{pages}}".')
+    try:
+        page.format(page=1, pages=1)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UsageError(
+            f'{path}: labels.page has braces other than "{{page}}" and "{{pages}}": {exc!r}.'
+        ) from None
 
 
 def load_notices(folder: Path = NOTICES) -> dict[str, NoticeText]:
