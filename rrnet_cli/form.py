@@ -39,7 +39,7 @@ import io
 import math
 import re
 import unicodedata
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -412,8 +412,18 @@ def _text_area(table: _Table, name: str, default: Rect | None = None) -> TextAre
     )
 
 
-def parse_layout(data: Mapping[str, Any], source: str = "<layout>") -> FormLayout:
-    """A :class:`FormLayout` from the parsed TOML of a layout file, checked."""
+def parse_layout(
+    data: Mapping[str, Any],
+    source: str = "<layout>",
+    *,
+    value_boxes: Sequence[str] = VALUE_BOXES,
+    static_boxes: Sequence[str] = STATIC_BOXES,
+) -> FormLayout:
+    """A :class:`FormLayout` from the parsed TOML of a layout file, checked.
+
+    ``value_boxes`` and ``static_boxes`` are the boxes and static texts the form
+    must have (the single sheet's by default; the household notice has its own).
+    """
     _Table(source, "layout", dict(data), ("page", "fonts", "boxes", "static", "rules", "frames"))
     page = _Table(source, "page", data.get("page", {}), ("width", "height"))
     width, height = page.positive("width", 1000), page.positive("height", 1000)
@@ -433,8 +443,8 @@ def parse_layout(data: Mapping[str, Any], source: str = "<layout>") -> FormLayou
             raise UsageError(f"Layout {source}: [fonts] lacks {needed}.")
 
     boxes_data = data.get("boxes", {})
-    _Table(source, "boxes", boxes_data, ("window", *VALUE_BOXES))
-    missing = [name for name in ("window", *VALUE_BOXES) if name not in boxes_data]
+    _Table(source, "boxes", boxes_data, ("window", *value_boxes))
+    missing = [name for name in ("window", *value_boxes) if name not in boxes_data]
     if missing:
         raise UsageError(f"Layout {source}: [boxes] lacks {', '.join(missing)}.")
 
@@ -452,7 +462,7 @@ def parse_layout(data: Mapping[str, Any], source: str = "<layout>") -> FormLayou
     window = Window(window_rect, window_table.number("gap", 0, 50, 0), parts)
 
     boxes: dict[str, ValueBox] = {}
-    for name in VALUE_BOXES:
+    for name in value_boxes:
         raw = boxes_data[name]
         table = _Table(source, f"boxes.{name}", raw, (*_RECT_KEYS, *_FIT_KEYS, "label"))
         rect = _rect(table)
@@ -474,8 +484,8 @@ def parse_layout(data: Mapping[str, Any], source: str = "<layout>") -> FormLayou
         boxes[name] = ValueBox(name, rect, fit, label)
 
     static_data = data.get("static", {})
-    _Table(source, "static", static_data, STATIC_BOXES)
-    missing = [name for name in STATIC_BOXES if name not in static_data]
+    _Table(source, "static", static_data, static_boxes)
+    missing = [name for name in static_boxes if name not in static_data]
     if missing:
         raise UsageError(f"Layout {source}: [static] lacks {', '.join(missing)}.")
     static = {
@@ -488,7 +498,7 @@ def parse_layout(data: Mapping[str, Any], source: str = "<layout>") -> FormLayou
             ),
             name,
         )
-        for name in STATIC_BOXES
+        for name in static_boxes
     }
 
     rules = []
@@ -903,10 +913,12 @@ class _Setting:
     anywhere: set[str] = field(default_factory=set)
     #: address parts (by index) that may break inside, being longer than a line
     breakable: dict[str, set[int]] = field(default_factory=dict)
+    #: box -> which of the page's people the value is of (household pages)
+    owners: dict[str, int] = field(default_factory=dict)
 
     def allow_breaks(self, key: str, parts: Sequence[int]) -> bool:
         """Let the value break inside a word next time; False if it already may."""
-        if key == "code":
+        if key == "code" or key.endswith("-code"):
             return False
         new = set(parts) - self.breakable.get(key, set())
         if new:
@@ -1093,7 +1105,8 @@ class FormRenderer:
             anywhere=key in setting.anywhere,
         )
 
-    def _page_data(self, setting: _Setting) -> dict[str, Any]:
+    def _window_items(self, setting: _Setting) -> list[dict[str, Any]]:
+        """The envelope window: postal code, address and addressee (様)."""
         values = setting.values
         window = []
         if values["postal_code"]:
@@ -1102,6 +1115,11 @@ class FormRenderer:
             self._item(setting, "window.address", self._address(setting, "window.address"))
         )
         window.append(self._item(setting, "window.addressee", f"{values['addressee']} 様"))
+        return window
+
+    def _page_data(self, setting: _Setting) -> dict[str, Any]:
+        values = setting.values
+        window = self._window_items(setting)
         code = values["resident_code"]
         items = [
             self._item(setting, "code", code, " code"),
@@ -1226,13 +1244,53 @@ class FormRenderer:
         lines = "1 line" if fit.max_lines == 1 else f"{fit.max_lines} lines"
         return f"too long for its box ({key}: {lines}) even at {fit.min_font_size:g} pt"
 
-    def render_layer(self, sheets: Sequence[Mapping[str, Any]]) -> Layer:
-        """The value layer of a batch: one page per sheet that fits, in order.
+    def fit_pages(
+        self, settings: Mapping[int, _Setting]
+    ) -> tuple[dict[int, Any], list[Any], list[tuple[int, str]]]:
+        """Lay out pages until every value fits its box, or cannot.
 
-        The batch is laid out at normal sizes; sheets with a value that
+        All pages are laid out at normal sizes; the pages with a value that
         overflows its box are laid out again (only those) with smaller sizes
-        for those values until they fit or reach their smallest size.
+        for those values until they fit or reach their smallest size. Returns
+        the laid-out pages that fit (by index), the documents they belong to,
+        and ``(index, box)`` for every box that cannot fit (``"sheet"`` when
+        the rounds ran out, which shrinking in steps makes impossible).
         """
+        pages: dict[int, Any] = {}
+        documents: list[Any] = []
+        failures: list[tuple[int, str]] = []
+        pending = list(settings)
+        self.rounds = 0
+        while pending:
+            self.rounds += 1
+            if self.rounds > self.max_rounds:
+                failures += [(index, "sheet") for index in pending]
+                break
+            document = self._document([settings[i] for i in pending])
+            documents.append(document)
+            retry = []
+            for index, page in zip(pending, document.pages, strict=True):
+                setting = settings[index]
+                problems = self.overflows(page, setting)
+                if not problems:
+                    pages[index] = page
+                    continue
+                failed = self._adjust(setting, problems, page)
+                if failed:
+                    failures += [(index, key) for key in failed]
+                else:
+                    retry.append(index)
+            pending = retry
+        return pages, documents, failures
+
+    def failure_reason(self, key: str, setting: _Setting) -> str:
+        """Why box ``key`` could not be printed (``"sheet"``: the rounds ran out)."""
+        if key == "sheet":
+            return f"values did not fit after {self.max_rounds} layouts"
+        return self._reason(key, setting)
+
+    def render_layer(self, sheets: Sequence[Mapping[str, Any]]) -> Layer:
+        """The value layer of a batch: one page per sheet that fits, in order."""
         rejections: list[tuple[int, Rejection]] = []
         settings: dict[int, _Setting] = {}
         for index, sheet in enumerate(sheets):
@@ -1248,63 +1306,36 @@ class FormRenderer:
                 rejections += [(index, r) for r in bad]
             else:
                 settings[index] = _Setting(values)
-        pages: dict[int, Any] = {}
-        documents = []
-        pending = list(settings)
-        self.rounds = 0
-        while pending:
-            self.rounds += 1
-            if self.rounds > self.max_rounds:  # cannot happen: every round shrinks something
-                rejections += [
-                    (
-                        index,
-                        Rejection(
-                            settings[index].values["resident_id"],
-                            "sheet",
-                            f"values did not fit after {self.max_rounds} layouts",
-                        ),
-                    )
-                    for index in pending
-                ]
-                break
-            document = self._document([settings[i] for i in pending])
-            documents.append(document)
-            retry = []
-            for index, page in zip(pending, document.pages, strict=True):
-                setting = settings[index]
-                problems = self.overflows(page, setting)
-                if not problems:
-                    pages[index] = page
-                    continue
-                failed = self._adjust(setting, problems, page)
-                if failed:
-                    rejections += [
-                        (
-                            index,
-                            Rejection(
-                                setting.values["resident_id"],
-                                FIELD_OF_BOX[key],
-                                self._reason(key, setting),
-                            ),
-                        )
-                        for key in failed
-                    ]
-                else:
-                    retry.append(index)
-            pending = retry
+        pages, documents, failures = self.fit_pages(settings)
+        rejections += [
+            (
+                index,
+                Rejection(
+                    settings[index].values["resident_id"],
+                    FIELD_OF_BOX.get(key, key),
+                    self.failure_reason(key, settings[index]),
+                ),
+            )
+            for index, key in failures
+        ]
         rendered = sorted(pages)
-        rejections.sort(key=lambda item: item[0])
-        seen = set()
-        unique = []
-        for index, rejection in rejections:  # one per field (the window and the row)
-            if (rejection.resident_id, rejection.field) not in seen:
-                seen.add((rejection.resident_id, rejection.field))
-                unique.append((index, rejection))
-        rejections = unique
+        rejections = _one_per_field(rejections)
         if not rendered:
             return Layer(b"", [r for _, r in rejections], [])
         pdf = documents[0].copy([pages[i] for i in rendered]).write_pdf()
         return Layer(pdf, [r for _, r in rejections], rendered)
+
+
+def _one_per_field(rejections: list[tuple[int, Rejection]]) -> list[tuple[int, Rejection]]:
+    """The rejections in page order, one per resident and field (the window and the row)."""
+    rejections = sorted(rejections, key=lambda item: item[0])
+    seen = set()
+    unique = []
+    for index, rejection in rejections:
+        if (rejection.resident_id, rejection.field) not in seen:
+            seen.add((rejection.resident_id, rejection.field))
+            unique.append((index, rejection))
+    return unique
 
 
 # ---------------------------------------------------------------------------
@@ -1461,8 +1492,9 @@ def _static_problems(page: Any, layout: FormLayout) -> list[str]:
     for box in layout.boxes.values():
         if box.label is not None:
             areas[f"label.{box.name}"] = (box.label.rect, None)
-    notice_date = layout.boxes["notice_date"]
-    areas["notice_date"] = (notice_date.rect, notice_date.fit.max_lines)
+    if "notice_date" in layout.boxes:
+        notice_date = layout.boxes["notice_date"]
+        areas["notice_date"] = (notice_date.rect, notice_date.fit.max_lines)
     problems = []
     for name, (rect, max_lines) in areas.items():
         if name not in found:
@@ -1497,34 +1529,15 @@ def render_static_pages(
     A text that overflows its area (a notice too long for the layout) is an
     RrnetError naming the language.
     """
-    import pikepdf
-    from weasyprint import CSS, HTML
-    from weasyprint.text.fonts import FontConfiguration
-
-    from rrnet_cli.render import make_fetcher
-
-    templates = Path(templates)
     layout = (layout or load_layout()).for_profile(profile)
     wanted = list(dict.fromkeys(languages))
     unknown = [language for language in wanted if language not in notices]
     if unknown:
         raise UsageError(f"No notice text for {', '.join(unknown)}.")
-    if not wanted:
-        return StaticPages({}, b"", [])
-    font_config = FontConfiguration()
-    fetcher = make_fetcher(templates)
-    stylesheets = [
-        CSS(filename=str(templates / FORM_CSS), font_config=font_config, url_fetcher=fetcher),
-        CSS(
-            string=layout_css(layout, notices.values()),
-            font_config=font_config,
-            url_fetcher=fetcher,
-        ),
-    ]
-    template = _environment(templates).get_template(STATIC_TEMPLATE)
+    template = _environment(Path(templates)).get_template(STATIC_TEMPLATE)
 
-    def document(languages: list[str]) -> Any:
-        html = template.render(
+    def html(languages: list[str]) -> str:
+        return template.render(
             notices=[notices[language] for language in languages],
             ja=notices["ja"],
             profile=profile,
@@ -1536,41 +1549,78 @@ def render_static_pages(
             footer_labels=FOOTER_LABELS,
             points=NOTICE_POINTS,
         )
-        return HTML(string=html, base_url=str(templates) + "/", url_fetcher=fetcher).render(
+
+    return static_page_set(layout, notices, wanted, html, templates)
+
+
+def static_page_set(
+    layout: FormLayout,
+    notices: Mapping[str, NoticeText],
+    keys: list[str],
+    html: Callable[[list[str]], str],
+    templates: Path = TEMPLATES,
+) -> StaticPages:
+    """Lay out ``html(keys)`` (one page per key), check it and store it as :class:`StaticPages`.
+
+    Every static text must fit its area (checked on WeasyPrint's layout), and
+    each key must give exactly one page, or the layout is refused naming the key.
+    """
+    import pikepdf
+    from weasyprint import CSS, HTML
+    from weasyprint.text.fonts import FontConfiguration
+
+    from rrnet_cli.render import make_fetcher
+
+    if not keys:
+        return StaticPages({}, b"", [])
+    templates = Path(templates)
+    font_config = FontConfiguration()
+    fetcher = make_fetcher(templates)
+    stylesheets = [
+        CSS(filename=str(templates / FORM_CSS), font_config=font_config, url_fetcher=fetcher),
+        CSS(
+            string=layout_css(layout, notices.values()),
+            font_config=font_config,
+            url_fetcher=fetcher,
+        ),
+    ]
+
+    def document(subset: list[str]) -> Any:
+        return HTML(string=html(subset), base_url=str(templates) + "/", url_fetcher=fetcher).render(
             stylesheets=stylesheets, font_config=font_config
         )
 
-    def does_not_fit(language: str, detail: str) -> RrnetError:
+    def does_not_fit(key: str, detail: str) -> RrnetError:
         return RrnetError(
-            f"the static page of {language!r} does not fit on one page: shorten its notice "
+            f"the static page of {key!r} does not fit on one page: shorten its notice "
             f"text or the layout ({detail})"
         )
 
-    rendered = document(wanted)
-    if len(rendered.pages) != len(wanted):
-        for language in wanted:
-            count = len(document([language]).pages)
+    rendered = document(keys)
+    if len(rendered.pages) != len(keys):
+        for key in keys:
+            count = len(document([key]).pages)
             if count != 1:
-                raise does_not_fit(language, f"{count} pages")
-        raise RrnetError(f"The static pages gave {len(rendered.pages)} pages for {len(wanted)}.")
-    for language, page in zip(wanted, rendered.pages, strict=True):
+                raise does_not_fit(key, f"{count} pages")
+        raise RrnetError(f"The static pages gave {len(rendered.pages)} pages for {len(keys)}.")
+    for key, page in zip(keys, rendered.pages, strict=True):
         problems = _static_problems(page, layout)
         if problems:
-            raise does_not_fit(language, "; ".join(problems))
+            raise does_not_fit(key, "; ".join(problems))
     with pikepdf.open(io.BytesIO(rendered.write_pdf())) as pdf:
         compact_fonts(pdf)
         _own_fonts(pdf)
         combined = _save(pdf)
     pages = {}
     with pikepdf.open(io.BytesIO(combined)) as source:
-        for index, language in enumerate(wanted):
+        for index, key in enumerate(keys):
             with pikepdf.new() as single:
                 single.pages.append(source.pages[index])
-                pages[language] = _save(single)
-            with pikepdf.open(io.BytesIO(pages[language])) as check:
+                pages[key] = _save(single)
+            with pikepdf.open(io.BytesIO(pages[key])) as check:
                 if len(check.pages) != 1:
-                    raise does_not_fit(language, f"{len(check.pages)} pages")
-    return StaticPages(pages, combined, wanted)
+                    raise does_not_fit(key, f"{len(check.pages)} pages")
+    return StaticPages(pages, combined, keys)
 
 
 # ---------------------------------------------------------------------------

@@ -166,6 +166,8 @@ def build_sheets(
                 "notice": notice,
                 "code": code,
                 "code_groups": rcode.format(code).split(" "),
+                # The household table prints the sex in Japanese only (its headings say what).
+                "sex_ja": _sex(row.get("sex"), ja, ja),
                 "fields": fields,
             }
         )
@@ -184,6 +186,10 @@ class NotifyResult:
     sheets: int = 0
     files: list[str] = field(default_factory=list)
     per_resident: int = 0
+    #: envelopes in mailing.csv (one per sheet, or one per household)
+    envelopes: int = 0
+    #: one document and envelope per household
+    per_household: bool = False
     by_language: dict[str, int] = field(default_factory=dict)
     #: residents whose language has no notice, by language name ({"Burmese": 23})
     without_notice: dict[str, int] = field(default_factory=dict)
@@ -203,7 +209,8 @@ class NotifyResult:
 
     def summary_rows(self) -> list[tuple[str, Any]]:
         rows: list[tuple[str, Any]] = [
-            ("sheets", self.sheets),
+            ("sheets" if not self.per_household else "residents listed", self.sheets),
+            ("envelopes" + (" (one per household)" if self.per_household else ""), self.envelopes),
             ("print-ready files", len(self.files)),
         ]
         if self.per_resident:
@@ -290,6 +297,7 @@ def notify(
     steps: Steps = QUIET,
     delimiter: str = "auto",
     rejects: Path | None = None,
+    per_household: bool | None = None,
 ) -> NotifyResult:
     """Check every row against the ledger, then render and write the sheets.
 
@@ -298,6 +306,13 @@ def notify(
     wrote is removed (and the output folder, when this run created it).
     """
     started = time.perf_counter()
+    if per_household is None:
+        per_household = profile.mailing == "household"
+    if per_household and per_resident:
+        raise UsageError(
+            "--per-resident makes one file per resident, --per-household one document per "
+            "household: give one of them (the profile's [sheet] mailing may set households)."
+        )
     if batch_size < 1 or workers < 1:
         raise UsageError("--batch-size and --workers must be at least 1.")
     output = Path(output)
@@ -327,6 +342,7 @@ def notify(
         output=str(output),
         default_language=normalise_language(default_language) or default_language,
         workers=workers,
+        per_household=per_household,
     )
     if frame.height == 0:
         result.nothing_to_print = (
@@ -366,7 +382,16 @@ def notify(
     created = not output.exists()
     try:
         _write_sheets(
-            output, sheets, profile, when, result, per_resident, batch_size, steps, rejects
+            output,
+            sheets,
+            profile,
+            when,
+            result,
+            per_resident,
+            batch_size,
+            steps,
+            rejects,
+            per_household,
         )
     except BaseException:
         _remove_output(output, created)
@@ -418,36 +443,132 @@ def _split_pages(pdf: bytes, resident_ids: list[str], folder: Path) -> None:
                 tmp.write_bytes(buffer.getvalue())
 
 
-def _mailing_list(
-    sheets: list[dict[str, Any]], manifest: pl.DataFrame, mail_class: str
-) -> pl.DataFrame:
-    """mailing.csv: one row per envelope, in mailing order, for the post office.
+def group_households(sheets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sheets (in mailing order) gathered by household_id, each household where its first is.
 
-    Each envelope says where it goes, to whom, how many sheets it holds and
-    where they are in the print files; the tracking number is left empty for
-    the office to fill in when the post office gives one (簡易書留, 特定記録).
+    A resident without a household_id is a household of one. Members keep the
+    export's order, so the first (the addressee) is usually the householder.
     """
-    return (
-        manifest.with_columns(
-            pl.Series("address", [s["address"] for s in sheets], dtype=pl.String),
-            pl.Series("addressee", [s["addressee"] for s in sheets], dtype=pl.String),
+    households: dict[tuple[str, Any], dict[str, Any]] = {}
+    for index, sheet in enumerate(sheets):
+        household_id = sheet.get("household_id")
+        key = ("household", household_id) if household_id else ("resident", index)
+        if key not in households:
+            households[key] = {
+                "household_id": household_id,
+                "reference": household_id or sheet["resident_id"],
+                "members": [],
+            }
+        households[key]["members"].append(sheet)
+    return list(households.values())
+
+
+def _household_batches(
+    households: list[dict[str, Any]], size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Whole households, about ``size`` members a batch (a household is never split)."""
+    batch: list[dict[str, Any]] = []
+    members = 0
+    for household in households:
+        batch.append(household)
+        members += len(household["members"])
+        if members >= size:
+            yield batch
+            batch, members = [], 0
+    if batch:
+        yield batch
+
+
+@dataclass
+class _Printed:
+    """What the files hold: each resident's place, and each envelope."""
+
+    #: (sheet, file, page, envelope) per resident, in mailing order
+    residents: list[tuple[dict[str, Any], str, int, int]] = field(default_factory=list)
+    envelopes: list[dict[str, Any]] = field(default_factory=list)
+
+    def envelope(self, first: dict[str, Any], file: str, first_page: int, pages: int) -> int:
+        """Add an envelope addressed as ``first``'s sheet; return its number."""
+        number = len(self.envelopes) + 1
+        self.envelopes.append(
+            {
+                "envelope": number,
+                "postal_code": first["postal_code"],
+                "address": first["address"],
+                "addressee": first["addressee"],
+                "household_id": first["household_id"],
+                "sheets": pages,
+                "file": file,
+                "first_page": first_page,
+                "last_page": first_page + pages - 1,
+            }
         )
-        .group_by("envelope", maintain_order=True)
-        .agg(
-            pl.col("postal_code").first(),
-            pl.col("address").first(),
-            pl.col("addressee").first(),
-            pl.col("household_id").first(),
-            pl.len().alias("sheets"),
-            pl.col("file").first(),
-            pl.col("page").first().alias("first_page"),
-            pl.col("page").last().alias("last_page"),
+        return number
+
+
+def _render_batches(
+    batches: list[Any],
+    render: Any,
+    initializer: Any,
+    initargs: tuple[Any, ...],
+    workers: int,
+    steps: Steps,
+    total: int,
+    size: Any = len,
+) -> list[Any]:
+    """Each batch through ``render`` (in worker processes when there are several)."""
+    results: list[Any] = []
+    with steps.step("Printing sheets", total=total) as advance:
+        if workers == 1 or len(batches) == 1:
+            initializer(*initargs, worker=False)
+            for batch in batches:
+                results.append(render(batch))
+                advance(size(batch))
+            return results
+        # forkserver: workers start clean (no copy of this process's frames) and
+        # import WeasyPrint themselves; each keeps its CSS and fonts for all batches.
+        pool = ProcessPoolExecutor(
+            max_workers=min(workers, len(batches)),
+            mp_context=get_context("forkserver"),
+            initializer=initializer,
+            initargs=initargs,
         )
-        .with_columns(
-            pl.lit(mail_class).alias("mail_class"),
-            pl.lit(None, pl.String).alias("tracking_number"),
-        )
-    )
+        try:
+            for batch, result in zip(batches, pool.map(render, batches), strict=True):
+                results.append(result)
+                advance(size(batch))
+        except BrokenProcessPool:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise RrnetError(
+                "A rendering process stopped unexpectedly (out of memory, or killed). "
+                "Try fewer --workers or a smaller --batch-size."
+            ) from None
+        except BaseException:
+            # Batches not started are dropped; running ones finish before the
+            # caller removes every partial file.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+    return results
+
+
+def _static_pages(render: Any, *args: Any) -> Any:
+    try:
+        return render(*args)
+    except BrokenProcessPool:
+        raise RrnetError(
+            "The process laying out the static pages stopped unexpectedly (out of "
+            "memory, or killed)."
+        ) from None
+
+
+def _init_household_worker(profile: Profile, static: Any, worker: bool = True) -> None:
+    """Build this process's household renderer; a worker leaves Ctrl-C to its parent."""
+    from rrnet_cli import household
+
+    if worker:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    household.init_worker(profile, static)
 
 
 def _write_sheets(
@@ -460,6 +581,7 @@ def _write_sheets(
     batch_size: int,
     steps: Steps,
     rejects: Path | None = None,
+    per_household: bool = False,
 ) -> None:
     """Lay out and compose the sheets (the fixed form), publish them, write the lists.
 
@@ -467,55 +589,44 @@ def _write_sheets(
     out only the values, fitted to their boxes, and put the static page under
     them. A sheet that cannot be printed (a value too long for its box at the
     smallest size, or a character no font of the form has) stops the run,
-    naming the resident, field and reason, unless ``rejects`` takes it.
+    naming the resident, field and reason, unless ``rejects`` takes it. With
+    ``per_household``, each household gets one document and one envelope.
     """
-    from rrnet_cli import form
+    from rrnet_cli import form, household
 
-    workers = result.workers
     output.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     os.chmod(output, PRIVATE_DIR)
     languages = sorted({str(s["language"]) for s in sheets})
     with steps.step("Laying out the static page of each language"):
-        try:
-            static = form.render_static_pages_apart(profile, languages, when)
-        except BrokenProcessPool:
-            raise RrnetError(
-                "The process laying out the static pages stopped unexpectedly (out of "
-                "memory, or killed)."
-            ) from None
-    batches = list(_batches(sheets, batch_size))
-    layers: list[form.Layer] = []
-    with steps.step("Printing sheets", total=len(sheets)) as advance:
-        if workers == 1 or len(batches) == 1:
-            _init_form_worker(profile, static, worker=False)
-            for batch in batches:
-                layers.append(form.render_batch(batch))
-                advance(len(batch))
-        else:
-            # forkserver: workers start clean (no copy of this process's frames) and
-            # import WeasyPrint themselves; each keeps its CSS and fonts for all batches.
-            pool = ProcessPoolExecutor(
-                max_workers=min(workers, len(batches)),
-                mp_context=get_context("forkserver"),
-                initializer=_init_form_worker,
-                initargs=(profile, static),
+        if per_household:
+            static = _static_pages(
+                household.render_household_static_pages_apart, profile, languages, when
             )
-            try:
-                for batch, layer in zip(batches, pool.map(form.render_batch, batches), strict=True):
-                    layers.append(layer)
-                    advance(len(batch))
-            except BrokenProcessPool:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise RrnetError(
-                    "A rendering process stopped unexpectedly (out of memory, or killed). "
-                    "Try fewer --workers or a smaller --batch-size."
-                ) from None
-            except BaseException:
-                # Batches not started are dropped; running ones finish before the
-                # caller removes every partial file.
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-            pool.shutdown(wait=True)
+        else:
+            static = _static_pages(form.render_static_pages_apart, profile, languages, when)
+    if per_household:
+        batches: list[Any] = list(_household_batches(group_households(sheets), batch_size))
+        layers: list[Any] = _render_batches(
+            batches,
+            household.render_batch,
+            _init_household_worker,
+            (profile, static),
+            result.workers,
+            steps,
+            len(sheets),
+            lambda batch: sum(len(h["members"]) for h in batch),
+        )
+    else:
+        batches = list(_batches(sheets, batch_size))
+        layers = _render_batches(
+            batches,
+            form.render_batch,
+            _init_form_worker,
+            (profile, static),
+            result.workers,
+            steps,
+            len(sheets),
+        )
     rejections = [r for layer in layers for r in layer.rejections]
     if rejections and rejects is None:
         raise InputRowsError(
@@ -527,27 +638,37 @@ def _write_sheets(
             details=[f"resident_id {r.resident_id}, {r.field}: {r.reason}" for r in rejections[:20]]
             + ([f"... and {len(rejections) - 20} more"] if len(rejections) > 20 else []),
         )
-    printed: list[dict[str, Any]] = []
-    places: list[tuple[str, int]] = []
+    printed = _Printed()
     per_dir = output / "residents" if per_resident else None
     if per_dir is not None:
         per_dir.mkdir(mode=PRIVATE_DIR, exist_ok=True)
     number = 0
     for batch, layer in zip(batches, layers, strict=True):
-        if not layer.rendered:
+        if not layer.pdf:
             continue
         number += 1
         name = f"sheets-{number:04d}.pdf"
         with atomic_output(output / name) as tmp:
             tmp.write_bytes(layer.pdf)
         result.files.append(name)
+        if per_household:
+            for done in layer.households:
+                members = batch[done.batch_index]["members"]
+                first = members[done.members[0][0]]
+                envelope = printed.envelope(first, name, done.start + 1, done.pages)
+                printed.residents += [
+                    (members[member], name, done.start + page + 1, envelope)
+                    for member, page in done.members
+                ]
+            continue
         for page, index in enumerate(layer.rendered, start=1):
-            printed.append(batch[index])
-            places.append((name, page))
+            sheet = batch[index]
+            printed.residents.append((sheet, name, page, printed.envelope(sheet, name, page, 1)))
         if per_dir is not None:
             _split_pages(layer.pdf, [str(batch[i]["resident_id"]) for i in layer.rendered], per_dir)
-    result.per_resident = len(printed) if per_dir is not None else 0
-    result.sheets = len(printed)
+    result.per_resident = len(printed.residents) if per_dir is not None else 0
+    result.sheets = len(printed.residents)
+    result.envelopes = len(printed.envelopes)
     if rejects is not None:
         write_table(
             pl.DataFrame(
@@ -558,21 +679,19 @@ def _write_sheets(
         )
         result.rejected = len(rejections)
         result.rejects = str(rejects)
-    sheets = printed
-    # One envelope per resident, in mailing order (one per household is still to come).
-    envelopes = list(range(1, len(sheets) + 1))
+    residents = printed.residents
     manifest = pl.DataFrame(
         {
-            "sequence": list(range(1, len(sheets) + 1)),
-            "envelope": envelopes,
-            "resident_id": [s["resident_id"] for s in sheets],
-            "household_id": [s["household_id"] for s in sheets],
-            "postal_code": [s["postal_code"] for s in sheets],
-            "language": [s["language"] for s in sheets],
-            "file": [place[0] for place in places],
-            "page": [place[1] for place in places],
+            "sequence": list(range(1, len(residents) + 1)),
+            "envelope": [r[3] for r in residents],
+            "resident_id": [r[0]["resident_id"] for r in residents],
+            "household_id": [r[0]["household_id"] for r in residents],
+            "postal_code": [r[0]["postal_code"] for r in residents],
+            "language": [r[0]["language"] for r in residents],
+            "file": [r[1] for r in residents],
+            "page": [r[2] for r in residents],
             "resident_file": [
-                f"residents/{s['resident_id']}.pdf" if per_resident else None for s in sheets
+                f"residents/{r[0]['resident_id']}.pdf" if per_resident else None for r in residents
             ],
         },
         schema_overrides={
@@ -582,7 +701,24 @@ def _write_sheets(
         },
     )
     write_table(manifest, output / "manifest.csv")
-    write_table(_mailing_list(sheets, manifest, profile.mail_class), output / "mailing.csv")
+    mailing = pl.DataFrame(
+        printed.envelopes,
+        schema={
+            "envelope": pl.Int64,
+            "postal_code": pl.String,
+            "address": pl.String,
+            "addressee": pl.String,
+            "household_id": pl.String,
+            "sheets": pl.Int64,
+            "file": pl.String,
+            "first_page": pl.Int64,
+            "last_page": pl.Int64,
+        },
+    ).with_columns(
+        pl.lit(profile.mail_class).alias("mail_class"),
+        pl.lit(None, pl.String).alias("tracking_number"),
+    )
+    write_table(mailing, output / "mailing.csv")
     result.by_language = dict(
         sorted(manifest.group_by("language").len().iter_rows(), key=lambda kv: -kv[1])
     )

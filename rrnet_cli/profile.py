@@ -21,6 +21,9 @@ ADDRESSEES = ("name", "alias")
 #: How the office sends the sheets: 簡易書留, 特定記録, or handed over at the counter
 #: after an ID check (窓口交付). mailing.csv carries it for the post office.
 MAIL_CLASSES = ("kani_kakitome", "tokutei_kiroku", "counter")
+#: One envelope per resident (a sheet each), or per household (世帯ごと: one document
+#: listing the members who get a code, with the notice in each of their languages).
+MAILINGS = ("person", "household")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class Profile:
     addressee: str = "name"
     #: ``[sheet] mail_class``: one of MAIL_CLASSES
     mail_class: str = "kani_kakitome"
+    #: ``[sheet] mailing``: one of MAILINGS
+    mailing: str = "person"
 
 
 def load_profile(path: Path) -> Profile:
@@ -72,6 +77,7 @@ def load_profile(path: Path) -> Profile:
         ("date_style", DATE_STYLES, "iso"),
         ("addressee", ADDRESSEES, "name"),
         ("mail_class", MAIL_CLASSES, "kani_kakitome"),
+        ("mailing", MAILINGS, "person"),
     ):
         value = sheet.get(key, default)
         if value not in allowed:

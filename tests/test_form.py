@@ -237,8 +237,17 @@ def _multiply(a: list[float], b: list[float]) -> list[float]:
     ]
 
 
-def fragments(page: Any) -> list[Fragment]:
-    """Every text fragment drawn on a pypdf page, with where it starts and ends (pt)."""
+def fragments(
+    page: Any,
+    *,
+    code_word_spacing_mm: float = CODE_WORD_SPACING_PT / PT_PER_MM,
+    code_letter_spacing_em: float = CODE_LETTER_SPACING_EM,
+) -> list[Fragment]:
+    """Every text fragment drawn on a pypdf page, with where it starts and ends (pt).
+
+    A code's width includes its letter and word spacing (form.css), given for
+    the code style of the page (the sheet's, unless told).
+    """
     found: list[Fragment] = []
 
     def visit(text: str, cm: Any, tm: Any, font: Any, size: float) -> None:
@@ -253,8 +262,8 @@ def fragments(page: Any) -> list[Fragment]:
         width = sum(widths.get(ord(ch), units) for ch in text) / units * points
         mono = "Mono" in base_font
         if mono:
-            width += len(text) * CODE_LETTER_SPACING_EM * points
-            width += text.count(" ") * CODE_WORD_SPACING_PT
+            width += len(text) * code_letter_spacing_em * points
+            width += text.count(" ") * code_word_spacing_mm * PT_PER_MM
         found.append(Fragment(text, matrix[4], matrix[4] + width, matrix[5], points, mono))
 
     page.extract_text(visitor_text=visit)

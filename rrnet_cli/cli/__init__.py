@@ -603,6 +603,19 @@ def notify(
             help="Also write residents/<resident_id>.pdf for each sheet (never named by name).",
         ),
     ] = False,
+    per_household: Annotated[
+        bool | None,
+        typer.Option(
+            "--per-household/--per-person",
+            help="One envelope per household (世帯ごと): a document listing the members who "
+            "get a code, continued on further pages for a large household, with the notice "
+            "in Japanese and in each member's language; or one sheet and envelope per "
+            "resident. Default: the profile's [sheet] mailing (person unless it says "
+            "household). Members are grouped by household_id; a resident without one is a "
+            "household of one.",
+            show_default=False,
+        ),
+    ] = None,
     default_language: Annotated[
         str,
         typer.Option(
@@ -611,7 +624,13 @@ def notify(
         ),
     ] = "en",
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Sheets per print-ready PDF.")
+        int,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Sheets per print-ready PDF (with --per-household: residents, whole "
+            "households each).",
+        ),
     ] = 50,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Rendering processes.")] = 2,
     sheet: SheetOpt = None,
@@ -639,7 +658,9 @@ def notify(
     One A4 page per resident, in Japanese and in the resident's language (their
     row's language, else their nationality's, else --default-language), sorted
     for mailing into sheets-0001.pdf, sheets-0002.pdf ..., with manifest.csv
-    saying which file and page carries each resident.
+    saying which envelope, file and page carries each resident, and mailing.csv
+    listing the envelopes for the post office. With --per-household, one
+    document and envelope per household instead.
 
     Example: `rrnet notify assigned.csv -o sheets --profile profile.toml --ledger ledger`
     """
@@ -668,6 +689,7 @@ def notify(
             notice_date=notice_date.date() if notice_date else None,
             include_all=include_all,
             per_resident=per_resident,
+            per_household=per_household,
             default_language=default_language,
             batch_size=batch_size,
             workers=workers,

@@ -1,0 +1,359 @@
+"""One envelope per household (rrnet notify --per-household), as an office meets it.
+
+The register is written the way a municipal system exports it: CP932, CRLF,
+Japanese headers, the householder listed first in each household. Everything is
+read back from the files notify writes: the PDFs (pypdf), manifest.csv and
+mailing.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from helpers import MUNICIPALITY, profile_for, run_cli
+from pypdf import PdfReader
+from test_form import LONG_ALIAS, LONG_NAME, TOLERANCE_PT, fragments, squash
+
+from rrnet_cli import household
+from rrnet_cli.errors import UsageError
+from rrnet_cli.form import compose, sheet_values
+from rrnet_cli.languages import load_notices
+from rrnet_cli.profile import load_profile
+from rrnet_cli.schema import LANGUAGES, read_toml
+
+HEADERS = [
+    "宛名番号",
+    "世帯番号",
+    "氏名",
+    "通称",
+    "生年月日",
+    "性別",
+    "国籍・地域",
+    "郵便番号",
+    "住所",
+    "通知言語",
+]
+LARGE = "000100"  # a household of 12, all Vietnamese
+MIXED = "000200"  # Japanese, Korean and Portuguese notices
+ADDRESS = "愛知県さくら市本町2-20-11 サンライズマンション307号室"
+
+
+def member(
+    resident_id: str,
+    household_id: str,
+    name: str,
+    *,
+    alias: str = "",
+    language: str = "vi",
+    nationality: str = "ベトナム",
+    postal_code: str = "4870802",
+) -> list[str]:
+    return [
+        resident_id,
+        household_id,
+        name,
+        alias,
+        "平成14年9月6日",
+        "女",
+        nationality,
+        postal_code,
+        ADDRESS,
+        language,
+    ]
+
+
+def register_rows() -> list[list[str]]:
+    rows = [member("100001", LARGE, "NGUYEN VAN AN", postal_code="4870801")]
+    rows += [
+        member(f"1000{n:02d}", LARGE, f"NGUYEN THI MEMBER {n}", postal_code="4870801")
+        for n in range(2, 13)
+    ]
+    rows += [
+        member("200001", MIXED, "KIM MINJUN", alias="金田民俊", language="ja", nationality="韓国"),
+        member("200002", MIXED, "KIM SEOYEON", alias="金田瑞淵", language="ko", nationality="韓国"),
+        member("200003", MIXED, "SILVA JOAO", language="pt", nationality="ブラジル"),
+    ]
+    # Nobody else in the household: an envelope of one.
+    rows.append(
+        member(
+            "300001",
+            "",
+            "SANTOS MARIA",
+            language="tl",
+            nationality="フィリピン",
+            postal_code="4870803",
+        )
+    )
+    return rows
+
+
+def write_cp932(path: Path, rows: list[list[str]]) -> Path:
+    """A register as a municipal system exports it: CP932, CRLF, Japanese headers."""
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer, lineterminator="\r\n").writerows([HEADERS, *rows])
+    path.write_bytes(buffer.getvalue().encode("cp932"))
+    return path
+
+
+@pytest.fixture
+def assigned(runner, ledger, tmp_path: Path) -> Path:
+    export = write_cp932(tmp_path / "register.csv", register_rows())
+    out = tmp_path / "assigned.csv"
+    code, output = run_cli(runner, "assign", export, "-l", ledger.path, "-o", out)
+    assert code == 0, output
+    return out
+
+
+def notify(runner, ledger, assigned: Path, sheets: Path, *extra: str) -> tuple[int, str]:
+    profile = profile_for(MUNICIPALITY, sheets.parent)
+    return run_cli(
+        runner,
+        *("notify", assigned, "-l", ledger.path, "--profile", profile, "-o", sheets),
+        *("--workers", "1", *extra),
+    )
+
+
+def codes_by_resident(assigned: Path) -> dict[str, str]:
+    frame = pl.read_csv(assigned, infer_schema=False, encoding="utf8-lossy")
+    return dict(zip(frame["resident_id"], frame["resident_code"], strict=True))
+
+
+def formatted(code: str) -> str:
+    return f"{code[:4]} {code[4:8]} {code[8:]}"
+
+
+def pages_of(sheets: Path, envelope: dict[str, Any]) -> list[str]:
+    reader = PdfReader(sheets / envelope["file"])
+    first, last = int(envelope["first_page"]), int(envelope["last_page"])
+    return [reader.pages[n - 1].extract_text() for n in range(first, last + 1)]
+
+
+@pytest.fixture
+def printed(runner, ledger, assigned: Path, tmp_path: Path) -> dict[str, Any]:
+    sheets = tmp_path / "sheets"
+    code, output = notify(runner, ledger, assigned, sheets, "--per-household", "--batch-size", "10")
+    assert code == 0, output
+    manifest = pl.read_csv(sheets / "manifest.csv", infer_schema=False)
+    mailing = pl.read_csv(sheets / "mailing.csv", infer_schema=False)
+    return {"sheets": sheets, "manifest": manifest, "mailing": mailing, "output": output}
+
+
+def envelope_of(printed: dict[str, Any], household_id: str) -> dict[str, Any]:
+    rows = printed["mailing"].filter(pl.col("household_id") == household_id)
+    assert rows.height == 1
+    return rows.row(0, named=True)
+
+
+def test_a_household_of_12_continues_onto_a_second_page(printed, assigned: Path) -> None:
+    codes = codes_by_resident(assigned)
+    envelope = envelope_of(printed, LARGE)
+    pages = pages_of(printed["sheets"], envelope)
+    # Two member pages (8 rows, then 4) and the Vietnamese notice.
+    assert len(pages) == int(envelope["sheets"]) == 3
+    assert "1/3枚目" in pages[0] and "2/3枚目" in pages[1] and "Trang 3/3" in pages[2]
+    for text in pages:
+        assert LARGE in text  # the household reference, on every page
+    members = [f"1000{n:02d}" for n in range(1, 13)]
+    first, second = members[:8], members[8:]
+    assert all(formatted(codes[m]) in pages[0] for m in first)
+    assert not any(formatted(codes[m]) in pages[0] for m in second)
+    assert all(formatted(codes[m]) in pages[1] for m in second)
+    # The window names the householder (first in the export), once, on the first page.
+    assert "NGUYEN VAN AN 様" in pages[0] and envelope["addressee"] == "NGUYEN VAN AN"
+    assert "Thông báo mã số phiếu cư trú" in pages[2]
+    manifest = printed["manifest"].filter(pl.col("household_id") == LARGE)
+    assert manifest["resident_id"].to_list() == members
+    assert manifest["envelope"].unique().to_list() == [envelope["envelope"]]
+    start = int(envelope["first_page"])
+    assert manifest["page"].cast(int).to_list() == [start] * 8 + [start + 1] * 4
+
+
+def test_a_mixed_language_household_carries_each_members_language(printed, assigned: Path) -> None:
+    codes = codes_by_resident(assigned)
+    notices = load_notices()
+    envelope = envelope_of(printed, MIXED)
+    pages = pages_of(printed["sheets"], envelope)
+    # The member page (with the Japanese notice), then Korean and Portuguese.
+    assert len(pages) == 3
+    for resident_id in ("200001", "200002", "200003"):
+        assert formatted(codes[resident_id]) in pages[0]
+    assert squash(notices["ja"].text["private_use"]) in squash(pages[0])
+    assert "金田瑞淵" in pages[0]  # the alias column
+    assert squash(notices["ko"].text["title"]) in squash(pages[1])
+    assert squash(notices["pt"].text["keep_safe"]) in squash(pages[2])
+    assert notices["ja"].text["title"] in pages[1]  # each page says what it is in Japanese too
+    languages = printed["manifest"].filter(pl.col("household_id") == MIXED)["language"]
+    assert languages.to_list() == ["ja", "ko", "pt"]
+
+
+def test_mailing_csv_agrees_with_the_manifest_and_the_pdfs(printed) -> None:
+    manifest, mailing, sheets = printed["manifest"], printed["mailing"], printed["sheets"]
+    assert mailing.columns == [
+        *("envelope", "postal_code", "address", "addressee", "household_id", "sheets"),
+        *("file", "first_page", "last_page", "mail_class", "tracking_number"),
+    ]
+    # Two households and a resident on their own: three envelopes, in mailing order.
+    assert mailing["envelope"].to_list() == ["1", "2", "3"]
+    assert mailing["household_id"].to_list()[:2] == [LARGE, MIXED]
+    assert manifest.height == 16 and manifest["envelope"].n_unique() == 3
+    total_pages = sum(len(PdfReader(sheets / name).pages) for name in mailing["file"].unique())
+    assert total_pages == mailing["sheets"].cast(int).sum()
+    for envelope in mailing.iter_rows(named=True):
+        first, last = int(envelope["first_page"]), int(envelope["last_page"])
+        assert int(envelope["sheets"]) == last - first + 1
+        mine = manifest.filter(pl.col("envelope") == envelope["envelope"])
+        assert set(mine["file"]) == {envelope["file"]}
+        assert all(first <= int(page) <= last for page in mine["page"])
+        pages = pages_of(sheets, envelope)
+        assert f"〒{envelope['postal_code']}" in pages[0]
+        assert f"{envelope['addressee']} 様" in pages[0]
+        reference = envelope["household_id"] or mine["resident_id"][0]
+        assert all(reference in text for text in pages)
+    # Whole households per file: the 12 fill the first batch of 10.
+    assert mailing.filter(pl.col("household_id") == LARGE)["file"].to_list() == ["sheets-0001.pdf"]
+    assert "envelopes (one per household)" in printed["output"]
+
+
+def test_the_profile_can_make_households_the_default(
+    runner, ledger, assigned: Path, tmp_path: Path
+) -> None:
+    profile = profile_for(MUNICIPALITY, tmp_path)
+    profile.write_text(
+        profile.read_text(encoding="utf-8").replace('mailing = "person"', 'mailing = "household"'),
+        encoding="utf-8",
+    )
+    base = ("notify", assigned, "-l", ledger.path, "--profile", profile, "--workers", "1")
+    code, output = run_cli(runner, *base, "-o", tmp_path / "by-household", "--json")
+    assert code == 0, output
+    assert '"envelopes": 3' in output and '"per_household": true' in output
+    code, output = run_cli(runner, *base, "-o", tmp_path / "by-person", "--per-person", "--json")
+    assert code == 0, output
+    assert '"envelopes": 16' in output
+    code, output = run_cli(runner, *base, "-o", tmp_path / "x", "--per-resident")
+    assert code == 2 and "--per-household" in output
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_member_too_long_to_print_is_set_aside_and_the_household_still_goes(
+    runner, ledger, tmp_path: Path
+) -> None:
+    rows = register_rows()
+    rows[13][2] = "KIM " + "SEOYEON " * 40  # far beyond what an office allows
+    export = write_cp932(tmp_path / "register.csv", rows)
+    assigned = tmp_path / "assigned.csv"
+    code, output = run_cli(runner, "assign", export, "-l", ledger.path, "-o", assigned)
+    assert code == 0, output
+    code, output = notify(runner, ledger, assigned, tmp_path / "refused", "--per-household")
+    assert code == 2, output
+    assert "resident_id 200002, name: too long for the members table's name column" in output
+    assert "SEOYEON SEOYEON" not in output  # no personal data without --verbose
+    assert "internal error" not in output
+    assert not (tmp_path / "refused").exists()
+    rejects = tmp_path / "rejects.csv"
+    sheets = tmp_path / "sheets"
+    code, output = notify(runner, ledger, assigned, sheets, "--per-household", "--rejects", rejects)
+    assert code == 0, output
+    assert pl.read_csv(rejects, infer_schema=False)["resident_id"].to_list() == ["200002"]
+    manifest = pl.read_csv(sheets / "manifest.csv", infer_schema=False)
+    assert manifest.filter(pl.col("household_id") == MIXED)["resident_id"].to_list() == [
+        "200001",
+        "200003",
+    ]
+    envelope = pl.read_csv(sheets / "mailing.csv", infer_schema=False).filter(
+        pl.col("household_id") == MIXED
+    )
+    # Nobody left needs Korean: the member page and the Portuguese one.
+    assert envelope["sheets"].to_list() == ["2"]
+
+
+# -- the form itself: the longest values, every language, the window ------------
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, Any]:
+    """One household with a member per language, each with the longest values allowed."""
+    profile = load_profile(Path(__file__).parent.parent / "sample_data" / "profile.toml")
+    notices = load_notices()
+    layout = household.load_household_layout(profile=profile)
+    renderer = household.HouseholdRenderer(profile, notices, layout)
+    members = []
+    for number, language in enumerate(LANGUAGES, start=1):
+        code = f"9{number:010d}"
+        members.append(
+            {
+                "resident_id": f"{number:09d}",
+                "household_id": "H1",
+                "name": LONG_NAME,
+                "addressee": LONG_NAME,
+                "postal_code": "4870802",
+                "address": ADDRESS,
+                "language": language,
+                "notice": notices[language],
+                "code": code,
+                "code_groups": [code[:4], code[4:8], code[8:]],
+                "sex_ja": "女",
+                "fields": [
+                    {"key": "alias", "value": LONG_ALIAS},
+                    {"key": "birth_date", "value": "令和10年12月31日"},
+                ],
+            }
+        )
+    households = [{"household_id": "H1", "reference": "H1", "members": members}]
+    layer = renderer.render_households(households)
+    static = household.render_household_static_pages(
+        profile, notices, list(LANGUAGES), "令和8年12月1日", layout
+    )
+    return {
+        "layout": layout,
+        "members": members,
+        "layer": layer,
+        "composed": compose(layer.pdf, static, layer.keys),
+    }
+
+
+def test_the_longest_values_in_every_language_all_print(rendered) -> None:
+    layer, members = rendered["layer"], rendered["members"]
+    assert layer.rejections == []
+    # 11 members: two member pages, then ten translation pages (every language but ja).
+    assert len(layer.keys) == 2 + 10
+    reader = PdfReader(io.BytesIO(rendered["composed"]))
+    assert len(reader.pages) == 12
+    text = squash(reader.pages[0].extract_text() + reader.pages[1].extract_text())
+    for sheet in members:
+        values = sheet_values(sheet)
+        for value in (values["name"], values["alias"], values["resident_code"], "令和10年12月31日"):
+            assert squash(value) in text
+    # Every member, and the addressee in the window of each of the two member pages.
+    assert text.count(squash(LONG_NAME)) == 11 + 2
+
+
+def test_no_value_leaves_its_box_and_no_code_shows_through_the_window(rendered) -> None:
+    layout = rendered["layout"].form
+    height = layout.page_height
+    window = layout.window.rect.to_pt(height)
+    boxes = {"window": window, **{n: b.rect.to_pt(height) for n, b in layout.boxes.items()}}
+    reader = PdfReader(io.BytesIO(rendered["layer"].pdf))
+    codes = {squash(sheet_values(m)["resident_code"]) for m in rendered["members"]}
+    for number, page in enumerate(reader.pages):
+        found = fragments(page, code_word_spacing_mm=1.5, code_letter_spacing_em=0.04)
+        assert found
+        for fragment in found:
+            owners = [name for name, rect in boxes.items() if fragment.starts_in(rect)]
+            assert owners, (number, fragment)
+            assert any(fragment.inside(boxes[o], TOLERANCE_PT) for o in owners), (number, fragment)
+            if fragment.overlaps(window):
+                # Only the postal code, address and addressee: never a digit of a code.
+                assert not fragment.mono, (number, fragment)
+                assert not any(code in squash(fragment.text) for code in codes)
+
+
+def test_a_members_table_that_runs_into_the_window_is_refused() -> None:
+    data = read_toml(household.HOUSEHOLD_LAYOUT, "Layout")
+    data["members"]["top"] = 60
+    with pytest.raises(UsageError, match="would show through the envelope window"):
+        household.parse_household_layout(data, "household.toml")
