@@ -6,7 +6,9 @@ drop codes the ledger already has and repeats within the file, then write
 one sorted segment. Memory grows with the number of distinct new codes (about
 24 bytes each at the peak of the final merge: 100M codes, ~2.5 GB), not with
 the file's size. The whole import is one transaction: a crash or one invalid code leaves
-the ledger as it was.
+the ledger as it was. Into a PostgreSQL ledger the validated batches are streamed
+with COPY instead, and the database keeps out the codes it already holds
+(``PostgresLedger.import_codes``).
 
 Accepted sources: a text file with one code per line; a CSV with a header
 (the code column is ``--column``, or the one recognised as ``resident_code``,
@@ -21,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ from rrnet_cli import code as rcode
 from rrnet_cli import schema
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, UsageError
 from rrnet_cli.ingest import check_input_file, detect_encoding
-from rrnet_cli.ledger import Invocation, LedgerStore, Status, file_digest
+from rrnet_cli.ledger import Invocation, Ledger, LedgerStore, Status, file_digest
 from rrnet_cli.progress import QUIET, Steps
 
 
@@ -203,6 +205,12 @@ def import_codes(
     source = check_input_file(source, "the file of codes")
     started = time.perf_counter()
     result = ImportResult(source=str(source), ledger=ledger.location, status=status.value)
+    if not isinstance(ledger, Ledger):  # the database does its own merging: see below
+        _import_into_database(
+            ledger, source, result, column, encoding, batch_rows, lock_timeout, steps, invocation
+        )
+        result.seconds = round(time.perf_counter() - started, 3)
+        return result
     with (
         ThreadPoolExecutor(max_workers=1) as pool,
         ledger.transaction(timeout=lock_timeout) as txn,
@@ -234,6 +242,50 @@ def import_codes(
         txn.describe(invocation, inputs=[hashing.result()])
     result.seconds = round(time.perf_counter() - started, 3)
     return result
+
+
+def _import_into_database(
+    ledger: LedgerStore,
+    source: Path,
+    result: ImportResult,
+    column: str | None,
+    encoding: str,
+    batch_rows: int,
+    lock_timeout: float,
+    steps: Steps,
+    invocation: Invocation | None,
+) -> None:
+    """``import_codes`` into a PostgreSQL ledger: this module reads and validates the
+    file, the database keeps out codes it already holds and repeats (its primary key)."""
+    from rrnet_cli.ledger.postgres import PostgresLedger
+
+    if not isinstance(ledger, PostgresLedger):
+        raise TypeError(f"no import for a {type(ledger).__name__}")
+    status = Status(result.status)
+    with (
+        ThreadPoolExecutor(max_workers=1) as pool,
+        steps.step("Importing codes") as advance,
+        contextlib.closing(code_batches(source, column, batch_rows, encoding)) as batches,
+    ):
+        hashing = pool.submit(file_digest, source)
+
+        def validated() -> Iterator[np.ndarray]:
+            for first, array in batches:
+                yield numbered_codes(array, first, source)[0]
+                advance(len(array))
+
+        counts = ledger.import_codes(
+            validated(),
+            status=status,
+            inputs=lambda: [hashing.result()],
+            invocation=invocation,
+            timeout=lock_timeout,
+        )
+    result.codes_read = counts.codes_read
+    result.imported = counts.imported
+    result.already_in_ledger = counts.already_in_ledger
+    result.repeated_in_file = counts.repeated_in_file
+    result.transaction = counts.transaction
 
 
 def merge_runs(runs: list[np.ndarray]) -> np.ndarray:

@@ -4,16 +4,19 @@
 - ``resident``: a factory for one valid register row (a dict of canonical columns).
 - ``write_register``: writes a list of row dicts as a register CSV.
 - ``runner``: a Typer ``CliRunner`` that ignores the caller's RRNET_* variables.
+- ``pg_server``: a throwaway PostgreSQL server for the session (tests/pgserver.py).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from helpers import MUNICIPALITY
+from pgserver import PgServer, PostgresMissing, check_installed, running_server
 from typer.testing import CliRunner
 
 from rrnet_cli.ledger import Ledger
@@ -99,3 +102,20 @@ def write_register(tmp_path: Path) -> WriteRegister:
 def runner() -> CliRunner:
     """A CliRunner whose environment cannot point rrnet at a real ledger."""
     return CliRunner(env={"RRNET_LEDGER": None, "RRNET_MUNICIPALITY": None, "COLUMNS": "200"})
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL server, started once for the session, stopped and removed after.
+
+    Without PostgreSQL the tests that need it skip here, but fail in CI
+    (CI=true): there they must run.
+    """
+    try:
+        check_installed()
+    except PostgresMissing as exc:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(f"CI needs PostgreSQL: {exc}", pytrace=False)
+        pytest.skip(str(exc))
+    with running_server() as server:
+        yield server

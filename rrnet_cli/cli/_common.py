@@ -93,12 +93,13 @@ VerboseOpt = Annotated[
     typer.Option("--verbose", "-v", help="Show tracebacks of unexpected errors."),
 ]
 LedgerOpt = Annotated[
-    Path,
+    str,
     typer.Option(
         "--ledger",
         "-l",
         envvar="RRNET_LEDGER",
-        help="The ledger folder (made once with `rrnet ledger init`).",
+        help="The ledger (made once with `rrnet ledger init`): a folder, or a PostgreSQL "
+        "database as a postgresql:// URL or a libpq connection string.",
         show_default=False,
     ),
 ]
@@ -352,9 +353,9 @@ def audit_invocation(ctx: typer.Context, operator: str | None) -> Invocation:
     line or through an environment variable; defaults are left out), so it reads
     the same however rrnet was started: ``rrnet assign export.csv --ledger L -o
     out.csv``. Values that may hold personal data are left out (see
-    ``_VALUES_NOT_RECORDED``).
+    ``_VALUES_NOT_RECORDED``), and so is a password in a PostgreSQL location.
     """
-    from rrnet_cli.ledger import Invocation, check_operator, default_operator
+    from rrnet_cli.ledger import Invocation, check_operator, default_operator, without_password
 
     names: list[str] = []
     level: Any = ctx  # the parents are the framework's own Context class
@@ -381,18 +382,28 @@ def audit_invocation(ctx: typer.Context, operator: str | None) -> Invocation:
             words += [flag, _VALUES_NOT_RECORDED.get(name, _word(v))]
     return Invocation(
         operator=default_operator() if operator is None else check_operator(operator),
-        command=tuple(words),
+        command=tuple(without_password(w) for w in words),
     )
 
 
 # -- loading what options name ----------------------------------------------
 
 
-def open_ledger(path: Path) -> LedgerStore:
-    """The ledger an option names (refusing anything that is not a ledger)."""
-    from rrnet_cli.ledger import Ledger
+#: The commands that run on a PostgreSQL ledger so far; the others refuse one.
+DATABASE_COMMANDS = frozenset({"rrnet ledger stats", "rrnet ledger import"})
 
-    return Ledger.open(path)
+
+def open_ledger(location: str | Path, command: str) -> LedgerStore:
+    """The ledger an option names (refusing anything that is not a ledger).
+
+    ``command`` (``"rrnet assign"``) says who asks: one not yet built on the
+    PostgreSQL ledger refuses a database location before anything is read.
+    """
+    from rrnet_cli.ledger import is_database_location, not_yet_supported, open_store
+
+    if is_database_location(location) and command not in DATABASE_COMMANDS:
+        raise not_yet_supported(f"`{command}`")
+    return open_store(location)
 
 
 def load_mapping(path: Path | None) -> dict[str, str] | None:

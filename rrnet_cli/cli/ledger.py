@@ -84,11 +84,10 @@ class _Stats:
                 ("  left", pool["left"]),
                 ("pool mode", pool["mode"]),
             ]
-        rows += [
-            ("transactions", stats["transactions"]),
-            ("segments", stats["segments"]),
-            ("size on disk", size_text(stats["bytes_on_disk"])),
-        ]
+        rows.append(("transactions", stats["transactions"]))
+        if "segments" in stats:  # a folder ledger's files (a database has none)
+            rows.append(("segments", stats["segments"]))
+        rows.append(("size on disk", size_text(stats["bytes_on_disk"])))
         return rows
 
 
@@ -175,10 +174,12 @@ def _time(value: Any) -> str:
 def ledger_init(
     ctx: typer.Context,
     path: Annotated[
-        Path,
+        str,
         typer.Argument(
             metavar="LEDGER",
-            help="Folder to create (must not exist yet, or be empty).",
+            help="Folder to create (must not exist yet, or be empty), or a PostgreSQL "
+            "database (postgresql:// URL or libpq connection string) to create the "
+            "ledger's schema in.",
             show_default=False,
         ),
     ],
@@ -199,19 +200,20 @@ def ledger_init(
     """Create a new, empty ledger (once per municipality, then back it up).
 
     Every other command refuses a path that is not a ledger, so a mistyped path
-    can never start a second, empty ledger.
+    can never start a second, empty ledger. In a PostgreSQL database the ledger
+    is the schema `rrnet`; a database that has one already is refused.
 
     Example: `rrnet ledger init /srv/rrnet/ledger --municipality 131016`
     """
-    from rrnet_cli.ledger import Ledger
+    from rrnet_cli.ledger import init_store
     from rrnet_cli.schema import validate_municipality_code
 
     code = validate_municipality_code(municipality)
-    Ledger.init(path, municipality=code, invocation=audit_invocation(ctx, operator))
+    store = init_store(path, municipality=code, invocation=audit_invocation(ctx, operator))
     if as_json:
-        finish(_Created(str(path), code), as_json, "")
+        finish(_Created(store.location, code), as_json, "")
     else:  # one sentence says it better than a table
-        out.print(f"Created ledger {path} for municipality {code}.", markup=False)
+        out.print(f"Created ledger {store.location} for municipality {code}.", markup=False)
 
 
 @ledger_app.command("import")
@@ -256,7 +258,7 @@ def ledger_import(
     invocation = audit_invocation(ctx, operator)
     with Steps.for_terminal(quiet=as_json) as steps:
         result = import_codes(
-            open_ledger(ledger),
+            open_ledger(ledger, "rrnet ledger import"),
             source,
             column=column,
             status=Status.RETIRED if retired else Status.IMPORTED,
@@ -307,7 +309,7 @@ def ledger_designate(
     invocation = audit_invocation(ctx, operator)
     with Steps.for_terminal(quiet=as_json) as steps:
         result = designate_codes(
-            open_ledger(ledger),
+            open_ledger(ledger, "rrnet ledger designate"),
             source,
             column=column,
             encoding=encoding.value,
@@ -359,7 +361,7 @@ def ledger_pool_mode(
     from rrnet_cli.pool import set_pool_mode
 
     result = set_pool_mode(
-        open_ledger(ledger),
+        open_ledger(ledger, "rrnet ledger pool-mode"),
         mode is PoolMode.ON,
         lock_timeout=lock_timeout,
         invocation=audit_invocation(ctx, operator),
@@ -383,7 +385,7 @@ def ledger_stats(
 
     Example: `rrnet ledger stats --ledger ledger`
     """
-    stats = open_ledger(ledger).stats()
+    stats = open_ledger(ledger, "rrnet ledger stats").stats()
     finish(_Stats(stats), as_json, f"Ledger {stats['ledger']}")
 
 
@@ -416,7 +418,7 @@ def ledger_log(
 
     Example: `rrnet ledger log --ledger ledger --last 20`
     """
-    store = open_ledger(ledger)
+    store = open_ledger(ledger, "rrnet ledger log")
     result = _Log(store.location, store.audit_log(), last=last, verbose=verbose)
     if not as_json:
         out.print(result.table())

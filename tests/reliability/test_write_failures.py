@@ -12,9 +12,9 @@ import pytest
 from helpers import SAMPLE_MUNICIPALITY, assign_in_subprocess, folder_bytes
 from typer.testing import CliRunner
 
-from rrnet_cli import ledger as ledger_module
 from rrnet_cli.cli import app
 from rrnet_cli.ledger import Ledger
+from rrnet_cli.ledger import folder as folder_store
 from rrnet_cli.sample import write_sample
 
 
@@ -51,9 +51,9 @@ def test_disk_full_during_commit_leaves_the_ledger_as_before(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     if where == "segment":
-        monkeypatch.setattr(ledger_module.pq, "write_table", full)
+        monkeypatch.setattr(folder_store.pq, "write_table", full)
     else:
-        monkeypatch.setattr(ledger_module, "_write_private_json", full)
+        monkeypatch.setattr(folder_store, "_write_private_json", full)
     result = CliRunner().invoke(
         app, ["assign", str(export), "--ledger", str(ledger.path), "-o", str(tmp_path / "out.csv")]
     )

@@ -1,0 +1,509 @@
+"""The ledger as the commands see it: records, statuses and the store protocols.
+
+Every command is typed to ``LedgerStore`` and ``LedgerTransaction``, never to a
+backend, so the folder ledger (``rrnet_cli.ledger.folder``) and a database
+backend can stand in for each other. Also here: what a record is
+(``RECORD_SCHEMA``, ``Status``), the in-memory view a transaction reads
+(``LedgerState`` with its sorted-code index), who ran a command for the audit
+trail (``Invocation``), and the ownership rules verify and notify share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, UsageError
+
+if TYPE_CHECKING:
+    from rrnet_cli.ledger.audit import AuditLog
+    from rrnet_cli.ledger.integrity import IntegrityReport
+
+#: The status of a pool segment's codes in its manifest entry (never a record's status).
+DESIGNATED = "designated"
+#: The manifest key (and audit record key) of pool mode: true means draw only from the pool.
+POOL_MODE = "pool_mode"
+
+
+class Status(StrEnum):
+    """What a record says about its code."""
+
+    ASSIGNED = "assigned"
+    CARRIED_OVER = "carried_over"
+    IMPORTED = "imported"
+    RETIRED = "retired"
+
+
+ACTIVE = (Status.ASSIGNED.value, Status.CARRIED_OVER.value)
+
+RECORD_SCHEMA = pa.schema(
+    [
+        ("code", pa.uint64()),
+        ("status", pa.string()),
+        ("municipality", pa.string()),
+        ("resident_id", pa.string()),
+        ("txn", pa.uint64()),
+        ("recorded_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 4 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_operator() -> str:
+    """The operating-system user running rrnet (its uid when it has no name)."""
+    try:
+        name = getpass.getuser()
+    except Exception:  # no login name in the environment or the password database
+        name = ""
+    return name or f"uid {os.getuid()}"
+
+
+def check_operator(name: str) -> str:
+    """An ``--operator`` name as recorded: trimmed, one line, not empty."""
+    text = name.strip()
+    if not text or len(text) > 200 or any(not c.isprintable() for c in text):
+        raise UsageError(
+            "--operator needs a name for the audit trail: one line of printable text, "
+            "at most 200 characters."
+        )
+    return text
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Who ran which command: what a transaction's audit record says about its run."""
+
+    operator: str = field(default_factory=default_operator)
+    #: the command line (argv), with file names but no personal data
+    command: tuple[str, ...] = ()
+
+
+def file_digest(path: Path, *, name: str | Path | None = None) -> dict[str, str]:
+    """``{"path", "sha256"}`` of a file for an audit record.
+
+    ``name`` is the path to record when the bytes are read elsewhere: an output
+    is hashed in its temporary file, before the commit, under its final name.
+    """
+    return {"path": str(path if name is None else name), "sha256": file_sha256(Path(path))}
+
+
+def on_off(value: bool) -> str:
+    """Pool mode as messages and ``rrnet ledger stats`` say it."""
+    return "on" if value else "off"
+
+
+# ---------------------------------------------------------------------------
+# The in-memory view of a ledger
+
+
+class SortedCodes:
+    """One sorted sequence of codes, kept in the chunks it was read in.
+
+    Parquet hands a segment back as one chunk per row group; concatenating 100
+    million codes would copy 800 MB for nothing. Because the chunks are
+    consecutive ranges of one sorted sequence, each needle is searched only in
+    the chunk whose range holds it.
+    """
+
+    def __init__(self, chunks: list[np.ndarray]) -> None:
+        self.chunks = [np.asarray(c, dtype=np.uint64) for c in chunks if len(c)]
+        self.firsts = np.array([c[0] for c in self.chunks], dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return int(sum(len(c) for c in self.chunks))
+
+    def member(self, sorted_needles: np.ndarray) -> np.ndarray:
+        """Boolean mask over ``sorted_needles`` (ascending): which are in the sequence."""
+        found = np.zeros(len(sorted_needles), dtype=bool)
+        if not self.chunks or not len(sorted_needles):
+            return found
+        cuts = np.searchsorted(sorted_needles, self.firsts[1:], side="left")
+        bounds = [0, *cuts.tolist(), len(sorted_needles)]
+        for chunk, lo, hi in zip(self.chunks, bounds[:-1], bounds[1:], strict=True):
+            if hi > lo:
+                found[lo:hi] = sorted_member(chunk, sorted_needles[lo:hi])
+        return found
+
+
+class CodeIndex:
+    """The used-code set as a few sorted sequences, searched with searchsorted.
+
+    ``np.isin``/``np.unique`` and a Polars anti-join are far slower or hungrier
+    at 100 million codes; a binary search of sorted candidates is not.
+    """
+
+    def __init__(self, groups: list[tuple[SortedCodes, str | None]]) -> None:
+        # Each group: (sorted codes, status of the whole group or None when the
+        # status is per record and lives in LedgerState.records).
+        self.groups = groups
+
+    def __len__(self) -> int:
+        return int(sum(len(a) for a, _ in self.groups))
+
+    def contains(self, candidates: np.ndarray) -> np.ndarray:
+        """Boolean mask: which candidates are used codes."""
+        candidates = np.asarray(candidates, dtype=np.uint64)
+        if len(candidates) > 1 and bool(np.all(candidates[1:] >= candidates[:-1])):
+            return self.contains_sorted(candidates)
+        order = np.argsort(candidates)
+        mask = np.empty(len(candidates), dtype=bool)
+        mask[order] = self.contains_sorted(candidates[order])
+        return mask
+
+    def contains_sorted(self, sorted_candidates: np.ndarray) -> np.ndarray:
+        """``contains`` for candidates already in ascending order (no sort)."""
+        found = np.zeros(len(sorted_candidates), dtype=bool)
+        for codes, _ in self.groups:
+            found |= codes.member(sorted_candidates)
+        return found
+
+    def group_status(self, candidates: np.ndarray) -> np.ndarray:
+        """For each candidate, the status of the fixed-status group holding it, or None."""
+        candidates = np.asarray(candidates, dtype=np.uint64)
+        order = np.argsort(candidates)
+        ordered = candidates[order]
+        out = np.full(len(candidates), None, dtype=object)
+        for codes, status in self.groups:
+            if status is not None:
+                out[order[codes.member(ordered)]] = status
+        return out
+
+
+def sorted_member(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """Which ``needles`` are in the sorted array ``haystack`` (fastest if needles sorted)."""
+    if len(haystack) == 0 or len(needles) == 0:
+        return np.zeros(len(needles), dtype=bool)
+    idx = np.searchsorted(haystack, needles)
+    idx[idx == len(haystack)] = len(haystack) - 1
+    return haystack[idx] == needles
+
+
+def sorted_positions(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """Positions in the sorted array ``haystack`` of those ``needles`` it holds."""
+    if len(haystack) == 0 or len(needles) == 0:
+        return np.empty(0, dtype=np.intp)
+    idx = np.searchsorted(haystack, needles)
+    idx[idx == len(haystack)] = len(haystack) - 1
+    return idx[haystack[idx] == needles]
+
+
+def pool_used_mask(pool: np.ndarray, used: CodeIndex) -> np.ndarray:
+    """Boolean mask over the sorted ``pool``: which of its codes are ``used``.
+
+    Each group of used codes is searched from its smaller side: the pool's codes
+    in a large group (a national extract), or a small group's codes in the pool.
+    Vectorised binary searches either way.
+    """
+    mask = np.zeros(len(pool), dtype=bool)
+    if not len(pool):
+        return mask
+    for codes, _ in used.groups:
+        if len(codes) >= len(pool):
+            mask |= codes.member(pool)
+        else:
+            for chunk in codes.chunks:
+                mask[sorted_positions(pool, chunk)] = True
+    return mask
+
+
+def free_pool_codes(
+    pool: np.ndarray, used: CodeIndex, taken: np.ndarray | None = None
+) -> np.ndarray:
+    """The codes of the sorted ``pool`` that are neither ``used`` nor ``taken`` (sorted)."""
+    used_mask = pool_used_mask(pool, used)
+    left = pool[~used_mask] if used_mask.any() else pool
+    if taken is not None and len(taken) and len(left):
+        free = np.ones(len(left), dtype=bool)
+        free[sorted_positions(left, np.asarray(taken, dtype=np.uint64))] = False
+        left = left[free]
+    return left
+
+
+@dataclass
+class LedgerState:
+    """A consistent read of the ledger at one manifest."""
+
+    manifest: dict[str, Any]
+    codes: CodeIndex
+    #: Every record that names a resident or varies in status, all columns.
+    records: pl.DataFrame
+    #: Every designated code (the pool), sorted; used ones too (see ``pool_used``).
+    pool: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
+
+    @property
+    def txn(self) -> int:
+        return int(self.manifest["txn"])
+
+    @property
+    def pool_mode(self) -> bool:
+        """Whether new codes come only from the designated pool (``rrnet ledger pool-mode``)."""
+        return bool(self.manifest.get(POOL_MODE, False))
+
+    def pool_used(self) -> np.ndarray:
+        """Boolean mask over ``pool``: which designated codes are used (any status)."""
+        return pool_used_mask(self.pool, self.codes)
+
+    def pool_left(self, taken: np.ndarray | None = None) -> np.ndarray:
+        """The designated codes still free: not used, and not in ``taken`` (sorted)."""
+        return free_pool_codes(self.pool, self.codes, taken)
+
+    def current_records(self) -> pl.DataFrame:
+        """Each code's latest record (among the per-record segments)."""
+        return self.records.sort("txn", maintain_order=True).unique(
+            subset="code", keep="last", maintain_order=True
+        )
+
+    def active_by_resident(self) -> pl.DataFrame:
+        """``municipality, resident_id, code, status`` of every active code."""
+        return self.current_records().filter(
+            pl.col("status").is_in(ACTIVE) & pl.col("resident_id").is_not_null()
+        )
+
+    def lookup(self, codes: np.ndarray) -> pl.DataFrame:
+        """Current status and owner of each given code (status null when unused).
+
+        Returns ``code, status, municipality, resident_id`` in the input order.
+        """
+        codes = np.asarray(codes, dtype=np.uint64)
+        query = pl.DataFrame({"code": codes, "_i": np.arange(len(codes))})
+        current = self.current_records().select("code", "status", "municipality", "resident_id")
+        joined = query.join(current, on="code", how="left").sort("_i")
+        # Per-record segments take precedence; else a fixed-status segment (import).
+        fallback = pl.Series("g", self.codes.group_status(codes).tolist(), dtype=pl.String)
+        return joined.with_columns(pl.coalesce(pl.col("status"), fallback).alias("status")).drop(
+            "_i"
+        )
+
+
+# ---------------------------------------------------------------------------
+# The store
+
+
+class LedgerTransaction(Protocol):
+    """One all-or-nothing change to a ledger, as the commands use it."""
+
+    #: the number this transaction commits as
+    number: int
+    #: when it was recorded (UTC): every record's ``recorded_at`` and the audit record's ``at``
+    recorded_at: datetime
+
+    @property
+    def state(self) -> LedgerState:
+        """The ledger as this transaction found it (read under its lock)."""
+        ...
+
+    def describe(
+        self,
+        invocation: Invocation | None = None,
+        *,
+        inputs: Sequence[Mapping[str, str]] = (),
+        outputs: Sequence[Mapping[str, str]] = (),
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Say who ran what for the audit record the commit writes.
+
+        ``inputs`` and ``outputs`` are ``file_digest`` entries; ``details`` adds
+        the command's own keys to the record (a code change's ``changes``).
+        """
+        ...
+
+    def add_records(self, records: pl.DataFrame) -> SegmentInfo | None:
+        """Stage records: ``code``, ``status``, ``municipality``, ``resident_id``."""
+        ...
+
+    def add_codes(self, codes: np.ndarray, status: Status) -> SegmentInfo | None:
+        """Stage sorted, distinct codes that all have ``status`` (an import)."""
+        ...
+
+    def add_pool(self, codes: np.ndarray) -> SegmentInfo | None:
+        """Stage sorted, distinct, unused codes as designated (a pool segment)."""
+        ...
+
+    def set_pool_mode(self, on: bool) -> None:
+        """Turn pool mode on or off when this transaction commits."""
+        ...
+
+
+class LedgerStore(Protocol):
+    """What the commands need from a ledger backend; callers are typed to this.
+
+    The folder ledger (``folder.Ledger``) implements all of it. The PostgreSQL
+    ledger (``postgres.PostgresLedger``) so far implements ``stats`` (and an
+    import of its own) and refuses the rest with a plain message.
+    """
+
+    @property
+    def location(self) -> str:
+        """Where the ledger lives, as a person would name it in a message."""
+        ...
+
+    @property
+    def municipality(self) -> str | None:
+        """The municipality the ledger was made for."""
+        ...
+
+    def snapshot(self) -> LedgerState:
+        """The committed ledger as of now (no lock held afterwards)."""
+        ...
+
+    def transaction(
+        self, *, timeout: float = DEFAULT_LOCK_TIMEOUT
+    ) -> contextlib.AbstractContextManager[LedgerTransaction]:
+        """Lock, read, stage, and commit on a clean exit (abort on an exception)."""
+        ...
+
+    def retire(
+        self,
+        codes: list[str],
+        *,
+        timeout: float = DEFAULT_LOCK_TIMEOUT,
+        invocation: Invocation | None = None,
+    ) -> int:
+        """Retire codes for good; the number of codes newly retired."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counts by status, transactions and size, for ``rrnet ledger stats``."""
+        ...
+
+    def check_integrity(self) -> IntegrityReport:
+        """Check the stored ledger end to end (``rrnet verify --ledger``)."""
+        ...
+
+    def audit_log(self) -> AuditLog:
+        """The audit trail and a check of its chain (``rrnet ledger log``)."""
+        ...
+
+
+#: ``postgresql://`` or ``postgres://``, or libpq's ``keyword=value`` form.
+_DATABASE_LOCATION = re.compile(r"^\s*(postgres(ql)?://|[A-Za-z_]+\s*=)", re.IGNORECASE)
+
+
+def is_database_location(location: str | Path) -> bool:
+    """Whether ``--ledger`` names a PostgreSQL database rather than a folder.
+
+    A URL (``postgresql://host/dbname``, ``postgres://...``) or a libpq keyword
+    string (``host=db.example dbname=rrnet``) names a database; anything else is
+    a folder. A folder whose name starts with ``word=`` is given as
+    ``./word=...``. A ``Path`` is always a folder (it cannot hold a URL's ``//``).
+    """
+    return isinstance(location, str) and bool(_DATABASE_LOCATION.match(location))
+
+
+#: A URL's ``user:password@`` and a keyword string's ``password=...`` (quoted or not).
+_URL_PASSWORD = re.compile(r"^(\s*postgres(?:ql)?://[^:/@?#]*):[^/?#]*@", re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def without_password(text: str) -> str:
+    """``text`` with the password of a database location blanked out (``***``).
+
+    The audit trail records the command line, and ``--ledger`` may carry a
+    password in its URL; a password must never be written down or shown.
+    """
+    if not is_database_location(text):
+        return text
+    return _KEYWORD_PASSWORD.sub("password=***", _URL_PASSWORD.sub(r"\1:***@", text))
+
+
+def not_yet_supported(what: str) -> UsageError:
+    """The refusal of what the PostgreSQL ledger cannot do yet (exit 2, no traceback)."""
+    return UsageError(
+        f"{what} is not yet supported on a PostgreSQL ledger; use a folder ledger for it for now."
+    )
+
+
+def ownership_problems(
+    owners: pl.DataFrame, resident_ids: pl.Series, municipality: str | None
+) -> pl.Series:
+    """Why the ledger does not hold each code for its row's resident; None where it does.
+
+    ``owners`` is ``LedgerState.lookup`` of the codes and ``resident_ids`` their
+    rows' residents (keyed as ``ingest.clean_resident_ids`` keys them), row for
+    row; ``municipality``, when given, must be the code's too. verify reports
+    these reasons as violations; notify refuses to print any of them.
+    """
+    status = pl.col("status")
+    another = pl.col("resident_id") != pl.col("__rid__")
+    if municipality is not None:
+        another = another | (pl.col("municipality") != pl.lit(municipality))
+    return (
+        owners.select("status", "municipality", "resident_id")
+        .with_columns(resident_ids.alias("__rid__"))
+        .select(
+            pl.when(status.is_null())
+            .then(pl.lit("the ledger has no record of this code"))
+            .when(status == Status.RETIRED.value)
+            .then(pl.lit("the ledger says this code is retired"))
+            .when(~status.is_in(ACTIVE))
+            .then(pl.lit("the ledger lists this code as in use elsewhere, not for this resident"))
+            .when(another)
+            .then(pl.lit("the ledger holds this code for another resident"))
+            .otherwise(None)
+            .alias("reason")
+        )
+        .to_series()
+    )
+
+
+def municipality_for(ledger: LedgerStore, given: str | None) -> str:
+    """The municipality a run works for: ``given`` (``-m``) or the ledger's.
+
+    A ledger knows its residents by municipality, so a run under another code
+    would find none of them and give every one a second code: a ``-m`` that
+    differs from the ledger's own is refused (a mistyped code, or a stale
+    RRNET_MUNICIPALITY), as is one that is not a local government code at all.
+    """
+    from rrnet_cli.schema import validate_municipality_code
+
+    own = ledger.municipality
+    if given is None or not given.strip():
+        if not own:
+            raise UsageError("Give --municipality: the ledger does not name its municipality.")
+        return own
+    code = validate_municipality_code(given)
+    if own and code != own:
+        raise UsageError(
+            f"The ledger {ledger.location} is for municipality {own}, not {code} (wrong "
+            "municipality?). Its residents are known under its own code, so another code "
+            "would give each of them a second resident record code. Leave out -m (and "
+            "RRNET_MUNICIPALITY) to use the ledger's."
+        )
+    return code
+
+
+@dataclass
+class SegmentInfo:
+    """A folder ledger's segment as its manifest entry describes it."""
+
+    file: str
+    txn: int
+    rows: int
+    bytes: int
+    sha256: str
+    statuses: dict[str, int]
+    has_residents: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
