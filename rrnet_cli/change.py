@@ -563,3 +563,40 @@ def _refuse(
         errors=_error_dicts(errors, verbose),
         details=lines,
     )
+
+
+def recorded_changes(transactions: list[Any]) -> pl.DataFrame:
+    """Every code change the ledger's audit trail records, oldest first.
+
+    ``resident_id, old_code, new_code, reason, changed_at`` (UTC), ``txn``: one
+    row per change, from the ``changes`` of each change transaction's record.
+    """
+    rows = []
+    for record in transactions:
+        if not isinstance(record, dict) or not isinstance(record.get("changes"), list):
+            continue
+        at = datetime.fromisoformat(str(record["at"]))
+        for change in record["changes"]:
+            if isinstance(change, dict):
+                rows.append(
+                    (
+                        str(change.get("resident_id")),
+                        str(change.get("old_code")),
+                        str(change.get("new_code")),
+                        str(change.get("reason")),
+                        at,
+                        int(record["txn"]),
+                    )
+                )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "resident_id": pl.String,
+            "old_code": pl.String,
+            "new_code": pl.String,
+            "reason": pl.String,
+            "changed_at": pl.Datetime("us", "UTC"),
+            "txn": pl.Int64,
+        },
+        orient="row",
+    )

@@ -114,10 +114,22 @@ FIELD_OF_BOX = {
     "reference": "resident_id",
 }
 #: Which font list of the layout's [fonts] each field is printed in.
-FONT_OF_FIELD = {"resident_code": "code"}
+FONT_OF_FIELD = {"resident_code": "code", "old_code": "code"}
 
 ALIGNS = ("left", "center", "right")
 RULE_STYLES = ("solid", "dashed")
+
+
+@dataclass(frozen=True)
+class Mark:
+    """What every page of a run carries besides the notice.
+
+    ``sample``: 見本 / SAMPLE across the page (a preview, recorded nowhere);
+    ``reissued``: 再交付 (Reissued) and the date, near the top (a reprint).
+    """
+
+    kind: str
+    date: str = ""
 
 
 # ---------------------------------------------------------------------------
@@ -412,6 +424,12 @@ def _text_area(table: _Table, name: str, default: Rect | None = None) -> TextAre
     )
 
 
+#: Static texts a layout may place; without them, where they go by default.
+OPTIONAL_STATIC = ("mark",)
+#: The reprint mark (再交付 and its date): top left, above the window.
+DEFAULT_MARK = TextArea("mark", Rect(14, 18, 88, 6), font_size=10, bold=True)
+
+
 def parse_layout(
     data: Mapping[str, Any],
     source: str = "<layout>",
@@ -484,7 +502,7 @@ def parse_layout(
         boxes[name] = ValueBox(name, rect, fit, label)
 
     static_data = data.get("static", {})
-    _Table(source, "static", static_data, static_boxes)
+    _Table(source, "static", static_data, (*static_boxes, *OPTIONAL_STATIC))
     missing = [name for name in static_boxes if name not in static_data]
     if missing:
         raise UsageError(f"Layout {source}: [static] lacks {', '.join(missing)}.")
@@ -498,8 +516,9 @@ def parse_layout(
             ),
             name,
         )
-        for name in static_boxes
+        for name in (*static_boxes, *(n for n in OPTIONAL_STATIC if n in static_data))
     }
+    static.setdefault("mark", DEFAULT_MARK)
 
     rules = []
     for index, raw in enumerate(_array(source, data, "rules")):
@@ -917,8 +936,13 @@ class _Setting:
     owners: dict[str, int] = field(default_factory=dict)
 
     def allow_breaks(self, key: str, parts: Sequence[int]) -> bool:
-        """Let the value break inside a word next time; False if it already may."""
-        if key == "code" or key.endswith("-code"):
+        """Let the value break inside a word next time; False if it already may.
+
+        A code is never broken: the sheet's ``code``, a household member's
+        ``m3-code``, the change notice's ``old_code`` (any box named ``code`` or
+        ending in ``-code`` or ``_code``). It prints whole or not at all.
+        """
+        if key == "code" or key.endswith(("-code", "_code")):
             return False
         new = set(parts) - self.breakable.get(key, set())
         if new:
@@ -1289,12 +1313,16 @@ class FormRenderer:
             return f"values did not fit after {self.max_rounds} layouts"
         return self._reason(key, setting)
 
+    def values_of(self, sheet: Mapping[str, Any]) -> dict[str, str]:
+        """The text of each field of a sheet (:func:`sheet_values`; a form may add its own)."""
+        return sheet_values(sheet)
+
     def render_layer(self, sheets: Sequence[Mapping[str, Any]]) -> Layer:
         """The value layer of a batch: one page per sheet that fits, in order."""
         rejections: list[tuple[int, Rejection]] = []
         settings: dict[int, _Setting] = {}
         for index, sheet in enumerate(sheets):
-            values = sheet_values(sheet)
+            values = self.values_of(sheet)
             bad = [
                 Rejection(values["resident_id"], name, reason)
                 for name, text in values.items()
@@ -1521,6 +1549,7 @@ def render_static_pages(
     notice_date_text: str,
     layout: FormLayout | None = None,
     templates: Path = TEMPLATES,
+    mark: Mark | None = None,
 ) -> StaticPages:
     """One single-page PDF per language: the part of the sheet that is the same for all.
 
@@ -1548,6 +1577,7 @@ def render_static_pages(
             labels=[name for name, box in layout.boxes.items() if box.label is not None],
             footer_labels=FOOTER_LABELS,
             points=NOTICE_POINTS,
+            mark=mark,
         )
 
     return static_page_set(layout, notices, wanted, html, templates)
@@ -1699,18 +1729,25 @@ def compose(
 
 
 def _static_job(
-    profile: Profile, languages: list[str], notice_date_text: str, layout_path: str | None
+    profile: Profile,
+    languages: list[str],
+    notice_date_text: str,
+    layout_path: str | None,
+    mark: Mark | None,
 ) -> StaticPages:
     from rrnet_cli.languages import load_notices
 
     layout = load_layout(Path(layout_path) if layout_path else None, profile)
-    return render_static_pages(profile, load_notices(), languages, notice_date_text, layout)
+    return render_static_pages(
+        profile, load_notices(), languages, notice_date_text, layout, mark=mark
+    )
 
 
 def render_static_pages_apart(
     profile: Profile,
     languages: Iterable[str],
     notice_date_text: str,
+    mark: Mark | None = None,
     layout_path: str | None = None,
 ) -> StaticPages:
     """:func:`render_static_pages` in a process of its own, which then ends.
@@ -1724,7 +1761,7 @@ def render_static_pages_apart(
 
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("forkserver")) as pool:
         return pool.submit(
-            _static_job, profile, list(languages), notice_date_text, layout_path
+            _static_job, profile, list(languages), notice_date_text, layout_path, mark
         ).result()
 
 

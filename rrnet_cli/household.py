@@ -35,6 +35,7 @@ from rrnet_cli.form import (
     NOTICE_POINTS,
     FormLayout,
     FormRenderer,
+    Mark,
     Rejection,
     StaticPages,
     _environment,
@@ -196,6 +197,7 @@ def render_household_static_pages(
     notice_date_text: str,
     layout: HouseholdLayout | None = None,
     templates: Path = TEMPLATES,
+    mark: Mark | None = None,
 ) -> StaticPages:
     """The member page, and a translation page for each language but Japanese."""
     layout = layout or load_household_layout()
@@ -227,6 +229,7 @@ def render_household_static_pages(
             headings=[(column, LABEL_OF_COLUMN[column]) for column in MEMBER_COLUMNS],
             legend=[*(LABEL_OF_COLUMN[c] for c in MEMBER_COLUMNS), "household_reference"],
             points=NOTICE_POINTS,
+            mark=mark,
         )
 
     return static_page_set(form, notices, keys, html, templates)
@@ -462,13 +465,17 @@ class HouseholdRenderer(FormRenderer):
 
 
 def _static_job(
-    profile: Profile, languages: list[str], notice_date_text: str, layout_path: str | None
+    profile: Profile,
+    languages: list[str],
+    notice_date_text: str,
+    layout_path: str | None,
+    mark: Mark | None,
 ) -> StaticPages:
     from rrnet_cli.languages import load_notices
 
     layout = load_household_layout(Path(layout_path) if layout_path else None)
     return render_household_static_pages(
-        profile, load_notices(), languages, notice_date_text, layout
+        profile, load_notices(), languages, notice_date_text, layout, mark=mark
     )
 
 
@@ -476,6 +483,7 @@ def render_household_static_pages_apart(
     profile: Profile,
     languages: Sequence[str],
     notice_date_text: str,
+    mark: Mark | None = None,
     layout_path: str | None = None,
 ) -> StaticPages:
     """:func:`render_household_static_pages` in a process of its own (see the sheet's)."""
@@ -484,7 +492,7 @@ def render_household_static_pages_apart(
 
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("forkserver")) as pool:
         return pool.submit(
-            _static_job, profile, list(languages), notice_date_text, layout_path
+            _static_job, profile, list(languages), notice_date_text, layout_path, mark
         ).result()
 
 

@@ -22,7 +22,8 @@ import shutil
 import signal
 import time
 import unicodedata
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
@@ -36,8 +37,8 @@ import polars as pl
 from rrnet_cli import code as rcode
 from rrnet_cli.dates import format_date, parse_dates
 from rrnet_cli.errors import InputRowsError, RrnetError, UsageError
-from rrnet_cli.files import PRIVATE_DIR, atomic_output, write_table
-from rrnet_cli.form import format_postal_code
+from rrnet_cli.files import PRIVATE_DIR, atomic_output, fsync_dir, write_table
+from rrnet_cli.form import Mark, format_postal_code
 from rrnet_cli.ingest import (
     clean_resident_ids,
     code_errors,
@@ -53,7 +54,15 @@ from rrnet_cli.languages import (
     load_notices,
     normalise_language,
 )
-from rrnet_cli.ledger import LedgerStore, ownership_problems
+from rrnet_cli.ledger import (
+    Invocation,
+    LedgerState,
+    LedgerStore,
+    NoticeKind,
+    ReprintReason,
+    file_digest,
+    ownership_problems,
+)
 from rrnet_cli.profile import Profile
 from rrnet_cli.progress import QUIET, Steps
 from rrnet_cli.schema import BIRTH_TEXT, FEMALE, MALE, ROW, CodeStatus
@@ -94,14 +103,51 @@ def _checked_codes(frame: pl.DataFrame, source: Path) -> pl.DataFrame:
     return frame.with_columns(codes)
 
 
-def select_residents(frame: pl.DataFrame, include_all: bool) -> pl.DataFrame:
-    """Rows to print: newly assigned ones, or every row with a code (reprints)."""
+def select_residents(
+    frame: pl.DataFrame,
+    include_all: bool,
+    residents: Sequence[str] = (),
+    *,
+    coded_only: bool = True,
+) -> pl.DataFrame:
+    """Rows to print: newly assigned ones; every row with a code (samples); or the
+    rows of the given residents (a reprint), each of which must be in the file.
+
+    Change notices take their codes from the ledger: ``coded_only=False`` keeps
+    the given residents' rows whether the file has a code for them or not.
+    """
     coded = pl.col("resident_code").is_not_null() & (pl.col("resident_code") != "")
+    if not coded_only:
+        coded = pl.lit(True)
+    if residents:
+        ids = clean_resident_ids(frame["resident_id"])
+        wanted = set(residents)
+        missing = sorted(wanted - set(ids.to_list()))
+        if missing:
+            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise UsageError(f"{len(missing)} resident(s) to reprint are not in the file: {shown}.")
+        return frame.filter(coded & ids.is_in(list(wanted)))
     if include_all:
         return frame.filter(coded)
     if "code_status" not in frame.columns:
         raise UsageError("The file has no code_status column; is it an output of rrnet assign?")
     return frame.filter(coded & (pl.col("code_status") == CodeStatus.ASSIGNED))
+
+
+def issued_notices(frame: pl.DataFrame, notices: pl.DataFrame) -> pl.DataFrame:
+    """The notices already issued for each row's code and resident: ``row`` (of
+    ``frame``), ``batch`` and ``issued_at`` of the latest one, rows without one left out."""
+    keyed = frame.select(
+        pl.col(ROW).alias("row"),
+        pl.Series("code", rcode.strings_to_codes(frame["resident_code"].to_arrow())),
+        clean_resident_ids(frame["resident_id"]).alias("resident_id"),
+    )
+    latest = (
+        notices.sort("issued_at")
+        .group_by("code", "resident_id", maintain_order=True)
+        .agg(pl.col("batch").last(), pl.col("issued_at").last())
+    )
+    return keyed.join(latest, on=["code", "resident_id"], how="inner", maintain_order="left")
 
 
 def mailing_order(frame: pl.DataFrame) -> pl.DataFrame:
@@ -203,6 +249,15 @@ class NotifyResult:
     #: sheets that could not be printed, set aside with --rejects
     rejected: int = 0
     rejects: str | None = None
+    #: the batch the ledger recorded the notices under (None: samples, nothing recorded)
+    batch: str | None = None
+    #: "new" (first notices), "reprint" (reissued, with reprint_reason) or "sample"
+    issue: str = "new"
+    reprint_reason: str | None = None
+    #: newly assigned rows skipped because their notice was already issued
+    already_issued: int = 0
+    #: what was done with the folder of an earlier run killed midway (nothing else ran)
+    recovered: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,6 +273,13 @@ class NotifyResult:
         rows += [(f"  {language}", n) for language, n in self.by_language.items()]
         if self.rejects is not None:
             rows.append(("sheets set aside (rejects)", self.rejected))
+        if self.already_issued:
+            rows.append(("already issued, not printed again", self.already_issued))
+        if self.batch is not None:
+            what = "reprints" if self.issue == "reprint" else "notices"
+            rows.append((f"{what} recorded in the ledger, batch", self.batch))
+        elif self.issue == "sample":
+            rows.append(("preview: pages marked 見本 / SAMPLE", "nothing recorded"))
         used = english_name(self.default_language)
         rows += [(f"no {name} notice, {used} used", n) for name, n in self.without_notice.items()]
         rows.append(("time", f"{self.seconds:.1f} s ({self.sheets_per_second} sheets/s)"))
@@ -235,7 +297,7 @@ def today_in_japan() -> date:
 
 
 def check_against_ledger(
-    frame: pl.DataFrame, ledger: LedgerStore, municipality: str, source: Path
+    frame: pl.DataFrame, state: LedgerState, municipality: str, source: Path
 ) -> pl.Series:
     """Each row's recorded date (text, in Japan) once its code is proven to be its own.
 
@@ -243,7 +305,6 @@ def check_against_ledger(
     a code the ledger holds for another resident is a row error, and nothing is
     printed: two codes swapped in a spreadsheet must never reach an envelope.
     """
-    state = ledger.snapshot()
     codes = rcode.strings_to_codes(frame["resident_code"].to_arrow())
     owners = state.lookup(codes)
     recorded = state.current_records().select("code", "recorded_at")
@@ -274,6 +335,81 @@ def check_against_ledger(
     )
 
 
+def _with_row_codes(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame with its resident_code compacted (null when the file has none)."""
+    if "resident_code" not in frame.columns:
+        return frame.with_columns(pl.lit(None, pl.String).alias("resident_code"))
+    codes = rcode.compact_array(frame["resident_code"].cast(pl.String).to_arrow())
+    return frame.with_columns(pl.Series("resident_code", codes, dtype=pl.String))
+
+
+def changed_rows(
+    frame: pl.DataFrame, state: LedgerState, municipality: str, source: Path
+) -> pl.DataFrame:
+    """The rows of residents whose code was changed and is still their code.
+
+    The change (rrnet change) is the ledger's: the latest one of each resident
+    whose new code is the resident's active code here. Each row gets
+    ``resident_code`` (the new code), ``old_code`` and ``changed_on`` (the date
+    of change in Japan). A row whose file code is neither of the two is a row
+    error: the file and the ledger disagree about who holds what.
+    """
+    from rrnet_cli.change import recorded_changes
+    from rrnet_cli.ledger.audit import TRANSACTIONS
+
+    changes = (
+        recorded_changes(list(state.manifest.get(TRANSACTIONS) or []))
+        .sort("txn")
+        .group_by("resident_id", maintain_order=True)
+        .last()
+    )
+    active = state.active_by_resident().filter(pl.col("municipality") == municipality)
+    current = changes.join(
+        active.select(
+            "resident_id",
+            pl.Series(rcode.codes_to_strings(active["code"].to_numpy())).alias("new_code"),
+        ),
+        on=["resident_id", "new_code"],
+        how="semi",
+    )
+    rows = frame.with_columns(clean_resident_ids(frame["resident_id"]).alias("_resident")).join(
+        current.rename({"resident_id": "_resident"}),
+        on="_resident",
+        how="inner",
+        maintain_order="left",
+    )
+    given = pl.col("resident_code")
+    wrong = rows.filter(
+        given.is_not_null()
+        & (given != "")
+        & (given != pl.col("new_code"))
+        & (given != pl.col("old_code"))
+    )
+    if wrong.height:
+        errors = wrong.select(
+            pl.col(ROW).alias("row"),
+            pl.lit("resident_code").alias("column"),
+            pl.lit("the code is neither the resident's current code nor the one it replaced").alias(
+                "reason"
+            ),
+            given.alias("value"),
+        )
+        raise InputRowsError(
+            f"{errors.height} row(s) of {source} carry a code that is not the resident's, "
+            "before or after their change, so no notice was printed.",
+            errors=errors.select("row", "column", "reason").to_dicts(),
+            details=describe_errors(errors, source),
+        )
+    return rows.with_columns(
+        pl.col("new_code").alias("resident_code"),
+        pl.col("changed_at")
+        .dt.convert_time_zone("Asia/Tokyo")
+        .dt.date()
+        .cast(pl.String)
+        .alias("changed_on"),
+    ).drop("_resident", "new_code", "reason", "changed_at", "txn")
+
+
 def _batches(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -298,14 +434,41 @@ def notify(
     delimiter: str = "auto",
     rejects: Path | None = None,
     per_household: bool | None = None,
+    reprint: ReprintReason | None = None,
+    residents: Sequence[str] = (),
+    invocation: Invocation | None = None,
+    changes: bool = False,
 ) -> NotifyResult:
-    """Check every row against the ledger, then render and write the sheets.
+    """Check every row against the ledger, then render, record and publish the notices.
 
     Nothing is printed unless every selected row's code is valid and is the
-    ledger's for that resident. On any failure, or Ctrl-C, every file this run
-    wrote is removed (and the output folder, when this run created it).
+    ledger's for that resident. A notice is issued once: by default only
+    newly assigned residents whose code has no notice yet are printed, and the
+    ledger records every notice printed (resident, code, batch, file, page) in
+    one transaction. ``reprint`` (with ``residents``) reissues notices already
+    issued, marked 再交付 and recorded as reprints; ``include_all`` prints
+    samples marked 見本 / SAMPLE and records nothing.
+
+    The files are written into a hidden folder beside ``output``, the notices
+    are committed to the ledger, and only then is the folder renamed to
+    ``output``. On any failure, or Ctrl-C, before the commit, the hidden folder
+    is removed and the ledger is unchanged.
     """
     started = time.perf_counter()
+    if include_all and reprint is not None:
+        raise UsageError(
+            "--all prints samples (marked 見本 / SAMPLE, recorded nowhere); --reprint "
+            "reissues notices: give one of them."
+        )
+    if reprint is not None and not profile.reprint:
+        raise UsageError(
+            "This office does not reissue notices (the profile's [sheet] reprint = false: "
+            "この通知書は再発行できません). Nothing was printed."
+        )
+    if reprint is not None and not residents:
+        raise UsageError("--reprint needs the residents to reprint: --resident ID (repeatable).")
+    if residents and reprint is None:
+        raise UsageError("--resident names residents to reprint: give --reprint REASON with it.")
     if per_household is None:
         per_household = profile.mailing == "household"
     if per_household and per_resident:
@@ -329,22 +492,41 @@ def notify(
             f"{ledger.municipality}: the sheets would name the wrong sender. Give the "
             "profile of the ledger's municipality."
         )
+    recovered = recover_interrupted(output, ledger)
+    if recovered is not None:
+        result = NotifyResult(assigned=str(assigned), output=str(output), workers=workers)
+        result.recovered = recovered
+        result.seconds = round(time.perf_counter() - started, 3)
+        return result
+    if changes and per_household:
+        raise UsageError(
+            "Change notices go one per resident: --changes cannot be combined with "
+            '--per-household (or the profile\'s mailing = "household"; give --per-person).'
+        )
     with steps.step("Reading the assigned register"):
         export = read_export(
             assigned, encoding=encoding, ours=True, sheet=sheet, delimiter=delimiter
         )
-        require_columns(
-            export, ("resident_id", "resident_code", "name", "birth_date", "sex", "address")
-        )
-        frame = select_residents(_checked_codes(export.frame, export.path), include_all)
+        needed = ("resident_id", "name", "birth_date", "sex", "address")
+        require_columns(export, needed if changes else ("resident_code", *needed))
+        if changes:
+            frame = _with_row_codes(export.frame)
+            if residents:
+                frame = select_residents(frame, False, residents, coded_only=False)
+        else:
+            frame = select_residents(
+                _checked_codes(export.frame, export.path), include_all, residents
+            )
     result = NotifyResult(
         assigned=str(assigned),
         output=str(output),
         default_language=normalise_language(default_language) or default_language,
         workers=workers,
         per_household=per_household,
+        issue="sample" if include_all else "reprint" if reprint is not None else "new",
+        reprint_reason=reprint.value if reprint is not None else None,
     )
-    if frame.height == 0:
+    if frame.height == 0 and not changes:
         result.nothing_to_print = (
             "no row has a code"
             if include_all
@@ -353,7 +535,46 @@ def notify(
         result.seconds = round(time.perf_counter() - started, 3)
         return result
     with steps.step("Checking codes against the ledger"):
-        recorded = check_against_ledger(frame, ledger, profile.code, export.path)
+        state = ledger.snapshot()
+        if changes:
+            frame = changed_rows(frame, state, profile.code, export.path)
+        if changes and frame.height == 0:
+            result.nothing_to_print = (
+                "no resident of the file has a code change recorded in the ledger "
+                "(rrnet change) that is still their code"
+            )
+            result.seconds = round(time.perf_counter() - started, 3)
+            return result
+        issued = issued_notices(frame, state.notices)
+        if reprint is not None:
+            never = frame.join(issued.select(pl.col("row").alias(ROW)), on=ROW, how="anti")
+            if never.height:
+                ids = ", ".join(never["resident_id"].cast(pl.String).head(10).to_list())
+                raise UsageError(
+                    f"{never.height} resident(s) have no notice issued for their current "
+                    f"code yet ({ids}): that is a first notice, not a reprint. Print it "
+                    "without --reprint."
+                )
+        elif not include_all and issued.height:
+            # Rows whose notice was issued are left out before their codes are checked:
+            # a file kept from an earlier run may hold a code changed since.
+            frame = frame.filter(~frame[ROW].is_in(issued["row"].to_list()))
+            result.already_issued = issued.height
+            if frame.height == 0:
+                last = issued.sort("issued_at").row(-1, named=True)
+                when_issued = last["issued_at"].astimezone(JAPAN).date().isoformat()
+                whose = "residents whose code changed" if changes else "newly assigned residents"
+                result.nothing_to_print = (
+                    f"the notices of all {issued.height} {whose} were already issued (last "
+                    f"in batch {last['batch']} on {when_issued}); a notice is issued once: "
+                    "to print one again use --reprint REASON --resident ID"
+                )
+                result.seconds = round(time.perf_counter() - started, 3)
+                return result
+        if changes:
+            recorded = frame["changed_on"].alias("recorded_on")
+        else:
+            recorded = check_against_ledger(frame, state, profile.code, export.path)
     bad_ids = frame.filter(~pl.col("resident_id").str.contains(_SAFE_ID))
     if per_resident and bad_ids.height:
         raise UsageError(
@@ -377,12 +598,26 @@ def notify(
             date_style=profile.date_style,
             addressee=profile.addressee,
         )
+        if changes:
+            for notice, old, changed in zip(
+                sheets, frame["old_code"], frame["changed_on"], strict=True
+            ):
+                notice["old_code"] = old
+                notice["changed_on"] = format_date(date.fromisoformat(changed), profile.date_style)
     result.sheets = len(sheets)
-    when = format_date(notice_date or today_in_japan(), profile.date_style)
-    created = not output.exists()
+    today = today_in_japan()
+    when = format_date(notice_date or today, profile.date_style)
+    mark = None
+    if include_all:
+        mark = Mark("sample")
+    elif reprint is not None:
+        mark = Mark("reissued", format_date(today, profile.date_style))
+    # Written apart, then recorded, then published: a crash or Ctrl-C before the
+    # commit leaves no output folder and no notice recorded.
+    staging = output.parent / f".{output.name}.rrnet-{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
     try:
-        _write_sheets(
-            output,
+        printed = _write_sheets(
+            staging,
             sheets,
             profile,
             when,
@@ -391,26 +626,149 @@ def notify(
             batch_size,
             steps,
             rejects,
-            per_household,
+            "household" if per_household else "change" if changes else "sheet",
+            mark,
         )
+        if not include_all and printed.residents:
+            with steps.step("Recording the notices in the ledger"):
+                _record_notices(
+                    ledger,
+                    printed,
+                    staging,
+                    output,
+                    assigned,
+                    result,
+                    ledger.municipality or profile.code,
+                    invocation,
+                    NoticeKind.CHANGE if changes else NoticeKind.NEW,
+                )
+        _publish(staging, output)
     except BaseException:
-        _remove_output(output, created)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
+    (output / BATCH_MARKER).unlink(missing_ok=True)
     result.seconds = round(time.perf_counter() - started, 3)
     result.sheets_per_second = round(len(sheets) / result.seconds, 1) if result.seconds else 0.0
     return result
 
 
-def _remove_output(output: Path, created: bool) -> None:
-    """Remove what a failed run wrote: the folder it made, or the files in the empty one."""
-    if created:
-        shutil.rmtree(output, ignore_errors=True)
-    elif output.is_dir():
-        for child in output.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
+#: In a folder being written: the batch its notices are recorded under, written
+#: just before the ledger commit (see ``recover_interrupted``).
+BATCH_MARKER = ".rrnet-batch"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_interrupted(output: Path, ledger: LedgerStore) -> str | None:
+    """Finish or remove what a killed notify run left beside ``output``; say what.
+
+    A run writes into a hidden folder, records its notices in the ledger, then
+    renames the folder to ``output``. Killed before the commit, its folder holds
+    sheets that were never issued: it is removed (it holds personal data).
+    Killed after the commit and before the rename, its notices are issued: the
+    folder is given the name ``output``, as the run would have done, if that
+    name is free. A folder whose run is still alive is left alone.
+    """
+    said = None
+    for stale in sorted(output.parent.glob(f".{output.name}.rrnet-*.part")):
+        pid = stale.name.removeprefix(f".{output.name}.rrnet-").split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue
+        marker = stale / BATCH_MARKER
+        batch = marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
+        issued = batch is not None and batch in set(ledger.snapshot().notices["batch"].to_list())
+        free = not output.exists() or (output.is_dir() and not any(output.iterdir()))
+        if issued and free:
+            _publish(stale, output)
+            (output / BATCH_MARKER).unlink(missing_ok=True)
+            said = (
+                f"An earlier notify run was stopped after it recorded its notices (batch "
+                f"{batch}) but before it named its folder: its sheets are now in {output}. "
+                "Print those; run notify again with another -o for anything not yet issued"
+            )
+        elif issued:
+            said = (
+                f"An earlier notify run was stopped after it recorded its notices (batch "
+                f"{batch}); its sheets are in {stale}, since {output} is taken. Rename that "
+                "folder and print those sheets"
+            )
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+    return said
+
+
+def _publish(staging: Path, output: Path) -> None:
+    """Give the finished folder its name (an empty folder of that name is replaced)."""
+    os.replace(staging, output)
+    fsync_dir(output.parent)
+
+
+def _record_notices(
+    ledger: LedgerStore,
+    printed: _Printed,
+    staging: Path,
+    output: Path,
+    assigned: Path,
+    result: NotifyResult,
+    municipality: str,
+    invocation: Invocation | None,
+    kind: NoticeKind = NoticeKind.NEW,
+) -> None:
+    """Record every notice printed, in one ledger transaction (the run's batch).
+
+    Under the ledger's lock, the notices are checked again: a notice issued by
+    another run since this one read the ledger stops this one, which then
+    records nothing and keeps no file.
+    """
+    residents = printed.residents
+    batch = f"{datetime.now(JAPAN):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    notices = pl.DataFrame(
+        {
+            "code": rcode.strings_to_codes([str(r[0]["code"]) for r in residents]),
+            "resident_id": [str(r[0]["resident_id"]) for r in residents],
+            "municipality": municipality,
+            "kind": kind.value,
+            "reprint_reason": result.reprint_reason,
+            "batch": batch,
+            "file": [r[1] for r in residents],
+            "page": [r[2] for r in residents],
+        },
+        schema_overrides={"reprint_reason": pl.String, "page": pl.Int32},
+    )
+    names = [*result.files, "manifest.csv", "mailing.csv"]
+    outputs = [file_digest(staging / name, name=output / name) for name in names]
+    marker = staging / BATCH_MARKER
+    marker.write_text(batch + "\n", encoding="utf-8")
+    os.chmod(marker, 0o600)
+    with ledger.transaction() as txn:
+        txn.describe(
+            invocation,
+            inputs=[file_digest(assigned)],
+            outputs=outputs,
+            details={"notice_batch": batch},
+        )
+        if result.issue == "new":
+            clash = notices.join(
+                txn.state.notices.select("code", "resident_id"),
+                on=["code", "resident_id"],
+                how="semi",
+            )
+            if clash.height:
+                raise RrnetError(
+                    f"{clash.height} of these notices were issued by another rrnet notify run "
+                    "while this one was printing. Nothing was recorded and no file was kept; "
+                    "run notify again to print the rest."
+                )
+        txn.add_notices(notices)
+    result.batch = batch
 
 
 def _init_form_worker(profile: Profile, static: Any, worker: bool = True) -> None:
@@ -562,6 +920,15 @@ def _static_pages(render: Any, *args: Any) -> Any:
         ) from None
 
 
+def _init_change_worker(profile: Profile, static: Any, worker: bool = True) -> None:
+    """Build this process's change-notice renderer; a worker leaves Ctrl-C to its parent."""
+    from rrnet_cli import change_notice
+
+    if worker:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    change_notice.init_worker(profile, static)
+
+
 def _init_household_worker(profile: Profile, static: Any, worker: bool = True) -> None:
     """Build this process's household renderer; a worker leaves Ctrl-C to its parent."""
     from rrnet_cli import household
@@ -581,8 +948,9 @@ def _write_sheets(
     batch_size: int,
     steps: Steps,
     rejects: Path | None = None,
-    per_household: bool = False,
-) -> None:
+    form_kind: str = "sheet",
+    mark: Mark | None = None,
+) -> _Printed:
     """Lay out and compose the sheets (the fixed form), publish them, write the lists.
 
     The static page of each language is laid out once, apart; the workers lay
@@ -592,18 +960,23 @@ def _write_sheets(
     naming the resident, field and reason, unless ``rejects`` takes it. With
     ``per_household``, each household gets one document and one envelope.
     """
-    from rrnet_cli import form, household
+    from rrnet_cli import change_notice, form, household
 
+    per_household = form_kind == "household"
     output.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     os.chmod(output, PRIVATE_DIR)
     languages = sorted({str(s["language"]) for s in sheets})
     with steps.step("Laying out the static page of each language"):
         if per_household:
             static = _static_pages(
-                household.render_household_static_pages_apart, profile, languages, when
+                household.render_household_static_pages_apart, profile, languages, when, mark
+            )
+        elif form_kind == "change":
+            static = _static_pages(
+                change_notice.render_change_static_pages_apart, profile, languages, when, mark
             )
         else:
-            static = _static_pages(form.render_static_pages_apart, profile, languages, when)
+            static = _static_pages(form.render_static_pages_apart, profile, languages, when, mark)
     if per_household:
         batches: list[Any] = list(_household_batches(group_households(sheets), batch_size))
         layers: list[Any] = _render_batches(
@@ -620,8 +993,8 @@ def _write_sheets(
         batches = list(_batches(sheets, batch_size))
         layers = _render_batches(
             batches,
-            form.render_batch,
-            _init_form_worker,
+            change_notice.render_batch if form_kind == "change" else form.render_batch,
+            _init_change_worker if form_kind == "change" else _init_form_worker,
             (profile, static),
             result.workers,
             steps,
@@ -722,3 +1095,4 @@ def _write_sheets(
     result.by_language = dict(
         sorted(manifest.group_by("language").len().iter_rows(), key=lambda kv: -kv[1])
     )
+    return printed

@@ -49,6 +49,8 @@ class Profile:
     mail_class: str = "kani_kakitome"
     #: ``[sheet] mailing``: one of MAILINGS
     mailing: str = "person"
+    #: ``[sheet] reprint``: whether this office reissues notices (再交付) at all
+    reprint: bool = True
 
 
 def load_profile(path: Path) -> Profile:
@@ -86,4 +88,10 @@ def load_profile(path: Path) -> Profile:
                 f"(it is {value!r})."
             )
         values[key] = value
+    reprint = sheet.get("reprint", True)
+    if not isinstance(reprint, bool):
+        raise UsageError(
+            f"Profile {path}: sheet.reprint must be true or false (it is {reprint!r})."
+        )
+    values["reprint"] = reprint
     return Profile(**values)

@@ -278,6 +278,21 @@ def validate_municipality_code(value: str) -> str:
 # Code changes (住民票コードの変更): ``rrnet change``
 
 
+class NoticeKind(StrEnum):
+    """What a notice tells its resident (the ledger records every notice issued)."""
+
+    NEW = "new"  # 住民票コード通知票: a code was written on the resident record
+    CHANGE = "change"  # 住民票コード変更通知書: the code was changed
+
+
+class ReprintReason(StrEnum):
+    """Why a notice was printed again (再交付)."""
+
+    RETURNED_MAIL = "returned_mail"
+    LOST = "lost"
+    ADDRESS_CORRECTED = "address_corrected"
+
+
 class ChangeReason(StrEnum):
     """Why a resident's code was changed."""
 

@@ -461,9 +461,9 @@ def test_a_ledger_from_before_the_audit_trail_is_a_note_not_a_failure(
 
 def test_an_unknown_manifest_version_is_still_refused(ledger: Ledger) -> None:
     data = manifest_of(ledger.path)
-    data["version"] = 4  # 3 is a ledger with a designated pool (tests/test_pool.py)
+    data["version"] = 5  # 3: a designated pool (test_pool.py); 4: notices (test_notices_issued.py)
     write_manifest(ledger.path, data)
-    with pytest.raises(Exception, match="version 4 ledger"):
+    with pytest.raises(Exception, match="version 5 ledger"):
         Ledger.open(ledger.path)
 
 

@@ -231,7 +231,10 @@ def test_the_profile_can_make_households_the_default(
     code, output = run_cli(runner, *base, "-o", tmp_path / "by-household", "--json")
     assert code == 0, output
     assert '"envelopes": 3' in output and '"per_household": true' in output
-    code, output = run_cli(runner, *base, "-o", tmp_path / "by-person", "--per-person", "--json")
+    # The notices are issued now: a preview (--all) shows them one envelope each.
+    code, output = run_cli(
+        runner, *base, "-o", tmp_path / "by-person", "--per-person", "--all", "--json"
+    )
     assert code == 0, output
     assert '"envelopes": 16' in output
     code, output = run_cli(runner, *base, "-o", tmp_path / "x", "--per-resident")

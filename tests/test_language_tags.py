@@ -220,8 +220,11 @@ def test_the_summary_says_which_language_was_used_instead(
     assert "no Burmese notice, English used" in result.output
     assert "no Thai notice, English used" in result.output
 
+    # The notices are issued now: a preview (--all) shows the other default language.
     result = _notify(
-        runner, assigned, ledger, tmp_path / "sheets-ja", "--default-language", "ja", "--json"
+        runner,
+        *(assigned, ledger, tmp_path / "sheets-ja"),
+        *("--default-language", "ja", "--all", "--json"),
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

@@ -42,9 +42,10 @@ from rrnet_cli.cli._common import (
     out,
 )
 from rrnet_cli.cli.ledger import ledger_app
+from rrnet_cli.cli.notices import ledger_notices  # noqa: F401  (registers `rrnet ledger notices`)
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, UsageError
 from rrnet_cli.progress import Steps
-from rrnet_cli.schema import IdDocument
+from rrnet_cli.schema import IdDocument, ReprintReason
 
 app = typer.Typer(
     name="rrnet",
@@ -519,6 +520,7 @@ def verify(
 @app.command()
 @handle_errors(left="No sheet was written, and no partial file was left behind.")
 def notify(
+    ctx: typer.Context,
     profile: Annotated[
         Path,
         typer.Option(
@@ -593,9 +595,43 @@ def notify(
         bool,
         typer.Option(
             "--all",
-            help="Print every row that has a code (reprints), not only newly assigned ones.",
+            help="Preview: print every row that has a code, each page marked 見本 / SAMPLE; "
+            "nothing is recorded as issued.",
         ),
     ] = False,
+    changes: Annotated[
+        bool,
+        typer.Option(
+            "--changes",
+            help="Print change notices (住民票コード変更通知書) instead: for each resident of "
+            "the file whose code was changed (rrnet change) and is still their code, and "
+            "who has had no change notice for it yet. The notice gives the new code and "
+            "the old one, and says the old code is no longer valid. The file needs "
+            "resident_id, name, birth_date, sex and address (a register export will do); "
+            "the codes come from the ledger.",
+        ),
+    ] = False,
+    reprint: Annotated[
+        ReprintReason | None,
+        typer.Option(
+            "--reprint",
+            help="Reissue (再交付) the notices of the residents given with --resident, "
+            "each already issued once: every page is marked 再交付 (Reissued) and today's "
+            "date, and the ledger records the reprint and its reason. Refused when the "
+            "profile says [sheet] reprint = false.",
+            show_default=False,
+        ),
+    ] = None,
+    residents: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--resident",
+            metavar="ID",
+            help="A resident_id to reprint (repeat it for several); with --reprint.",
+            show_default=False,
+        ),
+    ] = None,
+    operator: OperatorOpt = None,
     per_resident: Annotated[
         bool,
         typer.Option(
@@ -655,6 +691,11 @@ def notify(
 ) -> None:
     """Print a Resident Record Code Notification Sheet for each newly assigned resident.
 
+    A notice is issued once: notify prints the newly assigned residents whose code
+    has no notice yet, and records each notice in the ledger (batch, file, page);
+    a second run on the same file prints nothing and says why. --reprint reissues
+    on purpose; --all previews (marked 見本 / SAMPLE, recorded nowhere).
+
     One A4 page per resident, in Japanese and in the resident's language (their
     row's language, else their nationality's, else --default-language), sorted
     for mailing into sheets-0001.pdf, sheets-0002.pdf ..., with manifest.csv
@@ -690,6 +731,10 @@ def notify(
             include_all=include_all,
             per_resident=per_resident,
             per_household=per_household,
+            reprint=reprint,
+            residents=tuple(residents or ()),
+            invocation=audit_invocation(ctx, operator),
+            changes=changes,
             default_language=default_language,
             batch_size=batch_size,
             workers=workers,
@@ -698,6 +743,9 @@ def notify(
             sheet=sheet,
             delimiter=delimiter,
         )
+    if result.recovered and not as_json:
+        out.print(f"{result.recovered}.", markup=False)
+        return
     if result.nothing_to_print and not as_json:
         out.print(f"Nothing to print: {result.nothing_to_print}. No folder was made.", markup=False)
         return

@@ -73,11 +73,13 @@ from rrnet_cli.ledger.interface import (
     sorted_member,
     without_password,
 )
+from rrnet_cli.ledger.notices import NOTICE_SCHEMA, NoticeKind, ReprintReason
 
 __all__ = [
     "ACTIVE",
     "DESIGNATED",
     "DRAWN_FROM",
+    "NOTICE_SCHEMA",
     "POOL_MODE",
     "RECORD_SCHEMA",
     "TRANSACTIONS",
@@ -89,6 +91,8 @@ __all__ = [
     "LedgerState",
     "LedgerStore",
     "LedgerTransaction",
+    "NoticeKind",
+    "ReprintReason",
     "SegmentInfo",
     "SortedCodes",
     "Status",

@@ -69,6 +69,14 @@ from rrnet_cli.ledger.interface import (
     file_sha256,
     on_off,
 )
+from rrnet_cli.ledger.notices import (
+    NOTICE,
+    NOTICE_SCHEMA,
+    NOTICE_VERSION,
+    NoticeKind,
+    empty_notices,
+    is_notice_segment,
+)
 
 if TYPE_CHECKING:
     from rrnet_cli.ledger.integrity import IntegrityReport
@@ -80,7 +88,7 @@ VERSION = 2
 #: rrnet from before pools refuses it rather than draw outside the pool.
 POOL_VERSION = 3
 #: The versions it reads: 1 (before the audit trail) is upgraded on the next write.
-READABLE_VERSIONS = (1, 2, 3)
+READABLE_VERSIONS = (1, 2, 3, NOTICE_VERSION)
 MANIFEST = "manifest.json"
 LOCK = "lock"
 SEGMENTS = "segments"
@@ -243,9 +251,13 @@ class Ledger:
         by_status: dict[str | None, list[list[np.ndarray]]] = {}
         record_tables = []
         pool_segments: list[list[np.ndarray]] = []
+        notice_tables = []
         for info in manifest["segments"]:
             path = self._segment_path(info)
             try:
+                if is_notice_segment(info):  # notices issued: not codes, kept apart
+                    notice_tables.append(pq.read_table(path, schema=NOTICE_SCHEMA))
+                    continue
                 if is_pool_segment(info):  # designated, not used: kept out of the used-code index
                     table = pq.read_table(path, columns=["code"])
                     pool_segments.append([c.to_numpy() for c in table.column("code").chunks])
@@ -282,11 +294,14 @@ class Ledger:
         else:
             records = pl.from_arrow(RECORD_SCHEMA.empty_table())
         assert isinstance(records, pl.DataFrame)
+        notices = pl.from_arrow(pa.concat_tables(notice_tables)) if notice_tables else None
+        assert notices is None or isinstance(notices, pl.DataFrame)
         return LedgerState(
             manifest=manifest,
             codes=CodeIndex(groups),
             records=records,
             pool=_one_sorted(pool_segments),
+            notices=notices if notices is not None else empty_notices(),
         )
 
     # -- writing --------------------------------------------------------------
@@ -559,6 +574,31 @@ class Transaction:
         table = pa.table({"code": pa.array(np.asarray(codes, np.uint64), pa.uint64())})
         return self._write_segment(table, {DESIGNATED: len(codes)}, False)
 
+    def add_notices(self, notices: pl.DataFrame) -> SegmentInfo | None:
+        """Stage notice records: ``code``, ``resident_id``, ``municipality``, ``kind``,
+        ``reprint_reason``, ``batch``, ``file``, ``page`` (see ``rrnet_cli.ledger.notices``).
+
+        They are sorted by code; the transaction number and time are this
+        transaction's.
+        """
+        if notices.height == 0:
+            return None
+        frame = notices.select(
+            pl.col("code").cast(pl.UInt64),
+            *(pl.col(c).cast(pl.String) for c in ("resident_id", "municipality", "kind")),
+            pl.col("reprint_reason").cast(pl.String),
+            *(pl.col(c).cast(pl.String) for c in ("batch", "file")),
+            pl.col("page").cast(pl.Int32),
+            pl.lit(self.number, dtype=pl.UInt64).alias("txn"),
+            pl.lit(self.recorded_at).cast(pl.Datetime("ms", "UTC")).alias("issued_at"),
+        ).sort("code", maintain_order=True)
+        kinds = set(frame["kind"].to_list()) - {k.value for k in NoticeKind}
+        if kinds:
+            raise ValueError(f"unknown notice kind {sorted(kinds, key=str)}")
+        return self._write_segment(
+            frame.to_arrow().cast(NOTICE_SCHEMA), {NOTICE: frame.height}, True
+        )
+
     def set_pool_mode(self, on: bool) -> None:
         """Turn pool mode on or off: the manifest and this transaction's record say so."""
         self.settings[POOL_MODE] = bool(on)
@@ -606,8 +646,15 @@ class Transaction:
         manifest.update(self.settings)
         manifest["txn"] = self.number
         manifest["segments"] = [*self.manifest["segments"], *(s.to_json() for s in self.staged)]
-        # A version 1 manifest gains its audit trail here; one with a pool becomes 3.
-        manifest["version"] = POOL_VERSION if _uses_pool(manifest) else VERSION
+        # A version 1 manifest gains its audit trail here; one with a pool becomes 3,
+        # one with notice records 4.
+        manifest["version"] = (
+            NOTICE_VERSION
+            if any(is_notice_segment(s) for s in manifest["segments"])
+            else POOL_VERSION
+            if _uses_pool(manifest)
+            else VERSION
+        )
         manifest[TRANSACTIONS] = [*(self.manifest.get(TRANSACTIONS) or []), self._audit_record()]
         _write_private_json(self.ledger.manifest_path, manifest)
         _failpoint("after-manifest-replace")

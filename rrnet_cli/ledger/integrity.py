@@ -26,6 +26,7 @@ from rrnet_cli import code as rcode
 from rrnet_cli.ledger.audit import DRAWN_FROM, TRANSACTIONS, check_chain
 from rrnet_cli.ledger.folder import MANIFEST, SEGMENTS, Ledger, is_pool_segment, segment_txn
 from rrnet_cli.ledger.interface import ACTIVE, RECORD_SCHEMA, Status, file_sha256, sorted_member
+from rrnet_cli.ledger.notices import NOTICE_SCHEMA, is_notice_segment, notice_problems
 
 
 @dataclass
@@ -85,6 +86,8 @@ def check_integrity(ledger: Ledger, *, batch_rows: int = 8_000_000) -> Integrity
                 f"{SEGMENTS}/{path.name} is left over from an interrupted run; "
                 "the next write removes it"
             )
+    notice_segments = [r for r in readable if is_notice_segment(r[0])]
+    readable = [r for r in readable if r not in notice_segments]
     pool_segments = [r for r in readable if is_pool_segment(r[0])]
     per_record = [r for r in readable if r[0]["has_residents"] or len(r[0]["statuses"]) != 1]
     fixed = [r for r in readable if r not in per_record and r not in pool_segments]
@@ -121,9 +124,35 @@ def check_integrity(ledger: Ledger, *, batch_rows: int = 8_000_000) -> Integrity
             report.add(None, f"{early} codes were designated while already in use ({status})")
     if records.height:
         _check_records(records, report)
+    _check_notices(notice_segments, records, report)
     if pool.height:
         _check_pool(pool, records, manifest, report)
     return report
+
+
+def _check_notices(
+    segments: list[tuple[dict[str, Any], Path, str]],
+    records: pl.DataFrame,
+    report: IntegrityReport,
+) -> None:
+    """Notice segments: readable, sorted valid codes, each of a code its resident holds."""
+    tables = []
+    for info, path, label in segments:
+        try:
+            table = pq.read_table(path, schema=NOTICE_SCHEMA)
+        except (OSError, pa.ArrowException):
+            report.add(label, "segment cannot be read as Parquet (damaged)")
+            continue
+        counted = report.records  # notices are not code records: not counted as such
+        _check_codes([table.column("code").to_numpy()], info, label, report)
+        report.records = counted
+        tables.append(table)
+    if not tables:
+        return
+    notices = pl.from_arrow(pa.concat_tables(tables))
+    assert isinstance(notices, pl.DataFrame)
+    for problem in notice_problems(notices, records):
+        report.add(None, problem)
 
 
 def _read_pool(

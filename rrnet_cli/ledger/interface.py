@@ -27,6 +27,7 @@ import polars as pl
 import pyarrow as pa
 
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, UsageError
+from rrnet_cli.ledger.notices import empty_notices
 
 if TYPE_CHECKING:
     from rrnet_cli.ledger.audit import AuditLog
@@ -250,6 +251,8 @@ class LedgerState:
     records: pl.DataFrame
     #: Every designated code (the pool), sorted; used ones too (see ``pool_used``).
     pool: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
+    #: Every notice issued (``rrnet_cli.ledger.notices.NOTICE_SCHEMA``).
+    notices: pl.DataFrame = field(default_factory=empty_notices)
 
     @property
     def txn(self) -> int:
@@ -338,6 +341,10 @@ class LedgerTransaction(Protocol):
 
     def add_pool(self, codes: np.ndarray) -> SegmentInfo | None:
         """Stage sorted, distinct, unused codes as designated (a pool segment)."""
+        ...
+
+    def add_notices(self, notices: pl.DataFrame) -> SegmentInfo | None:
+        """Stage notice records (see ``rrnet_cli.ledger.notices``)."""
         ...
 
     def set_pool_mode(self, on: bool) -> None:

@@ -1,0 +1,153 @@
+"""``rrnet ledger notices``: the notices issued, as the ledger recorded them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from rrnet_cli.cli._common import (
+    JsonOpt,
+    LedgerOpt,
+    VerboseOpt,
+    finish,
+    handle_errors,
+    open_ledger,
+    out,
+)
+from rrnet_cli.cli.ledger import ledger_app
+from rrnet_cli.schema import NoticeKind
+
+#: Notices printed on the terminal; -o FILE holds them all.
+SHOWN = 50
+DATE_FORMATS = ["%Y-%m-%d"]
+
+
+@dataclass
+class _Notices:
+    ledger: str
+    rows: list[dict[str, Any]]
+    output: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"ledger": self.ledger, "notices": len(self.rows)}
+        if self.output is None:
+            data["issued"] = self.rows
+        else:
+            data["output"] = self.output
+        return data
+
+    def summary_rows(self) -> list[tuple[str, Any]]:
+        by_kind: dict[str, int] = {}
+        for row in self.rows:
+            key = row["kind"] + (" (reprint)" if row["reprint_reason"] else "")
+            by_kind[key] = by_kind.get(key, 0) + 1
+        rows: list[tuple[str, Any]] = [("notices", len(self.rows))]
+        rows += [(f"  {kind}", n) for kind, n in sorted(by_kind.items())]
+        rows.append(("batches", len({r["batch"] for r in self.rows})))
+        if self.output:
+            rows.append(("written to", self.output))
+        return rows
+
+
+@ledger_app.command("notices")
+@handle_errors(left="")
+def ledger_notices(
+    ledger: LedgerOpt,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            "--since",
+            formats=DATE_FORMATS,
+            metavar="YYYY-MM-DD",
+            help="Only notices issued on or after this date (in Japan).",
+            show_default=False,
+        ),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        typer.Option(
+            "--until",
+            formats=DATE_FORMATS,
+            metavar="YYYY-MM-DD",
+            help="Only notices issued on or before this date (in Japan).",
+            show_default=False,
+        ),
+    ] = None,
+    batch: Annotated[
+        str | None,
+        typer.Option("--batch", help="Only this batch (one notify run).", show_default=False),
+    ] = None,
+    kind: Annotated[
+        NoticeKind | None,
+        typer.Option(
+            "--kind", help="Only new-code notices, or only change notices.", show_default=False
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Write every notice listed to this file (.csv, .parquet or .xlsx), "
+            "private and Excel-safe, instead of printing them.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """List the notices issued: when, which batch and kind, for which resident and
+    code, in which file and on which page, and by whom.
+
+    rrnet notify records every notice it prints (previews with --all are not
+    notices and are not recorded). Reprints show their reason. Dates are Japan's.
+
+    Example: `rrnet ledger notices --ledger ledger --since 2026-12-01 -o notices.xlsx`
+    """
+    from rrnet_cli.files import write_table
+    from rrnet_cli.ledger.audit import TRANSACTIONS
+    from rrnet_cli.ledger.notices import notice_listing
+
+    store = open_ledger(ledger, "rrnet ledger notices")
+    state = store.snapshot()
+    listing = notice_listing(
+        state.notices,
+        list(state.manifest.get(TRANSACTIONS) or []),
+        since=since.date() if since else None,
+        until=until.date() if until else None,
+        batch=batch,
+        kind=kind,
+    )
+    if output is not None:
+        write_table(listing, output)
+    result = _Notices(store.location, listing.to_dicts(), str(output) if output else None)
+    if not as_json and output is None and listing.height:
+        shown = listing.head(SHOWN)
+        grid = Table(title=f"Notices issued ({listing.height})", title_justify="left")
+        for heading in ("issued (JST)", "batch", "kind", "reprint", "resident_id", "file", "page"):
+            grid.add_column(heading, no_wrap=heading != "reprint")
+        for r in shown.iter_rows(named=True):
+            grid.add_row(
+                *(
+                    escape(str(v))
+                    for v in (
+                        r["issued_at"][:16].replace("T", " "),
+                        r["batch"],
+                        r["kind"],
+                        r["reprint_reason"] or "",
+                        r["resident_id"],
+                        r["file"] or "",
+                        r["page"] if r["page"] is not None else "",
+                    )
+                )
+            )
+        out.print(grid)
+        if listing.height > SHOWN:
+            out.print(f"... and {listing.height - SHOWN} more: -o FILE writes them all.")
+    finish(result, as_json, f"Notices in {store.location}")

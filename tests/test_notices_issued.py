@@ -1,0 +1,408 @@
+"""A notice is issued once (issue: after the migration day): notify records what it
+prints, a second run prints nothing, a reprint is an explicit and marked act, and
+previews are marked 見本 / SAMPLE and recorded nowhere.
+
+The register is a CP932, CRLF export with Japanese headers (as in
+test_households); every check reads back what a user would see: the PDFs, the
+command's output, and the ledger through `rrnet ledger notices`.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+from helpers import MUNICIPALITY, profile_for, rrnet, run_cli
+from pypdf import PdfReader
+from test_households import register_rows, write_cp932
+
+from rrnet_cli import code as rcode
+from rrnet_cli import notify as notify_module
+from rrnet_cli.dates import format_date
+from rrnet_cli.errors import RrnetError
+from rrnet_cli.languages import load_notices
+from rrnet_cli.ledger import Ledger
+from rrnet_cli.notify import notify, today_in_japan
+from rrnet_cli.profile import load_profile
+
+
+@pytest.fixture
+def assigned(runner, ledger: Ledger, tmp_path: Path) -> Path:
+    export = write_cp932(tmp_path / "register.csv", register_rows())
+    out = tmp_path / "assigned.csv"
+    code, output = run_cli(runner, "assign", export, "-l", ledger.path, "-o", out)
+    assert code == 0, output
+    return out
+
+
+@pytest.fixture
+def profile(tmp_path: Path) -> Path:
+    return profile_for(MUNICIPALITY, tmp_path)
+
+
+def run_notify(runner, ledger, assigned, profile, sheets, *extra) -> tuple[int, str]:
+    return run_cli(
+        runner,
+        *("notify", assigned, "-l", ledger.path, "--profile", profile, "-o", sheets),
+        *("--workers", "1", *extra),
+    )
+
+
+def listed(runner, ledger, *extra) -> dict:
+    code, output = run_cli(runner, "ledger", "notices", "-l", ledger.path, "--json", *extra)
+    assert code == 0, output
+    return json.loads(output)
+
+
+def test_a_notice_is_issued_once(runner, ledger, assigned, profile, tmp_path: Path) -> None:
+    sheets = tmp_path / "sheets"
+    code, output = run_notify(runner, ledger, assigned, profile, sheets, "--json")
+    assert code == 0, output
+    result = json.loads(output)
+    assert result["sheets"] == 16 and result["issue"] == "new" and result["batch"]
+    # The ledger says which resident's code went out, in which batch, file and page.
+    issued = listed(runner, ledger)["issued"]
+    manifest = pl.read_csv(sheets / "manifest.csv", infer_schema=False)
+    assert sorted((n["resident_id"], n["file"], str(n["page"])) for n in issued) == sorted(
+        manifest.select("resident_id", "file", "page").iter_rows()
+    )
+    assert {n["batch"] for n in issued} == {result["batch"]}
+    assert {n["kind"] for n in issued} == {"new"} and {n["reprint_reason"] for n in issued} == {
+        None
+    }
+    codes = pl.read_csv(assigned, infer_schema=False).select("resident_id", "resident_code")
+    assert sorted((n["resident_id"], n["code"]) for n in issued) == sorted(codes.iter_rows())
+    # A second run on the same file prints nothing, says why, and makes no folder.
+    again = tmp_path / "again"
+    code, output = run_notify(runner, ledger, assigned, profile, again)
+    assert code == 0, output
+    flat = " ".join(output.split())
+    assert "Nothing to print" in flat and "already issued" in flat
+    assert result["batch"] in flat and "--reprint" in flat
+    assert not again.exists()
+    assert len(listed(runner, ledger)["issued"]) == 16
+    # verify checks the notice records with the rest of the ledger.
+    code, output = run_cli(runner, "verify", assigned, "--ledger", ledger.path)
+    assert code == 0, output
+    assert Ledger.open(ledger.path).read_manifest()["version"] == 4
+
+
+def test_a_sheet_set_aside_prints_later_without_the_others(
+    runner, ledger, tmp_path: Path, profile: Path
+) -> None:
+    rows = register_rows()
+    rows[13][2] = "KIM " + "SEOYEON " * 40
+    export = write_cp932(tmp_path / "register.csv", rows)
+    assigned = tmp_path / "assigned.csv"
+    code, output = run_cli(runner, "assign", export, "-l", ledger.path, "-o", assigned)
+    assert code == 0, output
+    first = tmp_path / "first"
+    code, output = run_notify(
+        runner, ledger, assigned, profile, first, "--rejects", tmp_path / "rejects.csv"
+    )
+    assert code == 0, output
+    # The office shortens the name in the file and runs notify again: only that one prints.
+    text = assigned.read_text(encoding="utf-8-sig").replace("KIM " + "SEOYEON " * 40, "KIM SEOYEON")
+    assigned.write_text(text.replace("SEOYEON ,", "SEOYEON,"), encoding="utf-8-sig")
+    second = tmp_path / "second"
+    code, output = run_notify(runner, ledger, assigned, profile, second, "--json")
+    assert code == 0, output
+    result = json.loads(output)
+    assert (result["sheets"], result["already_issued"]) == (1, 15)
+    manifest = pl.read_csv(second / "manifest.csv", infer_schema=False)
+    assert manifest["resident_id"].to_list() == ["200002"]
+
+
+def test_a_reprint_is_marked_and_recorded(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    code, output = run_notify(runner, ledger, assigned, profile, tmp_path / "first")
+    assert code == 0, output
+    reprint = tmp_path / "reprint"
+    code, output = run_notify(
+        runner,
+        ledger,
+        assigned,
+        profile,
+        reprint,
+        *("--reprint", "returned_mail", "--resident", "200003", "--json"),
+    )
+    assert code == 0, output
+    result = json.loads(output)
+    assert (result["sheets"], result["issue"]) == (1, "reprint")
+    page = PdfReader(reprint / "sheets-0001.pdf").pages[0].extract_text()
+    # 再交付, the word in the resident's language (pt), and today's date in Japan as the
+    # profile writes dates (和暦).
+    mark = f"再交付 ({load_notices()['pt'].labels['reissued']}) "
+    assert mark + format_date(today_in_japan(), "wareki") in page
+    assert "SILVA JOAO" in page
+    issued = listed(runner, ledger)["issued"]
+    assert len(issued) == 17
+    reprints = [n for n in issued if n["reprint_reason"]]
+    assert [(n["resident_id"], n["reprint_reason"]) for n in reprints] == [
+        ("200003", "returned_mail")
+    ]
+    assert len(listed(runner, ledger, "--batch", result["batch"])["issued"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--reprint", "lost"), "--reprint needs the residents"),
+        (("--reprint", "lost", "--resident", "999999"), "not in the file: 999999"),
+        (("--resident", "200003"), "give --reprint REASON with it"),
+        (("--reprint", "lost", "--resident", "200003", "--all"), "give one of them"),
+        (("--reprint", "misplaced", "--resident", "200003"), "misplaced"),
+    ],
+)
+def test_reprint_mistakes_are_refused_and_nothing_is_written(
+    runner, ledger, assigned, profile, tmp_path: Path, extra, message
+) -> None:
+    code, output = run_notify(runner, ledger, assigned, profile, tmp_path / "first")
+    assert code == 0, output
+    sheets = tmp_path / "sheets"
+    code, output = run_notify(runner, ledger, assigned, profile, sheets, *extra)
+    assert code == 2, output
+    assert message in " ".join(output.split())
+    assert "internal error" not in output
+    assert not sheets.exists()
+    assert len(listed(runner, ledger)["issued"]) == 16
+
+
+def test_a_first_notice_is_not_a_reprint(runner, ledger, assigned, profile, tmp_path: Path) -> None:
+    sheets = tmp_path / "sheets"
+    code, output = run_notify(
+        runner, ledger, assigned, profile, sheets, "--reprint", "lost", "--resident", "200003"
+    )
+    assert code == 2, output
+    assert "that is a first notice, not a reprint" in " ".join(output.split())
+    assert not sheets.exists()
+
+
+def test_an_office_that_never_reissues_refuses_reprints(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    code, output = run_notify(runner, ledger, assigned, profile, tmp_path / "first")
+    assert code == 0, output
+    profile.write_text(
+        profile.read_text(encoding="utf-8").replace("reprint = true", "reprint = false"),
+        encoding="utf-8",
+    )
+    sheets = tmp_path / "sheets"
+    code, output = run_notify(
+        runner, ledger, assigned, profile, sheets, "--reprint", "lost", "--resident", "200003"
+    )
+    assert code == 2, output
+    assert "この通知書は再発行できません" in output
+    assert not sheets.exists()
+    assert len(listed(runner, ledger)["issued"]) == 16
+
+
+def test_samples_are_marked_and_recorded_nowhere(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    code, output = run_notify(runner, ledger, assigned, profile, tmp_path / "first")
+    assert code == 0, output
+    transactions = Ledger.open(ledger.path).snapshot().txn
+    preview = tmp_path / "preview"
+    code, output = run_notify(runner, ledger, assigned, profile, preview, "--all", "--json")
+    assert code == 0, output
+    assert json.loads(output)["batch"] is None
+    reader = PdfReader(preview / "sheets-0001.pdf")
+    assert len(reader.pages) == 16
+    for page in reader.pages:
+        assert "見本" in page.extract_text()
+    assert Ledger.open(ledger.path).snapshot().txn == transactions  # nothing recorded
+    assert len(listed(runner, ledger)["issued"]) == 16
+
+
+def test_a_notice_issued_by_another_run_meanwhile_stops_this_one(
+    ledger, assigned, tmp_path: Path, monkeypatch
+) -> None:
+    """Two runs print the same residents at once: only one may record its notices."""
+    profile = load_profile(profile_for(MUNICIPALITY, tmp_path))
+    real = notify_module._write_sheets
+    other = tmp_path / "other"
+
+    def write_then_race(*args, **kwargs):
+        printed = real(*args, **kwargs)
+        monkeypatch.setattr(notify_module, "_write_sheets", real)
+        notify(assigned, other, profile=profile, ledger=Ledger.open(ledger.path), workers=1)
+        return printed
+
+    monkeypatch.setattr(notify_module, "_write_sheets", write_then_race)
+    mine = tmp_path / "mine"
+    with pytest.raises(RrnetError, match="issued by another rrnet notify run"):
+        notify(assigned, mine, profile=profile, ledger=ledger, workers=1)
+    assert not mine.exists()
+    assert not list(tmp_path.glob(".mine.*"))
+    notices = Ledger.open(ledger.path).snapshot().notices
+    assert notices.height == 16 and notices["batch"].n_unique() == 1
+    assert (other / "manifest.csv").exists()
+
+
+def test_verify_finds_a_notice_of_a_code_its_resident_never_held(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    code, output = run_notify(runner, ledger, assigned, profile, tmp_path / "first")
+    assert code == 0, output
+    someone = rcode.strings_to_codes(
+        [pl.read_csv(assigned, infer_schema=False)["resident_code"][0]]
+    )
+    with ledger.transaction() as txn:  # what a hand-made or buggy record would look like
+        txn.add_notices(
+            pl.DataFrame(
+                {
+                    "code": someone,
+                    "resident_id": ["not-its-owner"],
+                    "municipality": [MUNICIPALITY],
+                    "kind": ["new"],
+                    "reprint_reason": [None],
+                    "batch": ["x"],
+                    "file": [None],
+                    "page": [None],
+                },
+                schema_overrides={"reprint_reason": pl.String, "file": pl.String, "page": pl.Int32},
+            )
+        )
+    code, output = run_cli(runner, "verify", assigned, "--ledger", ledger.path)
+    assert code == 1, output
+    assert "notice records name a code the ledger never recorded for that resident" in " ".join(
+        output.split()
+    )
+
+
+def test_ledger_notices_filters_and_writes_an_excel_safe_file(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    code, output = run_notify(runner, ledger, assigned, profile, tmp_path / "first")
+    assert code == 0, output
+    today = today_in_japan()
+    assert len(listed(runner, ledger, "--since", today.isoformat())["issued"]) == 16
+    tomorrow = date.fromordinal(today.toordinal() + 1).isoformat()
+    assert listed(runner, ledger, "--since", tomorrow)["issued"] == []
+    assert listed(runner, ledger, "--kind", "change")["issued"] == []
+    out = tmp_path / "notices.csv"
+    code, output = run_cli(runner, "ledger", "notices", "-l", ledger.path, "-o", out)
+    assert code == 0, output
+    frame = pl.read_csv(out, infer_schema=False, encoding="utf8-lossy")
+    assert frame.height == 16
+    assert frame["code"].str.len_chars().to_list() == [11] * 16  # leading zeros kept
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert out.read_bytes().startswith(b"\xef\xbb\xbf")  # Excel reads the BOM as UTF-8
+
+
+def test_a_change_notice_goes_out_once_with_both_codes(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    code, output = run_notify(runner, ledger, assigned, profile, tmp_path / "first")
+    assert code == 0, output
+    old = dict(
+        pl.read_csv(assigned, infer_schema=False).select("resident_id", "resident_code").iter_rows()
+    )["200001"]
+    code, output = run_cli(
+        runner,
+        *("change", "--resident", "200001", "-l", ledger.path),
+        *("--id-document", "residence_card", "-o", tmp_path / "changes.csv"),
+    )
+    assert code == 0, output
+    new = pl.read_csv(tmp_path / "changes.csv", infer_schema=False)["new_code"][0]
+    # The office's register export, with names and addresses (and no codes).
+    export = tmp_path / "register.csv"
+    notices = tmp_path / "change-notices"
+    code, output = run_notify(runner, ledger, export, profile, notices, "--changes", "--json")
+    assert code == 0, output
+    assert json.loads(output)["sheets"] == 1
+    text = PdfReader(notices / "sheets-0001.pdf").pages[0].extract_text()
+    assert "住民票コード変更通知書" in text and "KIM MINJUN" in text
+    # Both codes, in full (the extracted text spaces the 4-4-3 groups variously).
+    assert new in squash_words(text) and old in squash_words(text)
+    assert squash_words(load_notices()["ja"].change["old_invalid"]) in squash_words(text)
+    changes = listed(runner, ledger, "--kind", "change")["issued"]
+    assert [(n["resident_id"], n["code"]) for n in changes] == [("200001", new)]
+    # Once only; and the first notices' file, now stale for 200001, prints nothing either.
+    code, output = run_notify(runner, ledger, export, profile, tmp_path / "again", "--changes")
+    assert code == 0 and "Nothing to print" in output, output
+    code, output = run_notify(runner, ledger, assigned, profile, tmp_path / "stale")
+    assert code == 0 and "Nothing to print" in output, output
+
+
+def test_a_change_notice_refuses_a_file_holding_someone_elses_code(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    code, output = run_cli(
+        runner,
+        *("change", "--resident", "200001", "-l", ledger.path),
+        *("--by-office", "--reason", "notice went astray"),
+    )
+    assert code == 0, output
+    frame = pl.read_csv(assigned, infer_schema=False)
+    other = frame.filter(pl.col("resident_id") == "200002")["resident_code"][0]
+    mixed = tmp_path / "mixed.csv"
+    frame.with_columns(
+        pl.when(pl.col("resident_id") == "200001")
+        .then(pl.lit(other))
+        .otherwise(pl.col("resident_code"))
+        .alias("resident_code")
+    ).write_csv(mixed)
+    sheets = tmp_path / "sheets"
+    code, output = run_notify(runner, ledger, mixed, profile, sheets, "--changes")
+    assert code == 2, output
+    assert "neither the resident's current code nor the one it replaced" in " ".join(output.split())
+    assert not sheets.exists()
+
+
+def squash_words(text: str) -> str:
+    return "".join(text.split())
+
+
+# -- a run killed while it records its notices: 0 or 1 batch, never lost sheets ----
+
+
+def killed_notify(ledger, assigned, profile, sheets, failpoint: str):
+    return rrnet(
+        *("notify", assigned, "-l", ledger.path, "--profile", profile, "-o", sheets),
+        "--workers",
+        "1",
+        env={"RRNET_FAILPOINT": failpoint},
+    )
+
+
+def test_killed_before_the_commit_nothing_is_issued_and_the_next_run_prints_all(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    sheets = tmp_path / "sheets"
+    killed = killed_notify(ledger, assigned, profile, sheets, "before-manifest-write")
+    assert killed.returncode == -signal.SIGKILL
+    assert not sheets.exists()
+    assert Ledger.open(ledger.path).snapshot().notices.height == 0
+    # The half-written folder (sheets nobody issued, personal data) is removed by the
+    # next run, which then prints everyone.
+    code, output = run_notify(runner, ledger, assigned, profile, sheets, "--json")
+    assert code == 0, output
+    assert json.loads(output)["sheets"] == 16
+    assert list(tmp_path.glob(".sheets.rrnet-*")) == []
+    assert len(listed(runner, ledger)["issued"]) == 16
+
+
+def test_killed_after_the_commit_the_next_run_hands_over_the_issued_sheets(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    sheets = tmp_path / "sheets"
+    killed = killed_notify(ledger, assigned, profile, sheets, "after-manifest-replace")
+    assert killed.returncode == -signal.SIGKILL
+    assert not sheets.exists()
+    issued = listed(runner, ledger)["issued"]
+    assert len(issued) == 16  # the notices are issued: their sheets must not be lost
+    code, output = run_notify(runner, ledger, assigned, profile, sheets)
+    assert code == 0, output
+    assert "its sheets are now in" in " ".join(output.split())
+    manifest = pl.read_csv(sheets / "manifest.csv", infer_schema=False)
+    assert sorted(manifest["resident_id"]) == sorted(n["resident_id"] for n in issued)
+    assert len(PdfReader(sheets / "sheets-0001.pdf").pages) == 16
+    assert not (sheets / ".rrnet-batch").exists()
+    assert list(tmp_path.glob(".sheets.rrnet-*")) == []
