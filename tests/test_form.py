@@ -478,6 +478,20 @@ def test_a_static_page_that_does_not_fit_names_its_language(profile, notices, la
         form.render_static_pages(profile, long, ["en", "ne"], "2026-12-01", layout)
 
 
+def test_a_static_label_wider_than_its_area_is_refused_naming_it(profile, notices, layout) -> None:
+    """A word that cannot wrap (no space in it) must not run out of its label's area."""
+    wide = dict(notices)
+    pt = notices["pt"]
+    wide["pt"] = dataclasses.replace(
+        pt, labels={**pt.labels, "name": "Nomecompletoconformeconstanocartãoderesidência" * 2}
+    )
+    with pytest.raises(RrnetError, match=r"'pt'.*label\.name has a line wider than its area"):
+        form.render_static_pages(profile, wide, ["ja", "pt"], "2026-12-01", layout)
+    # The date of notice has its own box: a date too long for it is refused too.
+    with pytest.raises(RrnetError, match="notice_date"):
+        form.render_static_pages(profile, notices, ["ja"], "令和10年12月31日" * 3, layout)
+
+
 def form_xobjects(pdf: pikepdf.Pdf) -> tuple[set[tuple[int, int]], int]:
     """Form XObjects the pages draw (by object), and how many the file holds."""
     drawn = {
