@@ -227,7 +227,11 @@ def render_household_static_pages(
             table_left=name.left,
             table_width=round(code.right - name.left, 3),
             headings=[(column, LABEL_OF_COLUMN[column]) for column in MEMBER_COLUMNS],
-            legend=[*(LABEL_OF_COLUMN[c] for c in MEMBER_COLUMNS), "household_reference"],
+            legend=[
+                *(LABEL_OF_COLUMN[c] for c in MEMBER_COLUMNS),
+                "household_reference",
+                "reference",
+            ],
             points=NOTICE_POINTS,
             mark=mark,
         )
@@ -264,6 +268,14 @@ class HouseholdLayer(NamedTuple):
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def reference_text(household: Mapping[str, Any], ja: NoticeText) -> str:
+    """What the reference box says: 世帯番号 and the household_id, or, for a resident
+    without one (a household of one), 整理番号 and their resident_id."""
+    if household.get("household_id"):
+        return f"{ja.labels['household_reference']} {household['household_id']}"
+    return f"{ja.labels['reference']} {_text(household.get('reference'))}"
 
 
 class HouseholdRenderer(FormRenderer):
@@ -332,7 +344,7 @@ class HouseholdRenderer(FormRenderer):
         )
         total = len(chunks) + len(languages)
         first = sheet_values(members[0][1])
-        reference = _text(household.get("reference"))
+        reference = reference_text(household, ja)
         out: list[tuple[_Setting, str, list[tuple[int, int]]]] = []
         position = 0
         for number, chunk in enumerate(chunks, start=1):
@@ -426,6 +438,14 @@ class HouseholdRenderer(FormRenderer):
                 reason = self.failure_reason(box, setting)
                 if position is None:  # the window, the reference: the whole household
                     field = "household_id" if box == "reference" else FIELD_OF_BOX.get(box, box)
+                    if box.startswith("window"):
+                        # Every member is in this envelope: say whose name and address it is.
+                        addressee = _text(left[h][0][1].get("resident_id"))
+                        field = "address"
+                        reason = (
+                            f"the household's envelope window (postal code, address, and "
+                            f"resident_id {addressee} as addressee): {reason}"
+                        )
                     for _, sheet in left[h]:
                         reject(h, sheet, field, reason)
                     out[h] = set(range(len(left[h])))

@@ -17,6 +17,7 @@ and builds its FontConfiguration once and renders whole batches.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -55,6 +56,7 @@ from rrnet_cli.languages import (
     normalise_language,
 )
 from rrnet_cli.ledger import (
+    ACTIVE,
     Invocation,
     LedgerState,
     LedgerStore,
@@ -65,7 +67,7 @@ from rrnet_cli.ledger import (
 )
 from rrnet_cli.profile import Profile
 from rrnet_cli.progress import QUIET, Steps
-from rrnet_cli.schema import BIRTH_TEXT, FEMALE, MALE, ROW, CodeStatus
+from rrnet_cli.schema import BIRTH_TEXT, FEMALE, MALE, ROW, SEX_VALUES, CodeStatus
 
 _SAFE_ID = r"^[0-9A-Za-z_-]{1,64}$"
 
@@ -132,6 +134,50 @@ def select_residents(
     if "code_status" not in frame.columns:
         raise UsageError("The file has no code_status column; is it an output of rrnet assign?")
     return frame.filter(coded & (pl.col("code_status") == CodeStatus.ASSIGNED))
+
+
+def check_rows(frame: pl.DataFrame, source: Path) -> None:
+    """Refuse, naming each row, what no notice may be printed from.
+
+    A resident twice in the file would get two notices (and two records of
+    one); a row without a name, an address, a real date of birth or a sex
+    would give a sheet nobody can deliver or read. ``assign`` refuses such
+    rows in an export; a file edited since, or made elsewhere, is checked again.
+    """
+    ids = clean_resident_ids(frame["resident_id"])
+    rows = frame[ROW]
+    problems: list[pl.DataFrame] = []
+
+    def add(mask: pl.Series, column: str, reason: str, values: pl.Series) -> None:
+        if mask.any():
+            problems.append(
+                pl.DataFrame(
+                    {
+                        "row": rows.filter(mask),
+                        "column": column,
+                        "reason": reason,
+                        "value": values.cast(pl.String).filter(mask),
+                    }
+                )
+            )
+
+    add(ids.is_duplicated(), "resident_id", "the same resident is in the file more than once", ids)
+    for column in ("name", "address"):
+        text = frame[column].cast(pl.String).str.strip_chars()
+        add(text.is_null() | (text == ""), column, "is empty", frame[column])
+    birth = frame["birth_date"].cast(pl.String)
+    add(parse_dates(birth).is_null(), "birth_date", "is not a date rrnet reads", birth)
+    sex = frame["sex"].cast(pl.String).str.normalize("NFKC").str.strip_chars()
+    add(~sex.is_in(list(SEX_VALUES)).fill_null(False), "sex", "is not 男/女, M/F or 1/2", sex)
+    if not problems:
+        return
+    errors = pl.concat(problems).sort("row")
+    raise InputRowsError(
+        f"{errors.height} value(s) of {source} cannot go on a notice, so none was printed. "
+        "Fix them in the file (rrnet assign checks an export the same way).",
+        errors=errors.select("row", "column", "reason").to_dicts(),
+        details=describe_errors(errors, source),
+    )
 
 
 def issued_notices(frame: pl.DataFrame, notices: pl.DataFrame) -> pl.DataFrame:
@@ -258,6 +304,8 @@ class NotifyResult:
     already_issued: int = 0
     #: what was done with the folder of an earlier run killed midway (nothing else ran)
     recovered: str | None = None
+    #: things the office must know (sheets of a killed run waiting elsewhere)
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -322,7 +370,10 @@ def check_against_ledger(
         raise InputRowsError(
             f"{errors.height} row(s) of {source} carry a code the ledger does not hold for "
             "that resident, so no sheet was printed (were cells moved or sorted in a "
-            "spreadsheet?). Run rrnet verify on the file with the ledger to see every problem.",
+            "spreadsheet, or resident ids stripped of their leading zeros? A code changed "
+            "with rrnet change since the file was made is retired: print its change notice "
+            "with --changes). Run rrnet verify on the file with the ledger to see every "
+            "problem.",
             errors=errors.select("row", "column", "reason").to_dicts(),
             details=describe_errors(errors, source),
         )
@@ -470,7 +521,8 @@ def notify(
     if residents and reprint is None:
         raise UsageError("--resident names residents to reprint: give --reprint REASON with it.")
     if per_household is None:
-        per_household = profile.mailing == "household"
+        # Change notices go one per resident, whatever the office's usual mailing.
+        per_household = profile.mailing == "household" and not changes
     if per_household and per_resident:
         raise UsageError(
             "--per-resident makes one file per resident, --per-household one document per "
@@ -492,7 +544,7 @@ def notify(
             f"{ledger.municipality}: the sheets would name the wrong sender. Give the "
             "profile of the ledger's municipality."
         )
-    recovered = recover_interrupted(output, ledger)
+    recovered, stale_notes = recover_interrupted(output, ledger)
     if recovered is not None:
         result = NotifyResult(assigned=str(assigned), output=str(output), workers=workers)
         result.recovered = recovered
@@ -500,8 +552,7 @@ def notify(
         return result
     if changes and per_household:
         raise UsageError(
-            "Change notices go one per resident: --changes cannot be combined with "
-            '--per-household (or the profile\'s mailing = "household"; give --per-person).'
+            "Change notices go one per resident: --changes cannot be combined with --per-household."
         )
     with steps.step("Reading the assigned register"):
         export = read_export(
@@ -525,6 +576,7 @@ def notify(
         per_household=per_household,
         issue="sample" if include_all else "reprint" if reprint is not None else "new",
         reprint_reason=reprint.value if reprint is not None else None,
+        notes=stale_notes,
     )
     if frame.height == 0 and not changes:
         result.nothing_to_print = (
@@ -538,6 +590,13 @@ def notify(
         state = ledger.snapshot()
         if changes:
             frame = changed_rows(frame, state, profile.code, export.path)
+            unchanged = sorted(set(residents) - set(clean_resident_ids(frame["resident_id"])))
+            if unchanged:
+                raise UsageError(
+                    f"{len(unchanged)} resident(s) given with --resident have no code change "
+                    f"in the ledger that is still their code: {', '.join(unchanged[:10])}."
+                )
+        check_rows(frame, export.path)
         if changes and frame.height == 0:
             result.nothing_to_print = (
                 "no resident of the file has a code change recorded in the ledger "
@@ -545,7 +604,10 @@ def notify(
             )
             result.seconds = round(time.perf_counter() - started, 3)
             return result
-        issued = issued_notices(frame, state.notices)
+        # A notice of a new code and one of a change are different notices: each is
+        # issued once, and a reprint reissues the kind the resident was sent.
+        kind = NoticeKind.CHANGE if changes else NoticeKind.NEW
+        issued = issued_notices(frame, state.notices.filter(pl.col("kind") == kind.value))
         if reprint is not None:
             never = frame.join(issued.select(pl.col("row").alias(ROW)), on=ROW, how="anti")
             if never.height:
@@ -640,8 +702,18 @@ def notify(
                     result,
                     ledger.municipality or profile.code,
                     invocation,
-                    NoticeKind.CHANGE if changes else NoticeKind.NEW,
+                    kind,
                 )
+        if not printed.residents:
+            # Every sheet was set aside (--rejects): nothing to hand over, no folder.
+            shutil.rmtree(staging, ignore_errors=True)
+            result.nothing_to_print = (
+                f"every sheet was set aside; the reasons are in {rejects}"
+                if rejects is not None
+                else "no sheet could be printed"
+            )
+            result.seconds = round(time.perf_counter() - started, 3)
+            return result
         _publish(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -667,42 +739,62 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def recover_interrupted(output: Path, ledger: LedgerStore) -> str | None:
-    """Finish or remove what a killed notify run left beside ``output``; say what.
+def recover_interrupted(output: Path, ledger: LedgerStore) -> tuple[str | None, list[str]]:
+    """Finish or remove what killed notify runs left beside ``output``; say what.
 
-    A run writes into a hidden folder, records its notices in the ledger, then
-    renames the folder to ``output``. Killed before the commit, its folder holds
-    sheets that were never issued: it is removed (it holds personal data).
-    Killed after the commit and before the rename, its notices are issued: the
-    folder is given the name ``output``, as the run would have done, if that
-    name is free. A folder whose run is still alive is left alone.
+    A run writes into a hidden folder ``.NAME.rrnet-PID-*.part``, writes the
+    batch and the ledger into it (``BATCH_MARKER``), records its notices in the
+    ledger, then renames the folder to NAME. So a folder of a run that is no
+    longer alive is:
+
+    - without the marker, or with this ledger's marker and a batch the ledger
+      does not hold: sheets never issued. It is removed (it holds personal data);
+    - with a batch this ledger holds: sheets issued but never handed over. If it
+      was meant for ``output`` and that name is free, it gets that name (what
+      the run would have done; returned as the first value, and nothing else
+      runs); otherwise a note says where it is;
+    - with another ledger's marker: left alone.
     """
-    said = None
-    for stale in sorted(output.parent.glob(f".{output.name}.rrnet-*.part")):
-        pid = stale.name.removeprefix(f".{output.name}.rrnet-").split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+    handed_over: str | None = None
+    notes: list[str] = []
+    issued_batches: set[str] | None = None
+    for stale in sorted(output.parent.glob(".*.rrnet-*.part")):
+        name, _, rest = stale.name[1:].rpartition(".rrnet-")
+        pid = rest.split("-", 1)[0]
+        # A folder of a live process (this one included) is a run still at work.
+        if not stale.is_dir() or (pid.isdigit() and _pid_alive(int(pid))):
             continue
         marker = stale / BATCH_MARKER
-        batch = marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
-        issued = batch is not None and batch in set(ledger.snapshot().notices["batch"].to_list())
-        free = not output.exists() or (output.is_dir() and not any(output.iterdir()))
-        if issued and free:
+        try:
+            said = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+        except (OSError, ValueError):
+            said = {}
+        batch, where = said.get("batch"), said.get("ledger")
+        if where is not None and where != ledger.location:
+            continue
+        if issued_batches is None:
+            issued_batches = set(ledger.snapshot().notices["batch"].to_list())
+        if batch not in issued_batches:
+            shutil.rmtree(stale, ignore_errors=True)
+            continue
+        target = output.parent / name
+        free = not target.exists() or (target.is_dir() and not any(target.iterdir()))
+        if target == output and free:
             _publish(stale, output)
             (output / BATCH_MARKER).unlink(missing_ok=True)
-            said = (
+            handed_over = (
                 f"An earlier notify run was stopped after it recorded its notices (batch "
                 f"{batch}) but before it named its folder: its sheets are now in {output}. "
                 "Print those; run notify again with another -o for anything not yet issued"
             )
-        elif issued:
-            said = (
-                f"An earlier notify run was stopped after it recorded its notices (batch "
-                f"{batch}); its sheets are in {stale}, since {output} is taken. Rename that "
-                "folder and print those sheets"
-            )
         else:
-            shutil.rmtree(stale, ignore_errors=True)
-    return said
+            notes.append(
+                f"an earlier notify run was stopped after it recorded its notices (batch "
+                f"{batch}) but before it named its folder: its sheets are in {stale}. "
+                f"Rename that folder (to {target.name}, or run notify with -o {target} "
+                "to have it done) and print them"
+            )
+    return handed_over, notes
 
 
 def _publish(staging: Path, output: Path) -> None:
@@ -746,7 +838,7 @@ def _record_notices(
     names = [*result.files, "manifest.csv", "mailing.csv"]
     outputs = [file_digest(staging / name, name=output / name) for name in names]
     marker = staging / BATCH_MARKER
-    marker.write_text(batch + "\n", encoding="utf-8")
+    marker.write_text(json.dumps({"batch": batch, "ledger": ledger.location}), encoding="utf-8")
     os.chmod(marker, 0o600)
     with ledger.transaction() as txn:
         txn.describe(
@@ -755,6 +847,17 @@ def _record_notices(
             outputs=outputs,
             details={"notice_batch": batch},
         )
+        current = txn.state.lookup(notices["code"].to_numpy())
+        moved = notices.filter(
+            ~current["status"].is_in(list(ACTIVE)).fill_null(False)
+            | (current["resident_id"] != notices["resident_id"]).fill_null(True)
+        )
+        if moved.height:
+            raise RrnetError(
+                f"{moved.height} of the codes printed stopped being their residents' codes "
+                "while this run was printing (rrnet change?). Nothing was recorded and no file "
+                "was kept; run notify again."
+            )
         if result.issue == "new":
             clash = notices.join(
                 txn.state.notices.select("code", "resident_id"),

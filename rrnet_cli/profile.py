@@ -53,10 +53,37 @@ class Profile:
     reprint: bool = True
 
 
+#: Every key a profile may have, by section: a misspelt key (``reprnt = false``)
+#: would otherwise be ignored, and an office's policy lost without a word.
+KNOWN_KEYS = {
+    "municipality": MUNICIPALITY_KEYS,
+    "layout": LAYOUT_KEYS,
+    "sheet": ("date_style", "addressee", "mail_class", "mailing", "reprint"),
+}
+
+
+def _refuse_unknown_keys(path: Path, data: dict[str, Any]) -> None:
+    for section, table in data.items():
+        if section not in KNOWN_KEYS:
+            raise UsageError(
+                f"Profile {path}: unknown section [{section}] "
+                f"(known: {', '.join(f'[{k}]' for k in KNOWN_KEYS)})."
+            )
+        if not isinstance(table, dict):
+            raise UsageError(f"Profile {path}: [{section}] must be a table.")
+        unknown = sorted(set(table) - set(KNOWN_KEYS[section]))
+        if unknown:
+            raise UsageError(
+                f"Profile {path}: unknown key(s) in [{section}]: {', '.join(unknown)} "
+                f"(known: {', '.join(KNOWN_KEYS[section])})."
+            )
+
+
 def load_profile(path: Path) -> Profile:
     """Read and check a profile TOML file (see ``sample_data/profile.toml``)."""
     path = Path(path)
     data = read_toml(path, "Profile")
+    _refuse_unknown_keys(path, data)
     municipality = data.get("municipality", {})
     layout = data.get("layout", {})
     missing = [

@@ -214,6 +214,10 @@ def test_mailing_csv_agrees_with_the_manifest_and_the_pdfs(printed) -> None:
         assert f"{envelope['addressee']} 様" in pages[0]
         reference = envelope["household_id"] or mine["resident_id"][0]
         assert all(reference in text for text in pages)
+        # Labelled for what it is: 世帯番号 for a household, 整理番号 (the resident_id)
+        # for a resident without one.
+        label = "世帯番号" if envelope["household_id"] else "整理番号"
+        assert f"{label} {reference}" in pages[0]
     # Whole households per file: the 12 fill the first batch of 10.
     assert mailing.filter(pl.col("household_id") == LARGE)["file"].to_list() == ["sheets-0001.pdf"]
     assert "envelopes (one per household)" in printed["output"]
@@ -360,3 +364,50 @@ def test_a_members_table_that_runs_into_the_window_is_refused() -> None:
     data["members"]["top"] = 60
     with pytest.raises(UsageError, match="would show through the envelope window"):
         household.parse_household_layout(data, "household.toml")
+
+
+#: 80 characters of the widest Latin letters an office's names have.
+WIDE_NAME = "MOHAMMAD WASIM MAHMOOD MUHAMMAD WAQAS MUMTAZ MAQWOOD MOHAMMED WAHAB MAHMOUD MMMX"
+
+
+def test_an_80_character_name_of_wide_letters_fits_every_form() -> None:
+    """The window's addressee and the members table hold the longest name of M's and W's."""
+    from rrnet_cli.change_notice import ChangeRenderer
+    from rrnet_cli.form import FormRenderer
+
+    assert len(WIDE_NAME) == 80
+    profile = load_profile(Path(__file__).parent.parent / "sample_data" / "profile.toml")
+    notices = load_notices()
+
+    def sheet(number: int) -> dict[str, Any]:
+        code = f"9{number:010d}"
+        return {
+            "resident_id": f"{number:09d}",
+            "household_id": "H1",
+            "name": WIDE_NAME,
+            "addressee": WIDE_NAME,
+            "postal_code": "4870802",
+            "address": ADDRESS,
+            "language": "en",
+            "notice": notices["en"],
+            "code": code,
+            "code_groups": [code[:4], code[4:8], code[8:]],
+            "sex_ja": "男",
+            "old_code": "12345678903",
+            "changed_on": "令和8年12月1日",
+            "fields": [
+                {"key": "alias", "value": LONG_ALIAS},
+                {"key": "birth_date", "value": "令和10年12月31日"},
+                {"key": "sex", "value": "男 / Male"},
+                {"key": "recorded_on", "value": "令和8年12月1日"},
+            ],
+        }
+
+    assert FormRenderer(profile).render_layer([sheet(1)]).rejections == []
+    assert ChangeRenderer(profile).render_layer([sheet(2)]).rejections == []
+    layer = household.HouseholdRenderer(profile, notices).render_households(
+        [{"household_id": "H1", "reference": "H1", "members": [sheet(3), sheet(4)]}]
+    )
+    assert layer.rejections == []
+    text = squash(PdfReader(io.BytesIO(layer.pdf)).pages[0].extract_text())
+    assert text.count(squash(WIDE_NAME)) == 3  # the addressee and both members

@@ -406,3 +406,188 @@ def test_killed_after_the_commit_the_next_run_hands_over_the_issued_sheets(
     assert len(PdfReader(sheets / "sheets-0001.pdf").pages) == 16
     assert not (sheets / ".rrnet-batch").exists()
     assert list(tmp_path.glob(".sheets.rrnet-*")) == []
+
+
+def test_a_killed_runs_folder_is_found_whatever_the_next_run_is_called(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    killed = killed_notify(ledger, assigned, profile, tmp_path / "first", "before-manifest-write")
+    assert killed.returncode == -signal.SIGKILL
+    assert len(list(tmp_path.glob(".first.rrnet-*.part"))) == 1
+    # Another name: the never-issued sheets of the killed run are removed all the same.
+    code, output = run_notify(runner, ledger, assigned, profile, tmp_path / "second")
+    assert code == 0, output
+    assert list(tmp_path.glob(".first.rrnet-*")) == []
+    # Killed after its commit: its issued sheets wait under a hidden name, and a run
+    # under another name says where they are instead of leaving them unseen.
+    code, output = run_cli(
+        runner,
+        *("change", "--resident", "200002", "-l", ledger.path, "--by-office", "--reason", "x"),
+    )
+    assert code == 0, output
+    export = tmp_path / "register.csv"
+    killed = rrnet(
+        *("notify", export, "--changes", "-l", ledger.path, "--profile", profile),
+        *("-o", tmp_path / "changes", "--workers", "1"),
+        env={"RRNET_FAILPOINT": "after-manifest-replace"},
+    )
+    assert killed.returncode == -signal.SIGKILL
+    (waiting,) = tmp_path.glob(".changes.rrnet-*.part")
+    code, output = run_notify(runner, ledger, export, profile, tmp_path / "again", "--changes")
+    assert code == 0, output
+    flat = " ".join(output.split())
+    assert "Nothing to print" in flat and f"its sheets are in {waiting}" in flat
+    assert waiting.exists()
+
+
+# -- what a new user ran into ------------------------------------------------------
+
+
+def test_a_resident_twice_in_the_file_prints_nothing_and_records_nothing(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    lines = assigned.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    doubled = tmp_path / "doubled.csv"
+    doubled.write_text("".join([*lines, lines[3]]), encoding="utf-8-sig")  # a row pasted twice
+    sheets = tmp_path / "sheets"
+    code, output = run_notify(runner, ledger, doubled, profile, sheets)
+    assert code == 2, output
+    flat = " ".join(output.split())
+    assert "row 4, resident_id: the same resident is in the file more than once" in flat
+    assert "row 18, resident_id" in flat
+    assert not sheets.exists()
+    assert Ledger.open(ledger.path).snapshot().notices.height == 0
+    code, output = run_cli(runner, "verify", assigned, "--ledger", ledger.path)
+    assert code == 0, output
+
+
+def test_a_row_without_a_name_or_an_address_is_refused(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    frame = pl.read_csv(assigned, infer_schema=False)
+    emptied = tmp_path / "emptied.csv"
+    frame.with_columns(
+        pl.when(pl.col("resident_id") == "200003")
+        .then(pl.lit(""))
+        .otherwise(pl.col(column))
+        .alias(column)
+        for column in ("name", "address")
+    ).write_csv(emptied)
+    sheets = tmp_path / "sheets"
+    code, output = run_notify(runner, ledger, emptied, profile, sheets, "--all")
+    assert code == 2, output
+    flat = " ".join(output.split())
+    assert "row 16, name: is empty" in flat and "row 16, address: is empty" in flat
+    assert not sheets.exists()
+
+
+def test_a_code_changed_while_notify_prints_is_not_recorded_as_notified(
+    runner, ledger, assigned, tmp_path: Path, monkeypatch
+) -> None:
+    profile = load_profile(profile_for(MUNICIPALITY, tmp_path))
+    real = notify_module._write_sheets
+
+    def write_then_change(*args, **kwargs):
+        printed = real(*args, **kwargs)
+        code, output = run_cli(
+            runner,
+            *("change", "--resident", "200001", "-l", ledger.path),
+            *("--id-document", "passport"),
+        )
+        assert code == 0, output
+        return printed
+
+    monkeypatch.setattr(notify_module, "_write_sheets", write_then_change)
+    sheets = tmp_path / "sheets"
+    with pytest.raises(RrnetError, match="stopped being their residents' codes"):
+        notify(assigned, sheets, profile=profile, ledger=ledger, workers=1)
+    assert not sheets.exists()
+    assert Ledger.open(ledger.path).snapshot().notices.height == 0
+
+
+def test_a_reprint_reissues_only_the_kind_of_notice_the_resident_was_sent(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    code, output = run_notify(runner, ledger, assigned, profile, tmp_path / "first")
+    assert code == 0, output
+    code, output = run_cli(
+        runner,
+        *("change", "--resident", "200003", "-l", ledger.path, "--id-document", "passport"),
+        *("-o", tmp_path / "changed.csv"),
+    )
+    assert code == 0, output
+    export = tmp_path / "register.csv"
+    code, output = run_notify(runner, ledger, export, profile, tmp_path / "changes", "--changes")
+    assert code == 0, output
+    # The assigned file, updated with the new code: its only notice is a change notice,
+    # so a 通知票 for it was never issued and cannot be "reissued".
+    new = pl.read_csv(tmp_path / "changed.csv", infer_schema=False)["new_code"][0]
+    updated = tmp_path / "updated.csv"
+    pl.read_csv(assigned, infer_schema=False).with_columns(
+        pl.when(pl.col("resident_id") == "200003")
+        .then(pl.lit(new))
+        .otherwise(pl.col("resident_code"))
+        .alias("resident_code")
+    ).write_csv(updated)
+    sheets = tmp_path / "reprint"
+    code, output = run_notify(
+        runner, ledger, updated, profile, sheets, "--reprint", "lost", "--resident", "200003"
+    )
+    assert code == 2, output
+    assert "that is a first notice, not a reprint" in " ".join(output.split())
+    assert not sheets.exists()
+    # Its change notice is what can be reissued.
+    code, output = run_notify(
+        runner,
+        *(ledger, export, profile, tmp_path / "change-reprint"),
+        *("--changes", "--reprint", "lost", "--resident", "200003"),
+    )
+    assert code == 0, output
+    text = PdfReader(tmp_path / "change-reprint" / "sheets-0001.pdf").pages[0].extract_text()
+    assert "住民票コード変更通知書" in text and "再交付" in text
+
+
+def test_a_run_whose_every_sheet_is_set_aside_makes_no_folder(
+    runner, ledger, tmp_path: Path, profile: Path
+) -> None:
+    rows = register_rows()[:1]
+    rows[0][2] = "NGUYEN " + "VAN " * 60
+    export = write_cp932(tmp_path / "register.csv", rows)
+    assigned = tmp_path / "assigned.csv"
+    code, output = run_cli(runner, "assign", export, "-l", ledger.path, "-o", assigned)
+    assert code == 0, output
+    sheets = tmp_path / "sheets"
+    rejects = tmp_path / "rejects.csv"
+    code, output = run_notify(runner, ledger, assigned, profile, sheets, "--rejects", rejects)
+    assert code == 0, output
+    assert "every sheet was set aside" in " ".join(output.split())
+    assert not sheets.exists() and list(tmp_path.glob(".sheets.*")) == []
+    assert pl.read_csv(rejects, infer_schema=False)["resident_id"].to_list() == ["100001"]
+
+
+def test_ledger_notices_writes_an_excel_workbook_with_whole_codes(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    code, output = run_notify(runner, ledger, assigned, profile, tmp_path / "first")
+    assert code == 0, output
+    workbook = tmp_path / "notices.xlsx"
+    code, output = run_cli(runner, "ledger", "notices", "-l", ledger.path, "-o", workbook)
+    assert code == 0, output
+    frame = pl.read_excel(workbook, infer_schema_length=0)
+    assert frame.height == 16
+    assert frame["code"].str.len_chars().to_list() == [11] * 16
+    assert frame["resident_id"].str.len_chars().to_list() == [6] * 16
+
+
+def test_a_misspelt_profile_key_is_refused_not_ignored(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    profile.write_text(
+        profile.read_text(encoding="utf-8").replace("reprint = true", "reprnt = false"),
+        encoding="utf-8",
+    )
+    sheets = tmp_path / "sheets"
+    code, output = run_notify(runner, ledger, assigned, profile, sheets)
+    assert code == 2, output
+    assert "unknown key(s) in [sheet]: reprnt" in " ".join(output.split())
+    assert not sheets.exists()

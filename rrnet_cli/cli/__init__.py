@@ -746,6 +746,8 @@ def notify(
     if result.recovered and not as_json:
         out.print(f"{result.recovered}.", markup=False)
         return
+    for note in result.notes if not as_json else ():
+        err.print(f"note: {note}", markup=False)
     if result.nothing_to_print and not as_json:
         out.print(f"Nothing to print: {result.nothing_to_print}. No folder was made.", markup=False)
         return

@@ -110,7 +110,7 @@ def ledger_notices(
 
     Example: `rrnet ledger notices --ledger ledger --since 2026-12-01 -o notices.xlsx`
     """
-    from rrnet_cli.files import write_table
+    from rrnet_cli.files import atomic_output, check_table_suffix, write_table_to
     from rrnet_cli.ledger.audit import TRANSACTIONS
     from rrnet_cli.ledger.notices import notice_listing
 
@@ -125,22 +125,24 @@ def ledger_notices(
         kind=kind,
     )
     if output is not None:
-        write_table(listing, output)
+        suffix = check_table_suffix(output, excel=True)
+        with atomic_output(output) as tmp:
+            write_table_to(listing, tmp, suffix)
     result = _Notices(store.location, listing.to_dicts(), str(output) if output else None)
     if not as_json and output is None and listing.height:
         shown = listing.head(SHOWN)
         grid = Table(title=f"Notices issued ({listing.height})", title_justify="left")
-        for heading in ("issued (JST)", "batch", "kind", "reprint", "resident_id", "file", "page"):
-            grid.add_column(heading, no_wrap=heading != "reprint")
+        for heading in ("issued (JST)", "batch", "kind", "resident_id", "file", "page"):
+            grid.add_column(heading, no_wrap=heading in ("kind", "resident_id", "page"))
         for r in shown.iter_rows(named=True):
+            kind = r["kind"] + (f", reprint: {r['reprint_reason']}" if r["reprint_reason"] else "")
             grid.add_row(
                 *(
                     escape(str(v))
                     for v in (
                         r["issued_at"][:16].replace("T", " "),
                         r["batch"],
-                        r["kind"],
-                        r["reprint_reason"] or "",
+                        kind,
                         r["resident_id"],
                         r["file"] or "",
                         r["page"] if r["page"] is not None else "",
