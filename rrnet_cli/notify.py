@@ -489,6 +489,7 @@ def notify(
     residents: Sequence[str] = (),
     invocation: Invocation | None = None,
     changes: bool = False,
+    mapping: dict[str, str] | None = None,
 ) -> NotifyResult:
     """Check every row against the ledger, then render, record and publish the notices.
 
@@ -556,7 +557,12 @@ def notify(
         )
     with steps.step("Reading the assigned register"):
         export = read_export(
-            assigned, encoding=encoding, ours=True, sheet=sheet, delimiter=delimiter
+            assigned,
+            encoding=encoding,
+            ours=True,
+            sheet=sheet,
+            delimiter=delimiter,
+            mapping=mapping,
         )
         needed = ("resident_id", "name", "birth_date", "sex", "address")
         require_columns(export, needed if changes else ("resident_code", *needed))

@@ -591,3 +591,28 @@ def test_a_misspelt_profile_key_is_refused_not_ignored(
     assert code == 2, output
     assert "unknown key(s) in [sheet]: reprnt" in " ".join(output.split())
     assert not sheets.exists()
+
+
+def test_change_notices_read_an_export_with_the_offices_own_headers(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    code, output = run_cli(
+        runner,
+        *("change", "--resident", "300001", "-l", ledger.path, "--id-document", "passport"),
+    )
+    assert code == 0, output
+    rows = register_rows()
+    export = tmp_path / "own-headers.csv"
+    write_cp932(export, rows)
+    text = export.read_bytes().decode("cp932").replace("宛名番号", "宛名コード", 1)
+    export.write_bytes(text.encode("cp932"))
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text('[columns]\n"宛名コード" = "resident_id"\n', encoding="utf-8")
+    sheets = tmp_path / "sheets"
+    code, output = run_notify(runner, ledger, export, profile, sheets, "--changes")
+    assert code == 2 and "--mapping" in output, output
+    code, output = run_notify(
+        runner, ledger, export, profile, sheets, "--changes", "--mapping", mapping, "--json"
+    )
+    assert code == 0, output
+    assert json.loads(output)["sheets"] == 1

@@ -671,6 +671,7 @@ def notify(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Rendering processes.")] = 2,
     sheet: SheetOpt = None,
     delimiter: DelimiterOpt = "auto",
+    mapping: MappingOpt = None,
     slow_ok: Annotated[
         bool,
         typer.Option(
@@ -742,6 +743,7 @@ def notify(
             steps=steps,
             sheet=sheet,
             delimiter=delimiter,
+            mapping=load_mapping(mapping),
         )
     if result.recovered and not as_json:
         out.print(f"{result.recovered}.", markup=False)
