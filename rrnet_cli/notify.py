@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -196,12 +197,35 @@ def issued_notices(frame: pl.DataFrame, notices: pl.DataFrame) -> pl.DataFrame:
     return keyed.join(latest, on=["code", "resident_id"], how="inner", maintain_order="left")
 
 
+_DIGITS_RUN = re.compile(r"[0-9]+")
+
+
+def _address_key(address: str | None) -> str | None:
+    """An address as the post office walks it: numbers compared as numbers (302 before
+    1104), full-width digits as ASCII ones.
+
+    >>> sorted(["本町1104号室", "本町302号室"], key=_address_key)
+    ['本町302号室', '本町1104号室']
+    """
+    if address is None:
+        return None
+    text = unicodedata.normalize("NFKC", address)
+    return _DIGITS_RUN.sub(lambda m: m.group().lstrip("0").rjust(12, "0"), text)
+
+
 def mailing_order(frame: pl.DataFrame) -> pl.DataFrame:
-    """Sort for mailing: postal code, address, household, resident."""
-    keys = [
-        c for c in ("postal_code", "address", "household_id", "resident_id") if c in frame.columns
-    ]
-    return frame.sort(keys, nulls_last=True, maintain_order=True)
+    """Sort for mailing: postal code, address (numbers as numbers), household, then the
+    export's own order, so that a household's first member (usually the householder,
+    the household notice's addressee) stays first."""
+    keys = [c for c in ("postal_code", "address", "household_id", ROW) if c in frame.columns]
+    if "address" in frame.columns:
+        natural = pl.Series(
+            "_address", [_address_key(a) for a in frame["address"].cast(pl.String).to_list()]
+        )
+        keys[keys.index("address")] = "_address"
+        frame = frame.with_columns(natural)
+    ordered = frame.sort(keys, nulls_last=True, maintain_order=True)
+    return ordered.drop("_address") if "_address" in ordered.columns else ordered
 
 
 def build_sheets(
@@ -1087,7 +1111,20 @@ def _write_sheets(
         else:
             static = _static_pages(form.render_static_pages_apart, profile, languages, when, mark)
     if per_household:
-        batches: list[Any] = list(_household_batches(group_households(sheets), batch_size))
+        households = group_households(sheets)
+        apart = [
+            str(h["household_id"])
+            for h in households
+            if len({(m["postal_code"], m["address"]) for m in h["members"]}) > 1
+        ]
+        if apart:
+            shown = ", ".join(apart[:5]) + (" ..." if len(apart) > 5 else "")
+            result.notes.append(
+                f"{len(apart)} household(s) have members registered at different addresses "
+                f"({shown}); each envelope goes to its first member's address. Check them "
+                "before mailing."
+            )
+        batches: list[Any] = list(_household_batches(households, batch_size))
         layers: list[Any] = _render_batches(
             batches,
             household.render_batch,

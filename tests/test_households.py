@@ -411,3 +411,32 @@ def test_an_80_character_name_of_wide_letters_fits_every_form() -> None:
     assert layer.rejections == []
     text = squash(PdfReader(io.BytesIO(layer.pdf)).pages[0].extract_text())
     assert text.count(squash(WIDE_NAME)) == 3  # the addressee and both members
+
+
+def test_mailing_order_walks_room_numbers_as_numbers_and_keeps_the_householder_first(
+    runner, ledger, tmp_path: Path
+) -> None:
+    rows = [
+        # The householder has the larger resident_id, and is listed first by the register.
+        member("500009", "H9", "PARK JIWOO", language="ko", nationality="韓国"),
+        member("500001", "H9", "PARK MINSEO", language="ko", nationality="韓国"),
+        member("600001", "", "ROOM 1104", postal_code="4870802"),
+        member("600002", "", "ROOM 302", postal_code="4870802"),
+    ]
+    rows[2][8] = "愛知県さくら市本町2-20-11 サンライズマンション1104号室"
+    rows[3][8] = "愛知県さくら市本町2-20-11 サンライズマンション302号室"
+    # A member registered at another address: the office is told.
+    rows[1][8] = "愛知県さくら市本町9-9-9"
+    export = write_cp932(tmp_path / "register.csv", rows)
+    assigned = tmp_path / "assigned.csv"
+    code, output = run_cli(runner, "assign", export, "-l", ledger.path, "-o", assigned)
+    assert code == 0, output
+    sheets = tmp_path / "sheets"
+    code, output = notify(runner, ledger, assigned, sheets, "--per-household")
+    assert code == 0, output
+    assert "1 household(s) have members registered at different addresses (H9)" in " ".join(
+        output.split()
+    )
+    mailing = pl.read_csv(sheets / "mailing.csv", infer_schema=False)
+    # 302号室, then the household at 307号室 (its first member named), then 1104号室.
+    assert mailing["addressee"].to_list() == ["ROOM 302", "PARK JIWOO", "ROOM 1104"]
