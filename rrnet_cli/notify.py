@@ -137,6 +137,25 @@ def select_residents(
     return frame.filter(coded & (pl.col("code_status") == CodeStatus.ASSIGNED))
 
 
+def _check_dates(recorded_on: date | None, notice_date: date | None, recorded: pl.Series) -> None:
+    """Refuse dates a sheet must not carry: a code recorded in the future, or a notice
+    dated before the code it announces was recorded (both dates in Japan)."""
+    today = today_in_japan()
+    if recorded_on is not None and recorded_on > today:
+        raise UsageError(
+            f"--recorded-on {recorded_on.isoformat()} is after today in Japan "
+            f"({today.isoformat()}): a code cannot have been recorded in the future."
+        )
+    if notice_date is None:
+        return
+    latest = recorded_on.isoformat() if recorded_on is not None else recorded.max()
+    if isinstance(latest, str) and notice_date.isoformat() < latest:
+        raise UsageError(
+            f"--notice-date {notice_date.isoformat()} is before {latest}, when a code it "
+            "announces was recorded: a notice cannot be dated before its code."
+        )
+
+
 def check_rows(frame: pl.DataFrame, source: Path) -> None:
     """Refuse, naming each row, what no notice may be printed from.
 
@@ -667,6 +686,7 @@ def notify(
             recorded = frame["changed_on"].alias("recorded_on")
         else:
             recorded = check_against_ledger(frame, state, profile.code, export.path)
+    _check_dates(recorded_on, notice_date, recorded)
     bad_ids = frame.filter(~pl.col("resident_id").str.contains(_SAFE_ID))
     if per_resident and bad_ids.height:
         raise UsageError(

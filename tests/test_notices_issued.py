@@ -616,3 +616,20 @@ def test_change_notices_read_an_export_with_the_offices_own_headers(
     )
     assert code == 0, output
     assert json.loads(output)["sheets"] == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--notice-date", "2019-05-01"), "a notice cannot be dated before its code"),
+        (("--recorded-on", "2099-01-01"), "cannot have been recorded in the future"),
+    ],
+)
+def test_dates_a_sheet_must_not_carry_are_refused(
+    runner, ledger, assigned, profile, tmp_path: Path, extra, message
+) -> None:
+    sheets = tmp_path / "sheets"
+    code, output = run_notify(runner, ledger, assigned, profile, sheets, *extra)
+    assert code == 2, output
+    assert message in " ".join(output.split())
+    assert not sheets.exists()

@@ -294,17 +294,19 @@ def test_the_profile_chooses_the_date_style_and_the_addressee(
         encoding="utf-8",
     )
     sheets = tmp_path / "sheets"
+    # A date of notice after the code's recording (today in Japan), whenever this runs.
+    notice = today_in_japan() + timedelta(days=1)
     result = runner.invoke(
         app,
         [
             *("notify", str(assigned), "-l", str(ledger.path), "--profile", str(profile)),
-            *("-o", str(sheets), "--workers", "1", "--notice-date", "2026-12-01"),
+            *("-o", str(sheets), "--workers", "1", "--notice-date", notice.isoformat()),
         ],
     )
     assert result.exit_code == 0, result.output
     page = PdfReader(sheets / "sheets-0001.pdf").pages[0].extract_text()
     assert "山田花子 様" in page  # the alias, on the envelope's address block
-    assert "1990年4月1日" in page and "2026年12月1日" in page
+    assert "1990年4月1日" in page and f"{notice.year}年{notice.month}月{notice.day}日" in page
     assert "1990-04-01" not in page
 
 
