@@ -8,6 +8,18 @@ ledger, and `rrnet verify` of the result.
 
     python benchmarks/bench_assign.py                      # 1M rows, 100M codes
     python benchmarks/bench_assign.py --rows 100000 --ledger-codes 10000000
+    python benchmarks/bench_assign.py --ledger postgresql://user@host/emptydb
+
+With ``--ledger URL`` (an empty PostgreSQL database; the password from
+PGPASSFILE or the environment, never the command line) the same extract is
+imported there too (``rrnet ledger import``, COPY) and the same export
+assigned against it in the same run, so the two backends are timed side by
+side. For the database it also prints the server's memory (the peak of the
+summed PSS of the local ``postgres`` processes, when the server runs on this
+machine), the database's size on disk, and where an assign's time goes (from
+one more run with each step timed: classification queries, COPY, the
+conflict insert). Between runs the assign's records are deleted again, so
+each run meets the same ledger.
 
 Targets: assign / floor <= 1.5, assign peak RSS <= 2.5 GB.
 Needs ~4 GB of free disk in --workdir and ~4 GB of RAM for building the extract.
@@ -22,13 +34,18 @@ to run by a second or more, so the script keeps the best of --repeat runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -84,6 +101,111 @@ def run(cmd: list[str]) -> tuple[float, float, int]:
     return seconds, peak, code
 
 
+def server_pss_mb() -> float:
+    """The summed PSS (MB) of this machine's ``postgres`` processes (0 if none visible).
+
+    PSS shares each shared page (shared_buffers) among the processes mapping
+    it, so the sum is the server's real footprint, not a multiple of it.
+    """
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            for line in (entry / "smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+@contextlib.contextmanager
+def server_memory_peak() -> Iterator[list[float]]:
+    """Sample ``server_pss_mb`` every 50 ms meanwhile; the peak ends up in the list."""
+    peak = [server_pss_mb()]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], server_pss_mb())
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+
+
+def sql(url: str, query: str) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(query.encode())
+        return cursor.fetchall() if cursor.description else []
+
+
+def reset_pg_ledger(url: str) -> None:
+    """Delete what assign runs recorded (transactions after the import), then VACUUM."""
+    sql(url, "DELETE FROM rrnet.code_history WHERE txn > 1")
+    sql(url, "DELETE FROM rrnet.codes WHERE txn > 1")
+    sql(url, "DELETE FROM rrnet.transactions WHERE id > 1")
+    sql(url, "VACUUM ANALYZE rrnet.codes")
+    sql(url, "VACUUM ANALYZE rrnet.code_history")
+
+
+def timed_assign(export: str, ledger: str, output: str) -> None:
+    """One assign in this process with every step timed, and the database's COPYs and
+    queries timed apart; prints the times as JSON (a child of the benchmark)."""
+    from rrnet_cli.assign import assign_register
+    from rrnet_cli.ledger import open_store
+    from rrnet_cli.progress import Steps
+
+    times: dict[str, float] = {}
+
+    class TimedSteps(Steps):
+        @contextlib.contextmanager
+        def step(
+            self, description: str, total: float | None = None
+        ) -> Iterator[Callable[[float], None]]:
+            started = time.perf_counter()
+            try:
+                yield lambda _n: None
+            finally:
+                times[description] = times.get(description, 0) + time.perf_counter() - started
+
+    def timing(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                times[name] = times.get(name, 0) + time.perf_counter() - started
+
+        return timed
+
+    from rrnet_cli.ledger import is_database_location
+
+    if is_database_location(ledger):
+        from rrnet_cli.ledger import postgres
+
+        view = postgres.PostgresView
+        # Benchmark instrumentation only: each COPY in and each query's COPY out.
+        view._fill = timing("  db: COPY into temporary tables", view._fill)  # type: ignore[method-assign]
+        view._frame = timing("  db: queries (incl. the conflict insert)", view._frame)  # type: ignore[method-assign]
+    started = time.perf_counter()
+    assign_register(
+        Path(export), ledger=open_store(ledger), output=Path(output), steps=TimedSteps()
+    )
+    times["total (in process)"] = time.perf_counter() - started
+    print(json.dumps(times))
+
+
 def national_extract(path: Path, n: int, seed: int) -> None:
     """Write ``n`` distinct random valid codes, one per line, in chunks."""
     rng = np.random.default_rng(seed)
@@ -111,11 +233,18 @@ def main() -> None:
     parser.add_argument("--ledger-codes", type=int, default=100_000_000)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=2, help="runs of each; best is kept")
+    parser.add_argument(
+        "--ledger",
+        metavar="URL",
+        help="also time a PostgreSQL ledger in this empty database (postgresql://...)",
+    )
     parser.add_argument("--make", nargs=3, metavar=("KIND", "PATH", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.make:  # a child that builds an input, so the parent stays small
         kind, path, n = args.make
-        if kind == "export":
+        if kind == "timed-assign":
+            timed_assign(path, os.environ["RRNET_BENCH_LEDGER"], n)
+        elif kind == "export":
             write_sample(Path(path), int(n), seed=1, headers="en", encoding="utf-8")
         else:
             national_extract(Path(path), int(n), seed=2)
@@ -184,8 +313,63 @@ def main() -> None:
     print(f"ratio assign/floor: {assign[0] / floor[0]:.2f}  (target <= 1.5)")
     print(f"assign peak RSS: {max(a[1] for a in assigns) / 1024:.2f} GB  (target <= 2.5 GB)")
     print(f"verify (output + ledger integrity): {secs_v:.1f} s, peak RSS {rss_v:,.0f} MB")
+    if args.ledger:
+        bench_postgres(args.ledger, rrnet, export, extract, work, args.repeat, assign[0])
     if args.workdir is None:
         shutil.rmtree(work)
+
+
+def bench_postgres(
+    url: str, rrnet: list[str], export: Path, extract: Path, work: Path, repeat: int, folder: float
+) -> None:
+    """Import and assign on the PostgreSQL ledger at ``url``; print its figures."""
+    from rrnet_cli.ledger import without_password
+
+    print(f"PostgreSQL ledger: {without_password(url)}")
+    run([*rrnet, "ledger", "init", url, "--municipality", "139998"])
+    with server_memory_peak() as peak:
+        secs, rss, _ = run([*rrnet, "ledger", "import", str(extract), "--ledger", url])
+    print(
+        f"pg ledger import: {secs:.1f} s, client peak RSS {rss:,.0f} MB, "
+        f"server peak PSS {peak[0]:,.0f} MB"
+    )
+    sql(url, "VACUUM ANALYZE rrnet.codes")
+    size = sql(url, "SELECT pg_database_size(current_database())")[0][0]
+    print(f"pg database size on disk after import: {size / 1e6:,.0f} MB")
+    runs = []
+    for i in range(repeat):
+        with server_memory_peak() as peak:
+            secs, rss, _ = run(
+                [
+                    *rrnet,
+                    "assign",
+                    str(export),
+                    "--ledger",
+                    url,
+                    "-o",
+                    str(work / f"pg-{i}.parquet"),
+                ]
+            )
+        runs.append((secs, rss, peak[0]))
+        reset_pg_ledger(url)
+    best = min(runs)
+    print(
+        f"pg assign (rrnet assign, whole process): {best[0]:.2f} s, client peak RSS "
+        f"{best[1]:,.0f} MB, server peak PSS {max(r[2] for r in runs):,.0f} MB   "
+        f"(runs: {', '.join(f'{r[0]:.2f}' for r in runs)})"
+    )
+    print(f"ratio pg assign / folder assign: {best[0] / folder:.2f}  (goal <= 4)")
+    child = subprocess.run(
+        [sys.executable, __file__, "--make", "timed-assign", str(export), str(work / "t.parquet")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "RRNET_BENCH_LEDGER": url},
+    )
+    reset_pg_ledger(url)
+    print("where a pg assign's time goes (one more run, in process):")
+    for step, seconds in json.loads(child.stdout.strip().splitlines()[-1]).items():
+        print(f"  {step:<45} {seconds:7.2f} s")
 
 
 if __name__ == "__main__":

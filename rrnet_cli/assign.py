@@ -16,20 +16,31 @@ Rules:
 
 The run is split in three so that each part can be read and tested alone:
 
-- ``plan_assignment`` is pure: from the checked rows and the ledger's state it
-  decides every row's status, draws the new codes and returns an ``AssignPlan``
-  (the output, the rejects, the new ledger records and the counts);
-- ``record_plan`` stages the plan's records in one ledger transaction;
-- the outputs are published (renamed into place) only after the commit.
+- ``plan_assignment`` decides every row's status, draws the new codes and
+  returns an ``AssignPlan`` (the output, the rejects, the new ledger records
+  and the counts). It writes nothing; what it knows of the ledger it asks a
+  ``LedgerView``: the folder ledger answers from memory (the plan is then a
+  pure function of the state), the PostgreSQL ledger with queries on the
+  server, never loading the ledger into the client;
+- ``record_plan`` records the plan's codes in one ledger transaction. A code
+  the ledger refuses as used (another office recorded it since: only a
+  database ledger shared by many can say so) is redrawn, with the same
+  ``draw_codes``, and the plan updated, until every code is recorded;
+- the outputs are written, then published (renamed into place) only after the
+  commit.
 
 Order of effects, so that a crash never leaves an output the ledger disowns:
-the output is written to a private temporary file, the ledger commits, then
-the output is renamed into place.
+the codes are recorded in the open transaction, the output is written to a
+private temporary file, the ledger commits, then the output is renamed into
+place.
 
 Drawing (``draw_codes``, the one entry point that assign and change call):
 - from the whole code space by default: 10-digit bodies from the CSPRNG
   (``random_below``: rejection sampling, no modulo bias), redrawn in vectorised
-  rounds until every code is new;
+  rounds until every code is new to the used codes the client holds
+  (``LedgerView.used_codes``: all of them for a folder ledger, none for a
+  PostgreSQL one, whose insert reports the used ones for ``record_plan`` to
+  redraw);
 - from the designated pool when the ledger is in pool mode, or for one run with
   ``--pool`` (``draw_from_pool``): the codes left are the pool minus every used
   code and the codes on the export (``LedgerState.pool_left``), and the draw is
@@ -74,10 +85,11 @@ from rrnet_cli.ledger import (
     DRAWN_FROM,
     CodeIndex,
     Invocation,
-    LedgerState,
     LedgerStore,
     LedgerTransaction,
+    LedgerView,
     Status,
+    Waiting,
     file_digest,
     free_pool_codes,
     municipality_for,
@@ -374,6 +386,9 @@ class AssignPlan:
     departed: pl.DataFrame = field(default_factory=pl.DataFrame)
     #: the new codes were drawn from the designated pool
     from_pool: bool = False
+    #: the codes the export's rows hold already (their own or the ledger's): a
+    #: redraw must avoid them as the first draw did
+    taken: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
 
     @property
     def rows_rejected(self) -> int:
@@ -381,31 +396,31 @@ class AssignPlan:
 
 
 def classify(
-    frame: pl.DataFrame, state: LedgerState, municipality: str
+    frame: pl.DataFrame, view: LedgerView, municipality: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Decide each valid row's code_status against the ledger.
 
+    Three questions to the ledger (``view``): the active codes of the export's
+    residents here, which of them lost leading zeros, and who holds the codes
+    the export carries; the decision itself is the same for every backend.
     Returns (frame with ``code_status``, ``exclusion_reason``, ``CODE`` as
     uint64 for rows that already have a code) and the rows the ledger refuses
     (``row, column, reason, value``).
     """
-    known = (
-        state.active_by_resident()
-        .filter(pl.col("municipality") == municipality)
-        .select(pl.col("resident_id").alias(N_RESIDENT_ID), pl.col("code").alias(KNOWN_CODE))
+    ids = frame[N_RESIDENT_ID]
+    known = view.active_codes(municipality, ids).select(
+        pl.col("resident_id").alias(N_RESIDENT_ID), pl.col("code").alias(KNOWN_CODE)
     )
     frame = frame.join(known, on=N_RESIDENT_ID, how="left", maintain_order="left")
     # Excel turns 000005974 into 5974: an id the ledger does not know that equals
     # a known one once leading zeros are ignored is almost surely that resident.
-    stripped_known = known.select(_without_leading_zeros(pl.col(N_RESIDENT_ID)))
-    frame = frame.with_columns(
-        _without_leading_zeros(pl.col(N_RESIDENT_ID))
-        .is_in(stripped_known[N_RESIDENT_ID].implode())
-        .alias(ZEROS_LOST)
-    )
+    # Only the ids it does not know are asked about (on a second run, few).
+    unknown = frame.filter(pl.col(KNOWN_CODE).is_null())[N_RESIDENT_ID]
+    lost = view.lost_zeros(municipality, unknown)
+    frame = frame.with_columns(pl.col(N_RESIDENT_ID).is_in(lost.implode()).alias(ZEROS_LOST))
     frame = frame.with_columns(pl.col(N_RESIDENT_CODE).cast(pl.UInt64).alias(INCOMING_CODE))
     incoming = frame.filter(pl.col(INCOMING_CODE).is_not_null())[INCOMING_CODE].to_numpy()
-    owners = state.lookup(incoming).select(
+    owners = view.lookup(incoming).select(
         pl.col("code").alias(INCOMING_CODE),
         pl.col("status").alias(LEDGER_STATUS),
         pl.col("municipality").alias(LEDGER_MUNICIPALITY),
@@ -485,11 +500,6 @@ def classify(
     return frame, refused
 
 
-def _without_leading_zeros(resident_id: pl.Expr) -> pl.Expr:
-    stripped = resident_id.str.strip_chars_start("0")
-    return pl.when(stripped == "").then(pl.lit("0")).otherwise(stripped).alias(N_RESIDENT_ID)
-
-
 def build_output(frame: pl.DataFrame, input_columns: list[str]) -> pl.DataFrame:
     """The assigned register: every input column, code as 11-char text, status."""
     code_text = pl.Series(
@@ -523,7 +533,7 @@ def build_rejects(
 
 def plan_assignment(
     frame: pl.DataFrame,
-    state: LedgerState,
+    view: LedgerView,
     municipality: str,
     random_bytes: RandomBytes,
     *,
@@ -540,8 +550,8 @@ def plan_assignment(
     column of ``frame`` that is not a working column). New codes come from the
     designated pool when the ledger is in pool mode or ``pool`` is set.
     """
-    from_pool = pool or state.pool_mode
-    if from_pool and not len(state.pool):
+    from_pool = pool or view.pool_mode
+    if from_pool and not len(view.pool):
         raise UsageError(
             "The ledger has no designated pool to draw from; add one with `rrnet ledger "
             "designate POOLFILE`."
@@ -554,7 +564,7 @@ def plan_assignment(
     else:
         good = frame.filter(~pl.col(ROW).is_in(errors["row"].unique().implode()))
     with steps.step("Checking against the ledger"):
-        good, refused = classify(good, state, municipality)
+        good, refused = classify(good, view, municipality)
     if refused.height:
         errors = pl.concat([errors, refused.cast(ERROR_SCHEMA)]).sort("row", maintain_order=True)
         good = good.filter(~pl.col(ROW).is_in(refused["row"].implode()))
@@ -564,10 +574,10 @@ def plan_assignment(
         taken = good.filter(pl.col(CODE).is_not_null())[CODE].to_numpy()
         drawn, redraws = draw_codes(
             n_new,
-            used=state.codes,
+            used=view.used_codes,
             taken=taken,
             random_bytes=random_bytes,
-            pool=state.pool if from_pool else None,
+            pool=view.pool if from_pool else None,
         )
         advance(n_new)
     has_code = good[CODE].is_not_null().to_numpy() | need
@@ -592,24 +602,22 @@ def plan_assignment(
         records=records,
         counts=counts,
         redraws=redraws,
-        departed=departed_residents(frame, state, municipality),
+        departed=departed_residents(frame, view, municipality),
         from_pool=from_pool,
+        taken=np.asarray(taken, dtype=np.uint64),
     )
 
 
-def departed_residents(frame: pl.DataFrame, state: LedgerState, municipality: str) -> pl.DataFrame:
+def departed_residents(frame: pl.DataFrame, view: LedgerView, municipality: str) -> pl.DataFrame:
     """Residents with an active code in ``municipality`` whom the export does not list.
 
     They moved away, died or were removed from the register, or the wrong
     export was given: offices reconcile with this list. Every export row counts
     as listed, rejected rows too.
     """
-    listed = frame[N_RESIDENT_ID].drop_nulls().unique().implode()
-    gone = (
-        state.active_by_resident()
-        .filter((pl.col("municipality") == municipality) & ~pl.col("resident_id").is_in(listed))
-        .sort("resident_id")
-    )
+    # Not deduplicated: both backends take repeats in their stride, and the ids as
+    # they are let a database ledger reuse the table of ids classification filled.
+    gone = view.departed(municipality, frame[N_RESIDENT_ID].drop_nulls()).sort("resident_id")
     return gone.select(
         "resident_id",
         pl.Series("resident_code", rcode.codes_to_strings(gone["code"].to_numpy())),
@@ -617,12 +625,76 @@ def departed_residents(frame: pl.DataFrame, state: LedgerState, municipality: st
     )
 
 
-def record_plan(txn: LedgerTransaction, plan: AssignPlan) -> int | None:
-    """Stage the plan's new records in ``txn``; the transaction number, or None if none."""
+def record_plan(
+    txn: LedgerTransaction,
+    plan: AssignPlan,
+    *,
+    used: CodeIndex | None = None,
+    random_bytes: RandomBytes = os.urandom,
+) -> int | None:
+    """Record the plan's codes in ``txn``; the transaction number, or None if none.
+
+    A new code the ledger refuses (``record_new``: used meanwhile, which only a
+    shared database ledger can report; a folder ledger drew against every used
+    code under its lock) is redrawn with ``draw_codes`` from ``random_bytes``,
+    the source the plan drew from, avoiding ``used``, the export's codes and
+    every code tried before; only the redrawn rows are recorded again. The
+    plan's records, output and redraw count are updated to match. A refused
+    carried-over code cannot be redrawn: it stops the run (nothing commits).
+    """
     if plan.records.height == 0:
         return None
-    txn.add_records(plan.records)
-    return txn.number
+    pending = plan.records
+    tried: list[np.ndarray] = []
+    barren = 0
+    while True:
+        refused = txn.record_new(pending)
+        if not len(refused):
+            return txn.number
+        lost = pending.filter(pl.col("code").is_in(pl.Series(refused, dtype=pl.UInt64).implode()))
+        if (lost["status"] != CodeStatus.ASSIGNED.value).any():
+            raise LedgerError(
+                "A code carried over by a row of the export was recorded for someone else "
+                "while this run was working (another run on the same ledger). Nothing was "
+                "recorded and no output was written; run again."
+            )
+        barren = barren + 1 if lost.height == pending.height else 0
+        if barren > _MAX_BARREN_ROUNDS:
+            raise LedgerError(
+                f"Every code drawn in {_MAX_BARREN_ROUNDS} rounds was already used: the code "
+                "space is used up. Nothing was recorded."
+            )
+        if not tried:
+            tried = [plan.taken, plan.records["code"].to_numpy()]
+        old = lost["code"].to_numpy()
+        tried.append(old)
+        fresh, more = draw_codes(
+            lost.height,
+            used=used if used is not None else CodeIndex([]),
+            taken=np.concatenate(tried),
+            random_bytes=random_bytes,
+        )
+        tried.append(fresh)
+        plan.redraws += lost.height + more
+        _replace_codes(plan, old, fresh)
+        pending = lost.with_columns(pl.Series("code", fresh, dtype=pl.UInt64))
+
+
+def _replace_codes(plan: AssignPlan, old: np.ndarray, new: np.ndarray) -> None:
+    """Put ``new`` codes in the place of ``old`` ones, in the plan's records and output.
+
+    Each drawn code is on one row only (draws avoid every code on the export),
+    so a code-for-code replacement touches exactly the redrawn rows.
+    """
+    old_s = pl.Series(old, dtype=pl.UInt64)
+    new_s = pl.Series(new, dtype=pl.UInt64)
+    plan.records = plan.records.with_columns(pl.col("code").replace(old_s, new_s))
+    plan.output = plan.output.with_columns(
+        pl.col("resident_code").replace(
+            pl.Series(rcode.codes_to_strings(old), dtype=pl.String),
+            pl.Series(rcode.codes_to_strings(new), dtype=pl.String),
+        )
+    )
 
 
 def assign_register(
@@ -646,6 +718,7 @@ def assign_register(
     delimiter: str = "auto",
     invocation: Invocation | None = None,
     pool: bool = False,
+    waiting: Waiting | None = None,
 ) -> AssignResult:
     """Read, check, plan, record and publish one export (see the module doc).
 
@@ -655,6 +728,8 @@ def assign_register(
     audit record names ``invocation`` (operator, command line) and the SHA-256
     of the export and of the files written. ``pool`` draws the new codes from
     the designated pool for this run (as pool mode does for every run).
+    ``waiting`` is told once when the run waits for another to let go of the
+    ledger (after about a second).
     """
     started = time.perf_counter()
     if headers not in ("canonical", "original"):
@@ -688,6 +763,7 @@ def assign_register(
         municipality=municipality,
         dry_run=dry_run,
     )
+    random_bytes = random_source(seed)
     with contextlib.ExitStack() as outputs:
         out_file = outputs.enter_context(PendingFile(output)) if output and not dry_run else None
         rej_file = outputs.enter_context(PendingFile(rejects)) if rejects and not dry_run else None
@@ -696,17 +772,25 @@ def assign_register(
         )
         with contextlib.ExitStack() as session:
             # The transaction commits when this inner stack closes without an
-            # exception, and aborts (staged segments removed) when one escapes.
+            # exception, and aborts (nothing recorded) when one escapes.
             txn: LedgerTransaction | None = None
             with steps.step("Waiting for the ledger lock"):
                 if not dry_run:
-                    txn = session.enter_context(ledger.transaction(timeout=lock_timeout))
-            load_state = ledger.snapshot if txn is None else _state_of(txn)
+                    txn = session.enter_context(
+                        ledger.transaction(timeout=lock_timeout, waiting=waiting)
+                    )
+
+            def load_view() -> LedgerView:
+                if txn is not None:
+                    return txn.view()
+                return session.enter_context(ledger.reading())
+
             # Load the ledger while the export is read and checked: both are mostly
-            # native code that releases the GIL, so the two overlap on two cores.
-            # The export's SHA-256 (for the audit record) is taken meanwhile too.
+            # native code that releases the GIL, so the two overlap on two cores
+            # (a folder ledger loads here; a database ledger answers later, in
+            # queries). The export's SHA-256 (for the audit record) is taken meanwhile.
             with ThreadPoolExecutor(max_workers=2) as workers:
-                loading = workers.submit(load_state)
+                loading = workers.submit(load_view)
                 hashing = workers.submit(file_digest, export_path) if txn is not None else None
                 with steps.step("Reading export"):
                     export = read_export(
@@ -727,13 +811,13 @@ def assign_register(
                 if errors.height and rejects is None:
                     _refuse(errors, export.path, verbose, export.warnings)
                 with steps.step("Loading the ledger"):
-                    state = loading.result()
-            result.ledger_records_before = len(state.codes)
+                    view = loading.result()
+            result.ledger_records_before = view.record_count
             plan = plan_assignment(
                 frame,
-                state,
+                view,
                 municipality,
-                random_source(seed),
+                random_bytes,
                 errors=errors,
                 input_columns=[c for c in export.frame.columns if c != ROW],
                 steps=steps,
@@ -742,6 +826,11 @@ def assign_register(
             _refuse_many_lost_zeros(plan.errors, export.path)
             if plan.errors.height and rejects is None:
                 _refuse(plan.errors, export.path, verbose, export.warnings)
+            if txn is not None:
+                with steps.step("Recording codes in the ledger"):
+                    result.transaction = record_plan(
+                        txn, plan, used=view.used_codes, random_bytes=random_bytes
+                    )
             _count(result, plan)
             result.ledger_records_after = result.ledger_records_before + plan.records.height
             if txn is not None:
@@ -764,21 +853,19 @@ def assign_register(
                         )
                     if dep_file is not None and dep_suffix is not None:
                         write_table_to(plan.departed, dep_file.path, dep_suffix)
-                with steps.step("Recording codes in the ledger"):
-                    # The outputs are hashed in their temporary files: the same bytes
-                    # that are renamed into place after the commit.
-                    written = [(output, out_file)]
-                    if rej_file is not None:
-                        written.append((rejects, rej_file))
-                    if dep_file is not None:
-                        written.append((departed, dep_file))
-                    txn.describe(
-                        invocation,
-                        inputs=[hashing.result()] if hashing is not None else [],
-                        outputs=[file_digest(f.path, name=name) for name, f in written],
-                        details={DRAWN_FROM: "pool"} if plan.from_pool else None,
-                    )
-                    result.transaction = record_plan(txn, plan)
+                # The outputs are hashed in their temporary files: the same bytes
+                # that are renamed into place after the commit.
+                written = [(output, out_file)]
+                if rej_file is not None:
+                    written.append((rejects, rej_file))
+                if dep_file is not None:
+                    written.append((departed, dep_file))
+                txn.describe(
+                    invocation,
+                    inputs=[hashing.result()] if hashing is not None else [],
+                    outputs=[file_digest(f.path, name=name) for name, f in written],
+                    details={DRAWN_FROM: "pool"} if plan.from_pool else None,
+                )
         # Committed; only now do the outputs appear (see the module docstring).
         if rej_file is not None:
             rej_file.publish()
@@ -813,11 +900,6 @@ def _renamed(frame: pl.DataFrame, names: dict[str, str]) -> pl.DataFrame:
     # Never rename onto a column the frame already has (an unrecognised header).
     usable = {c: n for c, n in names.items() if c in taken and (n == c or n not in taken)}
     return frame.rename(usable) if usable else frame
-
-
-def _state_of(txn: LedgerTransaction) -> Callable[[], LedgerState]:
-    """A loader of the state the transaction read under its lock."""
-    return lambda: txn.state
 
 
 def _count(result: AssignResult, plan: AssignPlan) -> None:

@@ -335,7 +335,6 @@ def test_a_connection_lost_mid_import_writes_nothing(
 Command = Callable[[Path, str], list[str]]
 
 UNSUPPORTED: dict[str, Command] = {
-    "assign": lambda d, url: ["assign", str(d / "register.csv"), "-l", url, "-o", str(d / "o.csv")],
     "verify": lambda d, url: ["verify", str(d / "register.csv"), "-l", url],
     "notify": lambda d, url: [
         "notify", str(d / "register.csv"), "-l", url, "-o", str(d / "sheets"),

@@ -274,6 +274,7 @@ def assign(
             delimiter=delimiter,
             invocation=invocation,
             pool=pool,
+            waiting=lambda message: err.print(message, markup=False, soft_wrap=True),
         )
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False, soft_wrap=True)

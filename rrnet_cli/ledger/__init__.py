@@ -23,7 +23,8 @@ draw only from the pool.
 The package, one concern per module:
 
 - ``interface``: records, statuses, the in-memory ``LedgerState`` and the
-  ``LedgerStore``/``LedgerTransaction`` protocols every command is typed to;
+  ``LedgerStore``/``LedgerTransaction``/``LedgerView`` protocols every command
+  is typed to;
 - ``folder``: the embedded default store, a folder of Parquet segments, its
   manifest, lock and crash safety;
 - ``audit``: the hash-chained audit trail and its check;
@@ -59,9 +60,11 @@ from rrnet_cli.ledger.interface import (
     LedgerState,
     LedgerStore,
     LedgerTransaction,
+    LedgerView,
     SegmentInfo,
     SortedCodes,
     Status,
+    Waiting,
     check_operator,
     default_operator,
     file_digest,
@@ -71,6 +74,7 @@ from rrnet_cli.ledger.interface import (
     not_yet_supported,
     ownership_problems,
     sorted_member,
+    without_leading_zeros,
     without_password,
 )
 from rrnet_cli.ledger.notices import NOTICE_SCHEMA, NoticeKind, ReprintReason
@@ -91,12 +95,14 @@ __all__ = [
     "LedgerState",
     "LedgerStore",
     "LedgerTransaction",
+    "LedgerView",
     "NoticeKind",
     "ReprintReason",
     "SegmentInfo",
     "SortedCodes",
     "Status",
     "Transaction",
+    "Waiting",
     "check_chain",
     "check_integrity",
     "check_operator",
@@ -111,6 +117,7 @@ __all__ = [
     "ownership_problems",
     "record_hash",
     "sorted_member",
+    "without_leading_zeros",
     "without_password",
 ]
 

@@ -39,7 +39,6 @@ import errno
 import fcntl
 import json
 import os
-import signal
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -60,15 +59,18 @@ from rrnet_cli.ledger.interface import (
     DESIGNATED,
     POOL_MODE,
     RECORD_SCHEMA,
+    WAIT_NOTICE_AFTER,
     CodeIndex,
     Invocation,
     LedgerState,
     SegmentInfo,
     SortedCodes,
     Status,
+    Waiting,
     file_sha256,
     on_off,
 )
+from rrnet_cli.ledger.interface import failpoint as _failpoint
 from rrnet_cli.ledger.notices import (
     NOTICE,
     NOTICE_SCHEMA,
@@ -96,12 +98,6 @@ SEGMENTS = "segments"
 #: Segments smaller than this are merged in memory when a ledger is opened, so
 #: that many small runs do not turn every membership test into many searches.
 _SMALL_SEGMENT = 4_000_000
-
-
-def _failpoint(name: str) -> None:
-    """Die on the spot when RRNET_FAILPOINT names this point (crash tests only)."""
-    if os.environ.get("RRNET_FAILPOINT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _write_private_json(path: Path, data: dict[str, Any]) -> None:
@@ -243,6 +239,12 @@ class Ledger:
         """Load the ledger as of its committed manifest (no lock needed)."""
         return self._load(self.read_manifest())
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[LedgerState]:
+        """The committed ledger, loaded into memory (``LedgerState`` answers every
+        ``LedgerView`` question); no lock is held."""
+        yield self.snapshot()
+
     def _segment_path(self, info: dict[str, Any]) -> Path:
         name = Path(info["file"]).name
         return self.segments_path / name
@@ -307,11 +309,19 @@ class Ledger:
     # -- writing --------------------------------------------------------------
 
     @contextlib.contextmanager
-    def lock(self, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[None]:
-        """Hold the ledger's write lock; wait up to ``timeout`` seconds for it."""
+    def lock(
+        self, timeout: float = DEFAULT_LOCK_TIMEOUT, waiting: Waiting | None = None
+    ) -> Iterator[None]:
+        """Hold the ledger's write lock; wait up to ``timeout`` seconds for it.
+
+        ``waiting`` is told once when the lock is still held by another run
+        after ``WAIT_NOTICE_AFTER`` seconds, so that a waiting run says so.
+        """
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         try:
-            deadline = time.monotonic() + timeout
+            started = time.monotonic()
+            deadline = started + timeout
+            announced = waiting is None
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -326,6 +336,15 @@ class Ledger:
                             f"({holder or 'unknown process'}); waited {timeout:g} s. "
                             "Try again when it has finished."
                         ) from None
+                    if not announced and time.monotonic() - started >= WAIT_NOTICE_AFTER:
+                        announced = True
+                        assert waiting is not None
+                        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+                        waiting(
+                            f"Waiting for the ledger {self.path}: another run "
+                            f"({holder or 'unknown process'}) is writing to it; waiting up to "
+                            f"{timeout:g} s (--lock-timeout)."
+                        )
                     time.sleep(0.05)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} since {_now().isoformat()}".encode(), 0)
@@ -334,9 +353,11 @@ class Ledger:
             os.close(fd)  # closing drops the flock
 
     @contextlib.contextmanager
-    def transaction(self, *, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[Transaction]:
+    def transaction(
+        self, *, timeout: float = DEFAULT_LOCK_TIMEOUT, waiting: Waiting | None = None
+    ) -> Iterator[Transaction]:
         """One all-or-nothing change: lock, read, stage segments, commit the manifest."""
-        with self.lock(timeout):
+        with self.lock(timeout, waiting):
             manifest = self.read_manifest()
             self._sweep(manifest)
             txn = Transaction(self, manifest)
@@ -526,6 +547,22 @@ class Transaction:
         if self._state is None:
             self._state = self.ledger._load(self.manifest)
         return self._state
+
+    def view(self) -> LedgerState:
+        """The ledger as read under the lock, in memory: it answers ``LedgerView``."""
+        return self.state
+
+    def record_new(self, records: pl.DataFrame) -> np.ndarray:
+        """Stage ``records`` as one segment; nothing conflicts, so none is returned.
+
+        The new codes were drawn against every used code in memory
+        (``LedgerState.used_codes``), and the carried-over ones classified
+        against the same state, read under this transaction's lock: no other
+        run can have used one since. Searching them again would only cost time
+        (the folder path stays as fast as before the store interface changed).
+        """
+        self.add_records(records)
+        return np.empty(0, np.uint64)
 
     def add_records(self, records: pl.DataFrame) -> SegmentInfo | None:
         """Stage records (``code`` plus ``status``, ``municipality``, ``resident_id``)."""

@@ -6,6 +6,13 @@ backend can stand in for each other. Also here: what a record is
 (``RECORD_SCHEMA``, ``Status``), the in-memory view a transaction reads
 (``LedgerState`` with its sorted-code index), who ran a command for the audit
 trail (``Invocation``), and the ownership rules verify and notify share.
+
+``LedgerView`` is the shape the store takes for assign, around what both
+backends do well: look up these codes; the active codes of these residents;
+ids that lost their leading zeros; residents no longer listed; and, on a
+transaction, record these new codes reporting conflicts (``record_new``).
+``LedgerState`` answers it from memory (the folder ledger's speed); the
+PostgreSQL ledger answers with queries and never loads the ledger.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ import getpass
 import hashlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+import signal
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -60,6 +68,22 @@ RECORD_SCHEMA = pa.schema(
         ("recorded_at", pa.timestamp("ms", tz="UTC")),
     ]
 )
+
+
+def failpoint(name: str) -> None:
+    """Die on the spot when RRNET_FAILPOINT names this point (crash tests only).
+
+    SIGKILL, not an exception: nothing of the process's own clean-up runs, as
+    when the power fails or an operator kills the run.
+    """
+    if os.environ.get("RRNET_FAILPOINT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+#: Told, once, that a run is waiting for another to let go of the ledger (a message).
+Waiting = Callable[[str], None]
+#: Seconds a run waits for the ledger in silence before it says that it waits.
+WAIT_NOTICE_AFTER = 1.0
 
 
 def file_sha256(path: Path) -> str:
@@ -253,6 +277,9 @@ class LedgerState:
     pool: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
     #: Every notice issued (``rrnet_cli.ledger.notices.NOTICE_SCHEMA``).
     notices: pl.DataFrame = field(default_factory=empty_notices)
+    #: Answers computed once per state (each code's latest record; a municipality's
+    #: active codes): assign asks for them several times, and the state never changes.
+    _cache: dict[Any, pl.DataFrame] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def txn(self) -> int:
@@ -273,9 +300,11 @@ class LedgerState:
 
     def current_records(self) -> pl.DataFrame:
         """Each code's latest record (among the per-record segments)."""
-        return self.records.sort("txn", maintain_order=True).unique(
-            subset="code", keep="last", maintain_order=True
-        )
+        if "current" not in self._cache:
+            self._cache["current"] = self.records.sort("txn", maintain_order=True).unique(
+                subset="code", keep="last", maintain_order=True
+            )
+        return self._cache["current"]
 
     def active_by_resident(self) -> pl.DataFrame:
         """``municipality, resident_id, code, status`` of every active code."""
@@ -298,9 +327,113 @@ class LedgerState:
             "_i"
         )
 
+    # -- LedgerView: what assign asks, answered from memory ------------------------
+
+    @property
+    def record_count(self) -> int:
+        """Records in the ledger: the codes of every segment (one recorded twice counts twice)."""
+        return len(self.codes)
+
+    @property
+    def used_codes(self) -> CodeIndex:
+        """Every used code: drawing checks candidates against all of them up front."""
+        return self.codes
+
+    def _active_in(self, municipality: str) -> pl.DataFrame:
+        """``resident_id, code, status`` of every active code in ``municipality``."""
+        key = ("active", municipality)
+        if key not in self._cache:
+            self._cache[key] = (
+                self.active_by_resident()
+                .filter(pl.col("municipality") == municipality)
+                .select("resident_id", "code", "status")
+            )
+        return self._cache[key]
+
+    def active_codes(self, municipality: str, resident_ids: pl.Series) -> pl.DataFrame:
+        """``resident_id, code, status`` of the active codes of these residents here."""
+        active = self._active_in(municipality)
+        if active.is_empty():  # a first run: nothing to match (and nothing to hash)
+            return active
+        # A semi join, not is_in: is_in would hash all of the export's ids first.
+        return active.join(
+            resident_ids.rename("resident_id").to_frame(), on="resident_id", how="semi"
+        )
+
+    def lost_zeros(self, municipality: str, resident_ids: pl.Series) -> pl.Series:
+        """Those of these ids that hold no active code here, but equal the id of one who
+        does once leading zeros are ignored (Excel turns 000005974 into 5974)."""
+        known = self._active_in(municipality)["resident_id"]
+        ids = resident_ids.rename("resident_id")
+        if known.is_empty() or ids.is_empty():
+            return ids.clear()
+        stripped = without_leading_zeros(pl.col("resident_id"))
+        stripped_known = known.to_frame().select(stripped)["resident_id"]
+        suspects = ids.to_frame().filter(stripped.is_in(stripped_known.implode()))["resident_id"]
+        return suspects.filter(~suspects.is_in(known.implode()))
+
+    def departed(self, municipality: str, listed: pl.Series) -> pl.DataFrame:
+        """``resident_id, code, status`` of the active codes here of residents not ``listed``."""
+        return self._active_in(municipality).filter(~pl.col("resident_id").is_in(listed.implode()))
+
+
+def without_leading_zeros(resident_id: pl.Expr) -> pl.Expr:
+    """A resident id without its leading zeros ("0" for an id of zeros only)."""
+    stripped = resident_id.str.strip_chars_start("0")
+    return pl.when(stripped == "").then(pl.lit("0")).otherwise(stripped).alias("resident_id")
+
 
 # ---------------------------------------------------------------------------
 # The store
+
+
+class LedgerView(Protocol):
+    """What assign asks a ledger, as questions each backend answers its own way.
+
+    The folder ledger holds the whole ledger in memory (``LedgerState``) and
+    answers from there; the PostgreSQL ledger never loads it and answers each
+    question with a query, joining a temporary table of the given ids or codes
+    against the ledger on the server.
+    """
+
+    @property
+    def record_count(self) -> int:
+        """How many records the ledger holds (the summary's "ledger records")."""
+        ...
+
+    @property
+    def used_codes(self) -> CodeIndex:
+        """The used codes the client holds, for drawing: every one (folder) or none
+        (PostgreSQL: the database refuses a used code when it is recorded)."""
+        ...
+
+    @property
+    def pool_mode(self) -> bool:
+        """Whether new codes come only from the designated pool."""
+        ...
+
+    @property
+    def pool(self) -> np.ndarray:
+        """Every designated code, sorted."""
+        ...
+
+    def lookup(self, codes: np.ndarray) -> pl.DataFrame:
+        """Look up these codes: ``code, status, municipality, resident_id`` in the
+        input order (status null for a code the ledger does not hold)."""
+        ...
+
+    def active_codes(self, municipality: str, resident_ids: pl.Series) -> pl.DataFrame:
+        """The active codes of these residents here: ``resident_id, code, status``."""
+        ...
+
+    def lost_zeros(self, municipality: str, resident_ids: pl.Series) -> pl.Series:
+        """Those of these ids that hold no active code here, but equal the id of a
+        resident who has one once leading zeros are ignored."""
+        ...
+
+    def departed(self, municipality: str, listed: pl.Series) -> pl.DataFrame:
+        """The active codes here of residents not ``listed``: ``resident_id, code, status``."""
+        ...
 
 
 class LedgerTransaction(Protocol):
@@ -331,6 +464,25 @@ class LedgerTransaction(Protocol):
         """
         ...
 
+    def view(self) -> LedgerView:
+        """The ledger as this transaction sees it, to ask what assign needs to know.
+
+        The folder ledger loads its state here (slow: callers may do it in a
+        thread); the PostgreSQL ledger answers on the transaction's connection.
+        """
+        ...
+
+    def record_new(self, records: pl.DataFrame) -> np.ndarray:
+        """Record these codes in this transaction, reporting conflicts.
+
+        ``records`` as for ``add_records`` (statuses ``assigned`` or
+        ``carried_over``). A code the ledger already holds is not recorded and is
+        returned (uint64): an assigned code that is used, or a carried-over code
+        that the ledger holds as anything but imported. The caller redraws the
+        assigned ones. All or nothing with the rest of the transaction.
+        """
+        ...
+
     def add_records(self, records: pl.DataFrame) -> SegmentInfo | None:
         """Stage records: ``code``, ``status``, ``municipality``, ``resident_id``."""
         ...
@@ -356,8 +508,10 @@ class LedgerStore(Protocol):
     """What the commands need from a ledger backend; callers are typed to this.
 
     The folder ledger (``folder.Ledger``) implements all of it. The PostgreSQL
-    ledger (``postgres.PostgresLedger``) so far implements ``stats`` (and an
-    import of its own) and refuses the rest with a plain message.
+    ledger (``postgres.PostgresLedger``) so far implements ``stats``, an import
+    of its own, ``reading`` and transactions as far as assign needs them
+    (``LedgerView`` and ``record_new``), and refuses the rest with a plain
+    message.
     """
 
     @property
@@ -375,9 +529,17 @@ class LedgerStore(Protocol):
         ...
 
     def transaction(
-        self, *, timeout: float = DEFAULT_LOCK_TIMEOUT
+        self, *, timeout: float = DEFAULT_LOCK_TIMEOUT, waiting: Waiting | None = None
     ) -> contextlib.AbstractContextManager[LedgerTransaction]:
-        """Lock, read, stage, and commit on a clean exit (abort on an exception)."""
+        """Lock, read, stage, and commit on a clean exit (abort on an exception).
+
+        ``waiting`` is told once, after about a second, when another run holds
+        the ledger and this one waits for it (up to ``timeout`` seconds).
+        """
+        ...
+
+    def reading(self) -> contextlib.AbstractContextManager[LedgerView]:
+        """A consistent view of the committed ledger, no lock held (a dry run)."""
         ...
 
     def retire(

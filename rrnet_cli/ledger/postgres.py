@@ -37,15 +37,49 @@ a later rrnet) or older, rather than misread.
 
 Every command is one database transaction: a client killed or disconnected
 mid-run leaves nothing, because the server rolls back what was not committed.
-Writers take ``LOCK TABLE transactions IN SHARE ROW EXCLUSIVE MODE`` (it
-conflicts with itself and nothing that readers take) for the whole run,
-waiting at most ``--lock-timeout``: the audit trail is one chain, so its records
-are appended one at a time, and transaction numbers stay 1..n without gaps,
-as in the folder ledger.
 
-What works so far: ``rrnet ledger init``, ``stats`` and ``import`` (the file is
-streamed with COPY into a temporary table, then inserted). The other commands
-refuse a PostgreSQL ledger with a plain message until they are built on it.
+Concurrency (``_lock_for_writing``): every writer takes one transaction-scoped
+advisory lock for the whole ledger (``pg_advisory_xact_lock(LOCK_KEY)``) before
+it reads anything, and holds it until its commit or rollback; the server drops
+it when the client dies or the connection is lost. Why one lock, and not
+SERIALIZABLE with retries or a lock per municipality:
+
+- The audit trail is one hash chain with transaction numbers 1..n and no gaps,
+  as in the folder ledger: every writer appends to its end, whatever its
+  municipality, so writers are serialised at the chain whatever else is done.
+  A per-municipality lock would still need this one, taken by every writer.
+- Under SERIALIZABLE, two writers always conflict on that chain (both read its
+  last record); the loser would redo its whole run (a COPY of a million codes)
+  and could lose again under load. Waiting in line does the same work once.
+- An assign run classifies its export (who already holds a code) and then
+  records; run twice at once on one export, both would see nobody and give
+  every resident two codes (the partial unique index would refuse the second
+  run, with an error instead of "already assigned"). The lock makes the second
+  run see the first's codes.
+- An advisory lock, unlike ``LOCK TABLE``, can be tried in slices without
+  ending the transaction, so a waiting run says that it waits (after about a
+  second) and gives up cleanly at ``--lock-timeout``; and it blocks no reader.
+
+Uniqueness never depends on the lock: the primary key refuses a second row for
+a code whoever inserts it, and assign redraws a code the insert refuses
+(``record_new``). Writers run in READ COMMITTED, so that each statement after
+the lock sees what the run before them committed (a REPEATABLE READ snapshot
+would be taken before the wait, and miss it).
+
+Assign (``PostgresTransaction``) never loads the ledger into the client: each
+question (``LedgerView``: the owners of the export's codes, the active codes of
+its residents, ids that lost their leading zeros, residents no longer listed)
+is one query joining a temporary table of the export's ids or codes, filled
+with COPY, against the ledger on the server. New codes are drawn in the client
+(``assign.draw_codes``, against an empty index: the client knows no used
+code), COPYed into a temporary table and inserted with ``INSERT ... ON
+CONFLICT (code) DO NOTHING``-like semantics; the codes refused come back, and
+assign redraws only those.
+
+What works so far: ``rrnet ledger init``, ``stats``, ``import`` (the file is
+streamed with COPY into a temporary table, then inserted) and ``assign``. The
+other commands refuse a PostgreSQL ledger with a plain message until they are
+built on it.
 
 A location is recognised as PostgreSQL (``is_database_location``) when it
 starts with ``postgresql://`` or ``postgres://``, or with ``word=`` as a libpq
@@ -57,26 +91,35 @@ name starts with ``word=`` is given as ``./word=...``. Messages name the server
 from __future__ import annotations
 
 import contextlib
+import io
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import numpy as np
+import polars as pl
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
+from rrnet_cli import code as rcode
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, LedgerBusy, LedgerError, UsageError
-from rrnet_cli.ledger.audit import AuditLog, record_hash
+from rrnet_cli.ledger.audit import RESERVED_KEYS, AuditLog, record_hash
 from rrnet_cli.ledger.integrity import IntegrityReport
 from rrnet_cli.ledger.interface import (
+    ACTIVE,
+    WAIT_NOTICE_AFTER,
+    CodeIndex,
     Invocation,
     LedgerState,
-    LedgerTransaction,
+    SegmentInfo,
     Status,
+    Waiting,
+    failpoint,
     not_yet_supported,
 )
 
@@ -84,6 +127,19 @@ from rrnet_cli.ledger.interface import (
 SCHEMA = "rrnet"
 #: The schema version this rrnet reads and writes.
 SCHEMA_VERSION = 1
+#: The advisory lock every writer holds (see the module docstring): one per
+#: database, as a database holds one ledger. The bytes of "rrnet" and 1.
+LOCK_KEY = 0x72726E6574_01
+#: The server's keepalive settings for a writing session (see ``transaction``), seconds.
+_KEEPALIVES = (
+    ("tcp_keepalives_idle", 30),
+    ("tcp_keepalives_interval", 10),
+    ("tcp_keepalives_count", 3),
+)
+#: ``work_mem`` of a writing session (see ``transaction``).
+WRITER_WORK_MEM = "128MB"
+#: Rows per COPY chunk (and a failpoint after the first: crash tests kill mid-COPY).
+COPY_CHUNK = 200_000
 
 #: One step per schema version: MIGRATIONS[n - 1] takes the schema from version
 #: n - 1 to n (version 0: no schema). ``init`` runs them all in one transaction.
@@ -424,7 +480,7 @@ class PostgresLedger:
         with self._connect() as conn, self._errors():
             self._check_schema(conn)
             with conn.transaction() as txn:
-                number, prev = _lock_for_writing(conn, timeout)
+                number, prev = _lock_for_writing(conn, timeout, server=self.server)
                 conn.execute(
                     'CREATE TEMP TABLE incoming (code char(11) COLLATE "C" NOT NULL) ON COMMIT DROP'
                 )
@@ -471,15 +527,69 @@ class PostgresLedger:
                 _append_record(conn, record)
         return counts
 
+    @contextlib.contextmanager
+    def transaction(
+        self, *, timeout: float = DEFAULT_LOCK_TIMEOUT, waiting: Waiting | None = None
+    ) -> Iterator[PostgresTransaction]:
+        """One database transaction: lock, ask, record, append the audit record, commit.
+
+        Commits on a clean exit when something was recorded (nothing recorded:
+        nothing committed, as in the folder ledger); rolls back on an exception.
+        A client killed at any point leaves the server to roll back.
+        """
+        with self._connect() as conn, self._errors():
+            self._check_schema(conn)
+            committing = False
+            # A client that vanishes without closing its connection (a network cut,
+            # not a kill: the kernel closes a killed client's socket) would leave
+            # its session, and the writers' lock, to the system's TCP keepalive
+            # (hours). These make the server notice within about a minute and
+            # roll back (they apply to TCP; a Unix socket cannot be cut that way).
+            for setting, seconds in _KEEPALIVES:
+                conn.execute(
+                    sql.SQL("SET {} = {}").format(sql.Identifier(setting), sql.Literal(seconds))
+                )
+            # Sorting a million new codes (inserted in code order, for index locality)
+            # and matching them with what was inserted fit in memory with this, where
+            # the default 4 MB spills both to disk.
+            conn.execute(sql.SQL("SET work_mem = {}").format(sql.Literal(WRITER_WORK_MEM)))
+            try:
+                with conn.transaction() as outer:
+                    number, prev = _lock_for_writing(
+                        conn, timeout, waiting=waiting, server=self.server
+                    )
+                    txn = PostgresTransaction(self, conn, number, prev)
+                    yield txn
+                    if not txn.counts:
+                        raise psycopg.Rollback(outer)
+                    _append_record(conn, txn.audit_record())
+                    failpoint("pg-before-commit")
+                    committing = True
+            except psycopg.OperationalError as exc:
+                if not committing:
+                    raise
+                raise LedgerError(
+                    f"Lost the connection to the PostgreSQL server {self.server} while "
+                    f"committing ({self._reason(exc)}). The run is recorded either whole or "
+                    "not at all, and no output was written. Run the same command again: "
+                    "residents whose codes were recorded come out as already assigned."
+                ) from None
+            failpoint("pg-after-commit")
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[PostgresView]:
+        """A consistent view (REPEATABLE READ) without the lock, rolled back at the end."""
+        with self._connect() as conn, self._errors():
+            self._check_schema(conn)
+            with conn.transaction() as txn:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                yield PostgresView(self, conn)
+                raise psycopg.Rollback(txn)
+
     # -- what the folder ledger can do and this one cannot yet -------------------
 
     def snapshot(self) -> LedgerState:
         _refuse("Reading the whole ledger into memory")
-
-    def transaction(
-        self, *, timeout: float = DEFAULT_LOCK_TIMEOUT
-    ) -> contextlib.AbstractContextManager[LedgerTransaction]:
-        _refuse("A ledger transaction of this command")
 
     def retire(
         self,
@@ -505,21 +615,78 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _lock_for_writing(conn: psycopg.Connection[Any], timeout: float) -> tuple[int, str]:
-    """Take the writers' lock (see module doc); this transaction's number and the last hash."""
-    schema = sql.Identifier(SCHEMA)
+def _set_lock_timeout(conn: psycopg.Connection[Any], seconds: float) -> None:
     conn.execute(
         sql.SQL("SET LOCAL lock_timeout = {}").format(
-            sql.Literal(f"{max(1, round(timeout * 1000))}ms")
+            sql.Literal(f"{max(1, round(seconds * 1000))}ms")
         )
     )
-    conn.execute(sql.SQL("LOCK TABLE {}.transactions IN SHARE ROW EXCLUSIVE MODE").format(schema))
+
+
+def _lock_for_writing(
+    conn: psycopg.Connection[Any],
+    timeout: float,
+    *,
+    server: str,
+    waiting: Waiting | None = None,
+) -> tuple[int, str]:
+    """Take the writers' lock (see module doc); this transaction's number and the last hash.
+
+    The lock is asked for in slices of at most ``WAIT_NOTICE_AFTER`` seconds, each
+    in a savepoint (a slice that times out ends only the savepoint), so that
+    ``waiting`` hears after the first slice that this run waits, and the wait
+    ends at ``timeout`` with ``LedgerBusy``. Blocking slices keep the run's
+    place in the server's queue of waiters while it waits.
+    """
+    schema = sql.Identifier(SCHEMA)
+    deadline = time.monotonic() + timeout
+    announced = False
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with conn.transaction():
+                _set_lock_timeout(conn, max(0.001, min(WAIT_NOTICE_AFTER, left)))
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+            break
+        except psycopg.errors.LockNotAvailable:
+            if time.monotonic() >= deadline:
+                raise LedgerBusy(
+                    f"The ledger in {server} is in use by another run, which did not "
+                    f"finish within --lock-timeout ({timeout:g} s). Try again when it has "
+                    "finished."
+                ) from None
+            if waiting is not None and not announced:
+                announced = True
+                waiting(
+                    f"Waiting for the ledger in {server}: another run "
+                    f"({_lock_holder(conn)}) is writing to it; waiting up to {timeout:g} s "
+                    "(--lock-timeout)."
+                )
+    # Later statements wait for no lock of ours; bound them like the wait anyway.
+    _set_lock_timeout(conn, max(0.001, timeout))
     last = conn.execute(
         sql.SQL("SELECT id, hash FROM {}.transactions ORDER BY id DESC LIMIT 1").format(schema)
     ).fetchone()
     if last is None:
         return 0, ""
     return int(last[0]) + 1, str(last[1])
+
+
+def _lock_holder(conn: psycopg.Connection[Any]) -> str:
+    """Who holds the writers' lock, as far as this role may see: its application,
+    server process and since when; or "another session"."""
+    row = conn.execute(
+        "SELECT a.application_name, a.pid, a.xact_start FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.classid = %s AND l.objid = %s AND l.objsubid = 1",
+        (LOCK_KEY >> 32, LOCK_KEY & 0xFFFFFFFF),
+    ).fetchone()
+    if row is None:
+        return "another session"
+    app, pid, since = row
+    when = f", since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if since else ""
+    return f"{app or 'a client'}, server process {pid}{when}"
 
 
 def _record(
@@ -586,3 +753,305 @@ def _copy_lines(codes: np.ndarray) -> bytes:
     lines[:, :11] = (codes[:, None] // _DIGIT_PLACES) % 10 + ord("0")
     lines[:, 11] = ord("\n")
     return lines.tobytes()
+
+
+# ---------------------------------------------------------------------------
+# Assign on the server: the ledger's questions as queries, its records as COPY
+
+
+#: The temporary tables a view fills: resident ids, codes to look up, new records.
+_TEMP_TABLES = {
+    "rrnet_ids": "resident_id text NOT NULL",
+    "rrnet_probe": 'code char(11) COLLATE "C" NOT NULL',
+    "rrnet_new": (
+        'code char(11) COLLATE "C" NOT NULL, status text NOT NULL, '
+        "municipality char(6), resident_id text"
+    ),
+}
+
+#: A resident id without its leading zeros, as ``interface.without_leading_zeros``.
+_STRIPPED = "CASE WHEN ltrim({0}, '0') = '' THEN '0' ELSE ltrim({0}, '0') END"
+
+_ACTIVE_SQL = sql.SQL(", ").join(sql.Literal(s) for s in ACTIVE)
+
+
+class PostgresView:
+    """``LedgerView`` on an open connection: each question is one query on the server.
+
+    The ids or codes asked about go into a temporary table (COPY, then ANALYZE
+    so the planner knows its size), which the query joins against ``codes``
+    through its indexes: the primary key for codes, the partial unique index
+    (municipality, resident_id) for active codes. Only the answers come back.
+    """
+
+    def __init__(self, ledger: PostgresLedger, conn: psycopg.Connection[Any]) -> None:
+        self.ledger = ledger
+        self.conn = conn
+        self._made: set[str] = set()
+        self._ids: pl.Series | None = None
+
+    # -- LedgerView -------------------------------------------------------------
+
+    @property
+    def record_count(self) -> int:
+        """Records ever made: the sum of every audit record's counts (no scan of codes)."""
+        row = self.conn.execute(
+            sql.SQL(
+                "SELECT coalesce(sum(c.value::bigint), 0) FROM {}.transactions t, "
+                "jsonb_each_text(t.counts) c"
+            ).format(sql.Identifier(SCHEMA))
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    @property
+    def used_codes(self) -> CodeIndex:
+        """None: the client never holds the used codes; ``record_new`` reports conflicts."""
+        return CodeIndex([])
+
+    @property
+    def pool_mode(self) -> bool:
+        return False
+
+    @property
+    def pool(self) -> np.ndarray:
+        """Designated pools are not built on PostgreSQL yet: ``--pool`` is refused here."""
+        _refuse("Drawing new codes from a designated pool (--pool)")
+
+    def lookup(self, codes: np.ndarray) -> pl.DataFrame:
+        codes = np.asarray(codes, dtype=np.uint64)
+        query = pl.DataFrame({"code": codes})
+        self._fill("rrnet_probe", _code_text(query.unique()))
+        found = self._frame(
+            sql.SQL(
+                "SELECT c.code, c.status, c.municipality, c.resident_id "
+                "FROM rrnet_probe p JOIN {}.codes c USING (code)"
+            ).format(sql.Identifier(SCHEMA)),
+            ["code", "status", "municipality", "resident_id"],
+        ).with_columns(pl.col("code").cast(pl.UInt64))
+        return query.join(found, on="code", how="left", maintain_order="left")
+
+    def active_codes(self, municipality: str, resident_ids: pl.Series) -> pl.DataFrame:
+        self._fill_ids(resident_ids)
+        return self._frame(
+            sql.SQL(
+                "SELECT i.resident_id, c.code, c.status FROM rrnet_ids i "
+                "JOIN {}.codes c ON c.resident_id = i.resident_id "
+                "WHERE c.municipality = {} AND c.status IN ({})"
+            ).format(sql.Identifier(SCHEMA), sql.Literal(municipality), _ACTIVE_SQL),
+            ["resident_id", "code", "status"],
+        ).with_columns(pl.col("code").cast(pl.UInt64))
+
+    def lost_zeros(self, municipality: str, resident_ids: pl.Series) -> pl.Series:
+        if resident_ids.is_empty():
+            return resident_ids.rename("resident_id")
+        self._fill_ids(resident_ids)
+        schema, here = sql.Identifier(SCHEMA), sql.Literal(municipality)
+        return self._frame(
+            sql.SQL(
+                "SELECT i.resident_id FROM rrnet_ids i WHERE NOT EXISTS ("
+                " SELECT 1 FROM {schema}.codes c WHERE c.municipality = {here}"
+                " AND c.status IN ({active}) AND c.resident_id = i.resident_id)"
+                " AND EXISTS ("
+                " SELECT 1 FROM {schema}.codes c WHERE c.municipality = {here}"
+                " AND c.status IN ({active}) AND {stripped_c} = {stripped_i})"
+            ).format(
+                schema=schema,
+                here=here,
+                active=_ACTIVE_SQL,
+                stripped_c=sql.SQL(_STRIPPED.format("c.resident_id")),
+                stripped_i=sql.SQL(_STRIPPED.format("i.resident_id")),
+            ),
+            ["resident_id"],
+        )["resident_id"]
+
+    def departed(self, municipality: str, listed: pl.Series) -> pl.DataFrame:
+        self._fill_ids(listed.drop_nulls())
+        return self._frame(
+            sql.SQL(
+                "SELECT c.resident_id, c.code, c.status FROM {}.codes c "
+                "WHERE c.municipality = {} AND c.status IN ({}) AND NOT EXISTS ("
+                " SELECT 1 FROM rrnet_ids i WHERE i.resident_id = c.resident_id)"
+            ).format(sql.Identifier(SCHEMA), sql.Literal(municipality), _ACTIVE_SQL),
+            ["resident_id", "code", "status"],
+        ).with_columns(pl.col("code").cast(pl.UInt64))
+
+    # -- temporary tables and results --------------------------------------------
+
+    def _fill_ids(self, resident_ids: pl.Series) -> None:
+        """``rrnet_ids`` holds exactly these ids (kept when asked about the same ids again)."""
+        if self._ids is not None and self._ids.equals(resident_ids):
+            return
+        self._fill("rrnet_ids", resident_ids.rename("resident_id").to_frame())
+        self._ids = resident_ids
+
+    def _fill(self, table: str, frame: pl.DataFrame) -> None:
+        """Empty the temporary ``table`` (made on first use), COPY ``frame`` into it.
+
+        CSV, because it carries any text a resident id may hold (commas, quotes,
+        line breaks) and tells NULL (an empty field) from an empty string ("").
+        The crash tests kill the client after the first chunk, mid-COPY
+        (failpoint ``pg-mid-copy:TABLE``).
+        """
+        name = sql.Identifier(table)
+        if table not in self._made:
+            self.conn.execute(
+                sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+                    name, sql.SQL(_TEMP_TABLES[table])
+                )
+            )
+            self._made.add(table)
+        else:
+            self.conn.execute(sql.SQL("TRUNCATE {}").format(name))
+        columns = sql.SQL(", ").join(map(sql.Identifier, frame.columns))
+        with self.conn.cursor().copy(
+            sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(name, columns)
+        ) as copy:
+            for start in range(0, frame.height, COPY_CHUNK):
+                copy.write(frame.slice(start, COPY_CHUNK).write_csv(include_header=False))
+                failpoint(f"pg-mid-copy:{table}")
+        self.conn.execute(sql.SQL("ANALYZE {}").format(name))
+
+    def _frame(self, query: sql.Composable, columns: list[str]) -> pl.DataFrame:
+        """A query's rows as text columns, streamed with COPY TO (fast for many rows)."""
+        buffer = io.BytesIO()
+        with self.conn.cursor().copy(
+            sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(query)
+        ) as copy:
+            for block in copy:
+                buffer.write(block)
+        if not buffer.tell():
+            return pl.DataFrame(schema={c: pl.String for c in columns})
+        buffer.seek(0)
+        return pl.read_csv(
+            buffer,
+            has_header=False,
+            new_columns=columns,
+            schema={c: pl.String for c in columns},
+        )
+
+
+class PostgresTransaction(PostgresView):
+    """An assign run's database transaction (``LedgerTransaction``), lock held.
+
+    Records go straight into ``codes`` and ``code_history`` inside the
+    transaction; nothing is visible to anyone else until the commit, and a
+    rollback (or a dead client) leaves nothing.
+    """
+
+    def __init__(
+        self, ledger: PostgresLedger, conn: psycopg.Connection[Any], number: int, prev: str
+    ) -> None:
+        super().__init__(ledger, conn)
+        self.number = number
+        self.prev = prev
+        self.recorded_at = _now()
+        self.invocation = Invocation()
+        self.audit: dict[str, Any] = {"inputs": [], "outputs": []}
+        #: records made, by status: the audit record's counts
+        self.counts: dict[str, int] = {}
+
+    @property
+    def state(self) -> LedgerState:
+        _refuse("Reading the whole ledger into memory")
+
+    def view(self) -> PostgresTransaction:
+        return self
+
+    def describe(
+        self,
+        invocation: Invocation | None = None,
+        *,
+        inputs: Sequence[Mapping[str, str]] = (),
+        outputs: Sequence[Mapping[str, str]] = (),
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        clash = RESERVED_KEYS & set(details or {})
+        if clash:
+            raise ValueError(f"audit details may not use the record's keys {sorted(clash)}")
+        if invocation is not None:
+            self.invocation = invocation
+        self.audit = {"inputs": list(inputs), "outputs": list(outputs), **(details or {})}
+
+    def audit_record(self) -> dict[str, Any]:
+        """This transaction's audit record, chained to the last one and sealed."""
+        extra = {k: v for k, v in self.audit.items() if k not in ("inputs", "outputs")}
+        return _record(
+            self.number,
+            self.recorded_at,
+            self.invocation,
+            prev=self.prev,
+            inputs=self.audit["inputs"],
+            outputs=self.audit["outputs"],
+            counts=self.counts,
+            details=extra or None,
+        )
+
+    def record_new(self, records: pl.DataFrame) -> np.ndarray:
+        """COPY the records into ``rrnet_new``, insert them; the codes refused.
+
+        One statement: the INSERT adds each code the ledger does not hold (the
+        primary key decides, whoever else is writing), and a carried-over code
+        the ledger holds as imported becomes this resident's (``ON CONFLICT
+        (code) DO UPDATE ... WHERE`` the old row is imported and the new one
+        carried over: anything else is left alone, like ``DO NOTHING``). Every
+        row it wrote is returned and copied to ``code_history``; the codes of
+        ``rrnet_new`` it did not write are the conflicts, sent back.
+        """
+        if records.height == 0:
+            return np.empty(0, np.uint64)
+        frame = records.select(
+            pl.col("code").cast(pl.UInt64),
+            pl.col("status").cast(pl.String),
+            pl.col("municipality").cast(pl.String),
+            pl.col("resident_id").cast(pl.String),
+        )
+        self._fill("rrnet_new", _code_text(frame))
+        schema = sql.Identifier(SCHEMA)
+        refused = self._frame(
+            sql.SQL(
+                "WITH added AS ("
+                " INSERT INTO {schema}.codes (code, status, municipality, resident_id, txn)"
+                " SELECT code, status, municipality, resident_id, {txn} FROM rrnet_new"
+                " ORDER BY code"
+                " ON CONFLICT (code) DO UPDATE SET status = EXCLUDED.status,"
+                " municipality = EXCLUDED.municipality, resident_id = EXCLUDED.resident_id,"
+                " txn = EXCLUDED.txn"
+                " WHERE codes.status = 'imported' AND EXCLUDED.status = 'carried_over'"
+                " RETURNING code, status, municipality, resident_id),"
+                " history AS ("
+                " INSERT INTO {schema}.code_history"
+                " (code, status, municipality, resident_id, txn, recorded_at)"
+                " SELECT code, status, municipality, resident_id, {txn}, {at} FROM added)"
+                " SELECT n.code FROM rrnet_new n"
+                " WHERE NOT EXISTS (SELECT 1 FROM added a WHERE a.code = n.code)"
+            ).format(schema=schema, txn=sql.Literal(self.number), at=sql.Literal(self.recorded_at)),
+            ["code"],
+        )
+        conflicts = refused["code"].cast(pl.UInt64).to_numpy().astype(np.uint64)
+        recorded = frame.filter(~pl.col("code").is_in(pl.Series(conflicts).implode()))
+        for status, n in recorded.group_by("status").len().iter_rows():
+            self.counts[str(status)] = self.counts.get(str(status), 0) + int(n)
+        return conflicts
+
+    # -- not built on PostgreSQL yet ---------------------------------------------
+
+    def add_records(self, records: pl.DataFrame) -> SegmentInfo | None:
+        _refuse("Recording codes other than by assign")
+
+    def add_codes(self, codes: np.ndarray, status: Status) -> SegmentInfo | None:
+        _refuse("Adding codes in a transaction (use rrnet ledger import)")
+
+    def add_pool(self, codes: np.ndarray) -> SegmentInfo | None:
+        _refuse("A designated pool")
+
+    def add_notices(self, notices: pl.DataFrame) -> SegmentInfo | None:
+        _refuse("Recording notices")
+
+    def set_pool_mode(self, on: bool) -> None:
+        _refuse("Pool mode")
+
+
+def _code_text(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with its uint64 ``code`` column as 11-digit text (leading zeros kept)."""
+    text = pl.Series("code", rcode.codes_to_strings(frame["code"].to_numpy()), dtype=pl.String)
+    return frame.with_columns(text)
