@@ -39,7 +39,14 @@ import polars as pl
 from rrnet_cli import code as rcode
 from rrnet_cli.dates import format_date, parse_dates
 from rrnet_cli.errors import InputRowsError, RrnetError, UsageError
-from rrnet_cli.files import PRIVATE_DIR, atomic_output, fsync_dir, write_table
+from rrnet_cli.files import (
+    PRIVATE_DIR,
+    atomic_output,
+    check_table_suffix,
+    fsync_dir,
+    write_table,
+    write_table_to,
+)
 from rrnet_cli.form import Mark, format_postal_code
 from rrnet_cli.ingest import (
     clean_resident_ids,
@@ -323,6 +330,8 @@ class NotifyResult:
     per_resident: int = 0
     #: envelopes in mailing.csv (one per sheet, or one per household)
     envelopes: int = 0
+    #: the manifest and the mailing list, as written (.csv, or .xlsx with --lists xlsx)
+    lists: list[str] = field(default_factory=lambda: ["manifest.csv", "mailing.csv"])
     #: one document and envelope per household
     per_household: bool = False
     by_language: dict[str, int] = field(default_factory=dict)
@@ -533,6 +542,7 @@ def notify(
     invocation: Invocation | None = None,
     changes: bool = False,
     mapping: dict[str, str] | None = None,
+    lists: str = "csv",
 ) -> NotifyResult:
     """Check every row against the ledger, then render, record and publish the notices.
 
@@ -550,6 +560,8 @@ def notify(
     is removed and the ledger is unchanged.
     """
     started = time.perf_counter()
+    if lists not in ("csv", "xlsx"):
+        raise UsageError("--lists is csv or xlsx.")
     if include_all and reprint is not None:
         raise UsageError(
             "--all prints samples (marked 見本 / SAMPLE, recorded nowhere); --reprint "
@@ -626,6 +638,7 @@ def notify(
         issue="sample" if include_all else "reprint" if reprint is not None else "new",
         reprint_reason=reprint.value if reprint is not None else None,
         notes=stale_notes,
+        lists=[f"manifest.{lists}", f"mailing.{lists}"],
     )
     if frame.height == 0 and not changes:
         result.nothing_to_print = (
@@ -847,6 +860,14 @@ def recover_interrupted(output: Path, ledger: LedgerStore) -> tuple[str | None, 
     return handed_over, notes
 
 
+def _write_list(frame: pl.DataFrame, destination: Path) -> None:
+    """manifest or mailing list: CSV (UTF-8 with BOM) or an Excel workbook, whose cells
+    are text, so that ids and postal codes keep their leading zeros in Excel."""
+    suffix = check_table_suffix(destination, excel=True)
+    with atomic_output(destination) as tmp:
+        write_table_to(frame, tmp, suffix)
+
+
 def _publish(staging: Path, output: Path) -> None:
     """Give the finished folder its name (an empty folder of that name is replaced)."""
     os.replace(staging, output)
@@ -885,7 +906,7 @@ def _record_notices(
         },
         schema_overrides={"reprint_reason": pl.String, "page": pl.Int32},
     )
-    names = [*result.files, "manifest.csv", "mailing.csv"]
+    names = [*result.files, *result.lists]
     outputs = [file_digest(staging / name, name=output / name) for name in names]
     marker = staging / BATCH_MARKER
     marker.write_text(json.dumps({"batch": batch, "ledger": ledger.location}), encoding="utf-8")
@@ -1239,7 +1260,7 @@ def _write_sheets(
             "resident_file": pl.String,
         },
     )
-    write_table(manifest, output / "manifest.csv")
+    _write_list(manifest, output / result.lists[0])
     mailing = pl.DataFrame(
         printed.envelopes,
         schema={
@@ -1257,7 +1278,7 @@ def _write_sheets(
         pl.lit(profile.mail_class).alias("mail_class"),
         pl.lit(None, pl.String).alias("tracking_number"),
     )
-    write_table(mailing, output / "mailing.csv")
+    _write_list(mailing, output / result.lists[1])
     result.by_language = dict(
         sorted(manifest.group_by("language").len().iter_rows(), key=lambda kv: -kv[1])
     )

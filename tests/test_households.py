@@ -440,3 +440,22 @@ def test_mailing_order_walks_room_numbers_as_numbers_and_keeps_the_householder_f
     mailing = pl.read_csv(sheets / "mailing.csv", infer_schema=False)
     # 302号室, then the household at 307号室 (its first member named), then 1104号室.
     assert mailing["addressee"].to_list() == ["ROOM 302", "PARK JIWOO", "ROOM 1104"]
+
+
+def test_the_lists_can_be_excel_workbooks_that_keep_leading_zeros(
+    runner, ledger, assigned: Path, tmp_path: Path
+) -> None:
+    sheets = tmp_path / "sheets"
+    code, output = notify(runner, ledger, assigned, sheets, "--per-household", "--lists", "xlsx")
+    assert code == 0, output
+    assert sorted(p.name for p in sheets.iterdir() if not p.name.endswith(".pdf")) == [
+        "mailing.xlsx",
+        "manifest.xlsx",
+    ]
+    manifest = pl.read_excel(sheets / "manifest.xlsx", infer_schema_length=0)
+    mailing = pl.read_excel(sheets / "mailing.xlsx", infer_schema_length=0)
+    # Text cells: 000100, 100001 and 487-0801 come back as written.
+    assert mailing["household_id"].to_list()[:2] == [LARGE, MIXED]
+    assert manifest["resident_id"].to_list()[0] == "100001"
+    assert set(mailing["postal_code"].drop_nulls()) <= {"487-0801", "487-0802", "487-0803"}
+    assert (sheets / "manifest.xlsx").stat().st_mode & 0o777 == 0o600

@@ -147,6 +147,13 @@ def check(
 # -- assign ------------------------------------------------------------------
 
 
+class ListsFormat(StrEnum):
+    """How notify writes manifest and mailing list."""
+
+    CSV = "csv"
+    XLSX = "xlsx"
+
+
 class OutputHeaders(StrEnum):
     """Which header names ``rrnet assign`` writes."""
 
@@ -673,6 +680,15 @@ def notify(
     sheet: SheetOpt = None,
     delimiter: DelimiterOpt = "auto",
     mapping: MappingOpt = None,
+    lists: Annotated[
+        ListsFormat,
+        typer.Option(
+            "--lists",
+            help="Write manifest and mailing list as csv (UTF-8 with BOM) or xlsx (an Excel "
+            "workbook whose cells are text: ids and postal codes keep their leading zeros "
+            "when opened in Excel).",
+        ),
+    ] = ListsFormat.CSV,
     slow_ok: Annotated[
         bool,
         typer.Option(
@@ -745,6 +761,7 @@ def notify(
             sheet=sheet,
             delimiter=delimiter,
             mapping=load_mapping(mapping),
+            lists=lists.value,
         )
     if result.recovered and not as_json:
         out.print(f"{result.recovered}.", markup=False)
