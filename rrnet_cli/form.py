@@ -1743,6 +1743,21 @@ def _static_job(
     )
 
 
+def run_apart(job: Callable[..., StaticPages], *args: Any) -> StaticPages:
+    """``job(*args)`` in a process of its own, which then ends.
+
+    Laying out the static pages of eleven languages loads every CJK font (about
+    230 MB at its peak); done apart, that memory is not added to the parent's,
+    which holds the register, and goes away before the workers start. Every
+    form's static pages are laid out this way.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("forkserver")) as pool:
+        return pool.submit(job, *args).result()
+
+
 def render_static_pages_apart(
     profile: Profile,
     languages: Iterable[str],
@@ -1750,19 +1765,8 @@ def render_static_pages_apart(
     mark: Mark | None = None,
     layout_path: str | None = None,
 ) -> StaticPages:
-    """:func:`render_static_pages` in a process of its own, which then ends.
-
-    Laying out the eleven languages loads every CJK font (about 230 MB at its
-    peak); done apart, that memory is not added to the parent's, which holds
-    the register, and goes away before the workers start.
-    """
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("forkserver")) as pool:
-        return pool.submit(
-            _static_job, profile, list(languages), notice_date_text, layout_path, mark
-        ).result()
+    """:func:`render_static_pages` in a process of its own (:func:`run_apart`)."""
+    return run_apart(_static_job, profile, list(languages), notice_date_text, layout_path, mark)
 
 
 def render_test_page(profile: Profile, layout: FormLayout | None = None) -> bytes:

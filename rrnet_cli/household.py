@@ -44,6 +44,7 @@ from rrnet_cli.form import (
     _Table,
     format_postal_code,
     parse_layout,
+    run_apart,
     sheet_values,
     static_page_set,
 )
@@ -507,13 +508,7 @@ def render_household_static_pages_apart(
     layout_path: str | None = None,
 ) -> StaticPages:
     """:func:`render_household_static_pages` in a process of its own (see the sheet's)."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("forkserver")) as pool:
-        return pool.submit(
-            _static_job, profile, list(languages), notice_date_text, layout_path, mark
-        ).result()
+    return run_apart(_static_job, profile, list(languages), notice_date_text, layout_path, mark)
 
 
 _WORKER: HouseholdRenderer | None = None

@@ -1,18 +1,29 @@
-"""Resident Record Code Notification Sheets (住民票コード通知票): ``rrnet notify``.
+"""Notices to residents: ``rrnet notify``.
 
-From an assigned register, render one A4 sheet per resident who got a new code
-(Jinja2 -> HTML -> WeasyPrint -> PDF), in Japanese and in the resident's
-language, as print-ready batches sorted for mailing, plus a manifest that says
-which file and page carries each resident.
+From an assigned register, print the Resident Record Code Notification Sheet
+(住民票コード通知票) of each resident who got a new code, in Japanese and in the
+resident's language, as print-ready PDF batches sorted for mailing, with
+``manifest.csv`` (each resident's envelope, file and page) and ``mailing.csv``
+(one row per envelope, for the post office). The forms are fixed forms
+(:mod:`rrnet_cli.form`): one sheet per resident, one document per household
+with ``--per-household`` (:mod:`rrnet_cli.household`), or the change notice
+(住民票コード変更通知書) with ``--changes`` (:mod:`rrnet_cli.change_notice`).
 
-Safety: the template autoescapes with StrictUndefined, so a name such as
+A notice is issued once. Every row's code is checked against the ledger
+before anything prints; the ledger records every notice printed
+(:mod:`rrnet_cli.ledger.notices`), so a second run prints nothing, a reprint
+(``--reprint``, marked 再交付) is explicit and recorded, and a preview
+(``--all``, marked 見本 / SAMPLE) records nothing. The files are written under a
+hidden name, the notices committed, and only then is the folder renamed to
+``-o``; ``recover_interrupted`` deals with what a killed run left.
+
+Safety: the templates autoescape with StrictUndefined, so a name such as
 ``<img src="file:///etc/passwd">`` prints literally; and WeasyPrint's URL
-fetcher serves only files under ``rrnet_cli/templates/`` (no other file, no network, no
-``data:``), so even a template mistake cannot pull anything else in.
+fetcher serves only files under ``rrnet_cli/templates/`` (no other file, no
+network, no ``data:``), so even a template mistake cannot pull anything else in.
 
-Speed: a document of many pages renders far faster per sheet than one document
-per sheet, so sheets are rendered in batches; each worker process parses the CSS
-and builds its FontConfiguration once and renders whole batches.
+Speed: static pages are laid out once per run; worker processes lay out only
+the values, in batches, each building its CSS and fonts once.
 """
 
 from __future__ import annotations
