@@ -272,19 +272,25 @@ def _several_codes(valid: pl.DataFrame) -> pl.DataFrame:
 def _ledger_violations(
     valid: pl.DataFrame, ledger: LedgerStore, municipality: str | None
 ) -> pl.DataFrame:
-    state = ledger.snapshot()
+    """Each code against the ledger: its owner there, and the pool in pool mode.
+
+    Asked through ``LedgerView`` (``reading``): the folder ledger answers from
+    memory, a PostgreSQL ledger with a query joining the files' codes on the
+    server, never loading the ledger.
+    """
     reasons = pl.Series(rcode.validate_array(valid["code"].to_arrow()), dtype=pl.String)
     well_formed = valid.filter(reasons.is_null())
     ints = well_formed["code"].cast(pl.UInt64).to_numpy()
-    owners = state.lookup(ints)
-    problems = ownership_problems(owners, well_formed["resident_id"], municipality)
-    owned = well_formed.with_columns(problems, owners["status"].alias("l_status"))
-    outside = owned.clear()
-    if state.pool_mode:  # codes drawn here must come from the designated pool
-        outside = owned.filter(
-            pl.Series(~sorted_member(state.pool, ints))
-            & (owned["l_status"] == Status.ASSIGNED.value).fill_null(False)
-        )
+    with ledger.reading() as view:
+        owners = view.lookup(ints)
+        problems = ownership_problems(owners, well_formed["resident_id"], municipality)
+        owned = well_formed.with_columns(problems, owners["status"].alias("l_status"))
+        outside = owned.clear()
+        if view.pool_mode:  # codes drawn here must come from the designated pool
+            outside = owned.filter(
+                pl.Series(~sorted_member(view.pool, ints))
+                & (owned["l_status"] == Status.ASSIGNED.value).fill_null(False)
+            )
     return pl.concat(
         [
             _violations(owned.filter(pl.col("reason").is_not_null()), "ledger", pl.col("reason")),

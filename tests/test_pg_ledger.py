@@ -335,7 +335,6 @@ def test_a_connection_lost_mid_import_writes_nothing(
 Command = Callable[[Path, str], list[str]]
 
 UNSUPPORTED: dict[str, Command] = {
-    "verify": lambda d, url: ["verify", str(d / "register.csv"), "-l", url],
     "notify": lambda d, url: [
         "notify", str(d / "register.csv"), "-l", url, "-o", str(d / "sheets"),
         "--profile", "sample_data/profile.toml", "--slow-ok",
@@ -345,7 +344,6 @@ UNSUPPORTED: dict[str, Command] = {
     ],
     "ledger designate": lambda d, url: ["ledger", "designate", str(d / "codes.txt"), "-l", url],
     "ledger pool-mode": lambda d, url: ["ledger", "pool-mode", "on", "-l", url],
-    "ledger log": lambda d, url: ["ledger", "log", "-l", url],
 }  # fmt: skip
 
 

@@ -390,7 +390,15 @@ def audit_invocation(ctx: typer.Context, operator: str | None) -> Invocation:
 
 
 #: The commands that run on a PostgreSQL ledger so far; the others refuse one.
-DATABASE_COMMANDS = frozenset({"rrnet assign", "rrnet ledger stats", "rrnet ledger import"})
+DATABASE_COMMANDS = frozenset(
+    {
+        "rrnet assign",
+        "rrnet ledger stats",
+        "rrnet ledger import",
+        "rrnet ledger log",
+        "rrnet verify",
+    }
+)
 
 
 def open_ledger(location: str | Path, command: str) -> LedgerStore:

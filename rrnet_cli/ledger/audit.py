@@ -63,8 +63,10 @@ _RECORD_KEYS: dict[str, type | tuple[type, ...]] = {
 RESERVED_KEYS = frozenset(_RECORD_KEYS) | {POOL_MODE}
 
 
-def _record_problem(record: dict[str, Any]) -> str | None:
+def _record_problem(record: dict[str, Any], *, segments: bool = True) -> str | None:
     for key, kind in _RECORD_KEYS.items():
+        if key == "segments" and not segments:
+            continue
         value = record.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
             return f"the record lacks a valid {key!r}"
@@ -78,7 +80,7 @@ def _record_problem(record: dict[str, Any]) -> str | None:
                 and isinstance(entry.get("sha256"), str)
             ):
                 return f"the record's {key} are not a list of files with their SHA-256"
-    if not all(isinstance(s, dict) for s in record["segments"]):
+    if segments and not all(isinstance(s, dict) for s in record["segments"]):
         return "the record's segments are not a list of segment entries"
     return None
 
@@ -142,10 +144,54 @@ def check_chain(manifest: Mapping[str, Any]) -> AuditLog:
         else:
             log.problems.append("the manifest has no audit trail (its records were removed)")
         return log
-    log = AuditLog(records=list(records) if isinstance(records, list) else [])
     by_txn: dict[int, list[Mapping[str, Any]]] = {}
     for entry in manifest["segments"]:
         by_txn.setdefault(int(entry["txn"]), []).append(entry)
+    counts: dict[int, dict[str, Any]] = {}
+    for number, entries in by_txn.items():
+        tally: dict[str, Any] = counts.setdefault(number, {})
+        for entry in entries:
+            for status, n in entry["statuses"].items():
+                tally[status] = tally.get(status, 0) + n if isinstance(n, int) else n
+    return check_records(
+        list(records) if isinstance(records, list) else [],
+        last_txn=txn,
+        municipality=manifest.get("municipality"),
+        segments=by_txn,
+        counts=counts,
+        pool_mode=manifest.get(POOL_MODE, False),
+    )
+
+
+#: ``check_records``' default: the trail's pool mode is not checked (no manifest).
+_UNCHECKED: Any = object()
+
+
+def check_records(
+    records: list[Any],
+    *,
+    last_txn: int,
+    municipality: Any,
+    segments: Mapping[int, list[Mapping[str, Any]]] | None = None,
+    counts: Mapping[int, Mapping[str, Any]] | None = None,
+    pool_mode: Any = _UNCHECKED,
+    holder: str = "the manifest",
+) -> AuditLog:
+    """Check an audit trail's records, in their stored order, whatever stores them.
+
+    Each record must match its hash and link to the record before it; the
+    records must number the transactions in order up to ``last_txn``, without
+    gaps or repeats; and transaction 0 must name ``municipality``. Where given,
+    each record must name exactly the ``segments`` (file, checksum, rows) of its
+    transaction, and its ``counts`` those counted from the records stored
+    (a transaction absent from the mapping counts nothing); and ``pool_mode``
+    (the manifest's) must be the one the trail recorded last. A database
+    ledger's records have no segments (``segments=None``: not required of the
+    record either).
+    ``holder`` names where ``municipality`` was read, for the message.
+    """
+    txn = last_txn
+    log = AuditLog(records=records)
     numbers: list[int] = []
     previous_hash: str | None = None
     previous_label: str | None = None
@@ -159,7 +205,7 @@ def check_chain(manifest: Mapping[str, Any]) -> AuditLog:
         number = int(record["txn"])
         label = f"transaction {number}"
         numbers.append(number)
-        shape = _record_problem(record)
+        shape = _record_problem(record, segments=segments is not None)
         if shape:
             log.problems.append(f"{label}: {shape}")
         if record.get("hash") != record_hash(record):
@@ -180,31 +226,36 @@ def check_chain(manifest: Mapping[str, Any]) -> AuditLog:
         stored = record.get("hash")
         previous_hash = stored if isinstance(stored, str) else None
         previous_label = label
-        entries = by_txn.get(number, [])
         named = record.get("segments")
-        if isinstance(named, list) and all(isinstance(e, dict) for e in named):
+        if (
+            segments is not None
+            and isinstance(named, list)
+            and all(isinstance(e, dict) for e in named)
+        ):
             if sorted(map(_segment_key, named), key=repr) != sorted(
-                map(_segment_key, entries), key=repr
+                map(_segment_key, segments.get(number, [])), key=repr
             ):
                 log.problems.append(
                     f"{label}: the segments it names differ from the manifest's segments of "
                     "that transaction (a segment was added, removed or replaced)"
                 )
-        counts: dict[str, Any] = {}
-        for entry in entries:
-            for status, n in entry["statuses"].items():
-                counts[status] = counts.get(status, 0) + n if isinstance(n, int) else n
-        if isinstance(record.get("counts"), dict) and record["counts"] != counts:
-            log.problems.append(f"{label}: its counts differ from its segments' records")
-        if number == 0 and record.get("municipality") != manifest.get("municipality"):
+        if (
+            counts is not None
+            and isinstance(record.get("counts"), dict)
+            and record["counts"] != dict(counts.get(number, {}))
+        ):
+            what = "its segments' records" if segments is not None else "the records stored"
+            log.problems.append(f"{label}: its counts differ from {what}")
+        if number == 0 and record.get("municipality") != municipality:
             log.problems.append(
                 f"{label}: the ledger was created for municipality "
-                f"{record.get('municipality')}, but the manifest now names "
-                f"{manifest.get('municipality')}"
+                f"{record.get('municipality')}, but {holder} now names "
+                f"{municipality}"
             )
-    problem = _pool_mode_problem(manifest, log.records)
-    if problem:
-        log.problems.append(problem)
+    if pool_mode is not _UNCHECKED:
+        problem = _pool_mode_problem(pool_mode, log.records)
+        if problem:
+            log.problems.append(problem)
     if not numbers:
         if txn:
             log.problems.append(f"transactions 0..{txn} have no record in the audit trail")
@@ -237,7 +288,7 @@ def check_chain(manifest: Mapping[str, Any]) -> AuditLog:
     return log
 
 
-def _pool_mode_problem(manifest: Mapping[str, Any], records: list[Any]) -> str | None:
+def _pool_mode_problem(stored: Any, records: list[Any]) -> str | None:
     """Why the manifest's pool mode disagrees with the audit trail, or None.
 
     The mode is a manifest key; only a transaction may change it, and its record
@@ -248,7 +299,6 @@ def _pool_mode_problem(manifest: Mapping[str, Any], records: list[Any]) -> str |
     for record in records:
         if isinstance(record, dict) and isinstance(record.get(POOL_MODE), bool):
             recorded, where = record[POOL_MODE], record.get("txn")
-    stored = manifest.get(POOL_MODE, False)
     if stored is recorded:
         return None
     if where is None:

@@ -510,8 +510,8 @@ class LedgerStore(Protocol):
     The folder ledger (``folder.Ledger``) implements all of it. The PostgreSQL
     ledger (``postgres.PostgresLedger``) so far implements ``stats``, an import
     of its own, ``reading`` and transactions as far as assign needs them
-    (``LedgerView`` and ``record_new``), and refuses the rest with a plain
-    message.
+    (``LedgerView`` and ``record_new``), ``audit_log`` and ``check_integrity``,
+    and refuses the rest with a plain message.
     """
 
     @property

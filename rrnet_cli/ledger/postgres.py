@@ -77,7 +77,12 @@ CONFLICT (code) DO NOTHING``-like semantics; the codes refused come back, and
 assign redraws only those.
 
 What works so far: ``rrnet ledger init``, ``stats``, ``import`` (the file is
-streamed with COPY into a temporary table, then inserted) and ``assign``. The
+streamed with COPY into a temporary table, then inserted), ``assign``,
+``ledger log`` (``audit_log``: each ``transactions`` row turned back into the
+record it was sealed from, its chain checked by ``audit.check_records``) and
+``verify --ledger`` (``check_integrity``: the chain, counts and current rows
+against ``code_history``, and the constraints from the catalog, all as queries
+on the server; a file's codes are looked up through ``PostgresView``). The
 other commands refuse a PostgreSQL ledger with a plain message until they are
 built on it.
 
@@ -108,7 +113,7 @@ from psycopg.types.json import Jsonb
 
 from rrnet_cli import code as rcode
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, LedgerBusy, LedgerError, UsageError
-from rrnet_cli.ledger.audit import RESERVED_KEYS, AuditLog, record_hash
+from rrnet_cli.ledger.audit import RESERVED_KEYS, AuditLog, check_records, record_hash
 from rrnet_cli.ledger.integrity import IntegrityReport
 from rrnet_cli.ledger.interface import (
     ACTIVE,
@@ -586,6 +591,60 @@ class PostgresLedger:
                 yield PostgresView(self, conn)
                 raise psycopg.Rollback(txn)
 
+    # -- the audit trail and integrity ---------------------------------------------
+
+    def audit_log(self) -> AuditLog:
+        """The audit trail (``transactions``, by id) and a check of its chain.
+
+        Each row is turned back into the record it was sealed from, so
+        ``audit.record_hash`` applies unchanged: a row edited in SQL no longer
+        matches its hash, and the record after it no longer links to it. The
+        codes are not read (``check_integrity`` compares the counts with them).
+        """
+        with self._connect() as conn, self._errors(), conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            municipality = self._check_schema(conn)
+            return _audit_log(conn, municipality)
+
+    def check_integrity(self) -> IntegrityReport:
+        """Check the ledger on the server (``rrnet verify --ledger``); nothing is loaded.
+
+        - the audit trail's chain (``audit_log``), and each record's counts
+          against the ``code_history`` rows of its transaction;
+        - each ``codes`` row against the latest ``code_history`` row of its code
+          (status, municipality, resident, transaction), and no code in one
+          table only;
+        - the database's own guarantees are still in place (``_guarantees``):
+          the primary keys, the CHECK constraints (and the check-digit function
+          they call), the partial unique index. A DBA could have dropped one;
+          where one is gone, what it guaranteed is checked with a query instead.
+
+        One REPEATABLE READ snapshot, so a run committing meanwhile is not half
+        seen. Each check is one query streamed on the server: at 130 million
+        codes it takes a while, and memory only there.
+        """
+        report = IntegrityReport()
+        with self._connect() as conn, self._errors(), conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            municipality = self._check_schema(conn)
+            history = _history_counts(conn)
+            log = _audit_log(conn, municipality, counts=history)
+            for problem in log.problems:
+                report.add(TABLE_TRANSACTIONS, problem)
+            report.notes.extend(log.notes)
+            report.records = sum(sum(c.values()) for c in history.values())
+            known = {r.get("txn") for r in log.records if isinstance(r, dict)}
+            strays = sorted(t for t in history if t not in known)
+            if strays:
+                report.add(
+                    TABLE_HISTORY,
+                    f"records of transactions {', '.join(map(str, strays[:10]))} have no audit "
+                    "record (added by hand?)",
+                )
+            _check_current(conn, report)
+            _guarantees(conn, report)
+        return report
+
     # -- what the folder ledger can do and this one cannot yet -------------------
 
     def snapshot(self) -> LedgerState:
@@ -599,12 +658,6 @@ class PostgresLedger:
         invocation: Invocation | None = None,
     ) -> int:
         _refuse("Retiring codes")
-
-    def check_integrity(self) -> IntegrityReport:
-        _refuse("Checking the ledger's integrity (rrnet verify --ledger)")
-
-    def audit_log(self) -> AuditLog:
-        _refuse("The audit trail (rrnet ledger log)")
 
 
 def _refuse(what: str) -> NoReturn:
@@ -1055,3 +1108,196 @@ def _code_text(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` with its uint64 ``code`` column as 11-digit text (leading zeros kept)."""
     text = pl.Series("code", rcode.codes_to_strings(frame["code"].to_numpy()), dtype=pl.String)
     return frame.with_columns(text)
+
+
+# ---------------------------------------------------------------------------
+# Reading the audit trail back, and checking the ledger on the server
+
+#: How ``IntegrityReport`` names where a problem lies (its ``file``): the tables.
+TABLE_TRANSACTIONS = f"{SCHEMA}.transactions"
+TABLE_CODES = f"{SCHEMA}.codes"
+TABLE_HISTORY = f"{SCHEMA}.code_history"
+
+
+def _audit_log(
+    conn: psycopg.Connection[Any],
+    municipality: str,
+    *,
+    counts: Mapping[int, Mapping[str, int]] | None = None,
+) -> AuditLog:
+    """Every row of ``transactions`` as the record it was sealed from, its chain checked.
+
+    ``counts``: the records stored per transaction and status, to compare each
+    record's counts with (None: not compared).
+    """
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT id, at, operator, command, inputs, outputs, counts, details, prev, hash "
+            "FROM {}.transactions ORDER BY id"
+        ).format(sql.Identifier(SCHEMA))
+    ).fetchall()
+    records = [_row_record(row) for row in rows]
+    last = int(rows[-1][0]) if rows else 0
+    return check_records(
+        records, last_txn=last, municipality=municipality, counts=counts, holder="its meta row"
+    )
+
+
+def _row_record(row: Sequence[Any]) -> dict[str, Any]:
+    """A ``transactions`` row as the audit record ``_record`` built (and hashed)."""
+    number, at, operator, command, inputs, outputs, counts, details, prev, hashed = row
+    record: dict[str, Any] = dict(details) if isinstance(details, dict) else {}
+    record.update(
+        txn=int(number),
+        at=at.astimezone(UTC).isoformat() if isinstance(at, datetime) else str(at),
+        operator=operator,
+        command=command,
+        inputs=inputs,
+        outputs=outputs,
+        counts=counts,
+        prev=prev,
+        hash=hashed,
+    )
+    return record
+
+
+def _history_counts(conn: psycopg.Connection[Any]) -> dict[int, dict[str, int]]:
+    """The ``code_history`` rows per transaction and status (one scan on the server)."""
+    counts: dict[int, dict[str, int]] = {}
+    rows = conn.execute(
+        sql.SQL("SELECT txn, status, count(*) FROM {}.code_history GROUP BY txn, status").format(
+            sql.Identifier(SCHEMA)
+        )
+    ).fetchall()
+    for txn, status, n in rows:
+        counts.setdefault(int(txn), {})[str(status)] = int(n)
+    return counts
+
+
+def _check_current(conn: psycopg.Connection[Any], report: IntegrityReport) -> None:
+    """Each ``codes`` row against its code's latest ``code_history`` row (one merge join)."""
+    schema = sql.Identifier(SCHEMA)
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FILTER (WHERE h.code IS NULL),"
+            " count(*) FILTER (WHERE c.code IS NULL),"
+            " count(*) FILTER (WHERE c.code IS NOT NULL AND h.code IS NOT NULL)"
+            " FROM {schema}.codes c FULL JOIN ("
+            " SELECT DISTINCT ON (code) code, status, municipality, resident_id, txn"
+            " FROM {schema}.code_history ORDER BY code, txn DESC) h"
+            " ON h.code = c.code"
+            " WHERE c.code IS NULL OR h.code IS NULL"
+            " OR (c.status, c.municipality, c.resident_id, c.txn)"
+            " IS DISTINCT FROM (h.status, h.municipality, h.resident_id, h.txn)"
+        ).format(schema=schema)
+    ).fetchone()
+    unrecorded, missing, differ = (int(n) for n in row) if row else (0, 0, 0)
+    if unrecorded:
+        report.add(TABLE_CODES, f"{unrecorded} codes have no record in {TABLE_HISTORY}")
+    if missing:
+        report.add(
+            TABLE_CODES,
+            f"{missing} codes recorded in {TABLE_HISTORY} are missing from {TABLE_CODES}",
+        )
+    if differ:
+        report.add(
+            TABLE_CODES,
+            f"{differ} codes differ from their latest record in {TABLE_HISTORY} (status, "
+            "municipality, resident or transaction changed by hand)",
+        )
+
+
+#: A valid code and one with a wrong check digit: ``is_resident_code`` must tell them apart.
+_CODE_PROBES = ("12345678903", "12345678900")
+
+
+def _guarantees(conn: psycopg.Connection[Any], report: IntegrityReport) -> None:
+    """The constraints and index the database enforces uniqueness with, from the catalog.
+
+    Missing (dropped by a DBA, or replaced by something weaker), each is a
+    violation; and what it would have refused is then counted with a query.
+    """
+    schema = sql.Identifier(SCHEMA)
+    keys = {
+        str(table): str(definition)
+        for table, definition in conn.execute(
+            "SELECT c.relname, pg_get_constraintdef(k.oid) FROM pg_constraint k "
+            "JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND k.contype = 'p' AND k.convalidated",
+            (SCHEMA,),
+        ).fetchall()
+    }
+    expected = {"codes": "(code)", "code_history": "(code, txn)", "transactions": "(id)"}
+    for table, columns in expected.items():
+        if keys.get(table) != f"PRIMARY KEY {columns}":
+            report.add(
+                f"{SCHEMA}.{table}",
+                f"the primary key {columns} of {SCHEMA}.{table} is missing (dropped?): the "
+                "database no longer refuses a second row for it",
+            )
+    if keys.get("codes") != "PRIMARY KEY (code)":
+        row = conn.execute(
+            sql.SQL("SELECT count(*) - count(DISTINCT code) FROM {}.codes").format(schema)
+        ).fetchone()
+        if row and row[0]:
+            report.add(TABLE_CODES, f"{row[0]} codes are recorded in more than one row")
+    checks = [
+        str(d)
+        for (d,) in conn.execute(
+            "SELECT pg_get_constraintdef(k.oid) FROM pg_constraint k "
+            "WHERE k.conrelid = to_regclass(%s) AND k.contype = 'c' AND k.convalidated",
+            (TABLE_CODES,),
+        ).fetchall()
+    ]
+    # As the server prints them: CHECK (rrnet.is_resident_code((code)::text)).
+    if not any(re.search(r"\bis_resident_code\(\(?code\b", d) for d in checks):
+        report.add(
+            TABLE_CODES,
+            "the CHECK that every code has 11 digits and a valid check digit is missing (dropped?)",
+        )
+    if not any("resident_id IS NOT NULL" in d for d in checks):
+        report.add(
+            TABLE_CODES,
+            "the CHECK that every active code names its resident is missing (dropped?)",
+        )
+    try:
+        with conn.transaction():
+            probe = conn.execute(
+                sql.SQL("SELECT {0}.is_resident_code(%s), {0}.is_resident_code(%s)").format(schema),
+                _CODE_PROBES,
+            ).fetchone()
+    except psycopg.errors.UndefinedFunction:
+        probe = None
+    if probe != (True, False):
+        report.add(
+            SCHEMA,
+            f"the function {SCHEMA}.is_resident_code no longer tells a valid code from an "
+            "invalid one (replaced or dropped): the CHECK on codes does not hold",
+        )
+    index = conn.execute(
+        "SELECT count(*) FROM pg_index i "
+        "WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indisvalid "
+        "AND i.indexprs IS NULL AND i.indnkeyatts = 2 "
+        "AND ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(n, o) "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o) "
+        "= ARRAY['municipality', 'resident_id'] "
+        "AND (i.indpred IS NULL OR (pg_get_expr(i.indpred, i.indrelid) LIKE '%%assigned%%' "
+        "AND pg_get_expr(i.indpred, i.indrelid) LIKE '%%carried_over%%'))",
+        (TABLE_CODES,),
+    ).fetchone()
+    if not index or not index[0]:
+        report.add(
+            TABLE_CODES,
+            "the unique index one_active_code_per_resident (one active code per "
+            "resident) is missing (dropped?): the database no longer refuses a second "
+            "active code for a resident",
+        )
+        row = conn.execute(
+            sql.SQL(
+                "SELECT count(*) FROM (SELECT 1 FROM {}.codes WHERE status IN ({})"
+                " AND resident_id IS NOT NULL GROUP BY municipality, resident_id"
+                " HAVING count(*) > 1) s"
+            ).format(schema, _ACTIVE_SQL)
+        ).fetchone()
+        if row and row[0]:
+            report.add(TABLE_CODES, f"{row[0]} residents hold more than one active code")
