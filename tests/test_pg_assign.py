@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import signal
 import subprocess
 import time
@@ -30,6 +31,7 @@ from helpers import (
     MUNICIPALITY,
     assign_in_subprocess,
     cli_ok,
+    rrnet_command,
     run_cli,
     start_assign_in_subprocess,
     write_export,
@@ -353,6 +355,56 @@ def test_a_client_killed_mid_run_leaves_the_ledger_before_or_after_it(
     assert f'"already_assigned": {expected[0]}' in rerun.stdout
     assert f'"newly_assigned": {expected[1]}' in rerun.stdout
     assert sql_one(pg_url, "SELECT count(*) FROM rrnet.codes") == 500
+    assert sql_one(pg_url, "SELECT count(*) FROM rrnet.transactions") == 2
+    assert_no_duplicates(pg_url)
+
+
+@pytest.mark.slow
+def test_a_server_crash_mid_run_applies_nothing_and_a_rerun_completes(
+    pg_server: PgServer, pg_url: str, tmp_path: Path, runner: CliRunner
+) -> None:
+    """The database server crashes (pg_ctl stop -m immediate) while a run holds every
+    new code in its open transaction; after a restart, nothing of it is there."""
+    cli_ok(runner, "ledger", "init", pg_url, "-m", MUNICIPALITY)
+    export = write_export(tmp_path / "export.csv", 500)
+    out = tmp_path / "assigned.csv"
+    env = {
+        **os.environ,
+        "RRNET_FAILPOINT": "pause:pg-before-commit",
+        "RRNET_FAILPOINT_PAUSE": "6",
+    }
+    process = subprocess.Popen(
+        rrnet_command("assign", export, "--ledger", pg_url, "-o", out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    # Waiting at its commit: idle in its transaction, its audit record the last thing sent.
+    in_transaction = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rrnet' "
+        "AND state = 'idle in transaction' AND query LIKE 'INSERT INTO %%transactions%%'"
+    )
+    deadline = time.monotonic() + 60
+    while not sql_one(pg_url, in_transaction):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run never reached its commit"
+        time.sleep(0.05)
+    started = time.monotonic()
+    pg_server.stop("immediate")  # a crash: no checkpoint, open transactions lost
+    pg_server.start()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2, stderr
+    assert "Lost the connection to the PostgreSQL server" in stderr
+    assert time.monotonic() - started < 60
+    assert "Traceback" not in stderr and pg_server.password not in stderr
+    assert not out.exists()
+    assert sql_one(pg_url, "SELECT count(*) FROM rrnet.transactions") == 1  # init only
+    assert sql_one(pg_url, "SELECT count(*) FROM rrnet.codes") == 0
+    assert_no_duplicates(pg_url)
+    rerun = assign_in_subprocess(export, pg_url, out, "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    assert '"newly_assigned": 500' in rerun.stdout
     assert sql_one(pg_url, "SELECT count(*) FROM rrnet.transactions") == 2
     assert_no_duplicates(pg_url)
 

@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import signal
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -74,10 +75,15 @@ def failpoint(name: str) -> None:
     """Die on the spot when RRNET_FAILPOINT names this point (crash tests only).
 
     SIGKILL, not an exception: nothing of the process's own clean-up runs, as
-    when the power fails or an operator kills the run.
+    when the power fails or an operator kills the run. ``pause:NAME`` waits
+    there instead (``RRNET_FAILPOINT_PAUSE`` seconds, 10 by default), so that a
+    test can crash the database server under a run in that state.
     """
-    if os.environ.get("RRNET_FAILPOINT") == name:
+    wanted = os.environ.get("RRNET_FAILPOINT")
+    if wanted == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    elif wanted == f"pause:{name}":
+        time.sleep(float(os.environ.get("RRNET_FAILPOINT_PAUSE", "10")))
 
 
 #: Told, once, that a run is waiting for another to let go of the ledger (a message).
