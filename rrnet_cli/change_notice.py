@@ -43,9 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from rrnet_cli import code as rcode
-from rrnet_cli.errors import UsageError
 from rrnet_cli.form import (
-    FOOTER_LABELS,
     STATIC_BOXES,
     FormLayout,
     FormRenderer,
@@ -53,14 +51,10 @@ from rrnet_cli.form import (
     Mark,
     Rejection,
     StaticPages,
-    _environment,
     _Setting,
-    compose,
-    format_postal_code,
     parse_layout,
-    run_apart,
+    render_static_pages,
     sheet_values,
-    static_page_set,
 )
 from rrnet_cli.languages import TEMPLATES, NoticeText
 from rrnet_cli.profile import Profile
@@ -161,30 +155,18 @@ def render_change_static_pages(
     Every text must fit its area (checked on WeasyPrint's layout), or the
     layout is refused naming the language (:func:`rrnet_cli.form.static_page_set`).
     """
-    layout = (layout or load_change_layout()).for_profile(profile)
-    wanted = list(dict.fromkeys(languages))
-    unknown = [language for language in wanted if language not in notices]
-    if unknown:
-        raise UsageError(f"No notice text for {', '.join(unknown)}.")
-    template = _environment(Path(templates)).get_template(CHANGE_STATIC_TEMPLATE)
-
-    def html(languages: list[str]) -> str:
-        return template.render(
-            notices=[notices[language] for language in languages],
-            ja=notices["ja"],
-            profile=profile,
-            sender_postal_code=format_postal_code(profile.postal_code),
-            notice_date=notice_date_text,
-            frames=layout.frames,
-            rules=layout.rules,
-            labels=[name for name, box in layout.boxes.items() if box.label is not None],
-            label_of=LABEL_OF_BOX,
-            footer_labels=FOOTER_LABELS,
-            points=CHANGE_POINTS,
-            mark=mark,
-        )
-
-    return static_page_set(layout, notices, wanted, html, templates)
+    return render_static_pages(
+        profile,
+        notices,
+        languages,
+        notice_date_text,
+        layout or load_change_layout(),
+        templates,
+        mark,
+        template_name=CHANGE_STATIC_TEMPLATE,
+        points=CHANGE_POINTS,
+        context={"label_of": LABEL_OF_BOX},
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -248,60 +230,3 @@ class ChangeRenderer(FormRenderer):
         rejections = refused + [(index_of.get(r.resident_id, -1), r) for r in layer.rejections]
         rejections.sort(key=lambda item: item[0])
         return Layer(layer.pdf, [r for _, r in rejections], [kept[i] for i in layer.rendered])
-
-
-# ---------------------------------------------------------------------------
-# Worker processes
-
-
-def _static_job(
-    profile: Profile,
-    languages: list[str],
-    notice_date_text: str,
-    layout_path: str | None,
-    mark: Mark | None,
-) -> StaticPages:
-    from rrnet_cli.languages import load_notices
-
-    layout = load_change_layout(Path(layout_path) if layout_path else None, profile)
-    return render_change_static_pages(
-        profile, load_notices(), languages, notice_date_text, layout, mark=mark
-    )
-
-
-def render_change_static_pages_apart(
-    profile: Profile,
-    languages: Iterable[str],
-    notice_date_text: str,
-    mark: Mark | None = None,
-    layout_path: str | None = None,
-) -> StaticPages:
-    """:func:`render_change_static_pages` in a process of its own (see the sheet's)."""
-    return run_apart(_static_job, profile, list(languages), notice_date_text, layout_path, mark)
-
-
-_WORKER: ChangeRenderer | None = None
-_STATIC: Mapping[str, bytes] = {}
-
-
-def init_worker(
-    profile: Profile, static_pages: Mapping[str, bytes], layout_path: str | None = None
-) -> None:
-    """Build this process's :class:`ChangeRenderer` (a ProcessPoolExecutor initializer)."""
-    global _WORKER, _STATIC
-    layout = load_change_layout(Path(layout_path) if layout_path else None, profile)
-    _WORKER = ChangeRenderer(profile, layout)
-    # Keep StaticPages whole: compose() copies from its combined PDF, so a file that
-    # mixes languages stores the Japanese font once.
-    _STATIC = static_pages
-
-
-def render_batch(sheets: Sequence[Mapping[str, Any]]) -> Layer:
-    """A batch of change notices in a worker: the value layer composed over the static pages.
-
-    The returned Layer's ``pdf`` is the finished file (static pages included).
-    """
-    assert _WORKER is not None, "init_worker was not called in this process"
-    layer = _WORKER.render_layer(sheets)
-    languages = [str(sheets[i]["language"]) for i in layer.rendered]
-    return layer._replace(pdf=compose(layer.pdf, _STATIC, languages))

@@ -1353,6 +1353,14 @@ class FormRenderer:
         pdf = documents[0].copy([pages[i] for i in rendered]).write_pdf()
         return Layer(pdf, [r for _, r in rejections], rendered)
 
+    def render_composed(
+        self, sheets: Sequence[Mapping[str, Any]], static_pages: Mapping[str, bytes]
+    ) -> Layer:
+        """:meth:`render_layer`, each page composed over its language's static page."""
+        layer = self.render_layer(sheets)
+        languages = [str(sheets[i]["language"]) for i in layer.rendered]
+        return layer._replace(pdf=compose(layer.pdf, static_pages, languages))
+
 
 def _one_per_field(rejections: list[tuple[int, Rejection]]) -> list[tuple[int, Rejection]]:
     """The rejections in page order, one per resident and field (the window and the row)."""
@@ -1550,20 +1558,25 @@ def render_static_pages(
     layout: FormLayout | None = None,
     templates: Path = TEMPLATES,
     mark: Mark | None = None,
+    *,
+    template_name: str = STATIC_TEMPLATE,
+    points: Sequence[str] = NOTICE_POINTS,
+    context: Mapping[str, Any] | None = None,
 ) -> StaticPages:
     """One single-page PDF per language: the part of the sheet that is the same for all.
 
     Japanese alone for ``ja``; Japanese and the translation for the others.
     The date of notice (the same for the whole run) is set here, in its box.
     A text that overflows its area (a notice too long for the layout) is an
-    RrnetError naming the language.
+    RrnetError naming the language. A form laid out like the sheet (the change
+    notice) gives its own ``template_name``, notice ``points`` and ``context``.
     """
     layout = (layout or load_layout()).for_profile(profile)
     wanted = list(dict.fromkeys(languages))
     unknown = [language for language in wanted if language not in notices]
     if unknown:
         raise UsageError(f"No notice text for {', '.join(unknown)}.")
-    template = _environment(Path(templates)).get_template(STATIC_TEMPLATE)
+    template = _environment(Path(templates)).get_template(template_name)
 
     def html(languages: list[str]) -> str:
         return template.render(
@@ -1576,8 +1589,9 @@ def render_static_pages(
             rules=layout.rules,
             labels=[name for name, box in layout.boxes.items() if box.label is not None],
             footer_labels=FOOTER_LABELS,
-            points=NOTICE_POINTS,
+            points=points,
             mark=mark,
+            **(context or {}),
         )
 
     return static_page_set(layout, notices, wanted, html, templates)
@@ -1728,19 +1742,36 @@ def compose(
 # Worker processes
 
 
+def form_of(kind: str) -> tuple[Callable[..., StaticPages], Callable[[Profile], FormRenderer]]:
+    """A form's static-page function and its renderer: ``sheet`` (the notification
+    sheet), ``household`` (the household notice) or ``change`` (the change notice).
+
+    The household and change forms are built on this module, so they are
+    imported when asked for.
+    """
+    if kind == "sheet":
+        return render_static_pages, FormRenderer
+    if kind == "household":
+        from rrnet_cli import household
+        from rrnet_cli.languages import load_notices
+
+        return household.render_household_static_pages, lambda profile: household.HouseholdRenderer(
+            profile, load_notices()
+        )
+    if kind == "change":
+        from rrnet_cli import change_notice
+
+        return change_notice.render_change_static_pages, change_notice.ChangeRenderer
+    raise ValueError(f"unknown form {kind!r}")
+
+
 def _static_job(
-    profile: Profile,
-    languages: list[str],
-    notice_date_text: str,
-    layout_path: str | None,
-    mark: Mark | None,
+    kind: str, profile: Profile, languages: list[str], notice_date_text: str, mark: Mark | None
 ) -> StaticPages:
     from rrnet_cli.languages import load_notices
 
-    layout = load_layout(Path(layout_path) if layout_path else None, profile)
-    return render_static_pages(
-        profile, load_notices(), languages, notice_date_text, layout, mark=mark
-    )
+    render = form_of(kind)[0]
+    return render(profile, load_notices(), languages, notice_date_text, mark=mark)
 
 
 def run_apart(job: Callable[..., StaticPages], *args: Any) -> StaticPages:
@@ -1748,8 +1779,7 @@ def run_apart(job: Callable[..., StaticPages], *args: Any) -> StaticPages:
 
     Laying out the static pages of eleven languages loads every CJK font (about
     230 MB at its peak); done apart, that memory is not added to the parent's,
-    which holds the register, and goes away before the workers start. Every
-    form's static pages are laid out this way.
+    which holds the register, and goes away before the workers start.
     """
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
@@ -1763,10 +1793,11 @@ def render_static_pages_apart(
     languages: Iterable[str],
     notice_date_text: str,
     mark: Mark | None = None,
-    layout_path: str | None = None,
+    kind: str = "sheet",
 ) -> StaticPages:
-    """:func:`render_static_pages` in a process of its own (:func:`run_apart`)."""
-    return run_apart(_static_job, profile, list(languages), notice_date_text, layout_path, mark)
+    """The static pages of form ``kind`` (:func:`form_of`), laid out in a process of
+    its own (:func:`run_apart`)."""
+    return run_apart(_static_job, kind, profile, list(languages), notice_date_text, mark)
 
 
 def render_test_page(profile: Profile, layout: FormLayout | None = None) -> bytes:
@@ -1798,27 +1829,22 @@ def render_test_page(profile: Profile, layout: FormLayout | None = None) -> byte
 
 
 _WORKER: FormRenderer | None = None
-_STATIC: dict[str, bytes] = {}
+_STATIC: Mapping[str, bytes] = {}
 
 
-def init_worker(
-    profile: Profile, static_pages: Mapping[str, bytes], layout_path: str | None = None
-) -> None:
-    """Build this process's :class:`FormRenderer` (a ProcessPoolExecutor initializer)."""
+def init_worker(profile: Profile, static_pages: Mapping[str, bytes], kind: str = "sheet") -> None:
+    """Build this process's renderer of form ``kind`` (a ProcessPoolExecutor initializer)."""
     global _WORKER, _STATIC
-    layout = load_layout(Path(layout_path) if layout_path else None, profile)
-    _WORKER = FormRenderer(profile, layout)
+    _WORKER = form_of(kind)[1](profile)
     # Keep StaticPages whole: compose() copies from its combined PDF, so a file that
     # mixes languages stores the Japanese font once.
-    _STATIC = static_pages if isinstance(static_pages, StaticPages) else dict(static_pages)
+    _STATIC = static_pages
 
 
-def render_batch(sheets: Sequence[Mapping[str, Any]]) -> Layer:
-    """A batch in a worker: the value layer composed over the static pages.
+def render_batch(batch: Sequence[Mapping[str, Any]]) -> Any:
+    """A batch in a worker, composed over the static pages (:meth:`FormRenderer.render_composed`).
 
-    The returned Layer's ``pdf`` is the finished file (static pages included).
+    The result's ``pdf`` is the finished file (static pages included).
     """
     assert _WORKER is not None, "init_worker was not called in this process"
-    layer = _WORKER.render_layer(sheets)
-    languages = [str(sheets[i]["language"]) for i in layer.rendered]
-    return layer._replace(pdf=compose(layer.pdf, _STATIC, languages))
+    return _WORKER.render_composed(batch, _STATIC)

@@ -42,9 +42,9 @@ from rrnet_cli.form import (
     _one_per_field,
     _Setting,
     _Table,
+    compose,
     format_postal_code,
     parse_layout,
-    run_apart,
     sheet_values,
     static_page_set,
 )
@@ -480,57 +480,9 @@ class HouseholdRenderer(FormRenderer):
         pdf = documents[0].copy(all_pages).write_pdf()
         return HouseholdLayer(pdf, unique, printed, keys)
 
-
-# ---------------------------------------------------------------------------
-# Worker processes
-
-
-def _static_job(
-    profile: Profile,
-    languages: list[str],
-    notice_date_text: str,
-    layout_path: str | None,
-    mark: Mark | None,
-) -> StaticPages:
-    from rrnet_cli.languages import load_notices
-
-    layout = load_household_layout(Path(layout_path) if layout_path else None)
-    return render_household_static_pages(
-        profile, load_notices(), languages, notice_date_text, layout, mark=mark
-    )
-
-
-def render_household_static_pages_apart(
-    profile: Profile,
-    languages: Sequence[str],
-    notice_date_text: str,
-    mark: Mark | None = None,
-    layout_path: str | None = None,
-) -> StaticPages:
-    """:func:`render_household_static_pages` in a process of its own (see the sheet's)."""
-    return run_apart(_static_job, profile, list(languages), notice_date_text, layout_path, mark)
-
-
-_WORKER: HouseholdRenderer | None = None
-_STATIC: Mapping[str, bytes] = {}
-
-
-def init_worker(
-    profile: Profile, static_pages: Mapping[str, bytes], layout_path: str | None = None
-) -> None:
-    """Build this process's :class:`HouseholdRenderer` (a ProcessPoolExecutor initializer)."""
-    from rrnet_cli.languages import load_notices
-
-    global _WORKER, _STATIC
-    layout = load_household_layout(Path(layout_path) if layout_path else None)
-    _WORKER = HouseholdRenderer(profile, load_notices(), layout)
-    _STATIC = static_pages
-
-
-def render_batch(households: Sequence[Mapping[str, Any]]) -> HouseholdLayer:
-    """A batch of households in a worker, composed over the static pages."""
-    from rrnet_cli.form import compose
-
-    assert _WORKER is not None, "init_worker was not called in this process"
-    layer = _WORKER.render_households(households)
-    return layer._replace(pdf=compose(layer.pdf, _STATIC, layer.keys))
+    def render_composed(  # type: ignore[override]
+        self, households: Sequence[Mapping[str, Any]], static_pages: Mapping[str, bytes]
+    ) -> HouseholdLayer:
+        """:meth:`render_households`, each page composed over its static page."""
+        layer = self.render_households(households)
+        return layer._replace(pdf=compose(layer.pdf, static_pages, layer.keys))

@@ -956,8 +956,8 @@ def _record_notices(
     result.batch = batch
 
 
-def _init_form_worker(profile: Profile, static: Any, worker: bool = True) -> None:
-    """Build this process's form renderer; a worker process leaves Ctrl-C to its parent.
+def _init_worker(profile: Profile, static: Any, kind: str, worker: bool = True) -> None:
+    """Build this process's renderer of form ``kind``; a worker leaves Ctrl-C to its parent.
 
     The parent cancels the batches not yet started, waits for the running ones
     and removes every partial file; a worker that died of the same SIGINT
@@ -967,7 +967,7 @@ def _init_form_worker(profile: Profile, static: Any, worker: bool = True) -> Non
 
     if worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    form.init_worker(profile, static)
+    form.init_worker(profile, static, kind)
 
 
 def _split_pages(pdf: bytes, resident_ids: list[str], folder: Path) -> None:
@@ -1105,24 +1105,6 @@ def _static_pages(render: Any, *args: Any) -> Any:
         ) from None
 
 
-def _init_change_worker(profile: Profile, static: Any, worker: bool = True) -> None:
-    """Build this process's change-notice renderer; a worker leaves Ctrl-C to its parent."""
-    from rrnet_cli import change_notice
-
-    if worker:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    change_notice.init_worker(profile, static)
-
-
-def _init_household_worker(profile: Profile, static: Any, worker: bool = True) -> None:
-    """Build this process's household renderer; a worker leaves Ctrl-C to its parent."""
-    from rrnet_cli import household
-
-    if worker:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    household.init_worker(profile, static)
-
-
 def _write_sheets(
     output: Path,
     sheets: list[dict[str, Any]],
@@ -1145,23 +1127,17 @@ def _write_sheets(
     naming the resident, field and reason, unless ``rejects`` takes it. With
     ``per_household``, each household gets one document and one envelope.
     """
-    from rrnet_cli import change_notice, form, household
+    from rrnet_cli import form
 
     per_household = form_kind == "household"
     output.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     os.chmod(output, PRIVATE_DIR)
     languages = sorted({str(s["language"]) for s in sheets})
     with steps.step("Laying out the static page of each language"):
-        if per_household:
-            static = _static_pages(
-                household.render_household_static_pages_apart, profile, languages, when, mark
-            )
-        elif form_kind == "change":
-            static = _static_pages(
-                change_notice.render_change_static_pages_apart, profile, languages, when, mark
-            )
-        else:
-            static = _static_pages(form.render_static_pages_apart, profile, languages, when, mark)
+        static = _static_pages(
+            form.render_static_pages_apart, profile, languages, when, mark, form_kind
+        )
+    size: Any = len
     if per_household:
         households = group_households(sheets)
         apart = [
@@ -1177,27 +1153,22 @@ def _write_sheets(
                 "before mailing."
             )
         batches: list[Any] = list(_household_batches(households, batch_size))
-        layers: list[Any] = _render_batches(
-            batches,
-            household.render_batch,
-            _init_household_worker,
-            (profile, static),
-            result.workers,
-            steps,
-            len(sheets),
-            lambda batch: sum(len(h["members"]) for h in batch),
-        )
+
+        def size(batch: list[dict[str, Any]]) -> int:
+            return sum(len(h["members"]) for h in batch)
+
     else:
         batches = list(_batches(sheets, batch_size))
-        layers = _render_batches(
-            batches,
-            change_notice.render_batch if form_kind == "change" else form.render_batch,
-            _init_change_worker if form_kind == "change" else _init_form_worker,
-            (profile, static),
-            result.workers,
-            steps,
-            len(sheets),
-        )
+    layers: list[Any] = _render_batches(
+        batches,
+        form.render_batch,
+        _init_worker,
+        (profile, static, form_kind),
+        result.workers,
+        steps,
+        len(sheets),
+        size,
+    )
     rejections = [r for layer in layers for r in layer.rejections]
     if rejections and rejects is None:
         raise InputRowsError(

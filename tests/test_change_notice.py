@@ -295,11 +295,11 @@ def test_the_layout_keeps_both_codes_out_of_the_window(layout, profile) -> None:
 
 
 def test_the_workers_render_and_compose_a_batch(profile, notices) -> None:
-    static = change_notice.render_change_static_pages_apart(profile, ["ja", "tl"], "2026-12-01")
+    static = form.render_static_pages_apart(profile, ["ja", "tl"], "2026-12-01", kind="change")
     assert sorted(static) == ["ja", "tl"]
-    change_notice.init_worker(profile, static)
+    form.init_worker(profile, static, "change")
     sheets = [change_sheet(1, "tl", notices), change_sheet(2, "ja", notices)]
-    layer = change_notice.render_batch(sheets)
+    layer = form.render_batch(sheets)
     assert layer.rejections == [] and layer.rendered == [0, 1]
     reader = PdfReader(io.BytesIO(layer.pdf))
     assert len(reader.pages) == 2
