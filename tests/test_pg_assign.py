@@ -96,7 +96,7 @@ def assigned_codes(location: str) -> list[str]:
     """Every active code of the ledger, as text (both backends)."""
     if is_pg(location):
         rows = sql_rows(location, "SELECT code FROM rrnet.codes WHERE status = 'assigned'")
-        return sorted(str(r[0]) for r in rows)
+        return sorted(f"{r[0]:011d}" for r in rows)
     active = Ledger.open(Path(location)).snapshot().active_by_resident()
     codes = active.filter(pl.col("status") == "assigned")["code"].to_numpy()
     return sorted(rcode.codes_to_strings(codes).to_pylist())
@@ -436,7 +436,7 @@ def test_assign_processes_at_once_never_share_a_code(
     assert sql_one(pg_url, "SELECT count(*) FROM rrnet.codes WHERE status = 'assigned'") == len(
         codes
     )
-    in_db = {str(r[0]) for r in sql_rows(pg_url, "SELECT code FROM rrnet.codes")}
+    in_db = {f"{r[0]:011d}" for r in sql_rows(pg_url, "SELECT code FROM rrnet.codes")}
     assert in_db == set(codes)
     assert sql_rows(pg_url, "SELECT id FROM rrnet.transactions ORDER BY id") == [
         (i,) for i in range(PROCESSES + 1)

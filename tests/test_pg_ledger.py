@@ -154,12 +154,18 @@ def test_the_database_refuses_a_duplicate_or_invalid_code_even_through_raw_sql(
                 "INSERT INTO rrnet.codes (code, status, txn) VALUES (%s, 'retired', 1)",
                 (CODES[0],),
             )
-    for bad in ("12345678900", "1234567890", "1234567890X"):  # check digit, length, format
+    # Codes are integers (leading zeros are display): a wrong check digit, 12 digits
+    # or a negative number break the CHECK; anything but digits is not a number.
+    for bad in (12345678900, 123456789012, -12345678903):
         with psycopg.connect(pg_url) as conn, pytest.raises(psycopg.errors.CheckViolation):
             conn.execute(
                 "INSERT INTO rrnet.codes (code, status, txn) VALUES (%s, 'imported', 1)",
                 (bad,),
             )
+    with psycopg.connect(pg_url) as conn, pytest.raises(psycopg.errors.DataError):
+        conn.execute(
+            "INSERT INTO rrnet.codes (code, status, txn) VALUES ('1234567890X', 'imported', 1)"
+        )
     assert sql_rows(pg_url, "SELECT count(*) FROM rrnet.codes") == [(len(CODES),)]
 
 

@@ -198,7 +198,7 @@ def test_a_code_changed_in_sql_without_its_history_is_caught(
         ),
         ("ALTER TABLE rrnet.codes DROP CONSTRAINT codes_pkey", "primary key (code)"),
         (
-            "CREATE OR REPLACE FUNCTION rrnet.is_resident_code(code text) RETURNS boolean "
+            "CREATE OR REPLACE FUNCTION rrnet.is_resident_code(code bigint) RETURNS boolean "
             "LANGUAGE sql IMMUTABLE RETURN true",
             "no longer tells a valid code from an invalid one",
         ),

@@ -73,8 +73,11 @@ class _Stats:
         stats = self.stats
         rows: list[tuple[str, Any]] = [
             ("municipality", stats["municipality"] or "-"),
-            ("codes used", stats["codes_used"]),
         ]
+        served = stats.get("municipalities") or []
+        if len(served) > 1:
+            rows.append(("serves", ", ".join(served)))
+        rows.append(("codes used", stats["codes_used"]))
         rows += [(f"  {status}", n) for status, n in stats["by_status"].items()]
         pool = stats.get("pool") or {}
         if pool.get("designated") or pool.get("mode") == "on":
@@ -369,6 +372,131 @@ def ledger_pool_mode(
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False, soft_wrap=True)
     finish(result, as_json, f"Pool mode of {result.ledger}")
+
+
+@dataclass
+class _Served:
+    ledger: str
+    municipality: str
+    role: str | None
+    transaction: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ledger": self.ledger,
+            "municipality": self.municipality,
+            "office_role": self.role,
+            "transaction": self.transaction,
+        }
+
+    def summary_rows(self) -> list[tuple[str, Any]]:
+        return [
+            ("municipality", self.municipality),
+            ("office role", self.role or "- (only the ledger's owner writes for it)"),
+            ("recorded as transaction", self.transaction),
+        ]
+
+
+def _database_only(location: str, what: str) -> Any:
+    """The PostgreSQL ledger at ``location`` (not yet opened); a folder is refused."""
+    from rrnet_cli.errors import UsageError
+    from rrnet_cli.ledger import is_database_location
+
+    if not is_database_location(location):
+        raise UsageError(
+            f"{what} is for a PostgreSQL ledger; a folder ledger serves the one "
+            "municipality it was made for."
+        )
+    from rrnet_cli.ledger.postgres import PostgresLedger
+
+    return PostgresLedger(location)
+
+
+@ledger_app.command("add-municipality")
+@handle_errors
+def ledger_add_municipality(
+    ctx: typer.Context,
+    ledger: LedgerOpt,
+    municipality: Annotated[
+        str,
+        typer.Option(
+            "--municipality",
+            "-m",
+            help="The 6-digit local government code of the municipality to serve.",
+            show_default=False,
+        ),
+    ],
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role",
+            help="The PostgreSQL role its office connects as (an existing, ordinary role). "
+            "Row-level security lets it read and record only this municipality's "
+            "residents. Given again for a municipality already served: changes its role.",
+            show_default=False,
+        ),
+    ] = None,
+    operator: OperatorOpt = None,
+    lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Let a shared PostgreSQL ledger serve another municipality (the owner only).
+
+    One ledger for a designated city's wards, or for a prefecture's
+    municipalities: every code is unique across all of them, because one table
+    holds them all. Each office connects as its own role and sees only its own
+    residents (docs/deployment.md shows the roles and grants).
+
+    Example: `rrnet ledger add-municipality --ledger "service=rrnet" -m 131024 --role ward_131024`
+    """
+    from rrnet_cli.schema import validate_municipality_code
+
+    code = validate_municipality_code(municipality)
+    store = _database_only(ledger, "`rrnet ledger add-municipality`")
+    number = store.add_municipality(
+        code,
+        role=role,
+        invocation=audit_invocation(ctx, operator),
+        timeout=lock_timeout,
+    )
+    finish(_Served(store.location, code, role, number), as_json, f"Ledger {store.location}")
+
+
+@ledger_app.command("upgrade")
+@handle_errors
+def ledger_upgrade(
+    ctx: typer.Context,
+    ledger: LedgerOpt,
+    operator: OperatorOpt = None,
+    lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Upgrade a PostgreSQL ledger made by an older rrnet to this version's schema.
+
+    Run it once, as the ledger's owner, when every office has this rrnet or a
+    later one. It takes the writers' lock and changes everything in one
+    transaction: other runs wait, and see the old schema or the new, never half.
+    At 100 million codes it rewrites the code tables, which takes minutes.
+
+    Example: `rrnet ledger upgrade --ledger "service=rrnet"`
+    """
+    store = _database_only(ledger, "`rrnet ledger upgrade`")
+    before, after = store.upgrade(invocation=audit_invocation(ctx, operator), timeout=lock_timeout)
+    if as_json:
+        import json
+
+        out.print_json(json.dumps({"ledger": store.location, "from": before, "to": after}))
+    elif before == after:
+        out.print(
+            f"The ledger {store.location} is at schema version {after} already.", markup=False
+        )
+    else:
+        out.print(
+            f"Upgraded the ledger {store.location} from schema version {before} to {after}.",
+            markup=False,
+        )
 
 
 @ledger_app.command("stats")

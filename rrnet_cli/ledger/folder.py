@@ -233,6 +233,12 @@ class Ledger:
         value = self.read_manifest().get("municipality")
         return None if value is None else str(value)
 
+    @property
+    def municipalities(self) -> tuple[str, ...]:
+        """A folder ledger serves the one municipality it was made for."""
+        own = self.municipality
+        return (own,) if own else ()
+
     # -- reading --------------------------------------------------------------
 
     def snapshot(self) -> LedgerState:

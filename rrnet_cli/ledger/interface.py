@@ -527,7 +527,13 @@ class LedgerStore(Protocol):
 
     @property
     def municipality(self) -> str | None:
-        """The municipality the ledger was made for."""
+        """The municipality a run works for by default: the one this ledger serves
+        (for this connection's role, on a shared ledger); None when it serves several."""
+        ...
+
+    @property
+    def municipalities(self) -> tuple[str, ...]:
+        """Every municipality a run may work for on this ledger (as this role)."""
         ...
 
     def snapshot(self) -> LedgerState:
@@ -620,9 +626,11 @@ def ownership_problems(
     these reasons as violations; notify refuses to print any of them.
     """
     status = pl.col("status")
-    another = pl.col("resident_id") != pl.col("__rid__")
+    # ne_missing: a resident the reader may not see (another municipality's, on a
+    # shared ledger) is null here, and is another resident.
+    another = pl.col("resident_id").ne_missing(pl.col("__rid__"))
     if municipality is not None:
-        another = another | (pl.col("municipality") != pl.lit(municipality))
+        another = another | pl.col("municipality").ne_missing(pl.lit(municipality))
     return (
         owners.select("status", "municipality", "resident_id")
         .with_columns(resident_ids.alias("__rid__"))
@@ -646,26 +654,47 @@ def municipality_for(ledger: LedgerStore, given: str | None) -> str:
     """The municipality a run works for: ``given`` (``-m``) or the ledger's.
 
     A ledger knows its residents by municipality, so a run under another code
-    would find none of them and give every one a second code: a ``-m`` that
-    differs from the ledger's own is refused (a mistyped code, or a stale
+    would find none of them and give every one a second code: a ``-m`` the
+    ledger does not serve is refused (a mistyped code, or a stale
     RRNET_MUNICIPALITY), as is one that is not a local government code at all.
+    A shared ledger serving several municipalities (to its owner) needs ``-m``.
     """
     from rrnet_cli.schema import validate_municipality_code
 
-    own = ledger.municipality
+    serves = ledger.municipalities
     if given is None or not given.strip():
-        if not own:
-            raise UsageError("Give --municipality: the ledger does not name its municipality.")
-        return own
-    code = validate_municipality_code(given)
-    if own and code != own:
+        if len(serves) == 1:
+            return serves[0]
+        if not serves:
+            raise UsageError(
+                f"The ledger {ledger.location} serves no municipality for you: on a shared "
+                "ledger, its owner adds yours with `rrnet ledger add-municipality`."
+            )
         raise UsageError(
-            f"The ledger {ledger.location} is for municipality {own}, not {code} (wrong "
-            "municipality?). Its residents are known under its own code, so another code "
-            "would give each of them a second resident record code. Leave out -m (and "
-            "RRNET_MUNICIPALITY) to use the ledger's."
+            f"The ledger {ledger.location} serves {len(serves)} municipalities "
+            f"({_some(serves)}): give --municipality for this run."
+        )
+    code = validate_municipality_code(given)
+    if code not in serves:
+        if len(serves) == 1:
+            raise UsageError(
+                f"The ledger {ledger.location} is for municipality {serves[0]}, not {code} "
+                "(wrong municipality?). Its residents are known under its own code, so "
+                "another code would give each of them a second resident record code. Leave "
+                "out -m (and RRNET_MUNICIPALITY) to use the ledger's."
+            )
+        raise UsageError(
+            f"The ledger {ledger.location} does not serve municipality {code} for you "
+            f"(it serves {_some(serves) or 'none'}). Its owner adds a municipality with "
+            "`rrnet ledger add-municipality`; a mistyped code would give every resident a "
+            "second resident record code."
         )
     return code
+
+
+def _some(codes: tuple[str, ...], most: int = 8) -> str:
+    shown = ", ".join(codes[:most])
+    return shown + (f" and {len(codes) - most} more" if len(codes) > most else "")
 
 
 @dataclass

@@ -7,28 +7,43 @@ database, and the server itself refuses what must never happen:
 
 - ``codes``: one row per code ever used, the code its primary key, so a second
   row for a code is refused whoever inserts it. A CHECK (``is_resident_code``)
-  refuses anything but 11 digits with a valid check digit. The row holds the
-  code's current status, municipality, resident and the transaction that last
-  recorded it.
+  refuses anything but an 11-digit number with a valid check digit. The row
+  holds the code's current status, municipality, resident and the transaction
+  that last recorded it.
 - ``one_active_code_per_resident``: a partial unique index, so a resident
   (municipality, resident_id) holds at most one assigned or carried-over code.
 - ``code_history``: every record ever made (code, status, municipality,
-  resident, transaction, time), as the folder ledger keeps every segment.
+  resident, transaction, time), as the folder ledger keeps every segment. The
+  current row repeats the latest record, so a row edited by hand in one table
+  no longer matches the other (``check_integrity``).
 - ``transactions``: the audit trail, one row per transaction: operator, command
-  line, SHA-256 of inputs and outputs (JSONB), counts by status, and the hash of
-  the record before it. Each ``hash`` is ``audit.record_hash`` of the record,
-  so the rows form the same kind of hash chain as the folder ledger's manifest.
-  Transaction 0 records who created the ledger, for which municipality.
-- ``meta``: one row, the schema version and the ledger's municipality.
+  line, SHA-256 of inputs and outputs (JSONB), counts by status, the
+  municipality a run was for, and the hash of the record before it. Each
+  ``hash`` is ``audit.record_hash`` of the record, so the rows form the same
+  kind of hash chain as the folder ledger's manifest. Transaction 0 records who
+  created the ledger, for which municipality.
+- ``municipalities``: every municipality the ledger serves, and the role its
+  office connects as (``add_municipality``). ``meta``: one row, the schema
+  version and the municipality the ledger was created for.
 
-Codes are ``char(11) COLLATE "C"``: text, so leading zeros stay, compared byte
-by byte whatever the database's locale. There are no foreign keys from the
-per-code tables to ``transactions``: at 100 million codes a per-row check (a
-trigger event per row, queued to the commit when deferred) measured longer than
-the import itself, and every row is written by the same statement as, and in
-the transaction of, its audit record. The CHECK (format and check digit) took
-about a fifth of an import of 1 million codes, so it stays: the database
-refuses a mistyped code whoever writes it.
+A shared ledger: each office connects as its own role. Row-level security
+policies (``my_municipalities()``: the municipalities whose office role the
+current role is a member of) let it read and record only its own
+municipality's rows of ``codes`` and ``code_history``, and read the imported
+codes, which name no resident. The view ``code_owners`` (code, status,
+municipality; no resident) runs with its owner's rights, so an office's
+uniqueness questions (``lookup``) see every code; and the primary key refuses a
+code another municipality holds whatever the inserting role can see. The
+ledger's owner owns the tables and is not bound by the policies: it imports,
+adds municipalities, and checks everything. docs/deployment.md shows the roles.
+
+Codes are ``bigint``: integer comparisons, 8 bytes, and a CHECK that does
+arithmetic without parsing text; every code is printed with 11 digits (in SQL,
+``lpad(code::text, 11, '0')``). There are no foreign keys from the per-code
+tables to ``transactions``: at 100 million codes a per-row check (a trigger
+event per row, queued to the commit when deferred) measured longer than the
+import itself, and every row is written by the same statement as, and in the
+transaction of, its audit record.
 
 The schema is versioned: ``MIGRATIONS`` holds one step per version, each taking
 the schema from the version before; ``rrnet ledger init`` applies them all. A
@@ -73,18 +88,18 @@ is one query joining a temporary table of the export's ids or codes, filled
 with COPY, against the ledger on the server. New codes are drawn in the client
 (``assign.draw_codes``, against an empty index: the client knows no used
 code), COPYed into a temporary table and inserted with ``INSERT ... ON
-CONFLICT (code) DO NOTHING``-like semantics; the codes refused come back, and
-assign redraws only those.
+CONFLICT (code) DO NOTHING``; the codes refused come back, and assign redraws
+only those.
 
 What works so far: ``rrnet ledger init``, ``stats``, ``import`` (the file is
-streamed with COPY into a temporary table, then inserted), ``assign``,
-``ledger log`` (``audit_log``: each ``transactions`` row turned back into the
-record it was sealed from, its chain checked by ``audit.check_records``) and
-``verify --ledger`` (``check_integrity``: the chain, counts and current rows
-against ``code_history``, and the constraints from the catalog, all as queries
-on the server; a file's codes are looked up through ``PostgresView``). The
-other commands refuse a PostgreSQL ledger with a plain message until they are
-built on it.
+streamed with COPY into a temporary table, then inserted), ``add-municipality``,
+``upgrade``, ``assign``, ``ledger log`` (``audit_log``: each ``transactions`` row
+turned back into the record it was sealed from, its chain checked by
+``audit.check_records``) and ``verify --ledger`` (``check_integrity``: the chain,
+counts and current rows against ``code_history``, and the constraints and
+row-level security from the catalog, all as queries on the server; a file's
+codes are looked up through ``PostgresView``). The other commands refuse a
+PostgreSQL ledger with a plain message until they are built on it.
 
 A location is recognised as PostgreSQL (``is_database_location``) when it
 starts with ``postgresql://`` or ``postgres://``, or with ``word=`` as a libpq
@@ -111,7 +126,6 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
-from rrnet_cli import code as rcode
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, LedgerBusy, LedgerError, UsageError
 from rrnet_cli.ledger.audit import RESERVED_KEYS, AuditLog, check_records, record_hash
 from rrnet_cli.ledger.integrity import IntegrityReport
@@ -131,7 +145,7 @@ from rrnet_cli.ledger.interface import (
 #: The schema that holds a ledger, in whichever database the location names.
 SCHEMA = "rrnet"
 #: The schema version this rrnet reads and writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The advisory lock every writer holds (see the module docstring): one per
 #: database, as a database holds one ledger. The bytes of "rrnet" and 1.
 LOCK_KEY = 0x72726E6574_01
@@ -145,6 +159,10 @@ _KEEPALIVES = (
 WRITER_WORK_MEM = "128MB"
 #: Rows per COPY chunk (and a failpoint after the first: crash tests kill mid-COPY).
 COPY_CHUNK = 200_000
+
+#: The municipalities of the current role's office, in a policy: a sub-select, so
+#: the server evaluates it once per statement (an InitPlan), not once per row.
+_MINE = f"(SELECT {SCHEMA}.my_municipalities())::bpchar[]"
 
 #: One step per schema version: MIGRATIONS[n - 1] takes the schema from version
 #: n - 1 to n (version 0: no schema). ``init`` runs them all in one transaction.
@@ -206,8 +224,86 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (code, txn)
     );
     """,
+    # Version 2: codes as bigint, a shared ledger (municipalities, row-level security).
+    # - A code as an 8-byte integer instead of 11 characters: the primary key's
+    #   comparisons are integer ones and its index is smaller, and the check-digit
+    #   CHECK no longer parses text eleven times a row. An assign of 1 million
+    #   codes into a ledger of 10 million spent about a third less time inserting
+    #   (benchmarks/bench_assign.py). Leading zeros are a matter of display: rrnet
+    #   prints every code with 11 digits; in SQL, lpad(code::text, 11, '0').
+    # - municipalities: every municipality the ledger serves, and the database
+    #   role its office connects as (NULL: only the ledger's owner writes for it).
+    # - Row-level security: an office's role reads and writes only its own
+    #   municipality's records (and the imported ones, which name no resident);
+    #   the view code_owners shows every code with its status and municipality,
+    #   never a resident, so its uniqueness checks see every code. The ledger's
+    #   owner, who owns the tables, is not bound by the policies.
+    # - transactions.municipality: whom a run was for (NULL: imports and the like).
+    f"""
+    ALTER TABLE {SCHEMA}.codes DROP CONSTRAINT codes_code_check;
+    DROP FUNCTION {SCHEMA}.is_resident_code(text);
+    ALTER TABLE {SCHEMA}.codes ALTER COLUMN code TYPE bigint USING code::bigint;
+    ALTER TABLE {SCHEMA}.code_history ALTER COLUMN code TYPE bigint USING code::bigint;
+    -- The same rule on the integer: 0 <= code < 10^11, its last digit the check digit.
+    CREATE FUNCTION {SCHEMA}.is_resident_code(code bigint) RETURNS boolean
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE
+        RETURN code BETWEEN 0 AND 99999999999 AND code % 10 = ((11 - (
+                5 * (code / 10000000000 % 10) + 4 * (code / 1000000000 % 10)
+                + 3 * (code / 100000000 % 10) + 2 * (code / 10000000 % 10)
+                + 7 * (code / 1000000 % 10) + 6 * (code / 100000 % 10)
+                + 5 * (code / 10000 % 10) + 4 * (code / 1000 % 10)
+                + 3 * (code / 100 % 10) + 2 * (code / 10 % 10)
+            ) % 11) % 11) % 10;
+    ALTER TABLE {SCHEMA}.codes ADD CONSTRAINT codes_code_check
+        CHECK ({SCHEMA}.is_resident_code(code));
+    CREATE TABLE {SCHEMA}.municipalities (
+        code char(6) PRIMARY KEY CHECK (code ~ '^[0-9]{{6}}$'),
+        office_role name,
+        added_txn bigint NOT NULL,
+        added_at timestamptz NOT NULL
+    );
+    INSERT INTO {SCHEMA}.municipalities (code, added_txn, added_at)
+        SELECT municipality, 0, created_at FROM {SCHEMA}.meta;
+    ALTER TABLE {SCHEMA}.transactions ADD COLUMN municipality char(6);
+    -- Version 1 served one municipality: its runs that recorded more than imports.
+    UPDATE {SCHEMA}.transactions SET municipality = (SELECT municipality FROM {SCHEMA}.meta)
+        WHERE id > 0 AND EXISTS (
+            SELECT 1 FROM jsonb_object_keys(counts) k WHERE k <> 'imported');
+    -- The municipalities the current role's office may see and write for.
+    CREATE FUNCTION {SCHEMA}.my_municipalities() RETURNS char(6)[]
+        LANGUAGE sql STABLE
+        RETURN ARRAY(SELECT m.code FROM {SCHEMA}.municipalities m
+            JOIN pg_roles r ON r.rolname = m.office_role
+            WHERE pg_has_role(current_user, r.oid, 'MEMBER'));
+    CREATE VIEW {SCHEMA}.code_owners AS
+        SELECT code, status, municipality FROM {SCHEMA}.codes;
+    ALTER TABLE {SCHEMA}.codes ENABLE ROW LEVEL SECURITY;
+    ALTER TABLE {SCHEMA}.code_history ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY office_reads ON {SCHEMA}.codes FOR SELECT
+        USING (municipality IS NULL OR municipality = ANY ({_MINE}));
+    CREATE POLICY office_records ON {SCHEMA}.codes FOR INSERT
+        WITH CHECK (municipality = ANY ({_MINE}));
+    CREATE POLICY office_takes_over ON {SCHEMA}.codes FOR UPDATE
+        USING (municipality IS NULL OR municipality = ANY ({_MINE}))
+        WITH CHECK (municipality = ANY ({_MINE}));
+    CREATE POLICY office_reads ON {SCHEMA}.code_history FOR SELECT
+        USING (municipality IS NULL OR municipality = ANY ({_MINE}));
+    CREATE POLICY office_records ON {SCHEMA}.code_history FOR INSERT
+        WITH CHECK (municipality = ANY ({_MINE}));
+    """,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
+
+#: What an office's role is granted on the ledger (``PostgresLedger.add_municipality``):
+#: read the trail and every code's owner; record codes, which the policies confine
+#: to its own municipality; append its audit records.
+OFFICE_GRANTS = (
+    "GRANT USAGE ON SCHEMA {schema} TO {role}",
+    "GRANT SELECT ON {schema}.meta, {schema}.municipalities, {schema}.code_owners TO {role}",
+    "GRANT SELECT, INSERT ON {schema}.transactions TO {role}",
+    "GRANT SELECT, INSERT, UPDATE ON {schema}.codes TO {role}",
+    "GRANT SELECT, INSERT ON {schema}.code_history TO {role}",
+)
 
 
 @dataclass(frozen=True)
@@ -239,7 +335,10 @@ class PostgresLedger:
                 "nor a valid libpq connection string (host=... dbname=...). A folder whose "
                 "name starts with word= is given as ./word=..."
             ) from None
-        self._municipality: str | None = None
+        self._created_for: str | None = None
+        self._serves: tuple[str, ...] | None = None
+        #: whether the connecting role owns the ledger (row-level security does not bind it)
+        self.owner = False
 
     # -- where it is ------------------------------------------------------------
 
@@ -267,10 +366,18 @@ class PostgresLedger:
 
     @property
     def municipality(self) -> str | None:
-        if self._municipality is None:
+        """The one municipality this connection writes for; None when it may write for several."""
+        serves = self.municipalities
+        return serves[0] if len(serves) == 1 else None
+
+    @property
+    def municipalities(self) -> tuple[str, ...]:
+        """The municipalities this connection may write for: every one the ledger serves
+        for its owner, an office's own for an office's role (row-level security)."""
+        if self._serves is None:
             with self._connect() as conn:
-                self._municipality = self._check_schema(conn)
-        return self._municipality
+                self._created_for = self._check_schema(conn)
+        return self._serves or ()
 
     # -- creating and opening ---------------------------------------------------
 
@@ -290,7 +397,6 @@ class PostgresLedger:
             ledger._create(municipality, invocation, exists)
         except psycopg.errors.DuplicateSchema:  # another init won the race
             raise exists from None
-        ledger._municipality = municipality
         return ledger
 
     def _create(self, municipality: str, invocation: Invocation, exists: LedgerError) -> None:
@@ -301,31 +407,60 @@ class PostgresLedger:
             ).fetchone()
             if found:
                 raise exists
-            for step in MIGRATIONS:
-                conn.execute(step)
+            conn.execute(MIGRATIONS[0])
             created = _now()
             conn.execute(
                 sql.SQL(
                     "INSERT INTO {}.meta (schema_version, municipality, created_at) "
-                    "VALUES (%s, %s, %s)"
+                    "VALUES (1, %s, %s)"
                 ).format(sql.Identifier(SCHEMA)),
-                (SCHEMA_VERSION, municipality, created),
+                (municipality, created),
             )
+            _migrate(conn, 1)
             _append_record(
                 conn,
                 _record(0, created, invocation, prev="", details={"municipality": municipality}),
             )
+
+    def upgrade(
+        self, *, invocation: Invocation | None = None, timeout: float = DEFAULT_LOCK_TIMEOUT
+    ) -> tuple[int, int]:
+        """Bring an older ledger's schema to this rrnet's version; (from, to).
+
+        Every step in one transaction under the writers' lock, so a run sees the
+        old schema or the new, never half; the audit trail records the upgrade.
+        A ledger already at this version is left alone (from == to).
+        """
+        with self._connect() as conn, self._errors(), conn.transaction():
+            version = self._schema_version(conn)
+            if version > SCHEMA_VERSION:
+                self._check_schema(conn)  # refuses, naming the versions
+            if version == SCHEMA_VERSION:
+                return version, version
+            number, prev = _lock_for_writing(conn, timeout, server=self.server)
+            _migrate(conn, version)
+            _append_record(
+                conn,
+                _record(
+                    number,
+                    _now(),
+                    invocation or Invocation(),
+                    prev=prev,
+                    details={"schema_upgrade": {"from": version, "to": SCHEMA_VERSION}},
+                ),
+            )
+        return version, SCHEMA_VERSION
 
     @classmethod
     def open(cls, conninfo: str) -> PostgresLedger:
         """Connect once to check that a ledger of this schema version is there."""
         ledger = cls(conninfo)
         with ledger._connect() as conn:
-            ledger._municipality = ledger._check_schema(conn)
+            ledger._created_for = ledger._check_schema(conn)
         return ledger
 
-    def _check_schema(self, conn: psycopg.Connection[Any]) -> str:
-        """The ledger's municipality, once its schema is found and of this version."""
+    def _schema_version(self, conn: psycopg.Connection[Any]) -> int:
+        """The ledger's schema version; refuses a database without a ledger."""
         with self._errors():
             found = conn.execute(
                 "SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.meta",)
@@ -337,13 +472,19 @@ class PostgresLedger:
                     "(only once: a second, empty ledger is how duplicate codes happen)."
                 )
             row = conn.execute(
-                sql.SQL("SELECT schema_version, municipality FROM {}.meta").format(
-                    sql.Identifier(SCHEMA)
-                )
+                sql.SQL("SELECT schema_version FROM {}.meta").format(sql.Identifier(SCHEMA))
             ).fetchone()
         if row is None:
             raise LedgerError(f"The ledger in {self.server} is damaged: its meta row is missing.")
-        version, municipality = int(row[0]), str(row[1])
+        return int(row[0])
+
+    def _check_schema(self, conn: psycopg.Connection[Any]) -> str:
+        """The municipality the ledger was created for, once its schema is of this version.
+
+        Also reads which municipalities this connection's role may write for
+        (``municipalities``).
+        """
+        version = self._schema_version(conn)
         if version > SCHEMA_VERSION:
             raise LedgerError(
                 f"The ledger in {self.server} has schema version {version}, made by a newer "
@@ -352,10 +493,26 @@ class PostgresLedger:
         if version < SCHEMA_VERSION:
             raise LedgerError(
                 f"The ledger in {self.server} has schema version {version}, older than this "
-                f"rrnet's {SCHEMA_VERSION}. Upgrading a schema is not supported yet: use the "
-                "rrnet that made it."
+                f"rrnet's {SCHEMA_VERSION}. Upgrade it once, as the ledger's owner, with "
+                "`rrnet ledger upgrade LOCATION` (every office's rrnet must then be this "
+                "version or later)."
             )
-        return municipality
+        schema = sql.Identifier(SCHEMA)
+        with self._errors():
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT m.municipality, pg_has_role(current_user, n.nspowner, 'MEMBER'),"
+                    " ARRAY(SELECT code::text FROM {schema}.municipalities ORDER BY code),"
+                    " {schema}.my_municipalities()::text[]"
+                    " FROM {schema}.meta m, pg_namespace n WHERE n.nspname = {name}"
+                ).format(schema=schema, name=sql.Literal(SCHEMA))
+            ).fetchone()
+        if row is None:
+            raise LedgerError(f"The ledger in {self.server} is damaged: its meta row is missing.")
+        created_for, owner, every, mine = row
+        self.owner = bool(owner)
+        self._serves = tuple(every) if owner else tuple(sorted(mine))
+        return str(created_for)
 
     # -- connecting, and errors a person can act on ------------------------------
 
@@ -429,6 +586,84 @@ class PostgresLedger:
             )
         return f"Cannot connect to the PostgreSQL server {self.server}: {reason}."
 
+    # -- the municipalities a shared ledger serves ----------------------------------
+
+    def add_municipality(
+        self,
+        municipality: str,
+        *,
+        role: str | None = None,
+        invocation: Invocation | None = None,
+        timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> int:
+        """Let the ledger serve ``municipality``, its office connecting as ``role``.
+
+        Only the ledger's owner may. The role (an existing PostgreSQL role, made
+        by the database's administrator) is granted ``OFFICE_GRANTS``; the
+        row-level security policies then let it read and record only this
+        municipality's residents. Naming a role for a municipality the ledger
+        already serves sets or changes its role. Returns the transaction that
+        recorded it.
+        """
+        with self._connect() as conn, self._errors(), conn.transaction():
+            self._check_schema(conn)
+            if not self.owner:
+                raise LedgerError(
+                    f"Only the ledger's owner may add a municipality to the ledger in "
+                    f"{self.server}: connect as the role that created it."
+                )
+            if role is not None:
+                found = conn.execute(
+                    "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = %s", (role,)
+                ).fetchone()
+                if found is None:
+                    raise LedgerError(
+                        f"The PostgreSQL server {self.server} has no role {role!r}. Create it "
+                        "first (CREATE ROLE ... LOGIN; see docs/deployment.md), then add it."
+                    )
+                if found[0]:
+                    raise UsageError(
+                        f"The role {role!r} is a superuser or may bypass row-level security "
+                        "(BYPASSRLS), so it would read every municipality's residents. Give "
+                        "the office an ordinary role."
+                    )
+            schema = sql.Identifier(SCHEMA)
+            number, prev = _lock_for_writing(conn, timeout, server=self.server)
+            before = conn.execute(
+                sql.SQL("SELECT office_role FROM {}.municipalities WHERE code = %s").format(schema),
+                (municipality,),
+            ).fetchone()
+            at = _now()
+            if before is None:
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {}.municipalities (code, office_role, added_txn, added_at) "
+                        "VALUES (%s, %s, %s, %s)"
+                    ).format(schema),
+                    (municipality, role, number, at),
+                )
+            elif role is None or before[0] == role:
+                raise UsageError(
+                    f"The ledger in {self.server} already serves municipality {municipality}"
+                    + (f" (its office connects as {before[0]})." if before[0] else ".")
+                )
+            else:
+                conn.execute(
+                    sql.SQL("UPDATE {}.municipalities SET office_role = %s WHERE code = %s").format(
+                        schema
+                    ),
+                    (role, municipality),
+                )
+            if role is not None:
+                for grant in OFFICE_GRANTS:
+                    conn.execute(sql.SQL(grant).format(schema=schema, role=sql.Identifier(role)))
+            details: dict[str, Any] = {"added_municipality": municipality, "office_role": role}
+            _append_record(
+                conn, _record(number, at, invocation or Invocation(), prev=prev, details=details)
+            )
+        self._serves = None
+        return number
+
     # -- reading ------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
@@ -438,7 +673,9 @@ class PostgresLedger:
             schema = sql.Identifier(SCHEMA)
             counts: dict[str, int] = {s.value: 0 for s in Status}
             rows = conn.execute(
-                sql.SQL("SELECT status, count(*) FROM {}.codes GROUP BY status").format(schema)
+                sql.SQL("SELECT status, count(*) FROM {}.code_owners GROUP BY status").format(
+                    schema
+                )
             ).fetchall()
             for status, n in rows:
                 counts[str(status)] = int(n)
@@ -454,6 +691,7 @@ class PostgresLedger:
         return {
             "ledger": self.location,
             "municipality": municipality,
+            "municipalities": list(self._serves or ()),
             "transactions": int(last[0]) if last and last[0] is not None else 0,
             "codes_used": sum(counts.values()),
             "by_status": counts,
@@ -486,9 +724,7 @@ class PostgresLedger:
             self._check_schema(conn)
             with conn.transaction() as txn:
                 number, prev = _lock_for_writing(conn, timeout, server=self.server)
-                conn.execute(
-                    'CREATE TEMP TABLE incoming (code char(11) COLLATE "C" NOT NULL) ON COMMIT DROP'
-                )
+                conn.execute("CREATE TEMP TABLE incoming (code bigint NOT NULL) ON COMMIT DROP")
                 read = 0
                 with conn.cursor().copy("COPY incoming (code) FROM STDIN") as copy:
                     for codes in batches:
@@ -628,6 +864,16 @@ class PostgresLedger:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             municipality = self._check_schema(conn)
             history = _history_counts(conn)
+            if not self.owner:
+                # Row-level security hides other municipalities' records from an
+                # office: their runs' counts cannot be compared here (the owner's
+                # check compares every run's).
+                for number, counts in _hidden_runs(conn, self._serves or ()).items():
+                    history[number] = counts
+                report.notes.append(
+                    "checked as an office: the records of other municipalities' runs are "
+                    "not visible to this role, and only the ledger's owner checks them"
+                )
             log = _audit_log(conn, municipality, counts=history)
             for problem in log.problems:
                 report.add(TABLE_TRANSACTIONS, problem)
@@ -658,6 +904,16 @@ class PostgresLedger:
         invocation: Invocation | None = None,
     ) -> int:
         _refuse("Retiring codes")
+
+
+def _migrate(conn: psycopg.Connection[Any], version: int) -> None:
+    """Apply the migration steps after ``version``, each recording its version in ``meta``."""
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute(MIGRATIONS[number - 1])
+        conn.execute(
+            sql.SQL("UPDATE {}.meta SET schema_version = %s").format(sql.Identifier(SCHEMA)),
+            (number,),
+        )
 
 
 def _refuse(what: str) -> NoReturn:
@@ -773,12 +1029,17 @@ _RECORD_COLUMNS = ("txn", "at", "operator", "command", "inputs", "outputs", "cou
 
 
 def _append_record(conn: psycopg.Connection[Any], record: Mapping[str, Any]) -> None:
-    """Write a sealed audit record as a row of ``transactions``."""
+    """Write a sealed audit record as a row of ``transactions``.
+
+    Its ``municipality`` (whom the run was for; part of the sealed record) is
+    also a column, which an office's integrity check selects its own runs by.
+    """
     details = {k: v for k, v in record.items() if k not in (*_RECORD_COLUMNS, "hash")}
     conn.execute(
         sql.SQL(
             "INSERT INTO {}.transactions (id, at, operator, command, inputs, outputs, counts, "
-            "details, prev, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            "details, prev, hash, municipality) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         ).format(sql.Identifier(SCHEMA)),
         (
             record["txn"],
@@ -791,6 +1052,7 @@ def _append_record(conn: psycopg.Connection[Any], record: Mapping[str, Any]) -> 
             Jsonb(details),
             record["prev"],
             record["hash"],
+            record.get("municipality"),
         ),
     )
 
@@ -815,10 +1077,9 @@ def _copy_lines(codes: np.ndarray) -> bytes:
 #: The temporary tables a view fills: resident ids, codes to look up, new records.
 _TEMP_TABLES = {
     "rrnet_ids": "resident_id text NOT NULL",
-    "rrnet_probe": 'code char(11) COLLATE "C" NOT NULL',
+    "rrnet_probe": "code bigint NOT NULL",
     "rrnet_new": (
-        'code char(11) COLLATE "C" NOT NULL, status text NOT NULL, '
-        "municipality char(6), resident_id text"
+        "code bigint NOT NULL, status text NOT NULL, municipality char(6), resident_id text"
     ),
 }
 
@@ -873,19 +1134,23 @@ class PostgresView:
     def lookup(self, codes: np.ndarray) -> pl.DataFrame:
         codes = np.asarray(codes, dtype=np.uint64)
         query = pl.DataFrame({"code": codes})
-        self._fill("rrnet_probe", _code_text(query.unique()))
+        self._fill("rrnet_probe", query.unique())
+        # code_owners shows every code's status and municipality; the resident
+        # comes from codes, where an office's role sees only its own residents
+        # (another municipality's code reads as held there, by someone unnamed).
         found = self._frame(
             sql.SQL(
-                "SELECT c.code, c.status, c.municipality, c.resident_id "
-                "FROM rrnet_probe p JOIN {}.codes c USING (code)"
-            ).format(sql.Identifier(SCHEMA)),
+                "SELECT o.code, o.status, o.municipality, c.resident_id "
+                "FROM rrnet_probe p JOIN {schema}.code_owners o USING (code) "
+                "LEFT JOIN {schema}.codes c ON c.code = o.code"
+            ).format(schema=sql.Identifier(SCHEMA)),
             ["code", "status", "municipality", "resident_id"],
         ).with_columns(pl.col("code").cast(pl.UInt64))
         return query.join(found, on="code", how="left", maintain_order="left")
 
     def active_codes(self, municipality: str, resident_ids: pl.Series) -> pl.DataFrame:
         self._fill_ids(resident_ids)
-        return self._frame(
+        return self._joined(
             sql.SQL(
                 "SELECT i.resident_id, c.code, c.status FROM rrnet_ids i "
                 "JOIN {}.codes c ON c.resident_id = i.resident_id "
@@ -899,7 +1164,7 @@ class PostgresView:
             return resident_ids.rename("resident_id")
         self._fill_ids(resident_ids)
         schema, here = sql.Identifier(SCHEMA), sql.Literal(municipality)
-        return self._frame(
+        return self._joined(
             sql.SQL(
                 "SELECT i.resident_id FROM rrnet_ids i WHERE NOT EXISTS ("
                 " SELECT 1 FROM {schema}.codes c WHERE c.municipality = {here}"
@@ -919,7 +1184,7 @@ class PostgresView:
 
     def departed(self, municipality: str, listed: pl.Series) -> pl.DataFrame:
         self._fill_ids(listed.drop_nulls())
-        return self._frame(
+        return self._joined(
             sql.SQL(
                 "SELECT c.resident_id, c.code, c.status FROM {}.codes c "
                 "WHERE c.municipality = {} AND c.status IN ({}) AND NOT EXISTS ("
@@ -964,6 +1229,23 @@ class PostgresView:
                 failpoint(f"pg-mid-copy:{table}")
         self.conn.execute(sql.SQL("ANALYZE {}").format(name))
 
+    def _joined(self, query: sql.Composable, columns: list[str]) -> pl.DataFrame:
+        """``_frame`` for a query joining a municipality's active codes with ``rrnet_ids``.
+
+        Without nested loops: both sides are read whole anyway (the partial index
+        gives the municipality's active codes), so a hash join is right whatever
+        their sizes. The planner, left to itself, chose a nested loop when its
+        statistics were older than the last runs' codes (a municipality's first
+        codes, before the server analysed the table again): 20,000 residents
+        against 20,000 codes then took 13 s instead of 14 ms, and a million
+        would take hours. An office's role may not ANALYZE the table itself.
+        """
+        self.conn.execute("SET LOCAL enable_nestloop = off")
+        try:
+            return self._frame(query, columns)
+        finally:
+            self.conn.execute("SET LOCAL enable_nestloop = on")
+
     def _frame(self, query: sql.Composable, columns: list[str]) -> pl.DataFrame:
         """A query's rows as text columns, streamed with COPY TO (fast for many rows)."""
         buffer = io.BytesIO()
@@ -1002,6 +1284,8 @@ class PostgresTransaction(PostgresView):
         self.audit: dict[str, Any] = {"inputs": [], "outputs": []}
         #: records made, by status: the audit record's counts
         self.counts: dict[str, int] = {}
+        #: whom the run records for (the first record's municipality)
+        self.municipality: str | None = None
 
     @property
     def state(self) -> LedgerState:
@@ -1028,6 +1312,8 @@ class PostgresTransaction(PostgresView):
     def audit_record(self) -> dict[str, Any]:
         """This transaction's audit record, chained to the last one and sealed."""
         extra = {k: v for k, v in self.audit.items() if k not in ("inputs", "outputs")}
+        if self.municipality is not None:
+            extra["municipality"] = self.municipality
         return _record(
             self.number,
             self.recorded_at,
@@ -1040,15 +1326,19 @@ class PostgresTransaction(PostgresView):
         )
 
     def record_new(self, records: pl.DataFrame) -> np.ndarray:
-        """COPY the records into ``rrnet_new``, insert them; the codes refused.
+        """COPY the records into ``rrnet_new``, record them; the codes refused.
 
-        One statement: the INSERT adds each code the ledger does not hold (the
-        primary key decides, whoever else is writing), and a carried-over code
-        the ledger holds as imported becomes this resident's (``ON CONFLICT
-        (code) DO UPDATE ... WHERE`` the old row is imported and the new one
-        carried over: anything else is left alone, like ``DO NOTHING``). Every
-        row it wrote is returned and copied to ``code_history``; the codes of
-        ``rrnet_new`` it did not write are the conflicts, sent back.
+        1. A carried-over code the ledger holds as imported becomes this
+           resident's: one UPDATE of those rows (their imported record stays in
+           ``code_history``), and they leave ``rrnet_new``.
+        2. One INSERT of the rest, ``ON CONFLICT (code) DO NOTHING``: the primary
+           key refuses a code the ledger holds, whoever else is writing, and
+           whatever the row-level security lets this role see. Every row it
+           wrote is copied to ``code_history`` in the same statement.
+        3. Only when fewer rows were written than sent: the codes not now held
+           for their resident in this transaction are the conflicts, sent back
+           for assign to redraw. (A code of another municipality's, which an
+           office's role cannot see, is among them, as it should be.)
         """
         if records.height == 0:
             return np.empty(0, np.uint64)
@@ -1058,30 +1348,57 @@ class PostgresTransaction(PostgresView):
             pl.col("municipality").cast(pl.String),
             pl.col("resident_id").cast(pl.String),
         )
-        self._fill("rrnet_new", _code_text(frame))
+        named = frame["municipality"].drop_nulls()
+        if self.municipality is None and len(named):
+            self.municipality = str(named[0])
+        self._fill("rrnet_new", frame)
         schema = sql.Identifier(SCHEMA)
-        refused = self._frame(
+        txn, at = sql.Literal(self.number), sql.Literal(self.recorded_at)
+        written = 0
+        if (frame["status"] == Status.CARRIED_OVER.value).any():
+            written += self.conn.execute(
+                sql.SQL(
+                    "WITH taken AS ("
+                    " UPDATE {schema}.codes c SET status = n.status,"
+                    " municipality = n.municipality, resident_id = n.resident_id, txn = {txn}"
+                    " FROM rrnet_new n WHERE c.code = n.code"
+                    " AND c.status = 'imported' AND n.status = 'carried_over'"
+                    " RETURNING c.code, c.status, c.municipality, c.resident_id),"
+                    " history AS ("
+                    " INSERT INTO {schema}.code_history"
+                    " (code, status, municipality, resident_id, txn, recorded_at)"
+                    " SELECT code, status, municipality, resident_id, {txn}, {at} FROM taken)"
+                    " DELETE FROM rrnet_new n USING taken t WHERE n.code = t.code"
+                ).format(schema=schema, txn=txn, at=at)
+            ).rowcount
+        written += self.conn.execute(
             sql.SQL(
                 "WITH added AS ("
                 " INSERT INTO {schema}.codes (code, status, municipality, resident_id, txn)"
                 " SELECT code, status, municipality, resident_id, {txn} FROM rrnet_new"
-                " ORDER BY code"
-                " ON CONFLICT (code) DO UPDATE SET status = EXCLUDED.status,"
-                " municipality = EXCLUDED.municipality, resident_id = EXCLUDED.resident_id,"
-                " txn = EXCLUDED.txn"
-                " WHERE codes.status = 'imported' AND EXCLUDED.status = 'carried_over'"
-                " RETURNING code, status, municipality, resident_id),"
-                " history AS ("
+                " ORDER BY code ON CONFLICT (code) DO NOTHING"
+                " RETURNING code, status, municipality, resident_id)"
                 " INSERT INTO {schema}.code_history"
                 " (code, status, municipality, resident_id, txn, recorded_at)"
-                " SELECT code, status, municipality, resident_id, {txn}, {at} FROM added)"
-                " SELECT n.code FROM rrnet_new n"
-                " WHERE NOT EXISTS (SELECT 1 FROM added a WHERE a.code = n.code)"
-            ).format(schema=schema, txn=sql.Literal(self.number), at=sql.Literal(self.recorded_at)),
-            ["code"],
-        )
-        conflicts = refused["code"].cast(pl.UInt64).to_numpy().astype(np.uint64)
-        recorded = frame.filter(~pl.col("code").is_in(pl.Series(conflicts).implode()))
+                " SELECT code, status, municipality, resident_id, {txn}, {at} FROM added"
+            ).format(schema=schema, txn=txn, at=at)
+        ).rowcount
+        if written == frame.height:
+            conflicts = np.empty(0, np.uint64)
+            recorded = frame
+        else:
+            refused = self._frame(
+                sql.SQL(
+                    "SELECT n.code FROM rrnet_new n WHERE NOT EXISTS ("
+                    " SELECT 1 FROM {schema}.codes c WHERE c.code = n.code AND c.txn = {txn}"
+                    " AND c.status = n.status"
+                    " AND c.municipality IS NOT DISTINCT FROM n.municipality"
+                    " AND c.resident_id IS NOT DISTINCT FROM n.resident_id)"
+                ).format(schema=schema, txn=txn),
+                ["code"],
+            )
+            conflicts = refused["code"].cast(pl.UInt64).to_numpy().astype(np.uint64)
+            recorded = frame.filter(~pl.col("code").is_in(pl.Series(conflicts).implode()))
         for status, n in recorded.group_by("status").len().iter_rows():
             self.counts[str(status)] = self.counts.get(str(status), 0) + int(n)
         return conflicts
@@ -1102,12 +1419,6 @@ class PostgresTransaction(PostgresView):
 
     def set_pool_mode(self, on: bool) -> None:
         _refuse("Pool mode")
-
-
-def _code_text(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` with its uint64 ``code`` column as 11-digit text (leading zeros kept)."""
-    text = pl.Series("code", rcode.codes_to_strings(frame["code"].to_numpy()), dtype=pl.String)
-    return frame.with_columns(text)
 
 
 # ---------------------------------------------------------------------------
@@ -1174,6 +1485,18 @@ def _history_counts(conn: psycopg.Connection[Any]) -> dict[int, dict[str, int]]:
     return counts
 
 
+def _hidden_runs(conn: psycopg.Connection[Any], mine: Sequence[str]) -> dict[int, dict[str, int]]:
+    """The counts of the runs an office's role cannot see the records of, as recorded."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT id, counts FROM {}.transactions "
+            "WHERE municipality IS NOT NULL AND NOT municipality::text = ANY(%s)"
+        ).format(sql.Identifier(SCHEMA)),
+        (list(mine),),
+    ).fetchall()
+    return {int(n): {str(k): int(v) for k, v in (c or {}).items()} for n, c in rows}
+
+
 def _check_current(conn: psycopg.Connection[Any], report: IntegrityReport) -> None:
     """Each ``codes`` row against its code's latest ``code_history`` row (one merge join)."""
     schema = sql.Identifier(SCHEMA)
@@ -1208,7 +1531,7 @@ def _check_current(conn: psycopg.Connection[Any], report: IntegrityReport) -> No
 
 
 #: A valid code and one with a wrong check digit: ``is_resident_code`` must tell them apart.
-_CODE_PROBES = ("12345678903", "12345678900")
+_CODE_PROBES = (12345678903, 12345678900)
 
 
 def _guarantees(conn: psycopg.Connection[Any], report: IntegrityReport) -> None:
@@ -1273,6 +1596,21 @@ def _guarantees(conn: psycopg.Connection[Any], report: IntegrityReport) -> None:
             SCHEMA,
             f"the function {SCHEMA}.is_resident_code no longer tells a valid code from an "
             "invalid one (replaced or dropped): the CHECK on codes does not hold",
+        )
+    unguarded = [
+        str(name)
+        for (name,) in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname IN ('codes', 'code_history') "
+            "AND NOT c.relrowsecurity ORDER BY 1",
+            (SCHEMA,),
+        ).fetchall()
+    ]
+    for table in unguarded:
+        report.add(
+            f"{SCHEMA}.{table}",
+            f"row-level security is off on {SCHEMA}.{table} (disabled by hand?): every "
+            "office's role reads every municipality's residents",
         )
     index = conn.execute(
         "SELECT count(*) FROM pg_index i "

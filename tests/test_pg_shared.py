@@ -1,0 +1,480 @@
+"""One PostgreSQL ledger shared by several municipalities, each office in its own role.
+
+What an office notices: its role assigns and verifies for its own municipality
+only, sees none of another municipality's residents (row-level security, enforced
+by the server, not by rrnet), and yet never receives a code another municipality
+holds; the ledger's owner adds municipalities and checks everything. Offices
+connect without a password on the command line (a password file, PGPASSFILE).
+Also: a ledger made by an older rrnet (schema version 1) is refused until
+`rrnet ledger upgrade`, which keeps every record.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import secrets
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import polars as pl
+import psycopg
+import pytest
+from helpers import cli_ok, run_cli, start_assign_in_subprocess, write_export
+from pgserver import PgServer
+from typer.testing import CliRunner
+
+from rrnet_cli import code as rcode
+from rrnet_cli.cli import app
+from rrnet_cli.ledger import open_store
+from rrnet_cli.ledger.audit import record_hash
+from rrnet_cli.ledger.postgres import MIGRATIONS, SCHEMA_VERSION
+from rrnet_cli.verify import verify
+
+WARD_A, WARD_B = "131016", "131024"
+
+
+class Shared:
+    """A shared ledger in a fresh database: the owner's URL, and offices' URLs by municipality."""
+
+    def __init__(self, server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.server = server
+        self.dbname = server.create_database()
+        self.owner = server.url(self.dbname)
+        self.passfile = tmp_path / "pgpass"
+        self.passfile.write_text("", encoding="utf-8")
+        self.passfile.chmod(0o600)
+        monkeypatch.setenv("PGPASSFILE", str(self.passfile))
+        self.roles: dict[str, str] = {}
+
+    def office(self, municipality: str) -> str:
+        """Create an ordinary login role for the municipality's office; its URL (no password:
+        the password is in the password file, as docs/deployment.md says)."""
+        role = f"office_{municipality}_{secrets.token_hex(3)}"
+        password = secrets.token_urlsafe(12)
+        self.server.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        with self.passfile.open("a", encoding="utf-8") as handle:
+            handle.write(f"127.0.0.1:{self.server.port}:{self.dbname}:{role}:{password}\n")
+        self.roles[municipality] = role
+        return self.url(role)
+
+    def url(self, role: str) -> str:
+        return f"postgresql://{quote(role)}@127.0.0.1:{self.server.port}/{self.dbname}"
+
+    def rows(self, url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(url) as conn:
+            return conn.execute(query.encode(), params or None).fetchall()
+
+
+@pytest.fixture
+def shared(
+    pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
+) -> Shared:
+    """A ledger created for WARD_A by the owner, then serving WARD_B too; an office role each."""
+    ledger = Shared(pg_server, tmp_path, monkeypatch)
+    cli_ok(runner, "ledger", "init", ledger.owner, "-m", WARD_A)
+    for ward in (WARD_A, WARD_B):
+        ledger.office(ward)
+    cli_ok(runner, "ledger", "add-municipality", "-l", ledger.owner, "-m", WARD_B)
+    for ward in (WARD_A, WARD_B):
+        cli_ok(
+            runner,
+            "ledger",
+            "add-municipality",
+            "-l",
+            ledger.owner,
+            "-m",
+            ward,
+            "--role",
+            ledger.roles[ward],
+        )
+    return ledger
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_two_wards_assign_the_same_resident_ids_and_never_share_a_code(
+    shared: Shared, runner: CliRunner, tmp_path: Path
+) -> None:
+    export = write_export(tmp_path / "export.csv", 200)  # the same ids in both wards
+    for ward in (WARD_A, WARD_B):
+        office = shared.url(shared.roles[ward])
+        text = cli_ok(runner, "assign", export, "-l", office, "-o", tmp_path / f"{ward}.csv")
+        assert shared.server.password not in text
+    a = [r["resident_code"] for r in read_rows(tmp_path / f"{WARD_A}.csv")]
+    b = [r["resident_code"] for r in read_rows(tmp_path / f"{WARD_B}.csv")]
+    assert len(set(a) | set(b)) == 400, "every resident of both wards has a code of their own"
+    # Each office's role defaults to its own municipality: no -m needed, and the
+    # other ward's -m is refused before anything is read.
+    code, text = run_cli(
+        runner,
+        "assign",
+        export,
+        "-l",
+        shared.url(shared.roles[WARD_A]),
+        "-m",
+        WARD_B,
+        "-o",
+        tmp_path / "wrong.csv",
+    )
+    assert code == 2 and f"is for municipality {WARD_A}, not {WARD_B}" in text
+    assert not (tmp_path / "wrong.csv").exists()
+    # The owner serves both, so must say which.
+    code, text = run_cli(runner, "assign", export, "-l", shared.owner, "-o", tmp_path / "o.csv")
+    assert code == 2 and "give --municipality" in text and WARD_B in text
+    # verify: each office's file against the ledger, as that office; everything as the owner.
+    for ward in (WARD_A, WARD_B):
+        office = shared.url(shared.roles[ward])
+        cli_ok(runner, "verify", tmp_path / f"{ward}.csv", "-l", office)
+        checked = cli_ok(runner, "verify", "-l", office, "--json")
+        assert json.loads(checked)["ok"] is True
+    whole = json.loads(cli_ok(runner, "verify", "-l", shared.owner, "--json"))
+    assert whole["ok"] is True
+    stats = json.loads(
+        cli_ok(runner, "ledger", "stats", "-l", shared.url(shared.roles[WARD_A]), "--json")
+    )
+    assert stats["codes_used"] == 400, "an office's uniqueness view counts every code"
+    assert stats["municipalities"] == [WARD_A]
+
+
+def test_an_office_role_cannot_read_or_write_another_wards_residents(
+    shared: Shared, runner: CliRunner, tmp_path: Path
+) -> None:
+    export = write_export(tmp_path / "export.csv", 50)
+    for ward in (WARD_A, WARD_B):
+        cli_ok(
+            runner,
+            "assign",
+            export,
+            "-l",
+            shared.url(shared.roles[ward]),
+            "-o",
+            tmp_path / f"{ward}.csv",
+        )
+    office_a = shared.url(shared.roles[WARD_A])
+    # Its own residents only, in both tables that name residents.
+    for table in ("codes", "code_history"):
+        seen = shared.rows(office_a, f"SELECT DISTINCT municipality FROM rrnet.{table}")
+        assert seen == [(WARD_A,)], table
+    # Every code's owner, never a resident: the view its uniqueness checks use.
+    owners = shared.rows(
+        office_a, "SELECT municipality, count(*) FROM rrnet.code_owners GROUP BY 1 ORDER BY 1"
+    )
+    assert owners == [(WARD_A, 50), (WARD_B, 50)]
+    with pytest.raises(psycopg.errors.UndefinedColumn):
+        shared.rows(office_a, "SELECT resident_id FROM rrnet.code_owners")
+    # Writing for the other ward is refused by the server itself.
+    free = rcode.codes_to_strings(rcode.codes_from_bodies(np.array([4242], dtype=np.uint64)))[0]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        shared.rows(
+            office_a,
+            "INSERT INTO rrnet.codes (code, status, municipality, resident_id, txn) "
+            "VALUES (%s, 'assigned', %s, 'x', 99) RETURNING code",
+            int(free),
+            WARD_B,
+        )
+    b_code = read_rows(tmp_path / f"{WARD_B}.csv")[0]["resident_code"]
+    assert (
+        shared.rows(
+            office_a,
+            "UPDATE rrnet.codes SET resident_id = 'stolen' WHERE code = %s RETURNING code",
+            int(b_code),
+        )
+        == []
+    ), "another ward's rows are invisible to an UPDATE"
+    assert shared.rows(
+        shared.owner, "SELECT resident_id FROM rrnet.codes WHERE code = %s", int(b_code)
+    ) != [("stolen",)]
+    # Only the owner adds municipalities.
+    code, text = run_cli(runner, "ledger", "add-municipality", "-l", office_a, "-m", "132012")
+    assert code == 2 and "Only the ledger's owner" in text
+
+
+def test_a_code_held_by_another_ward_is_a_row_error_not_a_second_holder(
+    shared: Shared, runner: CliRunner, tmp_path: Path, write_register: Any, resident: Any
+) -> None:
+    cli_ok(
+        runner,
+        "assign",
+        write_export(tmp_path / "b.csv", 5),
+        "-l",
+        shared.url(shared.roles[WARD_B]),
+        "-o",
+        tmp_path / "b-out.csv",
+    )
+    taken = read_rows(tmp_path / "b-out.csv")[0]["resident_code"]
+    register = write_register([resident("A-1", resident_code=taken), resident("A-2")])
+    code, text = run_cli(
+        runner,
+        "assign",
+        register,
+        "-l",
+        shared.url(shared.roles[WARD_A]),
+        "-o",
+        tmp_path / "a.csv",
+        "--rejects",
+        tmp_path / "rejects.csv",
+    )
+    assert code == 0, text
+    rejected = read_rows(tmp_path / "rejects.csv")
+    assert [r["resident_id"] for r in rejected] == ["A-1"]
+    assigned = read_rows(tmp_path / "a.csv")
+    assert [r["resident_id"] for r in assigned] == ["A-2"]
+    assert assigned[0]["resident_code"] != taken
+
+
+def test_adding_municipalities_refuses_what_would_weaken_the_ledger(
+    shared: Shared, pg_server: PgServer, runner: CliRunner, tmp_path: Path
+) -> None:
+    code, text = run_cli(
+        runner,
+        "ledger",
+        "add-municipality",
+        "-l",
+        shared.owner,
+        "-m",
+        "132012",
+        "--role",
+        "nobody_here",
+    )
+    assert code == 2 and "has no role 'nobody_here'" in text
+    code, text = run_cli(
+        runner,
+        "ledger",
+        "add-municipality",
+        "-l",
+        shared.owner,
+        "-m",
+        "132012",
+        "--role",
+        pg_server.superuser,
+    )
+    assert code == 2 and "superuser or may bypass row-level security" in text
+    code, text = run_cli(runner, "ledger", "add-municipality", "-l", shared.owner, "-m", WARD_B)
+    assert code == 2 and "already serves" in text
+    cli_ok(runner, "ledger", "init", tmp_path / "folder", "-m", WARD_A)
+    code, text = run_cli(
+        runner, "ledger", "add-municipality", "-l", tmp_path / "folder", "-m", WARD_B
+    )
+    assert code == 2 and "folder ledger serves the one municipality" in text
+    log = json.loads(cli_ok(runner, "ledger", "log", "-l", shared.owner, "--json"))
+    added = [r.get("added_municipality") for r in log["transactions"]]
+    assert added == [None, WARD_B, WARD_A, WARD_B], "each addition is in the audit trail"
+    assert log["intact"]
+
+
+def test_row_level_security_turned_off_by_hand_is_a_violation(
+    shared: Shared, runner: CliRunner
+) -> None:
+    shared.server.execute("ALTER TABLE rrnet.codes DISABLE ROW LEVEL SECURITY", shared.dbname)
+    code, text = run_cli(runner, "verify", "-l", shared.owner)
+    assert code == 1 and "row-level security is off on rrnet.codes" in text
+
+
+# -- a ledger made by an older rrnet --------------------------------------------------
+
+
+def _version_1_ledger(server: PgServer, municipality: str) -> tuple[str, list[str]]:
+    """A ledger exactly as rrnet's schema version 1 left it: 3 imported codes, then an
+    assign of 2 residents (one carrying an imported code over), each with its audit record
+    and history rows. Its URL and the codes."""
+    dbname = server.create_database()
+    bodies = np.array([11, 22, 33, 44], dtype=np.uint64)
+    codes = rcode.codes_to_strings(rcode.codes_from_bodies(bodies)).to_pylist()
+    records = []
+    prev = ""
+    for number, details, counts in (
+        (0, {"municipality": municipality}, {}),
+        (1, {}, {"imported": 3}),
+        (2, {}, {"assigned": 1, "carried_over": 1}),
+    ):
+        record: dict[str, Any] = {
+            "txn": number,
+            "at": f"2026-01-0{number + 1}T00:00:00+00:00",
+            "operator": "clerk",
+            "command": ["rrnet"],
+            "inputs": [],
+            "outputs": [],
+            **details,
+            "counts": counts,
+            "prev": prev,
+        }
+        record["hash"] = record_hash(record)
+        prev = record["hash"]
+        records.append(record)
+    url = server.url(dbname)
+    with psycopg.connect(url) as conn:
+        conn.execute(MIGRATIONS[0].encode())
+        conn.execute(
+            "INSERT INTO rrnet.meta (schema_version, municipality, created_at) "
+            "VALUES (1, %s, now())",
+            (municipality,),
+        )
+        for r in records:
+            extra = {
+                k: v
+                for k, v in r.items()
+                if k
+                not in {
+                    "txn",
+                    "at",
+                    "operator",
+                    "command",
+                    "inputs",
+                    "outputs",
+                    "counts",
+                    "prev",
+                    "hash",
+                }
+            }
+            conn.execute(
+                "INSERT INTO rrnet.transactions VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    r["txn"],
+                    r["at"],
+                    r["operator"],
+                    json.dumps(r["command"]),
+                    "[]",
+                    "[]",
+                    json.dumps(r["counts"]),
+                    json.dumps(extra),
+                    r["prev"],
+                    r["hash"],
+                ),
+            )
+        rows = [
+            (codes[0], "imported", None, None, 1),
+            (codes[1], "imported", None, None, 1),
+            (codes[2], "imported", None, None, 1),
+            (codes[2], "carried_over", municipality, "000000001", 2),
+            (codes[3], "assigned", municipality, "000000002", 2),
+        ]
+        for code, status, muni, rid, txn in rows:
+            conn.execute(
+                "INSERT INTO rrnet.code_history VALUES (%s, %s, %s, %s, %s, now())",
+                (code, status, muni, rid, txn),
+            )
+            conn.execute(
+                "INSERT INTO rrnet.codes VALUES (%s, %s, %s, %s, %s) ON CONFLICT (code) DO UPDATE "
+                "SET status = EXCLUDED.status, municipality = EXCLUDED.municipality, "
+                "resident_id = EXCLUDED.resident_id, txn = EXCLUDED.txn",
+                (code, status, muni, rid, txn),
+            )
+    return url, codes
+
+
+def test_a_version_1_ledger_is_refused_until_upgraded_and_keeps_every_record(
+    pg_server: PgServer, runner: CliRunner, tmp_path: Path
+) -> None:
+    url, codes = _version_1_ledger(pg_server, WARD_A)
+    export = write_export(tmp_path / "export.csv", 3, start=1)  # residents 1, 2 and 3
+    code, text = run_cli(runner, "assign", export, "-l", url, "-o", tmp_path / "early.csv")
+    assert code == 2 and "schema version 1" in text and "rrnet ledger upgrade" in text
+    assert not (tmp_path / "early.csv").exists()
+    done = json.loads(cli_ok(runner, "ledger", "upgrade", "-l", url, "--json"))
+    assert (done["from"], done["to"]) == (1, SCHEMA_VERSION)
+    assert "already" in cli_ok(runner, "ledger", "upgrade", "-l", url)
+    assert json.loads(cli_ok(runner, "verify", "-l", url, "--json"))["ok"] is True
+    stats = json.loads(cli_ok(runner, "ledger", "stats", "-l", url, "--json"))
+    assert stats["by_status"] == {"assigned": 1, "carried_over": 1, "imported": 2, "retired": 0}
+    with psycopg.connect(url) as conn:
+        kept = conn.execute("SELECT count(*) FROM rrnet.code_history").fetchone()
+        leading = conn.execute("SELECT code FROM rrnet.codes ORDER BY code LIMIT 1").fetchone()
+    assert kept == (5,), "every record ever made is still there"
+    assert leading is not None and f"{leading[0]:011d}" == min(codes)
+    # Residents 1 and 2 keep their codes; resident 3 is new.
+    cli_ok(runner, "assign", export, "-l", url, "-o", tmp_path / "out.csv")
+    got = {r["resident_id"]: r["resident_code"] for r in read_rows(tmp_path / "out.csv")}
+    assert got["000000001"] == codes[2] and got["000000002"] == codes[3]
+    assert got["000000003"] not in codes
+    log = json.loads(cli_ok(runner, "ledger", "log", "-l", url, "--json"))
+    assert log["intact"] and log["transactions"][3]["schema_upgrade"] == {"from": 1, "to": 2}
+
+
+# -- many offices at once ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_eight_processes_for_four_wards_at_once_get_400000_distinct_codes(
+    pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
+) -> None:
+    """8 `rrnet assign` processes over loopback TCP, 2 per ward, 50,000 residents each."""
+    wards = ["131016", "131024", "131032", "131041"]
+    ledger = Shared(pg_server, tmp_path, monkeypatch)
+    cli_ok(runner, "ledger", "init", ledger.owner, "-m", wards[0])
+    for ward in wards:
+        ledger.office(ward)
+        cli_ok(
+            runner,
+            "ledger",
+            "add-municipality",
+            "-l",
+            ledger.owner,
+            "-m",
+            ward,
+            "--role",
+            ledger.roles[ward],
+        )
+    rows = 50_000
+    procs, outputs = [], []
+    for n in range(8):
+        ward = wards[n % 4]
+        export = write_export(tmp_path / f"export{n}.csv", rows, start=(n // 4) * rows)
+        output = tmp_path / f"out{n}.parquet"
+        outputs.append((ward, output))
+        procs.append(
+            start_assign_in_subprocess(
+                export,
+                ledger.url(ledger.roles[ward]),
+                output,
+                "--lock-timeout",
+                "900",
+                stderr=subprocess.PIPE,
+            )
+        )
+    for proc in procs:
+        _, err = proc.communicate(timeout=1500)
+        assert proc.returncode == 0, err
+    codes = pl.concat([pl.read_parquet(o, columns=["resident_code"]) for _, o in outputs])
+    assert codes.height == 400_000 and codes["resident_code"].n_unique() == 400_000
+    store = open_store(ledger.owner)
+    for ward in wards:  # resident ids repeat across wards: each ward's files together
+        result = verify([o for w, o in outputs if w == ward], ledger=store, municipality=ward)
+        assert result.ok and result.codes == 2 * rows, result.violations[:5]
+    assert store.check_integrity().violations == []
+    assert store.stats()["transactions"] == 4 + 8, "after init (0): 4 additions, one per run"
+
+
+def test_an_office_connects_through_a_service_file_and_a_password_file(
+    shared: Shared, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/deployment.md's way: RRNET_LEDGER="service=rrnet", nothing secret on a command line."""
+    services = tmp_path / "pg_service.conf"
+    services.write_text(
+        f"[rrnet]\nhost=127.0.0.1\nport={shared.server.port}\ndbname={shared.dbname}\n"
+        f"user={shared.roles[WARD_B]}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    env = {"RRNET_LEDGER": "service=rrnet"}
+    export = write_export(tmp_path / "export.csv", 20)
+    result = runner.invoke(app, ["assign", str(export), "-o", str(tmp_path / "out.csv")], env=env)
+    assert result.exit_code == 0, result.output
+    held = shared.rows(shared.owner, "SELECT municipality, count(*) FROM rrnet.codes GROUP BY 1")
+    assert held == [(WARD_B, 20)]
+    stats = runner.invoke(app, ["ledger", "stats", "--json"], env=env)
+    assert json.loads(stats.output)["municipalities"] == [WARD_B]
+    # A wrong password in the password file: exit 2, the server named, the password never.
+    shared.passfile.write_text(
+        f"127.0.0.1:{shared.server.port}:{shared.dbname}:{shared.roles[WARD_B]}:wrong-secret\n",
+        encoding="utf-8",
+    )
+    refused = runner.invoke(app, ["ledger", "stats"], env=env)
+    assert refused.exit_code == 2
+    assert "refused the password" in refused.output and "wrong-secret" not in refused.output
