@@ -5,6 +5,9 @@
 - ``write_register``: writes a list of row dicts as a register CSV.
 - ``runner``: a Typer ``CliRunner`` that ignores the caller's RRNET_* variables.
 - ``pg_server``: a throwaway PostgreSQL server for the session (tests/pgserver.py).
+- ``pg_url``: a fresh, empty database on it (loopback TCP URL with the password).
+- ``backend``: a new ledger for 131016 on each backend, folder and postgres
+  (tests/backends.py): the contract tests, crash trials and harness run on both.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from backends import BACKENDS, LedgerBackend, folder_backend, postgres_backend
 from helpers import MUNICIPALITY
 from pgserver import PgServer, PostgresMissing, check_installed, running_server
 from typer.testing import CliRunner
@@ -119,3 +123,23 @@ def pg_server() -> Iterator[PgServer]:
         pytest.skip(str(exc))
     with running_server() as server:
         yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """A URL (loopback TCP, with the superuser's password) of a fresh, empty database."""
+    return pg_server.url(pg_server.create_database())
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerBackend:
+    """A new, empty ledger for municipality 131016 on each backend.
+
+    ``folder``: at ``tmp_path / "ledger"``; ``postgres``: in a fresh database of
+    ``pg_server``, its location a loopback-TCP URL with the password. A test
+    that applies to one backend only parametrizes ``backend`` itself
+    (``indirect=True``) with that one.
+    """
+    if request.param == "folder":
+        return folder_backend(tmp_path / "ledger")
+    return postgres_backend(request.getfixturevalue("pg_server"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import typer.main
+from backends import LedgerBackend
 from helpers import MUNICIPALITY, SAMPLE_MUNICIPALITY, rrnet
 from polars.testing import assert_frame_equal
 
@@ -87,9 +88,10 @@ def export(write_register, resident) -> Path:
     )
 
 
-def assign(runner, export: Path, ledger: Ledger, output: Path, *extra: str):
+def assign(runner, export: Path, ledger: Ledger | LedgerBackend, output: Path, *extra: str):
+    """``rrnet assign EXPORT --ledger LEDGER -o OUTPUT``: a folder ledger or either backend."""
     return runner.invoke(
-        app, ["assign", str(export), "--ledger", str(ledger.path), "-o", str(output), *extra]
+        app, ["assign", str(export), "--ledger", ledger.location, "-o", str(output), *extra]
     )
 
 
@@ -175,15 +177,6 @@ def test_ledger_init_refuses_an_existing_path(runner, tmp_path: Path, kind: str)
     assert kept.read_text(encoding="utf-8") == "keep me"
 
 
-def test_ledger_init_refuses_an_existing_ledger(runner, ledger: Ledger) -> None:
-    before = manifest_bytes(ledger)
-    result = runner.invoke(
-        app, ["ledger", "init", str(ledger.path), "--municipality", MUNICIPALITY]
-    )
-    assert result.exit_code == 2
-    assert manifest_bytes(ledger) == before
-
-
 NOT_A_LEDGER = {
     "missing": ("There is no ledger", None),
     "file": ("is a file", "file"),
@@ -222,9 +215,9 @@ def test_commands_refuse_a_path_that_is_not_a_ledger(
 # -- assign --------------------------------------------------------------------
 
 
-def test_assign_happy_path(runner, export: Path, ledger: Ledger, tmp_path: Path) -> None:
+def test_assign_happy_path(runner, export: Path, backend: LedgerBackend, tmp_path: Path) -> None:
     output = tmp_path / "assigned.csv"
-    result = assign(runner, export, ledger, output, "--json")
+    result = assign(runner, export, backend, output, "--json")
     assert result.exit_code == 0, result.output
 
     summary = json.loads(result.stdout)
@@ -257,7 +250,7 @@ def test_assign_happy_path(runner, export: Path, ledger: Ledger, tmp_path: Path)
     arrived = by_id["000126"]
     assert (arrived["resident_code"], arrived["code_status"]) == (CARRIED, "carried_over")
 
-    stats = run_json(runner, ["ledger", "stats", "--ledger", str(ledger.path)])
+    stats = run_json(runner, ["ledger", "stats", "--ledger", backend.location])
     assert stats["codes_used"] == 3
     assert (stats["by_status"]["assigned"], stats["by_status"]["carried_over"]) == (2, 1)
 
@@ -274,13 +267,13 @@ def test_assign_table_output_shows_the_figures(
 
 
 def test_assign_twice_assigns_nothing_new(
-    runner, export: Path, ledger: Ledger, tmp_path: Path
+    runner, export: Path, backend: LedgerBackend, tmp_path: Path
 ) -> None:
     first, second = tmp_path / "first.csv", tmp_path / "second.csv"
-    assert assign(runner, export, ledger, first).exit_code == 0
-    manifest = manifest_bytes(ledger)
+    assert assign(runner, export, backend, first).exit_code == 0
+    before_ledger = backend.contents()
 
-    result = assign(runner, export, ledger, second, "--json")
+    result = assign(runner, export, backend, second, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["newly_assigned"] == 0
@@ -293,7 +286,11 @@ def test_assign_twice_assigns_nothing_new(
     assert_frame_equal(codes_after, codes_before)
     statuses = read_csv_text(second)["code_status"].to_list()
     assert statuses == ["already_assigned", "already_assigned", "excluded", "already_assigned"]
-    assert manifest_bytes(ledger) == manifest
+    assert summary["transaction"] is None, "nothing new: nothing committed"
+    assert backend.contents() == before_ledger
+    assert backend.transactions() == 1
+    stats = backend.store().stats()
+    assert (stats["codes_used"], stats["by_status"]["assigned"]) == (3, 2)
 
 
 def test_assign_on_its_own_csv_output_keeps_every_cell(
@@ -323,17 +320,17 @@ def bad_export(write_register, resident) -> Path:
 
 
 def test_assign_stops_on_a_bad_row_and_writes_nothing(
-    runner, bad_export: Path, ledger: Ledger, tmp_path: Path
+    runner, bad_export: Path, backend: LedgerBackend, tmp_path: Path
 ) -> None:
-    manifest = manifest_bytes(ledger)
+    before_ledger = backend.contents()
     before = files_under(tmp_path)
-    result = assign(runner, bad_export, ledger, tmp_path / "assigned.csv")
+    result = assign(runner, bad_export, backend, tmp_path / "assigned.csv")
     assert result.exit_code == 2
     assert f"{bad_export} row 3, birth_date" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "assigned.csv").exists()
     assert files_under(tmp_path) == before
-    assert manifest_bytes(ledger) == manifest
+    assert backend.contents() == before_ledger
 
 
 @pytest.mark.parametrize("as_json", [False, True])
@@ -388,16 +385,16 @@ def test_assign_with_rejects_sets_bad_rows_aside(
 
 
 def test_dry_run_writes_nothing_and_leaves_the_ledger_alone(
-    runner, export: Path, ledger: Ledger, tmp_path: Path
+    runner, export: Path, backend: LedgerBackend, tmp_path: Path
 ) -> None:
-    manifest = manifest_bytes(ledger)
+    before_ledger = backend.contents()
     before = files_under(tmp_path)
-    result = assign(runner, export, ledger, tmp_path / "assigned.csv", "--dry-run", "--json")
+    result = assign(runner, export, backend, tmp_path / "assigned.csv", "--dry-run", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["dry_run"], summary["newly_assigned"]) == (True, 2)
     assert files_under(tmp_path) == before
-    assert manifest_bytes(ledger) == manifest
+    assert backend.contents() == before_ledger
 
 
 def test_csv_output_is_excel_safe_and_keeps_leading_zeros(
@@ -449,23 +446,23 @@ def test_seed_makes_assignment_reproducible(runner, export: Path, tmp_path: Path
 
 
 def test_carried_code_the_ledger_holds_for_another_resident_is_refused(
-    runner, write_register, resident, ledger: Ledger, tmp_path: Path
+    runner, write_register, resident, backend: LedgerBackend, tmp_path: Path
 ) -> None:
     first = write_register([resident("000401")], name="first.csv")
-    assert assign(runner, first, ledger, tmp_path / "first-out.csv").exit_code == 0
+    assert assign(runner, first, backend, tmp_path / "first-out.csv").exit_code == 0
     (code,) = read_csv_text(tmp_path / "first-out.csv")["resident_code"].to_list()
 
-    manifest = manifest_bytes(ledger)
+    before_ledger = backend.contents()
     second = write_register(
         [resident("000402"), resident("000403", resident_code=code)], name="second.csv"
     )
     output = tmp_path / "second-out.csv"
-    result = assign(runner, second, ledger, output)
+    result = assign(runner, second, backend, output)
     assert result.exit_code == 2
     assert f"{second} row 3, resident_code" in result.output
     assert "another resident" in result.output
     assert not output.exists()
-    assert manifest_bytes(ledger) == manifest
+    assert backend.contents() == before_ledger
 
 
 def test_error_message_keeps_brackets_in_file_names(runner, ledger: Ledger, tmp_path: Path) -> None:
@@ -480,17 +477,11 @@ def test_error_message_keeps_brackets_in_file_names(runner, ledger: Ledger, tmp_
 
 
 @pytest.fixture
-def assigned_csv(runner, export: Path, ledger: Ledger, tmp_path: Path) -> Path:
+def assigned_csv(runner, export: Path, backend: LedgerBackend, tmp_path: Path) -> Path:
     output = tmp_path / "assigned.csv"
-    result = assign(runner, export, ledger, output, "--seed", "3")
+    result = assign(runner, export, backend, output, "--seed", "3")
     assert result.exit_code == 0, result.output
     return output
-
-
-def test_verify_clean_output_with_ledger(runner, assigned_csv: Path, ledger: Ledger) -> None:
-    result = runner.invoke(app, ["verify", str(assigned_csv), "--ledger", str(ledger.path)])
-    assert result.exit_code == 0, result.output
-    assert "OK: no violations" in result.stdout
 
 
 def _tamper_one_code(path: Path) -> str:
@@ -505,18 +496,18 @@ def _tamper_one_code(path: Path) -> str:
 
 
 def test_verify_tampered_output_fails_listing_the_row(
-    runner, assigned_csv: Path, ledger: Ledger
+    runner, assigned_csv: Path, backend: LedgerBackend
 ) -> None:
     _tamper_one_code(assigned_csv)
-    result = runner.invoke(app, ["verify", str(assigned_csv), "--ledger", str(ledger.path)])
+    result = runner.invoke(app, ["verify", str(assigned_csv), "--ledger", backend.location])
     assert result.exit_code == 1
     assert f"{assigned_csv} row 2:" in result.stdout
     assert "FAILED" in result.stdout
 
 
-def test_verify_json_lists_violations(runner, assigned_csv: Path, ledger: Ledger) -> None:
+def test_verify_json_lists_violations(runner, assigned_csv: Path, backend: LedgerBackend) -> None:
     changed = _tamper_one_code(assigned_csv)
-    args = ["verify", str(assigned_csv), "--ledger", str(ledger.path), "--json"]
+    args = ["verify", str(assigned_csv), "--ledger", backend.location, "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 1
     data = json.loads(result.stdout)
@@ -532,35 +523,6 @@ def test_verify_missing_file_is_unusable_input(runner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["verify", str(missing)])
     assert result.exit_code == 2
     assert "does not exist" in result.output
-
-
-# -- ledger import and stats ------------------------------------------------------
-
-
-def test_ledger_import_then_stats_counts_imported_codes(
-    runner, ledger: Ledger, tmp_path: Path
-) -> None:
-    source = tmp_path / "in_use_elsewhere.txt"
-    codes = [code for _, code in SPEC_VECTORS]
-    source.write_text("\n".join([*codes, codes[0]]) + "\n", encoding="utf-8")
-    imported = run_json(runner, ["ledger", "import", str(source), "--ledger", str(ledger.path)])
-    assert (imported["imported"], imported["repeated_in_file"]) == (4, 1)
-
-    stats = run_json(runner, ["ledger", "stats", "--ledger", str(ledger.path)])
-    assert stats["by_status"]["imported"] == 4
-    assert stats["codes_used"] == 4
-
-
-def test_ledger_import_of_an_invalid_code_changes_nothing(
-    runner, ledger: Ledger, tmp_path: Path
-) -> None:
-    source = tmp_path / "codes.txt"
-    source.write_text("12345678903\n12345678904\n", encoding="utf-8")
-    manifest = manifest_bytes(ledger)
-    result = runner.invoke(app, ["ledger", "import", str(source), "--ledger", str(ledger.path)])
-    assert result.exit_code == 2
-    assert "record 2" in result.output
-    assert manifest_bytes(ledger) == manifest
 
 
 # -- help -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
+from backends import LedgerBackend, sql_rows
 from helpers import MUNICIPALITY, cli_ok, run_cli
 from pgserver import PgServer, free_port
 from typer.testing import CliRunner
@@ -44,26 +45,6 @@ def valid_codes(n: int, start: int = 1_000_000) -> list[str]:
 def write_codes(path: Path, codes: list[str]) -> Path:
     path.write_text("".join(f"{c}\n" for c in codes), encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def pg_url(pg_server: PgServer) -> str:
-    """A URL, with the superuser's password, of a fresh empty database."""
-    return pg_server.url(pg_server.create_database())
-
-
-@pytest.fixture(params=["folder", "postgresql"])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where a new ledger goes, on each backend: a folder path or a database URL."""
-    if request.param == "folder":
-        return str(tmp_path / "ledger")
-    return str(request.getfixturevalue("pg_url"))
-
-
-def sql_rows(url: str, query: str) -> list[tuple[object, ...]]:
-    """Rows of a query, run as the superuser in the database ``url`` names."""
-    with psycopg.connect(url) as conn:
-        return conn.execute(query.encode()).fetchall()
 
 
 def transactions(url: str) -> int:
@@ -131,12 +112,16 @@ def test_init_creates_the_versioned_schema_with_its_first_audit_record(
     assert pg_server.password not in command, "the audit trail never records a password"
 
 
-def test_a_second_init_is_refused_and_changes_nothing(location: str, runner: CliRunner) -> None:
-    cli_ok(runner, "ledger", "init", location, "-m", MUNICIPALITY)
-    code, output = run_cli(runner, "ledger", "init", location, "-m", "139998")
-    assert code == 2, output
-    assert "never overwritten" in output and "Traceback" not in output
-    stats = cli_ok(runner, "ledger", "stats", "--ledger", location, "--json")
+def test_a_second_init_is_refused_and_changes_nothing(
+    backend: LedgerBackend, runner: CliRunner
+) -> None:
+    before = backend.contents()
+    for municipality in ("139998", MUNICIPALITY):
+        code, output = run_cli(runner, "ledger", "init", backend.location, "-m", municipality)
+        assert code == 2, output
+        assert "never overwritten" in output and "Traceback" not in output
+    assert backend.contents() == before
+    stats = cli_ok(runner, "ledger", "stats", "--ledger", backend.location, "--json")
     assert '"municipality": "131016"' in stats
 
 
@@ -193,9 +178,9 @@ def test_the_database_refuses_a_second_active_code_for_a_resident(
 
 
 def test_import_then_stats_count_the_same_on_both_backends(
-    location: str, runner: CliRunner, tmp_path: Path
+    backend: LedgerBackend, runner: CliRunner, tmp_path: Path
 ) -> None:
-    cli_ok(runner, "ledger", "init", location, "-m", MUNICIPALITY)
+    location = backend.location
     # 1,000 codes with 10 listed twice; then 500 of them again and 500 new, as retired.
     first = valid_codes(1000)
     again = first[500:] + valid_codes(500, start=2_000_000)
@@ -224,16 +209,20 @@ def test_import_then_stats_count_the_same_on_both_backends(
     assert "1,500" in table and "size on disk" in table
 
 
-def test_an_invalid_code_in_a_later_batch_leaves_the_ledger_as_it_was(
-    location: str, runner: CliRunner, tmp_path: Path
+def test_an_invalid_code_even_in_a_later_batch_leaves_the_ledger_as_it_was(
+    backend: LedgerBackend, runner: CliRunner, tmp_path: Path
 ) -> None:
-    cli_ok(runner, "ledger", "init", location, "-m", MUNICIPALITY)
+    before = backend.contents()
     source = write_codes(tmp_path / "codes.txt", [*valid_codes(9), "12345678900"])
-    ledger = open_store(location)
-    with pytest.raises(UsageError, match="record 10"):
-        import_codes(ledger, source, status=Status.IMPORTED, batch_rows=3)
-    assert ledger.stats()["codes_used"] == 0
-    assert ledger.stats()["transactions"] == 0
+    code, output = run_cli(runner, "ledger", "import", source, "-l", backend.location)
+    assert code == 2, output
+    assert "record 10" in output and "Traceback" not in output
+    assert backend.contents() == before
+    with pytest.raises(UsageError, match="record 10"):  # three batches: the third one fails
+        import_codes(backend.store(), source, status=Status.IMPORTED, batch_rows=3)
+    assert backend.contents() == before
+    assert backend.store().stats()["codes_used"] == 0
+    assert backend.transactions() == 0
 
 
 def test_a_libpq_keyword_string_and_rrnet_ledger_work_too(

@@ -18,28 +18,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from backends import LedgerBackend
 from helpers import MUNICIPALITY, cli_ok, run_cli, write_export
-from pgserver import PgServer
 from typer.testing import CliRunner
 
 from rrnet_cli import code as rcode
-
-
-@pytest.fixture
-def pg_url(pg_server: PgServer) -> str:
-    """A URL (loopback TCP, with the superuser's password) of a fresh, empty database."""
-    return pg_server.url(pg_server.create_database())
-
-
-@pytest.fixture(params=["folder", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path, runner: CliRunner) -> str:
-    """A new, empty ledger for municipality 131016 on each backend: its location."""
-    if request.param == "folder":
-        location = str(tmp_path / "ledger")
-    else:
-        location = str(request.getfixturevalue("pg_url"))
-    cli_ok(runner, "ledger", "init", location, "-m", MUNICIPALITY)
-    return location
 
 
 def sql(url: str, statement: str) -> None:
@@ -84,15 +67,17 @@ def messages(result: dict[str, object]) -> list[tuple[object, object, object]]:
 
 
 def test_verify_passes_after_assign_on_both_backends(
-    backend: str, tmp_path: Path, runner: CliRunner
+    backend: LedgerBackend, tmp_path: Path, runner: CliRunner
 ) -> None:
-    out = assigned(backend, tmp_path, runner)
-    code, result = verify_json(runner, out, "-l", backend)
+    out = assigned(backend.location, tmp_path, runner)
+    code, result = verify_json(runner, out, "-l", backend.location)
     assert code == 0, result
     assert result["ok"] is True and result["codes"] == 20
     assert result["ledger_records"] == 20
-    code, alone = verify_json(runner, "-l", backend)
+    code, alone = verify_json(runner, "-l", backend.location)
     assert code == 0 and alone["ok"] is True, alone
+    code, text = run_cli(runner, "verify", out, "-l", backend.location)
+    assert code == 0 and "OK: no violations" in text, text
 
 
 def test_unknown_and_foreign_codes_fail_with_the_same_messages_on_both_backends(
@@ -123,10 +108,10 @@ def test_unknown_and_foreign_codes_fail_with_the_same_messages_on_both_backends(
 
 
 def test_ledger_log_lists_each_transaction_with_operator_and_command(
-    backend: str, tmp_path: Path, runner: CliRunner
+    backend: LedgerBackend, tmp_path: Path, runner: CliRunner
 ) -> None:
-    assigned(backend, tmp_path, runner)
-    shown = json.loads(cli_ok(runner, "ledger", "log", "-l", backend, "--json"))
+    assigned(backend.location, tmp_path, runner)
+    shown = json.loads(cli_ok(runner, "ledger", "log", "-l", backend.location, "--json"))
     assert shown["intact"] is True and shown["problems"] == []
     records = shown["transactions"]
     assert [r["txn"] for r in records] == [0, 1]
@@ -136,7 +121,7 @@ def test_ledger_log_lists_each_transaction_with_operator_and_command(
     assert records[1]["command"][:2] == ["rrnet", "assign"]
     assert records[1]["counts"] == {"assigned": 20}
     assert records[1]["prev"] == records[0]["hash"] and shown["head"] == records[1]["hash"]
-    table = cli_ok(runner, "ledger", "log", "-l", backend)
+    table = cli_ok(runner, "ledger", "log", "-l", backend.location)
     assert "tanaka" in table and "assign" in table and "chain (hashes and links)" in table
     assert "intact" in table
 

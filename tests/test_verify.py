@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from backends import LedgerBackend
 
 from rrnet_cli.assign import assign_register
 from rrnet_cli.cli import app
 from rrnet_cli.errors import UsageError
 from rrnet_cli.importer import import_codes
-from rrnet_cli.ledger import Ledger
+from rrnet_cli.ledger import Ledger, LedgerStore
 from rrnet_cli.verify import Violation, verify
 
 # Valid codes from the published check-digit test vectors (independent of the code under test).
@@ -22,7 +23,7 @@ def found(violations: list[Violation]) -> set[tuple[str, int | None, str]]:
     return {(Path(v.file).name, v.row, v.check) for v in violations}
 
 
-def record_in_ledger(ledger: Ledger, tmp_path: Path, resident, write_register, codes) -> None:
+def record_in_ledger(ledger: LedgerStore, tmp_path: Path, resident, write_register, codes) -> None:
     """Record ``{resident_id: code}`` in the ledger the way a user does: assign an
     export whose residents arrive with those codes (carried over)."""
     export = write_register(
@@ -31,8 +32,7 @@ def record_in_ledger(ledger: Ledger, tmp_path: Path, resident, write_register, c
     assign_register(export, ledger=ledger, output=tmp_path / "arrivals-assigned.csv", seed=1)
 
 
-@pytest.fixture
-def assigned(tmp_path: Path, ledger: Ledger, resident, write_register) -> Path:
+def assign_sample(ledger: LedgerStore, tmp_path: Path, resident, write_register) -> Path:
     """A real assigned register: two new codes, one carried over, one move-out."""
     export = write_register(
         [
@@ -45,6 +45,24 @@ def assigned(tmp_path: Path, ledger: Ledger, resident, write_register) -> Path:
     output = tmp_path / "assigned.csv"
     assign_register(export, ledger=ledger, output=output, seed=42)
     return output
+
+
+@pytest.fixture
+def assigned(tmp_path: Path, ledger: Ledger, resident, write_register) -> Path:
+    """``assign_sample`` on the folder ledger of the ``ledger`` fixture."""
+    return assign_sample(ledger, tmp_path, resident, write_register)
+
+
+@pytest.fixture
+def store(backend: LedgerBackend) -> LedgerStore:
+    """The ``backend`` fixture's ledger, opened: a folder, or a PostgreSQL database."""
+    return backend.store()
+
+
+@pytest.fixture
+def assigned_on_backend(tmp_path: Path, store: LedgerStore, resident, write_register) -> Path:
+    """``assign_sample`` on the ledger of the ``backend`` fixture (each backend)."""
+    return assign_sample(store, tmp_path, resident, write_register)
 
 
 # -- files alone -------------------------------------------------------------
@@ -64,8 +82,10 @@ def test_clean_assigned_file_verifies_ok(write_register) -> None:
     assert (result.rows, result.codes) == (4, 3)
 
 
-def test_real_assign_output_verifies_ok_against_its_ledger(assigned: Path, ledger: Ledger) -> None:
-    result = verify([assigned], ledger=ledger)
+def test_real_assign_output_verifies_ok_against_its_ledger(
+    assigned_on_backend: Path, store: LedgerStore
+) -> None:
+    result = verify([assigned_on_backend], ledger=store)
     assert result.ok, result.violations
     assert result.codes == 3
 
@@ -189,29 +209,29 @@ def test_missing_resident_code_column_is_unusable_input(write_register, runner) 
 # -- against a ledger ----------------------------------------------------------
 
 
-def test_code_unknown_to_the_ledger(ledger: Ledger, write_register) -> None:
+def test_code_unknown_to_the_ledger(store: LedgerStore, write_register) -> None:
     path = write_register([{"resident_id": "1", "resident_code": A, "code_status": "assigned"}])
-    result = verify([path], ledger=ledger)
+    result = verify([path], ledger=store)
     assert found(result.violations) == {("register.csv", 2, "ledger")}
     assert "no record" in result.violations[0].message
 
 
 def test_code_the_ledger_holds_for_another_resident(
-    ledger: Ledger, tmp_path: Path, resident, write_register
+    store: LedgerStore, tmp_path: Path, resident, write_register
 ) -> None:
-    record_in_ledger(ledger, tmp_path, resident, write_register, {"000001": A})
+    record_in_ledger(store, tmp_path, resident, write_register, {"000001": A})
     path = write_register([{"resident_id": "000002", "resident_code": A}], name="check.csv")
-    result = verify([path], ledger=ledger)
+    result = verify([path], ledger=store)
     assert found(result.violations) == {("check.csv", 2, "ledger")}
     assert "another resident" in result.violations[0].message
 
 
 def test_code_the_ledger_holds_for_this_resident_is_fine(
-    ledger: Ledger, tmp_path: Path, resident, write_register
+    store: LedgerStore, tmp_path: Path, resident, write_register
 ) -> None:
-    record_in_ledger(ledger, tmp_path, resident, write_register, {"000001": A})
+    record_in_ledger(store, tmp_path, resident, write_register, {"000001": A})
     path = write_register([{"resident_id": "000001", "resident_code": A}], name="check.csv")
-    assert verify([path], ledger=ledger).ok
+    assert verify([path], ledger=store).ok
 
 
 def test_retired_code(ledger: Ledger, tmp_path: Path, resident, write_register) -> None:
@@ -223,14 +243,16 @@ def test_retired_code(ledger: Ledger, tmp_path: Path, resident, write_register) 
     assert "retired" in result.violations[0].message
 
 
-def test_code_imported_as_in_use_elsewhere(ledger: Ledger, tmp_path: Path, write_register) -> None:
+def test_code_imported_as_in_use_elsewhere(
+    store: LedgerStore, tmp_path: Path, write_register
+) -> None:
     extract = tmp_path / "national.txt"
     extract.write_text(f"{A}\n{C}\n", encoding="utf-8")
-    import_codes(ledger, extract)
+    import_codes(store, extract)
     path = write_register(
         [{"resident_id": "1", "resident_code": C, "code_status": "assigned"}], name="check.csv"
     )
-    result = verify([path], ledger=ledger)
+    result = verify([path], ledger=store)
     assert found(result.violations) == {("check.csv", 2, "ledger")}
     assert "elsewhere" in result.violations[0].message
 
@@ -242,14 +264,14 @@ def _segments(ledger: Ledger) -> list[Path]:
     return sorted((ledger.path / "segments").glob("*.parquet"))
 
 
-def test_clean_ledger_passes_integrity(assigned: Path, ledger: Ledger) -> None:
-    result = verify([], ledger=ledger)
+def test_clean_ledger_passes_integrity(assigned_on_backend: Path, store: LedgerStore) -> None:
+    result = verify([], ledger=store)
     assert result.ok, result.violations
     assert result.ledger_records == 3
 
 
-def test_empty_ledger_passes_integrity(ledger: Ledger) -> None:
-    assert verify([], ledger=ledger).ok
+def test_empty_ledger_passes_integrity(store: LedgerStore) -> None:
+    assert verify([], ledger=store).ok
 
 
 def _flip_a_byte(path: Path) -> None:

@@ -3,9 +3,12 @@
 Used by ``tests/reliability/test_crash_campaign.py`` (a few dozen trials in CI)
 and ``benchmarks/crash_campaign.py`` (hundreds, printing the tally).
 
-Every trial starts a real process on a real export (or code list), sleeps a
-random time, sends SIGKILL, and then checks, with the library (fast, no extra
-processes):
+The campaign runs on one ledger of either backend (``backends.LedgerBackend``:
+a folder ledger, or a PostgreSQL ledger reached over loopback TCP). Every
+trial starts a real process on a real export (or code list), sleeps a random
+time, sends SIGKILL, waits until a PostgreSQL server has ended the killed
+client's session (``settle``), and then checks, with the library (fast, no
+extra processes):
 - the ledger moved by zero or one transaction, never half of one;
 - the ledger's integrity check passes;
 - the output file is either absent or complete and verifiable.
@@ -15,7 +18,6 @@ together against the ledger: no code was ever given to two residents.
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import sys
@@ -27,7 +29,6 @@ import numpy as np
 import polars as pl
 
 from rrnet_cli import code as rcode
-from rrnet_cli.ledger import Ledger, check_integrity
 from rrnet_cli.verify import verify
 
 # benchmarks/crash_campaign.py puts only this folder on sys.path; helpers.py is in tests/.
@@ -35,8 +36,8 @@ _TESTS = str(Path(__file__).resolve().parent.parent)
 if _TESTS not in sys.path:
     sys.path.append(_TESTS)
 
+from backends import LedgerBackend  # noqa: E402
 from helpers import (  # noqa: E402
-    SAMPLE_MUNICIPALITY,
     assign_in_subprocess,
     start_assign_in_subprocess,
     start_rrnet,
@@ -80,32 +81,34 @@ def _codes(path: Path, n: int, seed: int) -> Path:
     return path
 
 
-def _txn(ledger: Ledger) -> int:
-    return int(json.loads(ledger.manifest_path.read_text())["txn"])
-
-
-def run_campaign(work: Path, trials: int, *, seed: int = 20130708, rows: int = 20_000) -> Tally:
-    """Run ``trials`` kill trials on one ledger in ``work``; return the tally.
+def run_campaign(
+    ledger: LedgerBackend,
+    work: Path,
+    trials: int,
+    *,
+    seed: int = 20130708,
+    rows: int = 20_000,
+) -> Tally:
+    """Run ``trials`` kill trials on the empty ``ledger``, files in ``work``; the tally.
 
     Kill times are drawn up to 1.2 times how long an uninterrupted run takes on
-    this machine (timed first, on a separate ledger), so kills land all through
-    a run: while reading, drawing, writing and committing.
+    this machine (timed first, on a separate ledger of the same backend), so
+    kills land all through a run: while reading, drawing, writing and committing.
     """
     rng = random.Random(seed)
     tally = Tally()
-    probe = Ledger.init(work / "timing-ledger", municipality=SAMPLE_MUNICIPALITY)
+    probe = ledger.another("timing-ledger")
     timing_export = write_export(work / "timing.csv", rows)
     started = time.perf_counter()
-    assign_in_subprocess(timing_export, probe.path, work / "timing-out.csv", check=True)
+    assign_in_subprocess(timing_export, probe.location, work / "timing-out.csv", check=True)
     max_delay = 1.2 * (time.perf_counter() - started)
-    ledger = Ledger.init(work / "ledger", municipality=SAMPLE_MUNICIPALITY)
     exports: list[Path] = []
     for trial in range(trials):
         tally.trials += 1
-        before = _txn(ledger)
+        before = ledger.transactions()
         if trial % 5 == 4:  # every fifth trial imports codes in use elsewhere
             source = _codes(work / f"codes{trial}.txt", 200_000, seed + trial)
-            proc = start_rrnet("ledger", "import", source, "--ledger", ledger.path)
+            proc = start_rrnet("ledger", "import", source, "--ledger", ledger.location)
             out = None
             tally.imports += 1
         else:
@@ -113,17 +116,18 @@ def run_campaign(work: Path, trials: int, *, seed: int = 20130708, rows: int = 2
             export = write_export(work / f"export{trial}.csv", rows, start=trial * rows // 2)
             exports.append(export)
             out = work / f"out{trial}.csv"
-            proc = start_assign_in_subprocess(export, ledger.path, out)
+            proc = start_assign_in_subprocess(export, ledger.location, out)
         time.sleep(rng.uniform(0.05, max_delay))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait()
+        ledger.settle()
         # Counted by how the process ended: it may finish just as the signal is sent.
         if proc.returncode == -signal.SIGKILL:
             tally.kills += 1
         else:
             tally.finished_before_kill += 1
-        after = _txn(ledger)
+        after = ledger.transactions()
         if after not in (before, before + 1):
             tally.violations.append(f"trial {trial}: ledger jumped from txn {before} to {after}")
         if proc.returncode == -signal.SIGKILL:
@@ -131,23 +135,22 @@ def run_campaign(work: Path, trials: int, *, seed: int = 20130708, rows: int = 2
                 tally.committed_then_killed += 1
             else:
                 tally.killed_before_commit += 1
-        report = check_integrity(ledger)
-        tally.violations += [f"trial {trial}: {v['reason']}" for v in report.violations]
+        tally.violations += [f"trial {trial}: {v['reason']}" for v in ledger.integrity()]
         if out is not None and out.exists():
             if proc.returncode == -signal.SIGKILL:
                 tally.outputs_present_after_kill += 1
-            result = verify([out], ledger=ledger)
+            result = verify([out], ledger=ledger.store())
             if not result.ok or result.rows != rows:
                 tally.violations.append(f"trial {trial}: output incomplete or failing verify")
     # Finish the job: every export assigned; everything verified together.
     finals = []
     for index, export in enumerate(exports):
         final = work / f"final{index}.csv"
-        done = assign_in_subprocess(export, ledger.path, final)
+        done = assign_in_subprocess(export, ledger.location, final)
         if done.returncode != 0:
             tally.violations.append(f"re-run of {export.name} failed: {done.stderr[-300:]}")
         finals.append(final)
-    result = verify([f for f in finals if f.exists()], ledger=ledger)
+    result = verify([f for f in finals if f.exists()], ledger=ledger.store())
     tally.violations += [f"final: {v.file} row {v.row}: {v.message}" for v in result.violations]
     tally.codes_verified = result.codes
     residents = pl.concat([pl.read_csv(f, infer_schema=False) for f in finals if f.exists()])
