@@ -290,6 +290,29 @@ MIGRATIONS: tuple[str, ...] = (
         USING (municipality IS NULL OR municipality = ANY ({_MINE}));
     CREATE POLICY office_records ON {SCHEMA}.code_history FOR INSERT
         WITH CHECK (municipality = ANY ({_MINE}));
+    -- Every notice printed (rrnet_cli/ledger/notices.py): a first notice of a kind
+    -- is issued once per code, which a unique index makes the database's rule.
+    CREATE TABLE {SCHEMA}.notices (
+        code bigint NOT NULL,
+        resident_id text NOT NULL,
+        municipality char(6),
+        kind text NOT NULL CHECK (kind IN ('new', 'change')),
+        reprint_reason text
+            CHECK (reprint_reason IN ('returned_mail', 'lost', 'address_corrected')),
+        batch text NOT NULL,
+        file text,
+        page integer,
+        txn bigint NOT NULL,
+        issued_at timestamptz NOT NULL
+    );
+    CREATE UNIQUE INDEX one_first_notice ON {SCHEMA}.notices (code, kind)
+        WHERE reprint_reason IS NULL;
+    CREATE INDEX notices_by_batch ON {SCHEMA}.notices (batch);
+    ALTER TABLE {SCHEMA}.notices ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY office_reads ON {SCHEMA}.notices FOR SELECT
+        USING (municipality = ANY ({_MINE}));
+    CREATE POLICY office_records ON {SCHEMA}.notices FOR INSERT
+        WITH CHECK (municipality = ANY ({_MINE}));
     """,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -303,6 +326,7 @@ OFFICE_GRANTS = (
     "GRANT SELECT, INSERT ON {schema}.transactions TO {role}",
     "GRANT SELECT, INSERT, UPDATE ON {schema}.codes TO {role}",
     "GRANT SELECT, INSERT ON {schema}.code_history TO {role}",
+    "GRANT SELECT, INSERT ON {schema}.notices TO {role}",
 )
 
 
@@ -1601,7 +1625,7 @@ def _guarantees(conn: psycopg.Connection[Any], report: IntegrityReport) -> None:
         str(name)
         for (name,) in conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relname IN ('codes', 'code_history') "
+            "WHERE n.nspname = %s AND c.relname IN ('codes', 'code_history', 'notices') "
             "AND NOT c.relrowsecurity ORDER BY 1",
             (SCHEMA,),
         ).fetchall()
