@@ -79,9 +79,11 @@ from rrnet_cli.ledger import (
     Invocation,
     LedgerState,
     LedgerStore,
+    LedgerView,
     NoticeKind,
     ReprintReason,
     file_digest,
+    not_yet_supported,
     ownership_problems,
 )
 from rrnet_cli.profile import Profile
@@ -408,7 +410,7 @@ def today_in_japan() -> date:
 
 
 def check_against_ledger(
-    frame: pl.DataFrame, state: LedgerState, municipality: str, source: Path
+    frame: pl.DataFrame, view: LedgerView, municipality: str, source: Path
 ) -> pl.Series:
     """Each row's recorded date (text, in Japan) once its code is proven to be its own.
 
@@ -417,8 +419,8 @@ def check_against_ledger(
     printed: two codes swapped in a spreadsheet must never reach an envelope.
     """
     codes = rcode.strings_to_codes(frame["resident_code"].to_arrow())
-    owners = state.lookup(codes)
-    recorded = state.current_records().select("code", "recorded_at")
+    owners = view.lookup(codes)
+    recorded = view.recorded_times(codes).unique(subset="code")
     reasons = ownership_problems(owners, clean_resident_ids(frame["resident_id"]), municipality)
     checked = frame.select(
         pl.col(ROW).alias("row"),
@@ -605,11 +607,16 @@ def notify(
             "Give --ledger: notify checks that every code is the ledger's for its resident "
             "before it prints anything."
         )
-    if ledger.municipality and profile.code != ledger.municipality:
+    serves = ledger.municipalities
+    if serves and profile.code not in serves:
         raise UsageError(
             f"The profile is for municipality {profile.code}, the ledger for "
-            f"{ledger.municipality}: the sheets would name the wrong sender. Give the "
+            f"{', '.join(serves)}: the sheets would name the wrong sender. Give the "
             "profile of the ledger's municipality."
+            if len(serves) == 1
+            else f"The profile is for municipality {profile.code}, which the ledger "
+            f"{ledger.location} does not serve for you ({', '.join(serves)}). Give the "
+            "profile of your municipality."
         )
     recovered, stale_notes = recover_interrupted(output, ledger)
     if recovered is not None:
@@ -659,10 +666,11 @@ def notify(
         )
         result.seconds = round(time.perf_counter() - started, 3)
         return result
-    with steps.step("Checking codes against the ledger"):
-        state = ledger.snapshot()
+    with steps.step("Checking codes against the ledger"), ledger.reading() as view:
         if changes:
-            frame = changed_rows(frame, state, profile.code, export.path)
+            if not isinstance(view, LedgerState):
+                raise not_yet_supported("Change notices (notify --changes)")
+            frame = changed_rows(frame, view, profile.code, export.path)
             unchanged = sorted(set(residents) - set(clean_resident_ids(frame["resident_id"])))
             if unchanged:
                 raise UsageError(
@@ -680,7 +688,8 @@ def notify(
         # A notice of a new code and one of a change are different notices: each is
         # issued once, and a reprint reissues the kind the resident was sent.
         kind = NoticeKind.CHANGE if changes else NoticeKind.NEW
-        issued = issued_notices(frame, state.notices.filter(pl.col("kind") == kind.value))
+        notices_of = view.notices_of(rcode.strings_to_codes(frame["resident_code"].to_arrow()))
+        issued = issued_notices(frame, notices_of.filter(pl.col("kind") == kind.value))
         if reprint is not None:
             never = frame.join(issued.select(pl.col("row").alias(ROW)), on=ROW, how="anti")
             if never.height:
@@ -709,7 +718,7 @@ def notify(
         if changes:
             recorded = frame["changed_on"].alias("recorded_on")
         else:
-            recorded = check_against_ledger(frame, state, profile.code, export.path)
+            recorded = check_against_ledger(frame, view, profile.code, export.path)
     _check_dates(recorded_on, notice_date, recorded)
     bad_ids = frame.filter(~pl.col("resident_id").str.contains(_SAFE_ID))
     if per_resident and bad_ids.height:
@@ -774,7 +783,7 @@ def notify(
                     output,
                     assigned,
                     result,
-                    ledger.municipality or profile.code,
+                    profile.code,
                     invocation,
                     kind,
                 )
@@ -831,7 +840,6 @@ def recover_interrupted(output: Path, ledger: LedgerStore) -> tuple[str | None, 
     """
     handed_over: str | None = None
     notes: list[str] = []
-    issued_batches: set[str] | None = None
     for stale in sorted(output.parent.glob(".*.rrnet-*.part")):
         name, _, rest = stale.name[1:].rpartition(".rrnet-")
         pid = rest.split("-", 1)[0]
@@ -846,9 +854,7 @@ def recover_interrupted(output: Path, ledger: LedgerStore) -> tuple[str | None, 
         batch, where = said.get("batch"), said.get("ledger")
         if where is not None and where != ledger.location:
             continue
-        if issued_batches is None:
-            issued_batches = set(ledger.snapshot().notices["batch"].to_list())
-        if batch not in issued_batches:
+        if not isinstance(batch, str) or not _batch_recorded(ledger, batch):
             shutil.rmtree(stale, ignore_errors=True)
             continue
         target = output.parent / name
@@ -883,6 +889,12 @@ def _publish(staging: Path, output: Path) -> None:
     """Give the finished folder its name (an empty folder of that name is replaced)."""
     os.replace(staging, output)
     fsync_dir(output.parent)
+
+
+def _batch_recorded(ledger: LedgerStore, batch: str) -> bool:
+    """Whether the ledger records the notices of this notify batch."""
+    with ledger.reading() as view:
+        return view.has_batch(batch)
 
 
 def _record_notices(
@@ -929,7 +941,8 @@ def _record_notices(
             outputs=outputs,
             details={"notice_batch": batch},
         )
-        current = txn.state.lookup(notices["code"].to_numpy())
+        view = txn.view()
+        current = view.lookup(notices["code"].to_numpy())
         moved = notices.filter(
             ~current["status"].is_in(list(ACTIVE)).fill_null(False)
             | (current["resident_id"] != notices["resident_id"]).fill_null(True)
@@ -942,7 +955,7 @@ def _record_notices(
             )
         if result.issue == "new":
             clash = notices.join(
-                txn.state.notices.select("code", "resident_id"),
+                view.notices_of(notices["code"].to_numpy()).select("code", "resident_id"),
                 on=["code", "resident_id"],
                 how="semi",
             )

@@ -330,10 +330,6 @@ def test_a_connection_lost_mid_import_writes_nothing(
 Command = Callable[[Path, str], list[str]]
 
 UNSUPPORTED: dict[str, Command] = {
-    "notify": lambda d, url: [
-        "notify", str(d / "register.csv"), "-l", url, "-o", str(d / "sheets"),
-        "--profile", "sample_data/profile.toml", "--slow-ok",
-    ],
     "change": lambda d, url: [
         "change", "--resident", "000001", "--id-document", "residence_card", "-l", url
     ],

@@ -397,6 +397,8 @@ DATABASE_COMMANDS = frozenset(
         "rrnet ledger import",
         "rrnet ledger log",
         "rrnet verify",
+        "rrnet notify",
+        "rrnet ledger notices",
     }
 )
 

@@ -111,14 +111,13 @@ def ledger_notices(
     Example: `rrnet ledger notices --ledger ledger --since 2026-12-01 -o notices.xlsx`
     """
     from rrnet_cli.files import atomic_output, check_table_suffix, write_table_to
-    from rrnet_cli.ledger.audit import TRANSACTIONS
     from rrnet_cli.ledger.notices import notice_listing
 
     store = open_ledger(ledger, "rrnet ledger notices")
-    state = store.snapshot()
+    notices, trail = store.notice_records()
     listing = notice_listing(
-        state.notices,
-        list(state.manifest.get(TRANSACTIONS) or []),
+        notices,
+        trail,
         since=since.date() if since else None,
         until=until.date() if until else None,
         batch=batch,

@@ -245,6 +245,13 @@ class Ledger:
         """Load the ledger as of its committed manifest (no lock needed)."""
         return self._load(self.read_manifest())
 
+    def notice_records(self) -> tuple[pl.DataFrame, list[Any]]:
+        """Every notice issued, and the audit trail's records (``rrnet ledger notices``)."""
+        from rrnet_cli.ledger.audit import TRANSACTIONS
+
+        state = self.snapshot()
+        return state.notices, list(state.manifest.get(TRANSACTIONS) or [])
+
     @contextlib.contextmanager
     def reading(self) -> Iterator[LedgerState]:
         """The committed ledger, loaded into memory (``LedgerState`` answers every

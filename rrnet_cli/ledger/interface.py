@@ -382,6 +382,23 @@ class LedgerState:
         """``resident_id, code, status`` of the active codes here of residents not ``listed``."""
         return self._active_in(municipality).filter(~pl.col("resident_id").is_in(listed.implode()))
 
+    # -- what notify asks ---------------------------------------------------------
+
+    def recorded_times(self, codes: np.ndarray) -> pl.DataFrame:
+        """``code, recorded_at`` of each given code's current record, in the input order."""
+        query = pl.DataFrame({"code": np.asarray(codes, dtype=np.uint64)})
+        current = self.current_records().select("code", "recorded_at")
+        return query.join(current, on="code", how="left", maintain_order="left")
+
+    def notices_of(self, codes: np.ndarray) -> pl.DataFrame:
+        """Every notice issued of these codes (``NOTICE_SCHEMA`` columns)."""
+        wanted = pl.Series(np.asarray(codes, dtype=np.uint64)).implode()
+        return self.notices.filter(pl.col("code").is_in(wanted))
+
+    def has_batch(self, batch: str) -> bool:
+        """Whether the ledger records notices of this notify batch."""
+        return bool((self.notices["batch"] == batch).any())
+
 
 def without_leading_zeros(resident_id: pl.Expr) -> pl.Expr:
     """A resident id without its leading zeros ("0" for an id of zeros only)."""
@@ -439,6 +456,18 @@ class LedgerView(Protocol):
 
     def departed(self, municipality: str, listed: pl.Series) -> pl.DataFrame:
         """The active codes here of residents not ``listed``: ``resident_id, code, status``."""
+        ...
+
+    def recorded_times(self, codes: np.ndarray) -> pl.DataFrame:
+        """``code, recorded_at`` of each code's current record, in the input order."""
+        ...
+
+    def notices_of(self, codes: np.ndarray) -> pl.DataFrame:
+        """Every notice issued of these codes (``notices.NOTICE_SCHEMA`` columns)."""
+        ...
+
+    def has_batch(self, batch: str) -> bool:
+        """Whether the ledger records notices of this notify batch."""
         ...
 
 
@@ -514,10 +543,11 @@ class LedgerStore(Protocol):
     """What the commands need from a ledger backend; callers are typed to this.
 
     The folder ledger (``folder.Ledger``) implements all of it. The PostgreSQL
-    ledger (``postgres.PostgresLedger``) so far implements ``stats``, an import
-    of its own, ``reading`` and transactions as far as assign needs them
-    (``LedgerView`` and ``record_new``), ``audit_log`` and ``check_integrity``,
-    and refuses the rest with a plain message.
+    ledger (``postgres.PostgresLedger``) implements ``stats``, an import of its
+    own, ``reading`` and transactions as far as assign and notify need them
+    (``LedgerView``, ``record_new``, ``add_notices``), ``notice_records``,
+    ``audit_log`` and ``check_integrity``, and refuses the rest (``snapshot``,
+    ``retire``, pools) with a plain message.
     """
 
     @property
@@ -538,6 +568,10 @@ class LedgerStore(Protocol):
 
     def snapshot(self) -> LedgerState:
         """The committed ledger as of now (no lock held afterwards)."""
+        ...
+
+    def notice_records(self) -> tuple[pl.DataFrame, list[Any]]:
+        """Every notice issued (``notices.NOTICE_SCHEMA``) and the audit trail's records."""
         ...
 
     def transaction(

@@ -93,7 +93,9 @@ only those.
 
 What works so far: ``rrnet ledger init``, ``stats``, ``import`` (the file is
 streamed with COPY into a temporary table, then inserted), ``add-municipality``,
-``upgrade``, ``assign``, ``ledger log`` (``audit_log``: each ``transactions`` row
+``upgrade``, ``assign``, ``notify`` and ``ledger notices`` (the ``notices``
+table; ``notices_of``, ``recorded_times``, ``has_batch``, ``add_notices``),
+``ledger log`` (``audit_log``: each ``transactions`` row
 turned back into the record it was sealed from, its chain checked by
 ``audit.check_records``) and ``verify --ledger`` (``check_integrity``: the chain,
 counts and current rows against ``code_history``, and the constraints and
@@ -141,6 +143,7 @@ from rrnet_cli.ledger.interface import (
     failpoint,
     not_yet_supported,
 )
+from rrnet_cli.ledger.notices import NOTICE, NOTICE_SCHEMA, NoticeKind
 
 #: The schema that holds a ledger, in whichever database the location names.
 SCHEMA = "rrnet"
@@ -244,6 +247,10 @@ MIGRATIONS: tuple[str, ...] = (
     DROP FUNCTION {SCHEMA}.is_resident_code(text);
     ALTER TABLE {SCHEMA}.codes ALTER COLUMN code TYPE bigint USING code::bigint;
     ALTER TABLE {SCHEMA}.code_history ALTER COLUMN code TYPE bigint USING code::bigint;
+    -- code_history is appended to and read whole (integrity checks scan it); its
+    -- primary key (code, txn), as large as the codes' own, took about a quarter of
+    -- an assign's insert and guarded nothing the per-transaction counts do not.
+    ALTER TABLE {SCHEMA}.code_history DROP CONSTRAINT code_history_pkey;
     -- The same rule on the integer: 0 <= code < 10^11, its last digit the check digit.
     CREATE FUNCTION {SCHEMA}.is_resident_code(code bigint) RETURNS boolean
         LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -536,7 +543,8 @@ class PostgresLedger:
         created_for, owner, every, mine = row
         self.owner = bool(owner)
         self._serves = tuple(every) if owner else tuple(sorted(mine))
-        return str(created_for)
+        self._created_for = str(created_for)
+        return self._created_for
 
     # -- connecting, and errors a person can act on ------------------------------
 
@@ -851,6 +859,14 @@ class PostgresLedger:
                 yield PostgresView(self, conn)
                 raise psycopg.Rollback(txn)
 
+    def notice_records(self) -> tuple[pl.DataFrame, list[Any]]:
+        """Every notice this role may see, and the audit trail's records (``ledger notices``)."""
+        with self.reading() as view:
+            municipality = self._created_for or ""
+            notices = view.notices_of_all()
+            records = _audit_log(view.conn, municipality).records
+        return notices, records
+
     # -- the audit trail and integrity ---------------------------------------------
 
     def audit_log(self) -> AuditLog:
@@ -912,6 +928,7 @@ class PostgresLedger:
                     "record (added by hand?)",
                 )
             _check_current(conn, report)
+            _check_notices(conn, report)
             _guarantees(conn, report)
         return report
 
@@ -1105,7 +1122,14 @@ _TEMP_TABLES = {
     "rrnet_new": (
         "code bigint NOT NULL, status text NOT NULL, municipality char(6), resident_id text"
     ),
+    "rrnet_notices": (
+        "code bigint NOT NULL, resident_id text NOT NULL, municipality char(6), "
+        "kind text NOT NULL, reprint_reason text, batch text NOT NULL, file text, page integer"
+    ),
 }
+
+#: A timestamptz as milliseconds since the epoch (read back as ``Datetime("ms", "UTC")``).
+_EPOCH_MS = "(extract(epoch FROM {0}) * 1000)::bigint"
 
 #: A resident id without its leading zeros, as ``interface.without_leading_zeros``.
 _STRIPPED = "CASE WHEN ltrim({0}, '0') = '' THEN '0' ELSE ltrim({0}, '0') END"
@@ -1216,6 +1240,52 @@ class PostgresView:
             ).format(sql.Identifier(SCHEMA), sql.Literal(municipality), _ACTIVE_SQL),
             ["resident_id", "code", "status"],
         ).with_columns(pl.col("code").cast(pl.UInt64))
+
+    # -- what notify asks -----------------------------------------------------------
+
+    def recorded_times(self, codes: np.ndarray) -> pl.DataFrame:
+        query = pl.DataFrame({"code": np.asarray(codes, dtype=np.uint64)})
+        self._fill("rrnet_probe", query.unique())
+        found = self._frame(
+            sql.SQL(
+                "SELECT c.code, {at} FROM rrnet_probe p JOIN {schema}.codes c USING (code) "
+                "JOIN {schema}.transactions t ON t.id = c.txn"
+            ).format(schema=sql.Identifier(SCHEMA), at=sql.SQL(_EPOCH_MS.format("t.at"))),
+            ["code", "recorded_at"],
+        ).select(pl.col("code").cast(pl.UInt64), _utc_ms("recorded_at"))
+        return query.join(found, on="code", how="left", maintain_order="left")
+
+    def notices_of(self, codes: np.ndarray) -> pl.DataFrame:
+        self._fill("rrnet_probe", pl.DataFrame({"code": np.unique(np.asarray(codes, np.uint64))}))
+        return self._notices("FROM rrnet_probe p JOIN {schema}.notices n USING (code)")
+
+    def notices_of_all(self) -> pl.DataFrame:
+        """Every notice this role may see (row-level security: an office's own)."""
+        return self._notices("FROM {schema}.notices n")
+
+    def _notices(self, source: str) -> pl.DataFrame:
+        columns = [f.name for f in NOTICE_SCHEMA]
+        found = self._frame(
+            sql.SQL(
+                "SELECT n.code, n.resident_id, n.municipality, n.kind, n.reprint_reason,"
+                " n.batch, n.file, n.page, n.txn, {at} " + source
+            ).format(schema=sql.Identifier(SCHEMA), at=sql.SQL(_EPOCH_MS.format("n.issued_at"))),
+            columns,
+        )
+        frame = pl.from_arrow(
+            found.with_columns(_utc_ms("issued_at")).to_arrow().cast(NOTICE_SCHEMA)
+        )
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    def has_batch(self, batch: str) -> bool:
+        row = self.conn.execute(
+            sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.notices WHERE batch = %s)").format(
+                sql.Identifier(SCHEMA)
+            ),
+            (batch,),
+        ).fetchone()
+        return bool(row and row[0])
 
     # -- temporary tables and results --------------------------------------------
 
@@ -1439,7 +1509,40 @@ class PostgresTransaction(PostgresView):
         _refuse("A designated pool")
 
     def add_notices(self, notices: pl.DataFrame) -> SegmentInfo | None:
-        _refuse("Recording notices")
+        """Record notices printed (``notices.NOTICE_SCHEMA`` without txn and time, which
+        are this transaction's): COPY, then one INSERT, which the row-level security
+        confines to the role's municipality and the unique index to one first notice
+        of a kind per code."""
+        if notices.height == 0:
+            return None
+        frame = notices.select(
+            pl.col("code").cast(pl.UInt64),
+            *(pl.col(c).cast(pl.String) for c in ("resident_id", "municipality", "kind")),
+            pl.col("reprint_reason").cast(pl.String),
+            *(pl.col(c).cast(pl.String) for c in ("batch", "file")),
+            pl.col("page").cast(pl.Int32),
+        )
+        kinds = set(frame["kind"].to_list()) - {k.value for k in NoticeKind}
+        if kinds:
+            raise ValueError(f"unknown notice kind {sorted(kinds, key=str)}")
+        named = frame["municipality"].drop_nulls()
+        if self.municipality is None and len(named):
+            self.municipality = str(named[0])
+        self._fill("rrnet_notices", frame)
+        self.conn.execute(
+            sql.SQL(
+                "INSERT INTO {schema}.notices (code, resident_id, municipality, kind,"
+                " reprint_reason, batch, file, page, txn, issued_at)"
+                " SELECT code, resident_id, municipality, kind, reprint_reason, batch, file,"
+                " page, {txn}, {at} FROM rrnet_notices"
+            ).format(
+                schema=sql.Identifier(SCHEMA),
+                txn=sql.Literal(self.number),
+                at=sql.Literal(self.recorded_at),
+            )
+        )
+        self.counts[NOTICE] = self.counts.get(NOTICE, 0) + frame.height
+        return None
 
     def set_pool_mode(self, on: bool) -> None:
         _refuse("Pool mode")
@@ -1497,16 +1600,43 @@ def _row_record(row: Sequence[Any]) -> dict[str, Any]:
 
 
 def _history_counts(conn: psycopg.Connection[Any]) -> dict[int, dict[str, int]]:
-    """The ``code_history`` rows per transaction and status (one scan on the server)."""
+    """The ``code_history`` rows per transaction and status, and the notices recorded
+    (status ``notice``, as the folder ledger counts its notice segments)."""
     counts: dict[int, dict[str, int]] = {}
     rows = conn.execute(
-        sql.SQL("SELECT txn, status, count(*) FROM {}.code_history GROUP BY txn, status").format(
-            sql.Identifier(SCHEMA)
-        )
+        sql.SQL(
+            "SELECT txn, status, count(*) FROM {schema}.code_history GROUP BY txn, status "
+            "UNION ALL SELECT txn, {notice}, count(*) FROM {schema}.notices GROUP BY txn"
+        ).format(schema=sql.Identifier(SCHEMA), notice=sql.Literal(NOTICE))
     ).fetchall()
     for txn, status, n in rows:
         counts.setdefault(int(txn), {})[str(status)] = int(n)
     return counts
+
+
+TABLE_NOTICES = f"{SCHEMA}.notices"
+
+
+def _check_notices(conn: psycopg.Connection[Any], report: IntegrityReport) -> None:
+    """Every notice is of a code its resident held (as ``notices.notice_problems``)."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FROM {schema}.notices n WHERE NOT EXISTS ("
+            " SELECT 1 FROM {schema}.code_history h WHERE h.code = n.code"
+            " AND h.resident_id = n.resident_id AND h.status IN ({active}))"
+        ).format(schema=sql.Identifier(SCHEMA), active=_ACTIVE_SQL)
+    ).fetchone()
+    if row and row[0]:
+        report.add(
+            TABLE_NOTICES,
+            f"{row[0]} notice records are of a code the ledger never recorded for that "
+            "resident (added by hand?)",
+        )
+
+
+def _utc_ms(column: str) -> pl.Expr:
+    """A text column of epoch milliseconds (``_EPOCH_MS``) as ``Datetime("ms", "UTC")``."""
+    return pl.col(column).cast(pl.Int64).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
 
 
 def _hidden_runs(conn: psycopg.Connection[Any], mine: Sequence[str]) -> dict[int, dict[str, int]]:
@@ -1574,7 +1704,7 @@ def _guarantees(conn: psycopg.Connection[Any], report: IntegrityReport) -> None:
             (SCHEMA,),
         ).fetchall()
     }
-    expected = {"codes": "(code)", "code_history": "(code, txn)", "transactions": "(id)"}
+    expected = {"codes": "(code)", "transactions": "(id)"}
     for table, columns in expected.items():
         if keys.get(table) != f"PRIMARY KEY {columns}":
             report.add(
