@@ -15,9 +15,12 @@ a notice went astray. Either way:
   ``office``), the kind of ID checked (never its number) or the office's
   reason, and, as every audit record does, the operator.
 
-The run is split like assign's: ``plan_changes`` is pure (requests and the
-ledger's state in; records, changes and refusals out), ``record_changes``
-stages them in a transaction, and ``change_codes`` runs the whole of it. One
+The run is split like assign's: ``plan_changes`` asks the ledger
+(``LedgerView``: the residents' active codes, which residents it knows) and
+draws (requests in; records, changes and refusals out), ``stage_changes``
+records them in a transaction (a shared database ledger may refuse a new code
+another office recorded meanwhile: it is drawn again), ``record_changes``
+writes the audit details, and ``change_codes`` runs the whole of it. One
 request the ledger cannot honour (a resident it does not know, one with no
 active code, a second change of one resident in one batch) refuses the whole
 batch: nothing is changed.
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,7 @@ import polars as pl
 
 from rrnet_cli import code as rcode
 from rrnet_cli.assign import RandomBytes, draw_codes, random_source
-from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, InputRowsError, UsageError
+from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, InputRowsError, LedgerError, UsageError
 from rrnet_cli.files import PendingFile, check_table_suffix, write_table_to
 from rrnet_cli.ingest import (
     ERROR_SCHEMA,
@@ -51,10 +54,11 @@ from rrnet_cli.ingest import (
 )
 from rrnet_cli.ledger import (
     DRAWN_FROM,
+    CodeIndex,
     Invocation,
-    LedgerState,
     LedgerStore,
     LedgerTransaction,
+    LedgerView,
     Status,
     file_digest,
     municipality_for,
@@ -145,7 +149,7 @@ class ChangePlan:
 
 def plan_changes(
     requests: list[ChangeRequest],
-    state: LedgerState,
+    view: LedgerView,
     municipality: str,
     random_bytes: RandomBytes,
     *,
@@ -157,16 +161,13 @@ def plan_changes(
     New codes come from the designated pool in pool mode or with ``pool``.
     """
     ids = clean_resident_ids(pl.Series("resident_id", [r.resident_id for r in requests]))
-    current = state.active_by_resident().filter(pl.col("municipality") == municipality)
+    asked = ids.drop_nulls().unique()
+    current = view.active_codes(municipality, asked)
     active: dict[str, list[int]] = {}
     for rid, code in current.select("resident_id", "code").iter_rows():
         active.setdefault(rid, []).append(int(code))
-    known = set(
-        state.records.filter(pl.col("municipality") == municipality)["resident_id"]
-        .drop_nulls()
-        .to_list()
-    )
-    stripped = {k.lstrip("0") or "0" for k in known}
+    known = set(view.known_residents(municipality, asked).to_list())
+    stripped = set(view.lost_zeros(municipality, asked.filter(~asked.is_in(list(known)))))
     errors: list[dict[str, Any]] = []
     first_seen: dict[str, int] = {}
     wanted: list[tuple[ChangeRequest, str, int]] = []
@@ -191,7 +192,7 @@ def plan_changes(
             hint = (
                 "; it equals an id the ledger knows without its leading zeros: Excel may "
                 "have dropped them"
-                if (rid.lstrip("0") or "0") in stripped
+                if rid in stripped
                 else ""
             )
             refuse(
@@ -218,22 +219,24 @@ def plan_changes(
     frame = pl.DataFrame(errors, schema=ERROR_SCHEMA)
     if frame.height:
         return ChangePlan(changes=[], records=_records([], [], [], municipality), errors=frame)
-    from_pool = pool or state.pool_mode
-    if from_pool and not len(state.pool):
+    from_pool = pool or view.pool_mode
+    if from_pool and not len(view.pool):
         raise UsageError(
             "The ledger has no designated pool to draw from; add one with `rrnet ledger "
             "designate POOLFILE`."
         )
-    # The old codes are in the ledger, so ``used`` keeps every new code from being
-    # an old one, or any other code ever used.
+    # ``used`` (every code ever used, on a folder ledger) keeps every new code from
+    # being an old one, or any other code ever used; a database ledger's client
+    # knows none, so the old codes are named as taken, and the database refuses
+    # the rest (``stage_changes`` redraws them).
+    old = np.array([code for _, _, code in wanted], dtype=np.uint64)
     drawn, redraws = draw_codes(
         len(wanted),
-        used=state.codes,
-        taken=np.empty(0, np.uint64),
+        used=view.used_codes,
+        taken=old,
         random_bytes=random_bytes,
-        pool=state.pool if from_pool else None,
+        pool=view.pool if from_pool else None,
     )
-    old = np.array([code for _, _, code in wanted], dtype=np.uint64)
     old_text = rcode.codes_to_strings(old).to_pylist()
     new_text = rcode.codes_to_strings(drawn).to_pylist()
     changes = [
@@ -285,13 +288,62 @@ def record_changes(
     inputs: list[dict[str, str]] | None = None,
     outputs: list[dict[str, str]] | None = None,
 ) -> int:
-    """Stage the plan's records in ``txn`` with its audit details; the transaction number."""
+    """Describe the plan's changes in ``txn``'s audit record; the transaction number.
+
+    The records themselves are staged first (``stage_changes``), since a new
+    code a shared ledger refuses is redrawn, and the changes (and their file)
+    name the codes actually recorded.
+    """
     details: dict[str, Any] = {"changes": [c.audit() for c in plan.changes]}
     if plan.from_pool:
         details[DRAWN_FROM] = "pool"
     txn.describe(invocation, inputs=inputs or [], outputs=outputs or [], details=details)
-    txn.add_records(plan.records)
     return txn.number
+
+
+#: Rounds in a row in which every redrawn code was refused: the code space is used up.
+_MAX_BARREN_ROUNDS = 20
+
+
+def stage_changes(txn: LedgerTransaction, plan: ChangePlan, random_bytes: RandomBytes) -> None:
+    """Record the plan: each old code retired, each new one assigned (``record_change``).
+
+    A folder ledger drew every new code against every used code under its
+    lock, so nothing is refused. A shared database ledger may refuse a new code
+    another office recorded meanwhile: it is redrawn, avoiding every code tried,
+    and ``plan`` (its records, changes and redraw count) is updated to match.
+    The old codes must still be their residents' when recorded, or the run stops.
+    """
+    refused = txn.record_change(plan.records)
+    tried = [plan.records["code"].to_numpy()]
+    barren, asked = 0, int((plan.records["status"] == Status.ASSIGNED.value).sum())
+    while len(refused):
+        barren = barren + 1 if len(refused) == asked else 0  # no code of the round taken
+        if barren > _MAX_BARREN_ROUNDS:
+            raise LedgerError(
+                f"Every code drawn in {_MAX_BARREN_ROUNDS} rounds was already used: the code "
+                "space is used up. Nothing was changed."
+            )
+        tried.append(np.asarray(refused, dtype=np.uint64))
+        fresh, more = draw_codes(
+            len(refused),
+            used=CodeIndex([]),
+            taken=np.concatenate(tried),
+            random_bytes=random_bytes,
+        )
+        tried.append(fresh)  # a later round must not draw a code given in this one
+        plan.redraws += len(refused) + more
+        old = pl.Series(np.asarray(refused, dtype=np.uint64))
+        new = pl.Series(fresh.astype(np.uint64))
+        plan.records = plan.records.with_columns(pl.col("code").replace(old, new))
+        before = rcode.codes_to_strings(old.to_numpy()).to_pylist()
+        rename = dict(zip(before, rcode.codes_to_strings(fresh).to_pylist(), strict=True))
+        plan.changes = [
+            replace(c, new_code=rename.get(c.new_code, c.new_code)) for c in plan.changes
+        ]
+        again = plan.records.filter(pl.col("code").is_in(new.implode()))
+        asked = again.height
+        refused = txn.record_new(again)
 
 
 def change_table(changes: list[Change], changed_at: datetime) -> pl.DataFrame:
@@ -505,22 +557,22 @@ def change_codes(
         pending = outputs.enter_context(PendingFile(output)) if output is not None else None
         with ledger.transaction(timeout=lock_timeout) as txn:
             with steps.step("Loading the ledger"):
-                state = txn.state
+                view = txn.view()
+            draw = random_bytes or random_source(None)
             with steps.step("Drawing new codes", total=len(requests)) as advance:
-                plan = plan_changes(
-                    requests, state, municipality, random_bytes or random_source(None), pool=pool
-                )
+                plan = plan_changes(requests, view, municipality, draw, pool=pool)
                 advance(len(requests))
             if plan.errors.height:
                 _refuse(plan.errors, requests, source, verbose)
+            with steps.step("Recording the changes in the ledger"):
+                stage_changes(txn, plan, draw)
             written: list[dict[str, str]] = []
             if pending is not None and suffix is not None:
                 write_table_to(change_table(plan.changes, txn.recorded_at), pending.path, suffix)
                 written.append(file_digest(pending.path, name=output))
-            with steps.step("Recording the changes in the ledger"):
-                result.transaction = record_changes(
-                    txn, plan, invocation, inputs=inputs, outputs=written
-                )
+            result.transaction = record_changes(
+                txn, plan, invocation, inputs=inputs, outputs=written
+            )
             result.changed_at = txn.recorded_at.isoformat(timespec="seconds")
         # Committed; only now does the changes file appear.
         if pending is not None:

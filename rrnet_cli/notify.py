@@ -77,13 +77,11 @@ from rrnet_cli.languages import (
 from rrnet_cli.ledger import (
     ACTIVE,
     Invocation,
-    LedgerState,
     LedgerStore,
     LedgerView,
     NoticeKind,
     ReprintReason,
     file_digest,
-    not_yet_supported,
     ownership_problems,
 )
 from rrnet_cli.profile import Profile
@@ -460,7 +458,7 @@ def _with_row_codes(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def changed_rows(
-    frame: pl.DataFrame, state: LedgerState, municipality: str, source: Path
+    frame: pl.DataFrame, view: LedgerView, trail: list[Any], municipality: str, source: Path
 ) -> pl.DataFrame:
     """The rows of residents whose code was changed and is still their code.
 
@@ -471,15 +469,11 @@ def changed_rows(
     error: the file and the ledger disagree about who holds what.
     """
     from rrnet_cli.change import recorded_changes
-    from rrnet_cli.ledger.audit import TRANSACTIONS
 
     changes = (
-        recorded_changes(list(state.manifest.get(TRANSACTIONS) or []))
-        .sort("txn")
-        .group_by("resident_id", maintain_order=True)
-        .last()
+        recorded_changes(trail).sort("txn").group_by("resident_id", maintain_order=True).last()
     )
-    active = state.active_by_resident().filter(pl.col("municipality") == municipality)
+    active = view.active_codes(municipality, changes["resident_id"])
     current = changes.join(
         active.select(
             "resident_id",
@@ -666,11 +660,10 @@ def notify(
         )
         result.seconds = round(time.perf_counter() - started, 3)
         return result
+    trail = ledger.audit_log().records if changes else []
     with steps.step("Checking codes against the ledger"), ledger.reading() as view:
         if changes:
-            if not isinstance(view, LedgerState):
-                raise not_yet_supported("Change notices (notify --changes)")
-            frame = changed_rows(frame, view, profile.code, export.path)
+            frame = changed_rows(frame, view, trail, profile.code, export.path)
             unchanged = sorted(set(residents) - set(clean_resident_ids(frame["resident_id"])))
             if unchanged:
                 raise UsageError(

@@ -330,9 +330,6 @@ def test_a_connection_lost_mid_import_writes_nothing(
 Command = Callable[[Path, str], list[str]]
 
 UNSUPPORTED: dict[str, Command] = {
-    "change": lambda d, url: [
-        "change", "--resident", "000001", "--id-document", "residence_card", "-l", url
-    ],
     "ledger designate": lambda d, url: ["ledger", "designate", str(d / "codes.txt"), "-l", url],
     "ledger pool-mode": lambda d, url: ["ledger", "pool-mode", "on", "-l", url],
 }  # fmt: skip

@@ -399,6 +399,7 @@ DATABASE_COMMANDS = frozenset(
         "rrnet verify",
         "rrnet notify",
         "rrnet ledger notices",
+        "rrnet change",
     }
 )
 

@@ -577,6 +577,12 @@ class Transaction:
         self.add_records(records)
         return np.empty(0, np.uint64)
 
+    def record_change(self, records: pl.DataFrame) -> np.ndarray:
+        """Stage code changes as one segment; the new codes were drawn against every
+        used code under the lock, so none is refused."""
+        self.add_records(records)
+        return np.empty(0, np.uint64)
+
     def add_records(self, records: pl.DataFrame) -> SegmentInfo | None:
         """Stage records (``code`` plus ``status``, ``municipality``, ``resident_id``)."""
         if records.height == 0:

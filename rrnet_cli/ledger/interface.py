@@ -382,6 +382,11 @@ class LedgerState:
         """``resident_id, code, status`` of the active codes here of residents not ``listed``."""
         return self._active_in(municipality).filter(~pl.col("resident_id").is_in(listed.implode()))
 
+    def known_residents(self, municipality: str, resident_ids: pl.Series) -> pl.Series:
+        """Those of these ids the ledger has ever recorded a code for here."""
+        here = self.records.filter(pl.col("municipality") == municipality)["resident_id"]
+        return resident_ids.filter(resident_ids.is_in(here.drop_nulls().implode())).unique()
+
     # -- what notify asks ---------------------------------------------------------
 
     def recorded_times(self, codes: np.ndarray) -> pl.DataFrame:
@@ -458,6 +463,10 @@ class LedgerView(Protocol):
         """The active codes here of residents not ``listed``: ``resident_id, code, status``."""
         ...
 
+    def known_residents(self, municipality: str, resident_ids: pl.Series) -> pl.Series:
+        """Those of these ids the ledger has ever recorded a code for here (any status)."""
+        ...
+
     def recorded_times(self, codes: np.ndarray) -> pl.DataFrame:
         """``code, recorded_at`` of each code's current record, in the input order."""
         ...
@@ -516,6 +525,12 @@ class LedgerTransaction(Protocol):
         that the ledger holds as anything but imported. The caller redraws the
         assigned ones. All or nothing with the rest of the transaction.
         """
+        ...
+
+    def record_change(self, records: pl.DataFrame) -> np.ndarray:
+        """Record code changes: each ``retired`` record retires a code its resident
+        holds; each ``assigned`` one is a new code, reported back (as ``record_new``)
+        when the ledger refuses it."""
         ...
 
     def add_records(self, records: pl.DataFrame) -> SegmentInfo | None:

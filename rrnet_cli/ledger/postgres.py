@@ -93,8 +93,10 @@ only those.
 
 What works so far: ``rrnet ledger init``, ``stats``, ``import`` (the file is
 streamed with COPY into a temporary table, then inserted), ``add-municipality``,
-``upgrade``, ``assign``, ``notify`` and ``ledger notices`` (the ``notices``
-table; ``notices_of``, ``recorded_times``, ``has_batch``, ``add_notices``),
+``upgrade``, ``assign``, ``change`` (``record_change``: an UPDATE retires the
+old codes, the new ones go in as assign's do), ``notify`` and ``ledger notices``
+(the ``notices`` table; ``notices_of``, ``recorded_times``, ``has_batch``,
+``add_notices``),
 ``ledger log`` (``audit_log``: each ``transactions`` row
 turned back into the record it was sealed from, its chain checked by
 ``audit.check_records``) and ``verify --ledger`` (``check_integrity``: the chain,
@@ -1241,6 +1243,18 @@ class PostgresView:
             ["resident_id", "code", "status"],
         ).with_columns(pl.col("code").cast(pl.UInt64))
 
+    def known_residents(self, municipality: str, resident_ids: pl.Series) -> pl.Series:
+        """Ids with any code recorded here: an active one (the partial index), else a
+        retired one (a scan of the municipality's codes, for the few left)."""
+        self._fill_ids(resident_ids)
+        return self._joined(
+            sql.SQL(
+                "SELECT DISTINCT i.resident_id FROM rrnet_ids i JOIN {}.codes c"
+                " ON c.resident_id = i.resident_id WHERE c.municipality = {}"
+            ).format(sql.Identifier(SCHEMA), sql.Literal(municipality)),
+            ["resident_id"],
+        )["resident_id"]
+
     # -- what notify asks -----------------------------------------------------------
 
     def recorded_times(self, codes: np.ndarray) -> pl.DataFrame:
@@ -1499,8 +1513,50 @@ class PostgresTransaction(PostgresView):
 
     # -- not built on PostgreSQL yet ---------------------------------------------
 
+    def record_change(self, records: pl.DataFrame) -> np.ndarray:
+        """Retire each ``retired`` record's code, which must still be its resident's
+        active code here (one UPDATE; the row-level security confines it to the
+        role's municipality), then record the ``assigned`` ones (``record_new``:
+        the codes refused come back for a redraw)."""
+        retired = records.filter(pl.col("status") == Status.RETIRED.value)
+        if retired.height:
+            frame = retired.select(
+                pl.col("code").cast(pl.UInt64),
+                pl.col("status").cast(pl.String),
+                pl.col("municipality").cast(pl.String),
+                pl.col("resident_id").cast(pl.String),
+            )
+            named = frame["municipality"].drop_nulls()
+            if self.municipality is None and len(named):
+                self.municipality = str(named[0])
+            self._fill("rrnet_new", frame)
+            schema = sql.Identifier(SCHEMA)
+            txn, at = sql.Literal(self.number), sql.Literal(self.recorded_at)
+            done = self.conn.execute(
+                sql.SQL(
+                    "WITH gone AS ("
+                    " UPDATE {schema}.codes c SET status = 'retired', txn = {txn}"
+                    " FROM rrnet_new n WHERE c.code = n.code AND c.status IN ({active})"
+                    " AND c.municipality = n.municipality AND c.resident_id = n.resident_id"
+                    " RETURNING c.code, c.status, c.municipality, c.resident_id)"
+                    " INSERT INTO {schema}.code_history"
+                    " (code, status, municipality, resident_id, txn, recorded_at)"
+                    " SELECT code, status, municipality, resident_id, {txn}, {at} FROM gone"
+                ).format(schema=schema, txn=txn, at=at, active=_ACTIVE_SQL)
+            ).rowcount
+            if done != frame.height:
+                raise LedgerError(
+                    f"{frame.height - done} of the codes to change stopped being their "
+                    "residents' active codes while this run was working (another run on the "
+                    "same ledger). Nothing was changed; run again."
+                )
+            self.counts[Status.RETIRED.value] = (
+                self.counts.get(Status.RETIRED.value, 0) + frame.height
+            )
+        return self.record_new(records.filter(pl.col("status") != Status.RETIRED.value))
+
     def add_records(self, records: pl.DataFrame) -> SegmentInfo | None:
-        _refuse("Recording codes other than by assign")
+        _refuse("Recording codes other than by assign or change")
 
     def add_codes(self, codes: np.ndarray, status: Status) -> SegmentInfo | None:
         _refuse("Adding codes in a transaction (use rrnet ledger import)")
