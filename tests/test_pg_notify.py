@@ -113,9 +113,10 @@ def test_another_ward_sees_none_of_these_notices_and_the_profile_must_be_its_own
     code, output = run_notify(runner, ward_b, assigned, profile, tmp_path / "wrong")
     assert code == 2 and f"the ledger for {WARD_B}" in " ".join(output.split())
     assert not (tmp_path / "wrong").exists()
-    # Change notices need `rrnet change`, which is not built on PostgreSQL yet.
+    # No change recorded yet: a change-notice run has nothing to print, and says why.
     code, output = run_notify(runner, office, assigned, profile, tmp_path / "c", "--changes")
-    assert code == 2 and "not yet supported on a PostgreSQL ledger" in " ".join(output.split())
+    assert code == 0 and "no resident of the file has a code change" in " ".join(output.split())
+    assert not (tmp_path / "c").exists()
 
 
 def test_a_reprint_is_marked_and_recorded(

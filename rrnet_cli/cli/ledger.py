@@ -551,3 +551,59 @@ def ledger_log(
     if not as_json:
         out.print(result.table())
     finish(result, as_json, f"Audit trail of {result.ledger}", after=result.lines())
+
+
+@ledger_app.command("copy")
+@handle_errors(left="Nothing was written to the new ledger; the source was not changed.")
+def ledger_copy(
+    ctx: typer.Context,
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="SRC",
+            help="The ledger to copy: a folder, or a PostgreSQL database (as its owner).",
+            show_default=False,
+        ),
+    ],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="DST",
+            help="The new ledger: a folder that does not exist yet (or is empty), or a "
+            "PostgreSQL database without an rrnet ledger (no schema `rrnet`).",
+            show_default=False,
+        ),
+    ],
+    operator: OperatorOpt = None,
+    lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Copy a ledger into a new one, folder to PostgreSQL or back, and check the copy.
+
+    Every record ever made, the audit trail (each record as it was, its hash chain
+    intact), the notices and the municipalities go across; the copy appends one
+    audit record saying where it came from. SRC must pass its own check first;
+    a designated pool cannot go into PostgreSQL yet. Office roles are not copied:
+    grant them again with `rrnet ledger add-municipality --role`. SRC is held
+    still (writers wait) while the copy runs.
+
+    All or nothing: into PostgreSQL in one transaction, into a folder through a
+    temporary folder renamed into place. At the end both ledgers are read again
+    and compared (counts by status, audit records, notices and a content hash);
+    any difference, and nothing is kept at DST (exit 1).
+
+    Example: `rrnet ledger copy /srv/rrnet/ledger "service=rrnet-owner"`
+    """
+    from rrnet_cli.ledger.copy import copy_ledger
+    from rrnet_cli.progress import Steps
+
+    with Steps.for_terminal(quiet=as_json) as steps:
+        result = copy_ledger(
+            source,
+            target,
+            invocation=audit_invocation(ctx, operator),
+            steps=steps,
+            timeout=lock_timeout,
+        )
+    finish(result, as_json, f"Copied {result.source} to {result.target}", after=result.notes)

@@ -14,6 +14,18 @@ and the first write upgrades the manifest to version 2.
 Pool mode is a manifest setting that only a transaction may change, and its
 record says so: ``check_chain`` checks that the manifest's mode is the one the
 trail last recorded.
+
+A copied ledger (``rrnet ledger copy``, ``rrnet_cli.ledger.copy``) keeps every
+record of its source byte for byte, so their hashes and links still hold; the
+copy then appends one record of its own, with a ``copied_from`` key. Records
+made in a database name no segments, and records made in another folder name
+that folder's segment files, so in a folder neither can be checked against its
+own transaction's segments. The rule (``copy_boundary``): the latest copy
+record that names segments (one made into a folder) names *every* segment of
+the transactions before it (file, checksum, rows), sealed by its hash like any
+record; each record before it is checked by its counts against the segments
+of its transaction, and its own ``segments`` (if any) are not compared. A
+record after it is an ordinary folder record, checked as before.
 """
 
 from __future__ import annotations
@@ -30,6 +42,8 @@ from rrnet_cli.ledger.interface import POOL_MODE, on_off
 DRAWN_FROM = "drawn_from"
 #: The manifest key of the audit trail: one record per transaction, hash-chained.
 TRANSACTIONS = "transactions"
+#: The audit detail of the record a copy appends (``rrnet ledger copy``).
+COPIED_FROM = "copied_from"
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -60,7 +74,27 @@ _RECORD_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 #: Keys a command's own details may not use (they belong to the record, or to a
 #: setting only the transaction itself may record).
-RESERVED_KEYS = frozenset(_RECORD_KEYS) | {POOL_MODE}
+RESERVED_KEYS = frozenset(_RECORD_KEYS) | {POOL_MODE, COPIED_FROM}
+
+
+def copy_boundary(records: Iterable[Any]) -> int | None:
+    """The transaction of the latest copy record that names segments, or None.
+
+    Such a record closes a copy into a folder: it names every segment of the
+    transactions before it, whose own records are then checked by their counts
+    (see the module docstring). A copy record without segments (a copy into a
+    database) sets no boundary.
+    """
+    boundary = None
+    for record in records:
+        if (
+            isinstance(record, dict)
+            and isinstance(record.get("txn"), int)
+            and isinstance(record.get(COPIED_FROM), dict)
+            and isinstance(record.get("segments"), list)
+        ):
+            boundary = int(record["txn"])
+    return boundary
 
 
 def _record_problem(record: dict[str, Any], *, segments: bool = True) -> str | None:
@@ -187,11 +221,14 @@ def check_records(
     (a transaction absent from the mapping counts nothing); and ``pool_mode``
     (the manifest's) must be the one the trail recorded last. A database
     ledger's records have no segments (``segments=None``: not required of the
-    record either).
+    record either). In a copied folder ledger the records before its copy
+    record (``copy_boundary``) are checked by their counts only, and the copy
+    record must name every segment of the transactions before it.
     ``holder`` names where ``municipality`` was read, for the message.
     """
     txn = last_txn
     log = AuditLog(records=records)
+    boundary = copy_boundary(records) if segments is not None else None
     numbers: list[int] = []
     previous_hash: str | None = None
     previous_label: str | None = None
@@ -205,7 +242,8 @@ def check_records(
         number = int(record["txn"])
         label = f"transaction {number}"
         numbers.append(number)
-        shape = _record_problem(record, segments=segments is not None)
+        copied = boundary is not None and number < boundary
+        shape = _record_problem(record, segments=segments is not None and not copied)
         if shape:
             log.problems.append(f"{label}: {shape}")
         if record.get("hash") != record_hash(record):
@@ -229,15 +267,21 @@ def check_records(
         named = record.get("segments")
         if (
             segments is not None
+            and not copied
             and isinstance(named, list)
             and all(isinstance(e, dict) for e in named)
         ):
+            if number == boundary:  # the copy record: every segment up to it
+                held = [e for n, entries in segments.items() if n <= number for e in entries]
+                whose = "the transactions up to it (copied)"
+            else:
+                held, whose = list(segments.get(number, [])), "that transaction"
             if sorted(map(_segment_key, named), key=repr) != sorted(
-                map(_segment_key, segments.get(number, [])), key=repr
+                map(_segment_key, held), key=repr
             ):
                 log.problems.append(
                     f"{label}: the segments it names differ from the manifest's segments of "
-                    "that transaction (a segment was added, removed or replaced)"
+                    f"{whose} (a segment was added, removed or replaced)"
                 )
         if (
             counts is not None

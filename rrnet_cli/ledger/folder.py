@@ -54,7 +54,14 @@ import pyarrow.parquet as pq
 from rrnet_cli import code as rcode
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, LedgerBusy, LedgerError
 from rrnet_cli.files import PRIVATE_DIR, PRIVATE_FILE, fsync_dir
-from rrnet_cli.ledger.audit import RESERVED_KEYS, TRANSACTIONS, AuditLog, check_chain, seal
+from rrnet_cli.ledger.audit import (
+    RESERVED_KEYS,
+    TRANSACTIONS,
+    AuditLog,
+    check_chain,
+    copy_boundary,
+    seal,
+)
 from rrnet_cli.ledger.interface import (
     DESIGNATED,
     POOL_MODE,
@@ -798,14 +805,24 @@ def _manifest_problem(manifest: Any) -> str | None:
 
 
 def _setting_txns(manifest: Mapping[str, Any]) -> set[int]:
-    """Transactions whose audit record only changes pool mode (they add no segment)."""
+    """Transactions whose audit record only changes pool mode (they add no segment).
+
+    In a copied ledger also the copy's own record and every transaction before
+    it (``audit.copy_boundary``): the copy record names every segment they have,
+    and a transaction made in a database may have added none (adding a
+    municipality, an upgrade).
+    """
+    records = manifest.get(TRANSACTIONS) or []
+    boundary = copy_boundary(records)
     return {
         r["txn"]
-        for r in manifest.get(TRANSACTIONS) or []
+        for r in records
         if isinstance(r, dict)
         and isinstance(r.get("txn"), int)
-        and r.get("segments") == []
-        and isinstance(r.get(POOL_MODE), bool)
+        and (
+            (r.get("segments") == [] and isinstance(r.get(POOL_MODE), bool))
+            or (boundary is not None and r["txn"] <= boundary)
+        )
     }
 
 

@@ -920,7 +920,7 @@ class PostgresLedger:
             for problem in log.problems:
                 report.add(TABLE_TRANSACTIONS, problem)
             report.notes.extend(log.notes)
-            report.records = sum(sum(c.values()) for c in history.values())
+            report.records = sum(n for c in history.values() for s, n in c.items() if s != NOTICE)
             known = {r.get("txn") for r in log.records if isinstance(r, dict)}
             strays = sorted(t for t in history if t not in known)
             if strays:
