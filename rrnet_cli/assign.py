@@ -114,8 +114,8 @@ from rrnet_cli.schema import (
 
 ZEROS_LOST_REASON = (
     "this resident_id equals an id the ledger knows, without its leading zeros: Excel may "
-    "have dropped leading zeros. Restore them (format the column as Text, or use .xlsx) "
-    "and run again"
+    "have dropped leading zeros. Restore them (export again from the register system, or "
+    "format the id column as Text in Excel and re-enter the ids) and run again"
 )
 #: More rows than this with lost zeros stop the whole run, even with --rejects.
 MAX_LOST_ZEROS = 5
@@ -446,10 +446,17 @@ def classify(
             has_in
             & ~is_known
             & pl.col(LEDGER_STATUS).is_in(ACTIVE)
-            & (
-                (pl.col(LEDGER_MUNICIPALITY) != municipality)
-                | (pl.col(LEDGER_RESIDENT) != pl.col(N_RESIDENT_ID))
-            ),
+            & pl.col(LEDGER_MUNICIPALITY).ne_missing(pl.lit(municipality)),
+            "resident_code",
+            "the ledger holds this code for a resident of another municipality that shares "
+            "this ledger (a move between them cannot carry the code over yet: that "
+            "municipality's record of it stays active)",
+        ),
+        (
+            has_in
+            & ~is_known
+            & pl.col(LEDGER_STATUS).is_in(ACTIVE)
+            & pl.col(LEDGER_RESIDENT).ne_missing(pl.col(N_RESIDENT_ID)),
             "resident_code",
             "the ledger holds this code for another resident",
         ),

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -263,12 +262,20 @@ def test_a_waiting_run_says_so_and_gives_up_at_the_lock_timeout(
         assert "Waiting for the ledger" in busy.stderr and "--lock-timeout" in busy.stderr
         assert "in use by another run" in busy.stderr
         assert not out.exists()
-        waiting = start_assign_in_subprocess(
-            export, backend.location, out, "--lock-timeout", "60", stderr=subprocess.PIPE
-        )
-        time.sleep(2)
+        # Its messages go to a file, read while it waits: the hold ends only once it
+        # has said that it waits (a fixed sleep raced the start-up of a loaded machine).
+        said = tmp_path / "stderr.txt"
+        with said.open("w") as sink:
+            waiting = start_assign_in_subprocess(
+                export, backend.location, out, "--lock-timeout", "60", stderr=sink.fileno()
+            )
+        deadline = time.monotonic() + 60
+        while "Waiting for the ledger" not in said.read_text() and time.monotonic() < deadline:
+            assert waiting.poll() is None, said.read_text()
+            time.sleep(0.1)
         assert waiting.poll() is None, "it waits while the ledger is held"
-    _, err = waiting.communicate(timeout=60)
+    waiting.wait(timeout=60)
+    err = said.read_text()
     assert waiting.returncode == 0, err
     assert "Waiting for the ledger" in err
     assert len(read_rows(out)) == 20
@@ -347,7 +354,7 @@ def test_assign_refusals_are_exit_2_with_the_server_named_and_no_output(
     assert code == 2, output
     assert "Traceback" not in output and pg_server.password not in output
     if case == "pool":
-        assert "not yet supported on a PostgreSQL ledger" in output
+        assert "Not yet supported on a PostgreSQL ledger" in output
     else:
         assert "host=127.0.0.1" in output and dbname in output
     assert not (tmp_path / "out.csv").exists()

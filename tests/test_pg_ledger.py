@@ -350,7 +350,8 @@ def test_commands_not_yet_built_on_postgresql_refuse_it_plainly(
     write_codes(tmp_path / "codes.txt", CODES)
     code, output = run_cli(runner, *UNSUPPORTED[command](tmp_path, pg_url))
     assert code == 2, output
-    assert f"`rrnet {command}` is not yet supported on a PostgreSQL ledger" in output
+    assert f"Not yet supported on a PostgreSQL ledger: `rrnet {command}`" in output
+    assert "a second ledger is how duplicate codes happen" in output
     assert "Traceback" not in output and pg_server.password not in output
     assert transactions(pg_url) == 1, "the ledger is unchanged"
     assert not (tmp_path / "o.csv").exists() and not (tmp_path / "sheets").exists()

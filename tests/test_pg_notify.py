@@ -113,6 +113,18 @@ def test_another_ward_sees_none_of_these_notices_and_the_profile_must_be_its_own
     code, output = run_notify(runner, ward_b, assigned, profile, tmp_path / "wrong")
     assert code == 2 and f"the ledger for {WARD_B}" in " ".join(output.split())
     assert not (tmp_path / "wrong").exists()
+    # Ward B prints its own; the owner's listing tells the wards' residents apart.
+    register = tmp_path / "register.csv"
+    code, output = run_cli(runner, "assign", register, "-l", ward_b.path, "-o", tmp_path / "b.csv")
+    assert code == 0, output
+    code, output = run_notify(
+        runner, ward_b, tmp_path / "b.csv", profile_for(WARD_B, tmp_path), tmp_path / "b-sheets"
+    )
+    assert code == 0, output
+    owner = SimpleNamespace(path=shared.owner)
+    assert {n["municipality"] for n in listed(runner, owner)["issued"]} == {WARD_A, WARD_B}
+    code, output = run_cli(runner, "ledger", "notices", "-l", shared.owner)
+    assert code == 0 and "municipality" in output and WARD_B in output
     # No change recorded yet: a change-notice run has nothing to print, and says why.
     code, output = run_notify(runner, office, assigned, profile, tmp_path / "c", "--changes")
     assert code == 0 and "no resident of the file has a code change" in " ".join(output.split())

@@ -224,6 +224,7 @@ def test_a_code_held_by_another_ward_is_a_row_error_not_a_second_holder(
     assert code == 0, text
     rejected = read_rows(tmp_path / "rejects.csv")
     assert [r["resident_id"] for r in rejected] == ["A-1"]
+    assert "a resident of another municipality that shares this ledger" in rejected[0]["errors"]
     assigned = read_rows(tmp_path / "a.csv")
     assert [r["resident_id"] for r in assigned] == ["A-2"]
     assert assigned[0]["resident_code"] != taken
@@ -478,3 +479,34 @@ def test_an_office_connects_through_a_service_file_and_a_password_file(
     refused = runner.invoke(app, ["ledger", "stats"], env=env)
     assert refused.exit_code == 2
     assert "refused the password" in refused.output and "wrong-secret" not in refused.output
+    # The message names the server the service file points at, not libpq's defaults.
+    named = " ".join(refused.output.split())
+    assert f"port={shared.server.port} dbname={shared.dbname} (service rrnet)" in named
+
+
+def test_an_office_cannot_forge_or_misplace_a_record_in_the_shared_audit_trail(
+    shared: Shared, runner: CliRunner, tmp_path: Path
+) -> None:
+    """The trial that found it: an INSERT into rrnet.transactions by an office's role
+    cut the chain for every office. Now the server refuses a record out of order, one
+    claiming another ward, and one written without the writers' lock."""
+    office_a = shared.url(shared.roles[WARD_A])
+    cli_ok(runner, "assign", write_export(tmp_path / "a.csv", 5), "-l", office_a, "-o",
+           tmp_path / "out.csv")  # fmt: skip
+    (last, head) = shared.rows(
+        shared.owner, "SELECT id, hash FROM rrnet.transactions ORDER BY id DESC LIMIT 1"
+    )[0]
+    insert = (
+        "INSERT INTO rrnet.transactions (id, at, operator, command, inputs, outputs, counts,"
+        " details, prev, hash, municipality)"
+        " VALUES (%s, now(), 'x', '[]', '[]', '[]', '{}', '{}', %s, 'forged', %s) RETURNING id"
+    )
+    for number, prev, ward in (
+        (9999, "x", WARD_B),  # out of order, another ward's
+        (last + 1, head, WARD_B),  # in order, but another ward's
+        (last + 1, head, WARD_A),  # in order, its own, but without the writers' lock
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            shared.rows(office_a, insert, number, prev, ward)
+    log = json.loads(cli_ok(runner, "ledger", "log", "-l", office_a, "--json"))
+    assert log["intact"] and log["transactions"][-1]["txn"] == last

@@ -74,10 +74,12 @@ class _Stats:
         rows: list[tuple[str, Any]] = [
             ("municipality", stats["municipality"] or "-"),
         ]
-        served = stats.get("municipalities") or []
-        if len(served) > 1:
+        served = stats.get("municipalities")
+        if served is not None and len(served) > 1:
             rows.append(("serves", ", ".join(served)))
-        rows.append(("codes used", stats["codes_used"]))
+        # A shared ledger's counts are every municipality's codes (its uniqueness).
+        used = "codes used (all municipalities)" if served is not None else "codes used"
+        rows.append((used, stats["codes_used"]))
         rows += [(f"  {status}", n) for status, n in stats["by_status"].items()]
         pool = stats.get("pool") or {}
         if pool.get("designated") or pool.get("mode") == "on":

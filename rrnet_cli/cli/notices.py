@@ -130,24 +130,27 @@ def ledger_notices(
     result = _Notices(store.location, listing.to_dicts(), str(output) if output else None)
     if not as_json and output is None and listing.height:
         shown = listing.head(SHOWN)
+        # A shared ledger's owner sees several municipalities, whose resident ids repeat.
+        several = "municipality" in listing.columns and listing["municipality"].n_unique() > 1
         grid = Table(title=f"Notices issued ({listing.height})", title_justify="left")
-        for heading in ("issued (JST)", "batch", "kind", "resident_id", "file", "page"):
+        headings = ["issued (JST)", "batch", "kind", "resident_id", "file", "page"]
+        if several:
+            headings.insert(3, "municipality")
+        for heading in headings:
             grid.add_column(heading, no_wrap=heading in ("kind", "resident_id", "page"))
         for r in shown.iter_rows(named=True):
             kind = r["kind"] + (f", reprint: {r['reprint_reason']}" if r["reprint_reason"] else "")
-            grid.add_row(
-                *(
-                    escape(str(v))
-                    for v in (
-                        r["issued_at"][:16].replace("T", " "),
-                        r["batch"],
-                        kind,
-                        r["resident_id"],
-                        r["file"] or "",
-                        r["page"] if r["page"] is not None else "",
-                    )
-                )
-            )
+            cells = [
+                r["issued_at"][:16].replace("T", " "),
+                r["batch"],
+                kind,
+                r["resident_id"],
+                r["file"] or "",
+                r["page"] if r["page"] is not None else "",
+            ]
+            if several:
+                cells.insert(3, r["municipality"])
+            grid.add_row(*(escape(str(v)) for v in cells))
         out.print(grid)
         if listing.height > SHOWN:
             out.print(f"... and {listing.height - SHOWN} more: -o FILE writes them all.")

@@ -660,7 +660,8 @@ def without_password(text: str) -> str:
 def not_yet_supported(what: str) -> UsageError:
     """The refusal of what the PostgreSQL ledger cannot do yet (exit 2, no traceback)."""
     return UsageError(
-        f"{what} is not yet supported on a PostgreSQL ledger; use a folder ledger for it for now."
+        f"Not yet supported on a PostgreSQL ledger: {what}. Do not start a separate folder "
+        "ledger for it: a second ledger is how duplicate codes happen."
     )
 
 

@@ -114,13 +114,16 @@ name starts with ``word=`` is given as ``./word=...``. Messages name the server
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import io
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
@@ -314,6 +317,20 @@ MIGRATIONS: tuple[str, ...] = (
         txn bigint NOT NULL,
         issued_at timestamptz NOT NULL
     );
+    -- The audit trail is shared: an office appends its own runs' records only, in
+    -- order, while it holds the writers' lock. A record out of order, claiming
+    -- another municipality, or written without the lock is refused, so a stray
+    -- INSERT cannot cut the chain for everyone; every row stays readable.
+    ALTER TABLE {SCHEMA}.transactions ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY everyone_reads ON {SCHEMA}.transactions FOR SELECT USING (true);
+    CREATE POLICY office_appends ON {SCHEMA}.transactions FOR INSERT WITH CHECK (
+        municipality = ANY ({_MINE})
+        AND id = (SELECT max(t.id) + 1 FROM {SCHEMA}.transactions t)
+        AND prev = (SELECT t.hash FROM {SCHEMA}.transactions t ORDER BY t.id DESC LIMIT 1)
+        AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = pg_backend_pid()
+            AND l.locktype = 'advisory' AND l.granted
+            AND l.classid = {LOCK_KEY >> 32} AND l.objid = {LOCK_KEY & 0xFFFFFFFF}
+            AND l.objsubid = 1));
     CREATE UNIQUE INDEX one_first_notice ON {SCHEMA}.notices (code, kind)
         WHERE reprint_reason IS NULL;
     CREATE INDEX notices_by_batch ON {SCHEMA}.notices (batch);
@@ -379,9 +396,11 @@ class PostgresLedger:
     def server(self) -> str:
         """The server and database as messages name them: host, port, dbname, no password."""
         defaults = {o.keyword.decode(): o.val for o in psycopg.pq.Conninfo.get_defaults()}
+        service = self._params.get("service") or _env("PGSERVICE")
+        params = {**_service_entry(str(service)), **self._params} if service else self._params
 
         def value(key: str, fallback: str) -> str:
-            given = self._params.get(key)
+            given = params.get(key)
             if given not in (None, ""):
                 return str(given)
             default = defaults.get(key)
@@ -391,7 +410,8 @@ class PostgresLedger:
         named = make_conninfo(
             port=value("port", "5432"), dbname=value("dbname", value("user", "") or "postgres")
         )
-        return f"{make_conninfo(host=host)} {named}" if host else f"(local socket) {named}"
+        where = f"{make_conninfo(host=host)} {named}" if host else f"(local socket) {named}"
+        return f"{where} (service {service})" if service else where
 
     @property
     def location(self) -> str:
@@ -598,7 +618,13 @@ class PostgresLedger:
     def _connection_problem(self, exc: psycopg.OperationalError) -> str:
         text = str(exc)
         reason = self._reason(exc)
-        if "password authentication failed" in text or "no password supplied" in text:
+        if "no password supplied" in text:
+            return (
+                f"The PostgreSQL server {self.server} asks for a password, and none was "
+                "found for this connection: put it in your password file (PGPASSFILE, "
+                "~/.pgpass), never on the command line."
+            )
+        if "password authentication failed" in text:
             return (
                 f"The PostgreSQL server {self.server} refused the password ({reason}). "
                 "Check the password in your password file (PGPASSFILE, ~/.pgpass) or "
@@ -724,7 +750,10 @@ class PostgresLedger:
             ).fetchone()
         return {
             "ledger": self.location,
-            "municipality": municipality,
+            # whom this connection works for (None: the owner of several); the counts
+            # below are the whole ledger's, every municipality's codes
+            "municipality": self.municipality,
+            "created_for": municipality,
             "municipalities": list(self._serves or ()),
             "transactions": int(last[0]) if last and last[0] is not None else 0,
             "codes_used": sum(counts.values()),
@@ -756,6 +785,12 @@ class PostgresLedger:
         schema = sql.Identifier(SCHEMA)
         with self._connect() as conn, self._errors():
             self._check_schema(conn)
+            if not self.owner:
+                raise LedgerError(
+                    f"Only the ledger's owner may import codes into the ledger in "
+                    f"{self.server}: connect as the role that created it. An office's role "
+                    "records only its own residents' codes."
+                )
             with conn.transaction() as txn:
                 number, prev = _lock_for_writing(conn, timeout, server=self.server)
                 conn.execute("CREATE TEMP TABLE incoming (code bigint NOT NULL) ON COMMIT DROP")
@@ -957,6 +992,29 @@ def _migrate(conn: psycopg.Connection[Any], version: int) -> None:
             sql.SQL("UPDATE {}.meta SET schema_version = %s").format(sql.Identifier(SCHEMA)),
             (number,),
         )
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def _service_entry(name: str) -> dict[str, str]:
+    """The settings of connection service ``name`` as libpq reads them (for messages):
+    the user's service file (PGSERVICEFILE, else ~/.pg_service.conf), then the
+    system's (PGSYSCONFDIR/pg_service.conf); the first that has it wins."""
+    candidates = [Path(_env("PGSERVICEFILE") or Path.home() / ".pg_service.conf")]
+    sysconf = _env("PGSYSCONFDIR")
+    if sysconf:
+        candidates.append(Path(sysconf) / "pg_service.conf")
+    for path in candidates:
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        try:
+            parser.read(path, encoding="utf-8")
+        except (OSError, configparser.Error, UnicodeDecodeError):
+            continue
+        if parser.has_section(name):
+            return {k: v for k, v in parser.items(name) if k != "password"}
+    return {}
 
 
 def _refuse(what: str) -> NoReturn:
@@ -1442,10 +1500,9 @@ class PostgresTransaction(PostgresView):
         2. One INSERT of the rest, ``ON CONFLICT (code) DO NOTHING``: the primary
            key refuses a code the ledger holds, whoever else is writing, and
            whatever the row-level security lets this role see. Every row it
-           wrote is copied to ``code_history`` in the same statement.
-        3. Only when fewer rows were written than sent: the codes not now held
-           for their resident in this transaction are the conflicts, sent back
-           for assign to redraw. (A code of another municipality's, which an
+           wrote is copied to ``code_history`` in the same statement, and the
+           codes of ``rrnet_new`` it did not write come back: the conflicts, for
+           assign to redraw. (A code of another municipality's, which an
            office's role cannot see, is among them, as it should be.)
         """
         if records.height == 0:
@@ -1462,9 +1519,8 @@ class PostgresTransaction(PostgresView):
         self._fill("rrnet_new", frame)
         schema = sql.Identifier(SCHEMA)
         txn, at = sql.Literal(self.number), sql.Literal(self.recorded_at)
-        written = 0
         if (frame["status"] == Status.CARRIED_OVER.value).any():
-            written += self.conn.execute(
+            self.conn.execute(
                 sql.SQL(
                     "WITH taken AS ("
                     " UPDATE {schema}.codes c SET status = n.status,"
@@ -1478,35 +1534,29 @@ class PostgresTransaction(PostgresView):
                     " SELECT code, status, municipality, resident_id, {txn}, {at} FROM taken)"
                     " DELETE FROM rrnet_new n USING taken t WHERE n.code = t.code"
                 ).format(schema=schema, txn=txn, at=at)
-            ).rowcount
-        written += self.conn.execute(
+            )
+        # The codes refused are those of rrnet_new the INSERT did not return: an
+        # anti-join of two tables of this run's size, in the same statement. (Asking
+        # ``codes`` afterwards which were recorded joined against the whole ledger:
+        # at 100 million codes the planner hashed all of them, for minutes.)
+        refused = self._frame(
             sql.SQL(
                 "WITH added AS ("
                 " INSERT INTO {schema}.codes (code, status, municipality, resident_id, txn)"
                 " SELECT code, status, municipality, resident_id, {txn} FROM rrnet_new"
                 " ORDER BY code ON CONFLICT (code) DO NOTHING"
-                " RETURNING code, status, municipality, resident_id)"
+                " RETURNING code, status, municipality, resident_id),"
+                " history AS ("
                 " INSERT INTO {schema}.code_history"
                 " (code, status, municipality, resident_id, txn, recorded_at)"
-                " SELECT code, status, municipality, resident_id, {txn}, {at} FROM added"
-            ).format(schema=schema, txn=txn, at=at)
-        ).rowcount
-        if written == frame.height:
-            conflicts = np.empty(0, np.uint64)
-            recorded = frame
-        else:
-            refused = self._frame(
-                sql.SQL(
-                    "SELECT n.code FROM rrnet_new n WHERE NOT EXISTS ("
-                    " SELECT 1 FROM {schema}.codes c WHERE c.code = n.code AND c.txn = {txn}"
-                    " AND c.status = n.status"
-                    " AND c.municipality IS NOT DISTINCT FROM n.municipality"
-                    " AND c.resident_id IS NOT DISTINCT FROM n.resident_id)"
-                ).format(schema=schema, txn=txn),
-                ["code"],
-            )
-            conflicts = refused["code"].cast(pl.UInt64).to_numpy().astype(np.uint64)
-            recorded = frame.filter(~pl.col("code").is_in(pl.Series(conflicts).implode()))
+                " SELECT code, status, municipality, resident_id, {txn}, {at} FROM added)"
+                " SELECT n.code FROM rrnet_new n"
+                " WHERE NOT EXISTS (SELECT 1 FROM added a WHERE a.code = n.code)"
+            ).format(schema=schema, txn=txn, at=at),
+            ["code"],
+        )
+        conflicts = refused["code"].cast(pl.UInt64).to_numpy().astype(np.uint64)
+        recorded = frame.filter(~pl.col("code").is_in(pl.Series(conflicts).implode()))
         for status, n in recorded.group_by("status").len().iter_rows():
             self.counts[str(status)] = self.counts.get(str(status), 0) + int(n)
         return conflicts
@@ -1811,7 +1861,8 @@ def _guarantees(conn: psycopg.Connection[Any], report: IntegrityReport) -> None:
         str(name)
         for (name,) in conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relname IN ('codes', 'code_history', 'notices') "
+            "WHERE n.nspname = %s "
+            "AND c.relname IN ('codes', 'code_history', 'notices', 'transactions') "
             "AND NOT c.relrowsecurity ORDER BY 1",
             (SCHEMA,),
         ).fetchall()
@@ -1819,8 +1870,8 @@ def _guarantees(conn: psycopg.Connection[Any], report: IntegrityReport) -> None:
     for table in unguarded:
         report.add(
             f"{SCHEMA}.{table}",
-            f"row-level security is off on {SCHEMA}.{table} (disabled by hand?): every "
-            "office's role reads every municipality's residents",
+            f"row-level security is off on {SCHEMA}.{table} (disabled by hand?): office "
+            "roles are no longer confined to their own municipality's rows",
         )
     index = conn.execute(
         "SELECT count(*) FROM pg_index i "
