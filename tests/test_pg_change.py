@@ -31,13 +31,7 @@ def shared(
     pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
 ) -> Shared:
     ledger = Shared(pg_server, tmp_path, monkeypatch)
-    cli_ok(runner, "ledger", "init", ledger.owner, "-m", WARD_A)
-    for ward in (WARD_A, WARD_B):
-        ledger.office(ward)
-        cli_ok(
-            runner, "ledger", "add-municipality", "-l", ledger.owner,
-            "-m", ward, "--role", ledger.roles[ward],
-        )  # fmt: skip
+    ledger.create(runner, (WARD_A, WARD_B))
     return ledger
 
 

@@ -35,15 +35,7 @@ def shared(
     pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
 ) -> Shared:
     ledger = Shared(pg_server, tmp_path, monkeypatch)
-    code, output = run_cli(runner, "ledger", "init", ledger.owner, "-m", WARD_A)
-    assert code == 0, output
-    for ward in (WARD_A, WARD_B):
-        ledger.office(ward)
-        code, output = run_cli(
-            runner, "ledger", "add-municipality", "-l", ledger.owner,
-            "-m", ward, "--role", ledger.roles[ward],
-        )  # fmt: skip
-        assert code == 0 or "already serves" in output, output
+    ledger.create(runner, (WARD_A, WARD_B))
     return ledger
 
 

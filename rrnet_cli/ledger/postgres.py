@@ -1491,6 +1491,25 @@ class PostgresTransaction(PostgresView):
             details=extra or None,
         )
 
+    def _note_municipality(self, frame: pl.DataFrame) -> None:
+        """Whom the run records for (its audit record's ``municipality``): the first
+        municipality its records name."""
+        named = frame["municipality"].drop_nulls()
+        if self.municipality is None and len(named):
+            self.municipality = str(named[0])
+
+    def _stage_records(self, records: pl.DataFrame) -> pl.DataFrame:
+        """Code records as ``rrnet_new`` holds them, COPYed there; the frame."""
+        frame = records.select(
+            pl.col("code").cast(pl.UInt64),
+            pl.col("status").cast(pl.String),
+            pl.col("municipality").cast(pl.String),
+            pl.col("resident_id").cast(pl.String),
+        )
+        self._note_municipality(frame)
+        self._fill("rrnet_new", frame)
+        return frame
+
     def record_new(self, records: pl.DataFrame) -> np.ndarray:
         """COPY the records into ``rrnet_new``, record them; the codes refused.
 
@@ -1507,16 +1526,7 @@ class PostgresTransaction(PostgresView):
         """
         if records.height == 0:
             return np.empty(0, np.uint64)
-        frame = records.select(
-            pl.col("code").cast(pl.UInt64),
-            pl.col("status").cast(pl.String),
-            pl.col("municipality").cast(pl.String),
-            pl.col("resident_id").cast(pl.String),
-        )
-        named = frame["municipality"].drop_nulls()
-        if self.municipality is None and len(named):
-            self.municipality = str(named[0])
-        self._fill("rrnet_new", frame)
+        frame = self._stage_records(records)
         schema = sql.Identifier(SCHEMA)
         txn, at = sql.Literal(self.number), sql.Literal(self.recorded_at)
         if (frame["status"] == Status.CARRIED_OVER.value).any():
@@ -1570,16 +1580,7 @@ class PostgresTransaction(PostgresView):
         the codes refused come back for a redraw)."""
         retired = records.filter(pl.col("status") == Status.RETIRED.value)
         if retired.height:
-            frame = retired.select(
-                pl.col("code").cast(pl.UInt64),
-                pl.col("status").cast(pl.String),
-                pl.col("municipality").cast(pl.String),
-                pl.col("resident_id").cast(pl.String),
-            )
-            named = frame["municipality"].drop_nulls()
-            if self.municipality is None and len(named):
-                self.municipality = str(named[0])
-            self._fill("rrnet_new", frame)
+            frame = self._stage_records(retired)
             schema = sql.Identifier(SCHEMA)
             txn, at = sql.Literal(self.number), sql.Literal(self.recorded_at)
             done = self.conn.execute(
@@ -1631,9 +1632,7 @@ class PostgresTransaction(PostgresView):
         kinds = set(frame["kind"].to_list()) - {k.value for k in NoticeKind}
         if kinds:
             raise ValueError(f"unknown notice kind {sorted(kinds, key=str)}")
-        named = frame["municipality"].drop_nulls()
-        if self.municipality is None and len(named):
-            self.municipality = str(named[0])
+        self._note_municipality(frame)
         self._fill("rrnet_notices", frame)
         self.conn.execute(
             sql.SQL(
