@@ -467,9 +467,9 @@ def test_an_office_connects_through_a_service_file_and_a_password_file(
 def test_an_office_cannot_forge_or_misplace_a_record_in_the_shared_audit_trail(
     shared: Shared, runner: CliRunner, tmp_path: Path
 ) -> None:
-    """The trial that found it: an INSERT into rrnet.transactions by an office's role
-    cut the chain for every office. Now the server refuses a record out of order, one
-    claiming another ward, and one written without the writers' lock."""
+    """An INSERT into rrnet.transactions by an office's role could cut the chain for
+    every office. The server refuses a record out of order, one claiming another
+    ward, and one written without the writers' lock."""
     office_a = shared.url(shared.roles[WARD_A])
     cli_ok(runner, "assign", write_export(tmp_path / "a.csv", 5), "-l", office_a, "-o",
            tmp_path / "out.csv")  # fmt: skip
