@@ -1086,7 +1086,9 @@ def _render_batches(
             for batch, result in zip(batches, pool.map(render, batches), strict=True):
                 results.append(result)
                 advance(size(batch))
-        except BrokenProcessPool:
+        except (BrokenProcessPool, BrokenPipeError, ConnectionResetError, EOFError):
+            # A worker that dies mid-batch breaks the pool; the pipe to it can break
+            # first (seen under load), which is the same failure, not a file problem.
             pool.shutdown(wait=True, cancel_futures=True)
             raise RrnetError(
                 "A rendering process stopped unexpectedly (out of memory, or killed). "
