@@ -651,40 +651,78 @@ def record_plan(
     """
     if plan.records.height == 0:
         return None
-    pending = plan.records
-    tried: list[np.ndarray] = []
-    barren = 0
-    while True:
-        refused = txn.record_new(pending)
-        if not len(refused):
-            return txn.number
-        lost = pending.filter(pl.col("code").is_in(pl.Series(refused, dtype=pl.UInt64).implode()))
+
+    def carried_over_lost(lost: pl.DataFrame) -> None:
         if (lost["status"] != CodeStatus.ASSIGNED.value).any():
             raise LedgerError(
                 "A code carried over by a row of the export was recorded for someone else "
                 "while this run was working (another run on the same ledger). Nothing was "
                 "recorded and no output was written; run again."
             )
+
+    plan.redraws += redraw_refused(
+        txn,
+        plan.records,
+        txn.record_new(plan.records),
+        taken=[plan.taken, plan.records["code"].to_numpy()],
+        used=used,
+        random_bytes=random_bytes,
+        replace=lambda old, fresh: _replace_codes(plan, old, fresh),
+        check=carried_over_lost,
+        nothing="recorded",
+    )
+    return txn.number
+
+
+def redraw_refused(
+    txn: LedgerTransaction,
+    pending: pl.DataFrame,
+    refused: np.ndarray,
+    *,
+    taken: list[np.ndarray],
+    used: CodeIndex | None,
+    random_bytes: RandomBytes,
+    replace: Callable[[np.ndarray, np.ndarray], None],
+    check: Callable[[pl.DataFrame], None] | None = None,
+    nothing: str,
+) -> int:
+    """Draw again every new code of ``pending`` the ledger refused; the redraws.
+
+    ``refused`` is what ``txn.record_new(pending)`` sent back: codes used
+    meanwhile, which only a shared database ledger can report (a folder ledger
+    drew against every used code under its lock). Each round draws as many with
+    ``draw_codes`` from ``random_bytes``, avoiding ``used``, ``taken`` (the
+    run's own codes) and every code tried before, tells the caller (``replace``:
+    old codes, new ones) so that its plan names the codes recorded, and records
+    only those rows again. ``check`` may stop the run on the refused rows.
+    Rounds in a row in which every code was refused end it: the code space is
+    used up, and nothing is ``nothing`` ("recorded", "changed").
+    """
+    redraws = barren = 0
+    while len(refused):
+        lost = pending.filter(pl.col("code").is_in(pl.Series(refused, dtype=pl.UInt64).implode()))
+        if check is not None:
+            check(lost)
         barren = barren + 1 if lost.height == pending.height else 0
         if barren > _MAX_BARREN_ROUNDS:
             raise LedgerError(
                 f"Every code drawn in {_MAX_BARREN_ROUNDS} rounds was already used: the code "
-                "space is used up. Nothing was recorded."
+                f"space is used up. Nothing was {nothing}."
             )
-        if not tried:
-            tried = [plan.taken, plan.records["code"].to_numpy()]
         old = lost["code"].to_numpy()
-        tried.append(old)
+        taken.append(old)
         fresh, more = draw_codes(
             lost.height,
             used=used if used is not None else CodeIndex([]),
-            taken=np.concatenate(tried),
+            taken=np.concatenate(taken),
             random_bytes=random_bytes,
         )
-        tried.append(fresh)
-        plan.redraws += lost.height + more
-        _replace_codes(plan, old, fresh)
+        taken.append(fresh)  # a later round must not draw a code given in this one
+        redraws += lost.height + more
+        replace(old, fresh)
         pending = lost.with_columns(pl.Series("code", fresh, dtype=pl.UInt64))
+        refused = txn.record_new(pending)
+    return redraws
 
 
 def _replace_codes(plan: AssignPlan, old: np.ndarray, new: np.ndarray) -> None:

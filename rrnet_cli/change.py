@@ -42,8 +42,8 @@ import numpy as np
 import polars as pl
 
 from rrnet_cli import code as rcode
-from rrnet_cli.assign import RandomBytes, draw_codes, random_source
-from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, InputRowsError, LedgerError, UsageError
+from rrnet_cli.assign import RandomBytes, draw_codes, random_source, redraw_refused
+from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, InputRowsError, UsageError
 from rrnet_cli.files import PendingFile, check_table_suffix, write_table_to
 from rrnet_cli.ingest import (
     ERROR_SCHEMA,
@@ -54,7 +54,6 @@ from rrnet_cli.ingest import (
 )
 from rrnet_cli.ledger import (
     DRAWN_FROM,
-    CodeIndex,
     Invocation,
     LedgerStore,
     LedgerTransaction,
@@ -301,49 +300,39 @@ def record_changes(
     return txn.number
 
 
-#: Rounds in a row in which every redrawn code was refused: the code space is used up.
-_MAX_BARREN_ROUNDS = 20
-
-
 def stage_changes(txn: LedgerTransaction, plan: ChangePlan, random_bytes: RandomBytes) -> None:
     """Record the plan: each old code retired, each new one assigned (``record_change``).
 
     A folder ledger drew every new code against every used code under its
     lock, so nothing is refused. A shared database ledger may refuse a new code
-    another office recorded meanwhile: it is redrawn, avoiding every code tried,
-    and ``plan`` (its records, changes and redraw count) is updated to match.
-    The old codes must still be their residents' when recorded, or the run stops.
+    another office recorded meanwhile: it is drawn again as assign's are
+    (``assign.redraw_refused``), and ``plan`` (its records, changes and redraw
+    count) is updated to match. The old codes must still be their residents'
+    when recorded, or the run stops.
     """
-    refused = txn.record_change(plan.records)
-    tried = [plan.records["code"].to_numpy()]
-    barren, asked = 0, int((plan.records["status"] == Status.ASSIGNED.value).sum())
-    while len(refused):
-        barren = barren + 1 if len(refused) == asked else 0  # no code of the round taken
-        if barren > _MAX_BARREN_ROUNDS:
-            raise LedgerError(
-                f"Every code drawn in {_MAX_BARREN_ROUNDS} rounds was already used: the code "
-                "space is used up. Nothing was changed."
+
+    def rename(old: np.ndarray, fresh: np.ndarray) -> None:
+        plan.records = plan.records.with_columns(
+            pl.col("code").replace(
+                pl.Series(old, dtype=pl.UInt64), pl.Series(fresh, dtype=pl.UInt64)
             )
-        tried.append(np.asarray(refused, dtype=np.uint64))
-        fresh, more = draw_codes(
-            len(refused),
-            used=CodeIndex([]),
-            taken=np.concatenate(tried),
-            random_bytes=random_bytes,
         )
-        tried.append(fresh)  # a later round must not draw a code given in this one
-        plan.redraws += len(refused) + more
-        old = pl.Series(np.asarray(refused, dtype=np.uint64))
-        new = pl.Series(fresh.astype(np.uint64))
-        plan.records = plan.records.with_columns(pl.col("code").replace(old, new))
-        before = rcode.codes_to_strings(old.to_numpy()).to_pylist()
-        rename = dict(zip(before, rcode.codes_to_strings(fresh).to_pylist(), strict=True))
+        before = rcode.codes_to_strings(old).to_pylist()
+        names = dict(zip(before, rcode.codes_to_strings(fresh).to_pylist(), strict=True))
         plan.changes = [
-            replace(c, new_code=rename.get(c.new_code, c.new_code)) for c in plan.changes
+            replace(c, new_code=names.get(c.new_code, c.new_code)) for c in plan.changes
         ]
-        again = plan.records.filter(pl.col("code").is_in(new.implode()))
-        asked = again.height
-        refused = txn.record_new(again)
+
+    plan.redraws += redraw_refused(
+        txn,
+        plan.records.filter(pl.col("status") == Status.ASSIGNED.value),
+        txn.record_change(plan.records),
+        taken=[plan.records["code"].to_numpy()],
+        used=None,
+        random_bytes=random_bytes,
+        replace=rename,
+        nothing="changed",
+    )
 
 
 def change_table(changes: list[Change], changed_at: datetime) -> pl.DataFrame:
