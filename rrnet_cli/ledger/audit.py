@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,24 @@ _RECORD_KEYS: dict[str, type | tuple[type, ...]] = {
 #: Keys a command's own details may not use (they belong to the record, or to a
 #: setting only the transaction itself may record).
 RESERVED_KEYS = frozenset(_RECORD_KEYS) | {POOL_MODE, COPIED_FROM}
+
+
+def audit_details(
+    inputs: Sequence[Mapping[str, str]],
+    outputs: Sequence[Mapping[str, str]],
+    details: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What a transaction's ``describe`` keeps for its audit record: the files read
+    and written (path and SHA-256, as ``file_digest`` gives them) and the command's
+    own details, which may not replace the record's own fields."""
+    clash = RESERVED_KEYS & set(details or {})
+    if clash:
+        raise ValueError(f"audit details may not use the record's keys {sorted(clash)}")
+    return {
+        "inputs": [{"path": str(d["path"]), "sha256": str(d["sha256"])} for d in inputs],
+        "outputs": [{"path": str(d["path"]), "sha256": str(d["sha256"])} for d in outputs],
+        **(details or {}),
+    }
 
 
 def copy_boundary(records: Iterable[Any]) -> int | None:

@@ -55,9 +55,9 @@ from rrnet_cli import code as rcode
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, LedgerBusy, LedgerError
 from rrnet_cli.files import PRIVATE_DIR, PRIVATE_FILE, fsync_dir
 from rrnet_cli.ledger.audit import (
-    RESERVED_KEYS,
     TRANSACTIONS,
     AuditLog,
+    audit_details,
     check_chain,
     copy_boundary,
     seal,
@@ -525,16 +525,9 @@ class Transaction:
         command's own keys (a code change's ``changes``); they may not replace
         the record's own fields.
         """
-        clash = RESERVED_KEYS & set(details or {})
-        if clash:
-            raise ValueError(f"audit details may not use the record's keys {sorted(clash)}")
+        self.audit = audit_details(inputs, outputs, details)
         if invocation is not None:
             self.invocation = invocation
-        self.audit = {
-            "inputs": [{"path": str(d["path"]), "sha256": str(d["sha256"])} for d in inputs],
-            "outputs": [{"path": str(d["path"]), "sha256": str(d["sha256"])} for d in outputs],
-            **(details or {}),
-        }
 
     def _audit_record(self) -> dict[str, Any]:
         """This transaction's audit record, linked to the last one and sealed."""
