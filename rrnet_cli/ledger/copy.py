@@ -186,18 +186,21 @@ class _Hasher:
         return self.digest.hexdigest()
 
 
+#: The control characters COPY's text form writes as backslash escapes.
+_COPY_ESCAPES = (
+    ("\b", "\\b"),
+    ("\f", "\\f"),
+    ("\n", "\\n"),
+    ("\r", "\\r"),
+    ("\t", "\\t"),
+    ("\v", "\\v"),
+)
+
+
 def _escape(column: str) -> pl.Expr:
     """A text column as PostgreSQL's COPY text form writes it (NULL is left null)."""
     expr = pl.col(column).cast(pl.String)
-    for raw, escaped in (
-        ("\\", "\\\\"),
-        ("\b", "\\b"),
-        ("\f", "\\f"),
-        ("\n", "\\n"),
-        ("\r", "\\r"),
-        ("\t", "\\t"),
-        ("\v", "\\v"),
-    ):
+    for raw, escaped in (("\\", "\\\\"), *_COPY_ESCAPES):
         expr = expr.str.replace_all(raw, escaped, literal=True)
     return expr.alias(column)
 
@@ -205,14 +208,7 @@ def _escape(column: str) -> pl.Expr:
 def _unescape(column: str) -> pl.Expr:
     """The inverse of ``_escape`` (COPY text form to the text)."""
     expr = pl.col(column).str.replace_all("\\\\", "\x00", literal=True)
-    for raw, escaped in (
-        ("\b", "\\b"),
-        ("\f", "\\f"),
-        ("\n", "\\n"),
-        ("\r", "\\r"),
-        ("\t", "\\t"),
-        ("\v", "\\v"),
-    ):
+    for raw, escaped in _COPY_ESCAPES:
         expr = expr.str.replace_all(escaped, raw, literal=True)
     return expr.str.replace_all("\x00", "\\", literal=True).alias(column)
 

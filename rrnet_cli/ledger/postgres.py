@@ -134,7 +134,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, LedgerBusy, LedgerError, UsageError
-from rrnet_cli.ledger.audit import RESERVED_KEYS, AuditLog, check_records, record_hash
+from rrnet_cli.ledger.audit import AuditLog, audit_details, check_records, record_hash
 from rrnet_cli.ledger.integrity import IntegrityReport
 from rrnet_cli.ledger.interface import (
     ACTIVE,
@@ -568,6 +568,14 @@ class PostgresLedger:
         self._created_for = str(created_for)
         return self._created_for
 
+    def _owner_only(self, what: str, why: str = "") -> None:
+        """Refuse, unless this connection's role owns the ledger (after ``_check_schema``)."""
+        if not self.owner:
+            raise LedgerError(
+                f"Only the ledger's owner may {what} the ledger in {self.server}: connect "
+                f"as the role that created it. {why}".rstrip()
+            )
+
     # -- connecting, and errors a person can act on ------------------------------
 
     @contextlib.contextmanager
@@ -667,11 +675,7 @@ class PostgresLedger:
         """
         with self._connect() as conn, self._errors(), conn.transaction():
             self._check_schema(conn)
-            if not self.owner:
-                raise LedgerError(
-                    f"Only the ledger's owner may add a municipality to the ledger in "
-                    f"{self.server}: connect as the role that created it."
-                )
+            self._owner_only("add a municipality to")
             if role is not None:
                 found = conn.execute(
                     "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = %s", (role,)
@@ -785,12 +789,9 @@ class PostgresLedger:
         schema = sql.Identifier(SCHEMA)
         with self._connect() as conn, self._errors():
             self._check_schema(conn)
-            if not self.owner:
-                raise LedgerError(
-                    f"Only the ledger's owner may import codes into the ledger in "
-                    f"{self.server}: connect as the role that created it. An office's role "
-                    "records only its own residents' codes."
-                )
+            self._owner_only(
+                "import codes into", "An office's role records only its own residents' codes."
+            )
             with conn.transaction() as txn:
                 number, prev = _lock_for_writing(conn, timeout, server=self.server)
                 conn.execute("CREATE TEMP TABLE incoming (code bigint NOT NULL) ON COMMIT DROP")
@@ -1468,12 +1469,9 @@ class PostgresTransaction(PostgresView):
         outputs: Sequence[Mapping[str, str]] = (),
         details: Mapping[str, Any] | None = None,
     ) -> None:
-        clash = RESERVED_KEYS & set(details or {})
-        if clash:
-            raise ValueError(f"audit details may not use the record's keys {sorted(clash)}")
+        self.audit = audit_details(inputs, outputs, details)
         if invocation is not None:
             self.invocation = invocation
-        self.audit = {"inputs": list(inputs), "outputs": list(outputs), **(details or {})}
 
     def audit_record(self) -> dict[str, Any]:
         """This transaction's audit record, chained to the last one and sealed."""
