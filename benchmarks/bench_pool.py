@@ -56,7 +56,7 @@ def draw(state: LedgerState, n: int, pool: bool) -> None:
         used=state.codes,
         taken=np.empty(0, np.uint64),
         random_bytes=os.urandom,
-        pool=state.pool if pool else None,
+        pool=state.pool_left() if pool else None,  # what free_pool() answers
     )
     assert len(codes) == n
 

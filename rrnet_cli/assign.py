@@ -42,8 +42,9 @@ Drawing (``draw_codes``, the one entry point that assign and change call):
   PostgreSQL one, whose insert reports the used ones for ``record_plan`` to
   redraw);
 - from the designated pool when the ledger is in pool mode, or for one run with
-  ``--pool`` (``draw_from_pool``): the codes left are the pool minus every used
-  code and the codes on the export (``LedgerState.pool_left``), and the draw is
+  ``--pool`` (``draw_from_pool``): the codes left are the municipality's pool
+  minus every used code (``LedgerView.free_pool``, asked of the ledger: a
+  PostgreSQL ledger answers on the server) and the codes on the export, and the draw is
   uniform over them. Too few left is refused before anything is drawn or
   written ("needs 2,345 codes, the pool has 1,200 left"). For a draw of up to a
   quarter of what is left, uniform indices into the sorted codes left are drawn
@@ -211,9 +212,9 @@ def draw_codes(
 ) -> tuple[np.ndarray, int]:
     """Draw ``n`` new codes, distinct from each other, ``used`` and ``taken``.
 
-    The one way rrnet draws codes. With ``pool`` (the ledger's designated codes,
-    sorted: ``LedgerState.pool``) only codes of the pool are drawn, uniformly
-    over those neither used nor taken (see ``draw_from_pool``); too few left
+    The one way rrnet draws codes. With ``pool`` (designated codes, sorted:
+    ``pool_to_draw_from``) only codes of the pool are drawn, uniformly over
+    those neither used nor taken (see ``draw_from_pool``); too few left
     raises ``UsageError`` before anything is drawn.
 
     Otherwise vectorised rounds over sorted candidates: draw all that are still
@@ -257,6 +258,23 @@ def pool_exhausted(needed: int, left: int) -> str:
         "written and no code was recorded. Ask for "
         "more codes to be designated and add them with `rrnet ledger designate`."
     )
+
+
+def pool_to_draw_from(view: LedgerView, municipality: str, pool: bool) -> np.ndarray | None:
+    """The codes a run for ``municipality`` draws from: its designated codes not yet
+    used (sorted) in pool mode or with ``pool`` (``--pool``); None: the whole space.
+
+    Refuses (``UsageError``) to draw from a pool when none was designated.
+    """
+    if not (pool or view.pool_mode_of(municipality)):
+        return None
+    free = view.free_pool(municipality)
+    if not len(free) and not view.pool_counts(municipality).designated:
+        raise UsageError(
+            "The ledger has no designated pool to draw from; add one with `rrnet ledger "
+            "designate POOLFILE`."
+        )
+    return free
 
 
 def draw_from_pool(n: int, left: np.ndarray, random_bytes: RandomBytes) -> tuple[np.ndarray, int]:
@@ -384,8 +402,9 @@ class AssignPlan:
     #: residents the ledger holds an active code for here, missing from the export:
     #: resident_id, resident_code, status (they moved away, died or were removed)
     departed: pl.DataFrame = field(default_factory=pl.DataFrame)
-    #: the new codes were drawn from the designated pool
-    from_pool: bool = False
+    #: the designated codes the new ones were drawn from (those not used yet, sorted;
+    #: a redraw draws from them too), or None: from the whole code space
+    pool: np.ndarray | None = None
     #: the codes the export's rows hold already (their own or the ledger's): a
     #: redraw must avoid them as the first draw did
     taken: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
@@ -393,6 +412,11 @@ class AssignPlan:
     @property
     def rows_rejected(self) -> int:
         return int(self.errors["row"].n_unique()) if self.errors.height else 0
+
+    @property
+    def from_pool(self) -> bool:
+        """Whether the new codes were drawn from the designated pool."""
+        return self.pool is not None
 
 
 def classify(
@@ -557,12 +581,7 @@ def plan_assignment(
     column of ``frame`` that is not a working column). New codes come from the
     designated pool when the ledger is in pool mode or ``pool`` is set.
     """
-    from_pool = pool or view.pool_mode
-    if from_pool and not len(view.pool):
-        raise UsageError(
-            "The ledger has no designated pool to draw from; add one with `rrnet ledger "
-            "designate POOLFILE`."
-        )
+    free = pool_to_draw_from(view, municipality, pool)
     if input_columns is None:
         input_columns = [c for c in frame.columns if not schema.is_working_column(c)]
     if errors is None or errors.height == 0:
@@ -584,7 +603,7 @@ def plan_assignment(
             used=view.used_codes,
             taken=taken,
             random_bytes=random_bytes,
-            pool=view.pool if from_pool else None,
+            pool=free,
         )
         advance(n_new)
     has_code = good[CODE].is_not_null().to_numpy() | need
@@ -610,7 +629,7 @@ def plan_assignment(
         counts=counts,
         redraws=redraws,
         departed=departed_residents(frame, view, municipality),
-        from_pool=from_pool,
+        pool=free,
         taken=np.asarray(taken, dtype=np.uint64),
     )
 
@@ -666,6 +685,7 @@ def record_plan(
         txn.record_new(plan.records),
         taken=[plan.taken, plan.records["code"].to_numpy()],
         used=used,
+        pool=plan.pool,
         random_bytes=random_bytes,
         replace=lambda old, fresh: _replace_codes(plan, old, fresh),
         check=carried_over_lost,
@@ -681,6 +701,7 @@ def redraw_refused(
     *,
     taken: list[np.ndarray],
     used: CodeIndex | None,
+    pool: np.ndarray | None = None,
     random_bytes: RandomBytes,
     replace: Callable[[np.ndarray, np.ndarray], None],
     check: Callable[[pl.DataFrame], None] | None = None,
@@ -691,7 +712,8 @@ def redraw_refused(
     ``refused`` is what ``txn.record_new(pending)`` sent back: codes used
     meanwhile, which only a shared database ledger can report (a folder ledger
     drew against every used code under its lock). Each round draws as many with
-    ``draw_codes`` from ``random_bytes``, avoiding ``used``, ``taken`` (the
+    ``draw_codes`` from ``random_bytes`` (from ``pool``, the designated codes the
+    run drew from, when it drew from one), avoiding ``used``, ``taken`` (the
     run's own codes) and every code tried before, tells the caller (``replace``:
     old codes, new ones) so that its plan names the codes recorded, and records
     only those rows again. ``check`` may stop the run on the refused rows.
@@ -716,6 +738,7 @@ def redraw_refused(
             used=used if used is not None else CodeIndex([]),
             taken=np.concatenate(taken),
             random_bytes=random_bytes,
+            pool=pool,
         )
         taken.append(fresh)  # a later round must not draw a code given in this one
         redraws += lost.height + more

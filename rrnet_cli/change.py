@@ -42,7 +42,13 @@ import numpy as np
 import polars as pl
 
 from rrnet_cli import code as rcode
-from rrnet_cli.assign import RandomBytes, draw_codes, random_source, redraw_refused
+from rrnet_cli.assign import (
+    RandomBytes,
+    draw_codes,
+    pool_to_draw_from,
+    random_source,
+    redraw_refused,
+)
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, InputRowsError, UsageError
 from rrnet_cli.files import PendingFile, check_table_suffix, write_table_to
 from rrnet_cli.ingest import (
@@ -142,8 +148,14 @@ class ChangePlan:
     errors: pl.DataFrame
     #: candidates that had to be redrawn (already used, or drawn twice)
     redraws: int = 0
-    #: the new codes were drawn from the designated pool
-    from_pool: bool = False
+    #: the designated codes the new ones were drawn from (those not used yet, sorted;
+    #: a redraw draws from them too), or None: from the whole code space
+    pool: np.ndarray | None = None
+
+    @property
+    def from_pool(self) -> bool:
+        """Whether the new codes were drawn from the designated pool."""
+        return self.pool is not None
 
 
 def plan_changes(
@@ -218,12 +230,7 @@ def plan_changes(
     frame = pl.DataFrame(errors, schema=ERROR_SCHEMA)
     if frame.height:
         return ChangePlan(changes=[], records=_records([], [], [], municipality), errors=frame)
-    from_pool = pool or view.pool_mode
-    if from_pool and not len(view.pool):
-        raise UsageError(
-            "The ledger has no designated pool to draw from; add one with `rrnet ledger "
-            "designate POOLFILE`."
-        )
+    free = pool_to_draw_from(view, municipality, pool)
     # ``used`` (every code ever used, on a folder ledger) keeps every new code from
     # being an old one, or any other code ever used; a database ledger's client
     # knows none, so the old codes are named as taken, and the database refuses
@@ -234,7 +241,7 @@ def plan_changes(
         used=view.used_codes,
         taken=old,
         random_bytes=random_bytes,
-        pool=view.pool if from_pool else None,
+        pool=free,
     )
     old_text = rcode.codes_to_strings(old).to_pylist()
     new_text = rcode.codes_to_strings(drawn).to_pylist()
@@ -255,7 +262,7 @@ def plan_changes(
         records=_records(residents, old, drawn, municipality),
         errors=frame,
         redraws=redraws,
-        from_pool=from_pool,
+        pool=free,
     )
 
 
@@ -329,6 +336,7 @@ def stage_changes(txn: LedgerTransaction, plan: ChangePlan, random_bytes: Random
         txn.record_change(plan.records),
         taken=[plan.records["code"].to_numpy()],
         used=None,
+        pool=plan.pool,
         random_bytes=random_bytes,
         replace=rename,
         nothing="changed",

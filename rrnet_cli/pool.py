@@ -6,20 +6,23 @@ pool in the ledger:
 
 - **Storage.** ``designate_codes`` streams a file of codes (one per line, or a
   CSV/Parquet column: the same reader as ``rrnet ledger import``,
-  ``importer.code_batches``), checks every code and writes them as one sorted
-  pool segment in one ledger transaction (``Transaction.add_pool``). Its audit
-  record, like any other, names the operator, the command, the file's SHA-256
-  and the count (``{"designated": n}``).
-- **Designated is not used.** A pool code stays out of the used-code index
-  until a record uses it (assign, carry-over, import, retirement). What is left
-  of the pool is the pool minus every used code, computed from the ledger
-  (``LedgerState.pool_left``), never stored, so no crash can make it disagree.
+  ``importer.code_batches``), checks every code against the ledger
+  (``LedgerView.lookup`` and ``designated``) and records them in one ledger
+  transaction (``LedgerTransaction.add_pool``): a sorted pool segment in a
+  folder ledger, rows of the ``pool`` table in a PostgreSQL one, where each
+  municipality has its own pool. Its audit record, like any other, names the
+  operator, the command, the file's SHA-256 and the count (``{"designated": n}``).
+- **Designated is not used.** A pool code stays out of the used codes until a
+  record uses it (assign, carry-over, import, retirement). What is left of the
+  pool is the pool minus every used code, computed from the ledger
+  (``LedgerView.free_pool``), never stored, so no crash can make it disagree.
 - **Refusals.** A code that is invalid, already used (any status), already in
   the pool, or twice in the file refuses the whole designation, naming its
   record (as ``ledger import`` numbers them: a CSV's header is record 1).
   One bad code: nothing is designated.
-- **Pool mode.** ``set_pool_mode`` turns it on or off in a transaction of its
-  own (its audit record says ``pool_mode``). In pool mode ``assign`` and
+- **Pool mode.** ``set_pool_mode`` turns it on or off (for one municipality, on
+  a shared ledger) in a transaction of its own (its audit record says
+  ``pool_mode``). In pool mode ``assign`` and
   ``change`` draw only from what is left of the pool (``assign.draw_codes``);
   ``assign --pool`` does so for one run. Turning it on needs a pool, and warns
   when codes drawn here before lie outside the pool: in pool mode ``rrnet
@@ -36,18 +39,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, UsageError
 from rrnet_cli.importer import code_batches, merge_runs, numbered_codes
 from rrnet_cli.ingest import check_input_file
 from rrnet_cli.ledger import (
     Invocation,
-    LedgerState,
     LedgerStore,
-    Status,
+    LedgerView,
     file_digest,
-    sorted_member,
+    municipality_for,
+    on_off,
 )
 from rrnet_cli.progress import QUIET, Steps
 
@@ -61,6 +63,7 @@ class DesignateResult:
 
     source: str
     ledger: str
+    municipality: str = ""
     codes_read: int = 0
     designated: int = 0
     #: the pool after the run: every designated code, and those not used yet
@@ -75,6 +78,7 @@ class DesignateResult:
 
     def summary_rows(self) -> list[tuple[str, Any]]:
         return [
+            ("municipality", self.municipality),
             ("codes read", self.codes_read),
             ("designated", self.designated),
             ("pool size (all designations)", self.pool_size),
@@ -97,6 +101,7 @@ def designate_codes(
     ledger: LedgerStore,
     source: Path,
     *,
+    municipality: str | None = None,
     column: str | None = None,
     encoding: str = "auto",
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
@@ -104,22 +109,25 @@ def designate_codes(
     batch_rows: int = 4_000_000,
     invocation: Invocation | None = None,
 ) -> DesignateResult:
-    """Record the codes of ``source`` as designated to this municipality (see module doc).
+    """Record the codes of ``source`` as designated to ``municipality`` (see module doc).
 
-    Streams the file in batches; every code must be valid, unused, not yet in
-    the pool and not repeated in the file, or nothing is designated. The whole
-    designation is one transaction.
+    ``municipality``: as ``-m`` gives it (``municipality_for``: the ledger's own
+    when it serves one). Streams the file in batches; every code must be valid,
+    unused, not designated (to any municipality) and not repeated in the file,
+    or nothing is designated. The whole designation is one transaction.
     """
     source = check_input_file(source, "the file of designated codes")
+    municipality = municipality_for(ledger, municipality)
     started = time.perf_counter()
-    result = DesignateResult(source=str(source), ledger=ledger.location)
+    result = DesignateResult(source=str(source), ledger=ledger.location, municipality=municipality)
     with (
         ThreadPoolExecutor(max_workers=1) as workers,
         ledger.transaction(timeout=lock_timeout) as txn,
     ):
         hashing = workers.submit(file_digest, source)  # for the audit record
         with steps.step("Loading the ledger"):
-            state = txn.state
+            view = txn.view()
+            before = view.pool_counts(municipality)
         runs: list[np.ndarray] = []  # one sorted run per batch
         numbers: list[np.ndarray] = []  # the record number of each code of a run
         with (
@@ -130,7 +138,7 @@ def designate_codes(
                 codes, records = numbered_codes(array, first, source, done="designated")
                 order = np.argsort(codes, kind="stable")
                 codes, records = codes[order], records[order]
-                _refuse_used_or_designated(codes, records, state, source)
+                _refuse_used_or_designated(codes, records, view, source)
                 result.codes_read += len(codes)
                 runs.append(codes)
                 numbers.append(records)
@@ -141,40 +149,39 @@ def designate_codes(
                 _refuse_repeats(runs, numbers, source)
             if not len(merged):
                 raise UsageError(f"{source} holds no codes; nothing was designated.")
-            txn.add_pool(merged)
+            txn.add_pool(merged, municipality)
         txn.describe(invocation, inputs=[hashing.result()])
         result.transaction = txn.number
         result.designated = len(merged)
-        left_before = len(state.pool) - int(np.count_nonzero(state.pool_used()))
-        result.pool_size = len(state.pool) + len(merged)
-        result.pool_left = left_before + len(merged)  # every new one is unused
-        result.pool_mode = "on" if state.pool_mode else "off"
+        result.pool_size = before.designated + len(merged)
+        result.pool_left = before.left + len(merged)  # every new one is unused
+        result.pool_mode = on_off(before.mode)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 
 
 def _refuse_used_or_designated(
-    codes: np.ndarray, records: np.ndarray, state: LedgerState, source: Path
+    codes: np.ndarray, records: np.ndarray, view: LedgerView, source: Path
 ) -> None:
     """Stop when a code of this batch (sorted) is used or already designated."""
-    used = state.codes.contains_sorted(codes)
-    designated = sorted_member(state.pool, codes)
+    statuses = view.lookup(codes)["status"]
+    used = statuses.is_not_null().to_numpy()
+    designated = view.designated(codes)
     bad = np.flatnonzero(used | designated)
     if not len(bad):
         return
     shown = bad[np.argsort(records[bad], kind="stable")][:SHOWN_RECORDS]
-    statuses = state.lookup(codes[shown])["status"].to_list()
     details = []
-    for index, status in zip(shown.tolist(), statuses, strict=True):
+    for index in shown.tolist():
         if used[index]:
-            why = f"already used ({status or Status.ASSIGNED.value})"
+            why = f"already used ({statuses[index]})"
         else:
-            why = "already in the designated pool"
+            why = "already in a designated pool"
         details.append(f"record {records[index]}: {why}")
     raise UsageError(
         f"{source}: {len(bad):,} code(s) in one batch are already used or designated, so "
         f"nothing was designated ({'; '.join(details)}). A designated code must be one "
-        "that was never used and is not yet in the pool."
+        "that was never used and is not yet designated (to this or another municipality)."
     )
 
 
@@ -207,6 +214,7 @@ class PoolModeResult:
 
     ledger: str
     mode: str
+    municipality: str = ""
     changed: bool = False
     transaction: int | None = None
     pool_size: int = 0
@@ -220,6 +228,7 @@ class PoolModeResult:
 
     def summary_rows(self) -> list[tuple[str, Any]]:
         return [
+            ("municipality", self.municipality),
             ("pool mode", self.mode),
             ("changed", "yes" if self.changed else "no (it already was)"),
             ("ledger transaction", self.transaction if self.transaction is not None else "-"),
@@ -233,28 +242,30 @@ def set_pool_mode(
     ledger: LedgerStore,
     on: bool,
     *,
+    municipality: str | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     invocation: Invocation | None = None,
 ) -> PoolModeResult:
-    """Turn pool mode on or off, as a transaction of its own (nothing if it already is)."""
+    """Turn ``municipality``'s pool mode on or off, as a transaction of its own
+    (nothing if it already is). ``municipality`` as ``-m`` gives it."""
+    municipality = municipality_for(ledger, municipality)
     with ledger.transaction(timeout=lock_timeout) as txn:
-        state = txn.state
-        if on and not len(state.pool):
+        counts = txn.view().pool_counts(municipality)
+        if on and not counts.designated:
             raise UsageError(
-                "The ledger has no designated pool, so pool mode stays off. Designate one "
-                "first: `rrnet ledger designate POOLFILE --ledger LEDGER`."
+                f"No pool is designated to municipality {municipality}, so pool mode stays "
+                "off: the ledger has no designated pool to draw from. Designate one first: "
+                "`rrnet ledger designate POOLFILE --ledger LEDGER`."
             )
-        result = PoolModeResult(ledger=ledger.location, mode="on" if on else "off")
-        if state.pool_mode != on:
+        result = PoolModeResult(ledger=ledger.location, mode=on_off(on), municipality=municipality)
+        if counts.mode != on:
             txn.describe(invocation)
-            txn.set_pool_mode(on)
+            txn.set_pool_mode(on, municipality)
             result.changed = True
             result.transaction = txn.number
-        result.pool_size = len(state.pool)
-        result.pool_left = result.pool_size - int(np.count_nonzero(state.pool_used()))
-        current = state.current_records().filter(pl.col("status") == Status.ASSIGNED.value)
-        drawn = current["code"].to_numpy()
-        result.assigned_outside_pool = int(np.count_nonzero(~sorted_member(state.pool, drawn)))
+        result.pool_size = counts.designated
+        result.pool_left = counts.left
+        result.assigned_outside_pool = counts.assigned_outside
     if on and result.assigned_outside_pool:
         result.warnings.append(
             f"{result.assigned_outside_pool:,} code(s) assigned here lie outside the designated "

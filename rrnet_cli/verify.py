@@ -9,8 +9,8 @@ with resident_id and resident_code columns) and optionally a ledger:
 - no excluded row carries a code, and every row marked as coded has one;
 - with a ledger: each code is known to it, belongs to that resident there and
   is not retired; and the ledger itself is sound (see ``LedgerStore.check_integrity``);
-- with a ledger in pool mode: each code drawn here (the ledger's status
-  ``assigned``, by assign or by a code change) is in the designated pool. Codes
+- for a municipality in pool mode: each code drawn for it (the ledger's status
+  ``assigned``, by assign or by a code change) is in its designated pool. Codes
   carried over from other municipalities, or in use elsewhere, are exempt. A
   code drawn freely before pool mode was turned on is flagged too: it lies
   outside the pool all the same (``rrnet ledger pool-mode on`` warns of them).
@@ -30,10 +30,8 @@ from rrnet_cli.errors import UsageError
 from rrnet_cli.ingest import EXCEL_SUFFIXES, clean_resident_ids, read_export, require_columns
 from rrnet_cli.ledger import (
     LedgerStore,
-    Status,
     municipality_for,
     ownership_problems,
-    sorted_member,
 )
 from rrnet_cli.schema import ROW
 
@@ -285,12 +283,8 @@ def _ledger_violations(
         owners = view.lookup(ints)
         problems = ownership_problems(owners, well_formed["resident_id"], municipality)
         owned = well_formed.with_columns(problems, owners["status"].alias("l_status"))
-        outside = owned.clear()
-        if view.pool_mode:  # codes drawn here must come from the designated pool
-            outside = owned.filter(
-                pl.Series(~sorted_member(view.pool, ints))
-                & (owned["l_status"] == Status.ASSIGNED.value).fill_null(False)
-            )
+        # codes drawn for a municipality in pool mode must come from its pool
+        outside = owned.filter(pl.Series(view.outside_pool(ints)))
     return pl.concat(
         [
             _violations(owned.filter(pl.col("reason").is_not_null()), "ledger", pl.col("reason")),

@@ -305,6 +305,13 @@ def test_what_cannot_be_copied_is_refused_before_anything_is_written(
     code, output = run_cli(runner, "ledger", "copy", source, tmp_path / "dst")
     assert code == 2 and not (tmp_path / "dst").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dst")]
+    # A database whose municipality has a pool: the copy would lose it.
+    cli_ok(runner, "ledger", "init", pg_url, "-m", MUNICIPALITY)
+    cli_ok(runner, "ledger", "designate", tmp_path / "pool.txt", "-l", pg_url)
+    code, output = run_cli(runner, "ledger", "copy", pg_url, tmp_path / "dst")
+    flat = " ".join(output.split())
+    assert code == 2 and "does not copy designated pools" in flat, output
+    assert not (tmp_path / "dst").exists()
 
 
 def test_a_damaged_source_is_not_copied(runner: CliRunner, tmp_path: Path, pg_url: str) -> None:

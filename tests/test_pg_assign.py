@@ -354,7 +354,7 @@ def test_assign_refusals_are_exit_2_with_the_server_named_and_no_output(
     assert code == 2, output
     assert "Traceback" not in output and pg_server.password not in output
     if case == "pool":
-        assert "Not yet supported on a PostgreSQL ledger" in output
+        assert "no designated pool" in output
     else:
         assert "host=127.0.0.1" in output and dbname in output
     assert not (tmp_path / "out.csv").exists()

@@ -10,7 +10,7 @@ PostgreSQL refuse it plainly.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -323,35 +323,3 @@ def test_a_connection_lost_mid_import_writes_nothing(
     assert pg_server.password not in raised.value.message
     assert ledger.stats()["codes_used"] == 0
     assert transactions(pg_url) == 1, "nothing was written"
-
-
-# -- commands not built on PostgreSQL yet ----------------------------------------
-
-Command = Callable[[Path, str], list[str]]
-
-UNSUPPORTED: dict[str, Command] = {
-    "ledger designate": lambda d, url: ["ledger", "designate", str(d / "codes.txt"), "-l", url],
-    "ledger pool-mode": lambda d, url: ["ledger", "pool-mode", "on", "-l", url],
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("command", sorted(UNSUPPORTED))
-def test_commands_not_yet_built_on_postgresql_refuse_it_plainly(
-    pg_server: PgServer,
-    pg_url: str,
-    runner: CliRunner,
-    tmp_path: Path,
-    write_register: Callable[..., Path],
-    resident: Callable[..., dict[str, str]],
-    command: str,
-) -> None:
-    cli_ok(runner, "ledger", "init", pg_url, "-m", MUNICIPALITY)
-    write_register([resident("000001")])
-    write_codes(tmp_path / "codes.txt", CODES)
-    code, output = run_cli(runner, *UNSUPPORTED[command](tmp_path, pg_url))
-    assert code == 2, output
-    assert f"Not yet supported on a PostgreSQL ledger: `rrnet {command}`" in output
-    assert "a second ledger is how duplicate codes happen" in output
-    assert "Traceback" not in output and pg_server.password not in output
-    assert transactions(pg_url) == 1, "the ledger is unchanged"
-    assert not (tmp_path / "o.csv").exists() and not (tmp_path / "sheets").exists()

@@ -204,7 +204,7 @@ def test_used_designated_repeated_or_invalid_codes_are_refused_naming_the_record
             )
             for status, code in used.items()
         ),
-        ("already designated", [*fresh, already[2]], ["record 11: already in the designated pool"]),
+        ("already designated", [*fresh, already[2]], ["record 11: already in a designated pool"]),
         ("repeated", [*fresh[:6], fresh[1], *fresh[6:]], ["record 7: the same code as record 2"]),
         ("invalid", [*fresh[:8], "12345678904", *fresh[8:]], ["record 9:", "check digit"]),
     ]
@@ -222,7 +222,7 @@ def test_used_designated_repeated_or_invalid_codes_are_refused_naming_the_record
     csv = tmp_path / "p.csv"
     csv.write_text(f"住民票コード\n{fresh[0]}\n{already[0]}\n", encoding="utf-8")
     code, output = run_cli(runner, "ledger", "designate", csv, "-l", ledger.path)
-    assert code == 2 and "record 3: already in the designated pool" in output, output
+    assert code == 2 and "record 3: already in a designated pool" in output, output
 
 
 def test_an_empty_pool_file_is_refused(ledger: Ledger, tmp_path: Path) -> None:
@@ -638,7 +638,7 @@ def test_integrity_catches_pool_codes_misused(ledger: Ledger, tmp_path: Path) ->
     codes = rcode.strings_to_codes(texts)
     import_codes(ledger, code_list(tmp_path / "in_use.txt", texts[:1]))
     with ledger.transaction() as txn:  # bypasses designate's checks on purpose
-        txn.add_pool(np.sort(codes))
+        txn.add_pool(np.sort(codes), MUNICIPALITY)
     reasons = [v["reason"] for v in check_integrity(ledger).violations]
     assert any("designated while already in use (imported)" in r for r in reasons), reasons
 
@@ -664,7 +664,7 @@ def test_integrity_catches_pool_codes_misused(ledger: Ledger, tmp_path: Path) ->
     twice = np.sort(rcode.strings_to_codes(pool_codes(5, 21)))
     for _ in range(2):
         with third.transaction() as txn:
-            txn.add_pool(twice)
+            txn.add_pool(twice, MUNICIPALITY)
     reasons = [v["reason"] for v in check_integrity(third).violations]
     assert any("5 codes were designated twice" in r for r in reasons), reasons
 
@@ -724,7 +724,7 @@ def test_kill_during_designate(
     assert rrnet("verify", "--ledger", ledger.path).returncode == 0
     again = rrnet("ledger", "designate", source, "-l", ledger.path)
     if committed:  # the designation stands whole; designating it again is refused
-        assert again.returncode == 2 and "already in the designated pool" in again.stderr
+        assert again.returncode == 2 and "already in a designated pool" in again.stderr
     else:
         assert again.returncode == 0, again.stderr
     assert len(ledger.snapshot().pool) == 20_000
@@ -768,3 +768,45 @@ def test_kill_during_a_pool_assign_and_a_pool_mode_change(
     assert set(pl.read_csv(out, infer_schema=False)["resident_code"]) <= pool
     assert rrnet("verify", out, "--ledger", ledger).returncode == 0
     assert stats_of(runner, ledger)["pool"]["left"] == 200
+
+
+def test_a_code_refused_in_pool_mode_is_drawn_again_from_the_pool() -> None:
+    """A shared ledger may refuse a drawn code (another office recorded it meanwhile):
+    in pool mode the redraw comes from the same pool, never from the whole space, and
+    never a code tried before."""
+    from rrnet_cli.assign import redraw_refused
+
+    pool = np.sort(rcode.strings_to_codes(pool_codes(12, 19)))
+    first = pool[:4]
+
+    class Refusing:
+        """Refuses every code of the first batch once, then accepts what it is given."""
+
+        def __init__(self) -> None:
+            self.recorded: list[int] = []
+            self.rounds = 0
+
+        def record_new(self, records: pl.DataFrame) -> np.ndarray:
+            self.rounds += 1
+            self.recorded += records["code"].to_list()
+            return np.empty(0, np.uint64)
+
+    txn = Refusing()
+    pending = pl.DataFrame({"code": first, "status": ["assigned"] * 4}).cast({"code": pl.UInt64})
+    swaps: list[tuple[list[int], list[int]]] = []
+    redraws = redraw_refused(
+        txn,  # type: ignore[arg-type]
+        pending,
+        first[:3],  # three of the four were refused
+        taken=[first],
+        used=CodeIndex([]),
+        pool=pool,
+        random_bytes=random_source(20),
+        replace=lambda old, new: swaps.append((old.tolist(), new.tolist())),
+        nothing="recorded",
+    )
+    assert redraws == 3 and txn.rounds == 1
+    ((old, new),) = swaps
+    assert old == first[:3].tolist()
+    assert set(new) <= set(pool[4:].tolist()), "from the pool, never a code tried before"
+    assert sorted(txn.recorded) == sorted(new)

@@ -264,7 +264,7 @@ def assign(
     with Steps.for_terminal(quiet=as_json) as steps:
         result = assign_register(
             export,
-            ledger=open_ledger(ledger, "rrnet assign"),
+            ledger=open_ledger(ledger),
             output=output,
             rejects=rejects,
             departed=departed,
@@ -434,7 +434,7 @@ def change(
         ]
     with Steps.for_terminal(quiet=as_json) as steps:
         result = change_codes(
-            open_ledger(ledger, "rrnet change"),
+            open_ledger(ledger),
             batch,
             municipality=municipality,
             output=output,
@@ -510,7 +510,7 @@ def verify(
     with Steps.for_terminal(quiet=as_json) as steps, steps.step("Verifying"):
         result = run_verify(
             list(files or []),
-            ledger=open_ledger(ledger, "rrnet verify") if ledger else None,
+            ledger=open_ledger(ledger) if ledger else None,
             municipality=municipality,
             encoding=encoding.value,
             mapping=load_mapping(mapping),
@@ -743,7 +743,7 @@ def notify(
             assigned,
             output,
             profile=load_profile(profile),
-            ledger=open_ledger(ledger, "rrnet notify") if ledger else None,
+            ledger=open_ledger(ledger) if ledger else None,
             recorded_on=recorded_on.date() if recorded_on else None,
             notice_date=notice_date.date() if notice_date else None,
             include_all=include_all,

@@ -389,31 +389,11 @@ def audit_invocation(ctx: typer.Context, operator: str | None) -> Invocation:
 # -- loading what options name ----------------------------------------------
 
 
-#: The commands that run on a PostgreSQL ledger so far; the others refuse one.
-DATABASE_COMMANDS = frozenset(
-    {
-        "rrnet assign",
-        "rrnet ledger stats",
-        "rrnet ledger import",
-        "rrnet ledger log",
-        "rrnet verify",
-        "rrnet notify",
-        "rrnet ledger notices",
-        "rrnet change",
-    }
-)
+def open_ledger(location: str | Path) -> LedgerStore:
+    """The ledger an option names (a folder or a PostgreSQL database), refusing
+    anything that is not a ledger."""
+    from rrnet_cli.ledger import open_store
 
-
-def open_ledger(location: str | Path, command: str) -> LedgerStore:
-    """The ledger an option names (refusing anything that is not a ledger).
-
-    ``command`` (``"rrnet assign"``) says who asks: one not yet built on the
-    PostgreSQL ledger refuses a database location before anything is read.
-    """
-    from rrnet_cli.ledger import is_database_location, not_yet_supported, open_store
-
-    if is_database_location(location) and command not in DATABASE_COMMANDS:
-        raise not_yet_supported(f"`{command}`")
     return open_store(location)
 
 

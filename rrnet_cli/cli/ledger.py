@@ -19,6 +19,7 @@ from rrnet_cli.cli._common import (
     JsonOpt,
     LedgerOpt,
     LockTimeoutOpt,
+    MunicipalityOpt,
     OperatorOpt,
     VerboseOpt,
     audit_invocation,
@@ -81,14 +82,16 @@ class _Stats:
         used = "codes used (all municipalities)" if served is not None else "codes used"
         rows.append((used, stats["codes_used"]))
         rows += [(f"  {status}", n) for status, n in stats["by_status"].items()]
-        pool = stats.get("pool") or {}
-        if pool.get("designated") or pool.get("mode") == "on":
-            rows += [
-                ("designated pool", pool["designated"]),
-                ("  used", pool["used"]),
-                ("  left", pool["left"]),
-                ("pool mode", pool["mode"]),
-            ]
+        pools = stats.get("pools") or {"": stats.get("pool") or {}}
+        for municipality, pool in pools.items():
+            if pool.get("designated") or pool.get("mode") == "on":
+                of = f" of {municipality}" if municipality else ""
+                rows += [
+                    (f"designated pool{of}", pool["designated"]),
+                    ("  used", pool["used"]),
+                    ("  left", pool["left"]),
+                    ("  pool mode" if of else "pool mode", pool["mode"]),
+                ]
         rows.append(("transactions", stats["transactions"]))
         if "segments" in stats:  # a folder ledger's files (a database has none)
             rows.append(("segments", stats["segments"]))
@@ -263,7 +266,7 @@ def ledger_import(
     invocation = audit_invocation(ctx, operator)
     with Steps.for_terminal(quiet=as_json) as steps:
         result = import_codes(
-            open_ledger(ledger, "rrnet ledger import"),
+            open_ledger(ledger),
             source,
             column=column,
             status=Status.RETIRED if retired else Status.IMPORTED,
@@ -289,6 +292,7 @@ def ledger_designate(
         ),
     ],
     ledger: LedgerOpt,
+    municipality: MunicipalityOpt = None,
     column: CodeColumnOpt = None,
     encoding: EncodingOpt = Encoding.AUTO,
     lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
@@ -299,12 +303,15 @@ def ledger_designate(
     """Record a pool of codes designated to this municipality (住民票コードの指定).
 
     Streams the file and checks every code: one that is invalid, already used
-    (any status), already in the pool or listed twice stops the run with its
+    (any status), already designated or listed twice stops the run with its
     record number, and nothing is designated. The designation is one ledger
     transaction. Designated codes are not used codes: each stays free until it
     is assigned. To draw only from the pool, run `rrnet ledger pool-mode on`
     (or give `rrnet assign --pool` for one run); `rrnet ledger stats` shows what
     is left.
+
+    On a shared (PostgreSQL) ledger each municipality has its own pool: an
+    office designates to its own; the ledger's owner gives -m.
 
     Example: `rrnet ledger designate designated_2024.csv --column 住民票コード --ledger ledger`
     """
@@ -314,8 +321,9 @@ def ledger_designate(
     invocation = audit_invocation(ctx, operator)
     with Steps.for_terminal(quiet=as_json) as steps:
         result = designate_codes(
-            open_ledger(ledger, "rrnet ledger designate"),
+            open_ledger(ledger),
             source,
+            municipality=municipality,
             column=column,
             encoding=encoding.value,
             lock_timeout=lock_timeout,
@@ -346,6 +354,7 @@ def ledger_pool_mode(
         ),
     ],
     ledger: LedgerOpt,
+    municipality: MunicipalityOpt = None,
     lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
     operator: OperatorOpt = None,
     as_json: JsonOpt = False,
@@ -359,15 +368,17 @@ def ledger_pool_mode(
     flags any code assigned here outside the pool. The switch is a ledger
     transaction of its own, in the audit trail. Turning it on needs a pool
     (`rrnet ledger designate`), and warns of codes assigned before that lie
-    outside it.
+    outside it. On a shared (PostgreSQL) ledger each municipality has its own
+    mode: an office sets its own; the ledger's owner gives -m.
 
     Example: `rrnet ledger pool-mode on --ledger ledger`
     """
     from rrnet_cli.pool import set_pool_mode
 
     result = set_pool_mode(
-        open_ledger(ledger, "rrnet ledger pool-mode"),
+        open_ledger(ledger),
         mode is PoolMode.ON,
+        municipality=municipality,
         lock_timeout=lock_timeout,
         invocation=audit_invocation(ctx, operator),
     )
@@ -515,7 +526,7 @@ def ledger_stats(
 
     Example: `rrnet ledger stats --ledger ledger`
     """
-    stats = open_ledger(ledger, "rrnet ledger stats").stats()
+    stats = open_ledger(ledger).stats()
     finish(_Stats(stats), as_json, f"Ledger {stats['ledger']}")
 
 
@@ -548,7 +559,7 @@ def ledger_log(
 
     Example: `rrnet ledger log --ledger ledger --last 20`
     """
-    store = open_ledger(ledger, "rrnet ledger log")
+    store = open_ledger(ledger)
     result = _Log(store.location, store.audit_log(), last=last, verbose=verbose)
     if not as_json:
         out.print(result.table())

@@ -113,7 +113,7 @@ def ledger_notices(
     from rrnet_cli.files import atomic_output, check_table_suffix, write_table_to
     from rrnet_cli.ledger.notices import notice_listing
 
-    store = open_ledger(ledger, "rrnet ledger notices")
+    store = open_ledger(ledger)
     notices, trail = store.notice_records()
     listing = notice_listing(
         notices,

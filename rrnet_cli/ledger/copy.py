@@ -14,9 +14,9 @@ Up front, before anything is written:
   --ledger``) finds nothing, its audit trail starts at transaction 0, and a
   database is read as the ledger's owner (an office's role would see only its
   own municipality: a partial copy). A copy never launders a damaged ledger.
-- What the other store cannot hold is refused: a designated pool or pool mode
-  (not on PostgreSQL yet); into a folder, a database serving more than one
-  municipality (a folder ledger serves one).
+- What the copy cannot carry yet is refused: a designated pool or pool mode,
+  on either side (copying pools is not built); into a folder, a database
+  serving more than one municipality (a folder ledger serves one).
 
 The writers: SRC is held still (the folder's lock, or the database's writers'
 lock) for the whole copy.
@@ -616,11 +616,26 @@ def _refuse_folder_features(source: _FolderSource) -> None:
     """A folder ledger's features the PostgreSQL ledger lacks, and an incomplete trail."""
     manifest = source.manifest
     if any(is_pool_segment(s) for s in manifest["segments"]) or manifest.get(POOL_MODE):
-        raise UsageError(
-            f"The ledger {source.ledger.path} has a designated pool or pool mode; a "
-            "PostgreSQL ledger has no designated pools yet, so it cannot be copied there. "
-            "Nothing was written."
-        )
+        raise UsageError(_POOLS_NOT_COPIED.format(location=source.ledger.path))
+
+
+#: The refusal of a ledger with designated pools (copying them is not built yet).
+_POOLS_NOT_COPIED = (
+    "The ledger {location} has a designated pool or pool mode, and `rrnet ledger copy` "
+    "does not copy designated pools yet: the copy would lose them. Nothing was written."
+)
+
+
+def _refuse_database_pools(source: _PostgresSource) -> None:
+    """A database whose municipalities have designated pools or pool mode."""
+    row = source.conn.execute(
+        sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {0}.pool) "
+            "OR EXISTS (SELECT 1 FROM {0}.municipalities WHERE pool_mode)"
+        ).format(_schema())
+    ).fetchone()
+    if row and row[0]:
+        raise UsageError(_POOLS_NOT_COPIED.format(location=source.location))
 
 
 def _refuse_incomplete_trail(location: str, records: list[dict[str, Any]]) -> None:
@@ -1191,6 +1206,8 @@ def copy_ledger(
     with _held_source(source_location, timeout) as source:
         if isinstance(source, _FolderSource):
             _refuse_folder_features(source)
+        else:
+            _refuse_database_pools(source)
         records = source.records
         location = _source_location(source)
         _refuse_incomplete_trail(location, records)

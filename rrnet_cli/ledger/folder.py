@@ -618,13 +618,15 @@ class Transaction:
         table = pa.table({"code": pa.array(np.asarray(codes, np.uint64), pa.uint64())})
         return self._write_segment(table, {status.value: len(codes)}, False)
 
-    def add_pool(self, codes: np.ndarray) -> SegmentInfo | None:
+    def add_pool(self, codes: np.ndarray, municipality: str) -> SegmentInfo | None:
         """Stage sorted, distinct designated codes as a pool segment.
 
         The caller (``rrnet_cli.pool.designate_codes``) has checked that none is
         used or already designated. Like an import's, the segment holds only
-        the ``code`` column; its manifest entry says ``{"designated": n}``.
+        the ``code`` column; its manifest entry says ``{"designated": n}``. The
+        pool is the ledger's one municipality's (``municipality`` must be it).
         """
+        self._own(municipality)
         if len(codes) == 0:
             return None
         table = pa.table({"code": pa.array(np.asarray(codes, np.uint64), pa.uint64())})
@@ -655,9 +657,17 @@ class Transaction:
             frame.to_arrow().cast(NOTICE_SCHEMA), {NOTICE: frame.height}, True
         )
 
-    def set_pool_mode(self, on: bool) -> None:
+    def set_pool_mode(self, on: bool, municipality: str) -> None:
         """Turn pool mode on or off: the manifest and this transaction's record say so."""
+        self._own(municipality)
         self.settings[POOL_MODE] = bool(on)
+
+    def _own(self, municipality: str) -> None:
+        """A folder ledger's pool is its own municipality's: refuse another (a caller's
+        mistake: the commands resolve the municipality with ``municipality_for``)."""
+        own = self.manifest.get("municipality")
+        if own is not None and str(own) != municipality:
+            raise ValueError(f"this ledger serves {own}, not {municipality}")
 
     def _write_segment(
         self, table: pa.Table, statuses: dict[str, int], has_residents: bool

@@ -271,6 +271,25 @@ def free_pool_codes(
     return left
 
 
+@dataclass(frozen=True)
+class PoolCounts:
+    """A municipality's designated pool, as ``ledger stats``, designate and pool-mode
+    report it."""
+
+    #: whether its new codes come only from the pool (``rrnet ledger pool-mode``)
+    mode: bool
+    #: every code designated to it
+    designated: int
+    #: of those, the codes a record uses (any status)
+    used: int
+    #: its current ``assigned`` codes that are not in its pool (drawn before pool mode)
+    assigned_outside: int
+
+    @property
+    def left(self) -> int:
+        return self.designated - self.used
+
+
 @dataclass
 class LedgerState:
     """A consistent read of the ledger at one manifest."""
@@ -344,6 +363,43 @@ class LedgerState:
     def used_codes(self) -> CodeIndex:
         """Every used code: drawing checks candidates against all of them up front."""
         return self.codes
+
+    # A folder ledger's pool and pool mode are its municipality's: the ledger
+    # serves one, so ``municipality`` is not needed to answer.
+
+    def pool_mode_of(self, municipality: str) -> bool:
+        """Whether ``municipality`` draws new codes only from its designated pool."""
+        return self.pool_mode
+
+    def pool_counts(self, municipality: str) -> PoolCounts:
+        """The designated pool's size, how much of it is used, and the codes drawn
+        here outside it."""
+        used = int(np.count_nonzero(self.pool_used()))
+        current = self.current_records().filter(pl.col("status") == Status.ASSIGNED.value)
+        outside = ~sorted_member(self.pool, current["code"].to_numpy())
+        return PoolCounts(
+            mode=self.pool_mode,
+            designated=len(self.pool),
+            used=used,
+            assigned_outside=int(np.count_nonzero(outside)),
+        )
+
+    def free_pool(self, municipality: str) -> np.ndarray:
+        """The codes designated to ``municipality`` that no record uses, sorted."""
+        return self.pool_left()
+
+    def designated(self, codes: np.ndarray) -> np.ndarray:
+        """Which of these codes are designated (to any municipality): a boolean mask."""
+        return sorted_member(self.pool, np.asarray(codes, dtype=np.uint64))
+
+    def outside_pool(self, codes: np.ndarray) -> np.ndarray:
+        """Which of these codes were drawn here (current status ``assigned``) for a
+        municipality in pool mode, yet are not in its pool: a boolean mask."""
+        codes = np.asarray(codes, dtype=np.uint64)
+        if not self.pool_mode:
+            return np.zeros(len(codes), dtype=bool)
+        assigned = (self.lookup(codes)["status"] == Status.ASSIGNED.value).fill_null(False)
+        return assigned.to_numpy() & ~sorted_member(self.pool, codes)
 
     def _active_in(self, municipality: str) -> pl.DataFrame:
         """``resident_id, code, status`` of every active code in ``municipality``."""
@@ -435,14 +491,25 @@ class LedgerView(Protocol):
         (PostgreSQL: the database refuses a used code when it is recorded)."""
         ...
 
-    @property
-    def pool_mode(self) -> bool:
-        """Whether new codes come only from the designated pool."""
+    def pool_mode_of(self, municipality: str) -> bool:
+        """Whether ``municipality`` draws new codes only from its designated pool."""
         ...
 
-    @property
-    def pool(self) -> np.ndarray:
-        """Every designated code, sorted."""
+    def pool_counts(self, municipality: str) -> PoolCounts:
+        """``municipality``'s designated pool: its mode, size, use, codes drawn outside it."""
+        ...
+
+    def free_pool(self, municipality: str) -> np.ndarray:
+        """The codes designated to ``municipality`` that no record uses, sorted."""
+        ...
+
+    def designated(self, codes: np.ndarray) -> np.ndarray:
+        """Which of these codes are designated, to any municipality (a boolean mask)."""
+        ...
+
+    def outside_pool(self, codes: np.ndarray) -> np.ndarray:
+        """Which of these codes were drawn here (status ``assigned``) for a municipality
+        in pool mode, though not designated to it (a boolean mask)."""
         ...
 
     def lookup(self, codes: np.ndarray) -> pl.DataFrame:
@@ -541,16 +608,16 @@ class LedgerTransaction(Protocol):
         """Stage sorted, distinct codes that all have ``status`` (an import)."""
         ...
 
-    def add_pool(self, codes: np.ndarray) -> SegmentInfo | None:
-        """Stage sorted, distinct, unused codes as designated (a pool segment)."""
+    def add_pool(self, codes: np.ndarray, municipality: str) -> SegmentInfo | None:
+        """Stage sorted, distinct, unused codes as designated to ``municipality``."""
         ...
 
     def add_notices(self, notices: pl.DataFrame) -> SegmentInfo | None:
         """Stage notice records (see ``rrnet_cli.ledger.notices``)."""
         ...
 
-    def set_pool_mode(self, on: bool) -> None:
-        """Turn pool mode on or off when this transaction commits."""
+    def set_pool_mode(self, on: bool, municipality: str) -> None:
+        """Turn ``municipality``'s pool mode on or off when this transaction commits."""
         ...
 
 
@@ -559,10 +626,11 @@ class LedgerStore(Protocol):
 
     The folder ledger (``folder.Ledger``) implements all of it. The PostgreSQL
     ledger (``postgres.PostgresLedger``) implements ``stats``, an import of its
-    own, ``reading`` and transactions as far as assign and notify need them
-    (``LedgerView``, ``record_new``, ``add_notices``), ``notice_records``,
+    own, ``reading`` and transactions as far as assign, change, notify and the
+    pool commands need them (``LedgerView``, ``record_new``, ``record_change``,
+    ``add_notices``, ``add_pool``, ``set_pool_mode``), ``notice_records``,
     ``audit_log`` and ``check_integrity``, and refuses the rest (``snapshot``,
-    ``retire``, pools) with a plain message.
+    ``retire``) with a plain message.
     """
 
     @property

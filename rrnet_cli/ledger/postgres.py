@@ -22,9 +22,12 @@ database, and the server itself refuses what must never happen:
   ``hash`` is ``audit.record_hash`` of the record, so the rows form the same
   kind of hash chain as the folder ledger's manifest. Transaction 0 records who
   created the ledger, for which municipality.
-- ``municipalities``: every municipality the ledger serves, and the role its
-  office connects as (``add_municipality``). ``meta``: one row, the schema
-  version and the municipality the ledger was created for.
+- ``municipalities``: every municipality the ledger serves, the role its
+  office connects as (``add_municipality``), and its pool mode. ``meta``: one
+  row, the schema version and the municipality the ledger was created for.
+- ``pool``: the codes designated to each municipality (``rrnet ledger
+  designate``), each once. A designated code is not a used code: it is free
+  until a row of ``codes`` uses it.
 
 A shared ledger: each office connects as its own role. Row-level security
 policies (``my_municipalities()``: the municipalities whose office role the
@@ -91,19 +94,22 @@ code), COPYed into a temporary table and inserted with ``INSERT ... ON
 CONFLICT (code) DO NOTHING``; the codes refused come back, and assign redraws
 only those.
 
-What works so far: ``rrnet ledger init``, ``stats``, ``import`` (the file is
+Every command runs here: ``rrnet ledger init``, ``stats``, ``import`` (the file is
 streamed with COPY into a temporary table, then inserted), ``add-municipality``,
 ``upgrade``, ``assign``, ``change`` (``record_change``: an UPDATE retires the
 old codes, the new ones go in as assign's do), ``notify`` and ``ledger notices``
 (the ``notices`` table; ``notices_of``, ``recorded_times``, ``has_batch``,
-``add_notices``),
+``add_notices``), ``ledger designate`` and ``pool-mode`` (the ``pool`` table and
+``municipalities.pool_mode``: one pool and one mode per municipality; a run
+draws from its municipality's unused designated codes, ``free_pool``, which
+come to the client, not the ledger),
 ``ledger log`` (``audit_log``: each ``transactions`` row
 turned back into the record it was sealed from, its chain checked by
 ``audit.check_records``) and ``verify --ledger`` (``check_integrity``: the chain,
 counts and current rows against ``code_history``, and the constraints and
 row-level security from the catalog, all as queries on the server; a file's
-codes are looked up through ``PostgresView``). The other commands refuse a
-PostgreSQL ledger with a plain message until they are built on it.
+codes are looked up through ``PostgresView``). What only a folder ledger does
+(``snapshot``: the whole ledger in memory) is refused with a plain message.
 
 A location is recognised as PostgreSQL (``is_database_location``) when it
 starts with ``postgresql://`` or ``postgres://``, or with ``word=`` as a libpq
@@ -134,26 +140,36 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, LedgerBusy, LedgerError, UsageError
-from rrnet_cli.ledger.audit import AuditLog, audit_details, check_records, record_hash
+from rrnet_cli.ledger.audit import (
+    DRAWN_FROM,
+    AuditLog,
+    audit_details,
+    check_records,
+    record_hash,
+)
 from rrnet_cli.ledger.integrity import IntegrityReport
 from rrnet_cli.ledger.interface import (
     ACTIVE,
+    DESIGNATED,
+    POOL_MODE,
     WAIT_NOTICE_AFTER,
     CodeIndex,
     Invocation,
     LedgerState,
+    PoolCounts,
     SegmentInfo,
     Status,
     Waiting,
     failpoint,
     not_yet_supported,
+    on_off,
 )
 from rrnet_cli.ledger.notices import NOTICE, NOTICE_SCHEMA, NoticeKind
 
 #: The schema that holds a ledger, in whichever database the location names.
 SCHEMA = "rrnet"
 #: The schema version this rrnet reads and writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: The advisory lock every writer holds (see the module docstring): one per
 #: database, as a database holds one ledger. The bytes of "rrnet" and 1.
 LOCK_KEY = 0x72726E6574_01
@@ -340,6 +356,37 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE POLICY office_records ON {SCHEMA}.notices FOR INSERT
         WITH CHECK (municipality = ANY ({_MINE}));
     """,
+    # Version 3: designated pools (住民票コードの指定; rrnet_cli/pool.py), one per
+    # municipality, as J-LIS designates them.
+    # - pool: each designated code, the municipality it is designated to, and the
+    #   transaction that designated it. The primary key designates a code once,
+    #   to one municipality. A designated code is not a used code: it is free until
+    #   a row of codes uses it, so what is left of a pool is computed (pool minus
+    #   codes), never stored. No resident is named, so every office reads every
+    #   pool (its designations are checked against all of them); each designates
+    #   only to its own municipality.
+    # - municipalities.pool_mode: whether that municipality draws new codes only
+    #   from its pool. An office changes its own (row-level security on the table,
+    #   and a grant on that one column), the owner any; the audit record of the
+    #   transaction that changed it says so, as a folder ledger's does.
+    f"""
+    CREATE TABLE {SCHEMA}.pool (
+        code bigint PRIMARY KEY CHECK ({SCHEMA}.is_resident_code(code)),
+        municipality char(6) NOT NULL,
+        txn bigint NOT NULL,
+        designated_at timestamptz NOT NULL
+    );
+    CREATE INDEX pool_by_municipality ON {SCHEMA}.pool (municipality, code);
+    ALTER TABLE {SCHEMA}.pool ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY everyone_reads ON {SCHEMA}.pool FOR SELECT USING (true);
+    CREATE POLICY office_designates ON {SCHEMA}.pool FOR INSERT
+        WITH CHECK (municipality = ANY ({_MINE}));
+    ALTER TABLE {SCHEMA}.municipalities ADD COLUMN pool_mode boolean NOT NULL DEFAULT false;
+    ALTER TABLE {SCHEMA}.municipalities ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY everyone_reads ON {SCHEMA}.municipalities FOR SELECT USING (true);
+    CREATE POLICY office_sets_pool_mode ON {SCHEMA}.municipalities FOR UPDATE
+        USING (code = ANY ({_MINE})) WITH CHECK (code = ANY ({_MINE}));
+    """,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
@@ -353,6 +400,8 @@ OFFICE_GRANTS = (
     "GRANT SELECT, INSERT, UPDATE ON {schema}.codes TO {role}",
     "GRANT SELECT, INSERT ON {schema}.code_history TO {role}",
     "GRANT SELECT, INSERT ON {schema}.notices TO {role}",
+    "GRANT SELECT, INSERT ON {schema}.pool TO {role}",
+    "GRANT UPDATE (pool_mode) ON {schema}.municipalities TO {role}",
 )
 
 
@@ -492,6 +541,16 @@ class PostgresLedger:
                 return version, version
             number, prev = _lock_for_writing(conn, timeout, server=self.server)
             _migrate(conn, version)
+            # What a later version added, every office's role (that still exists) is
+            # granted too.
+            roles = conn.execute(
+                sql.SQL(
+                    "SELECT DISTINCT m.office_role FROM {}.municipalities m "
+                    "JOIN pg_roles r ON r.rolname = m.office_role ORDER BY 1"
+                ).format(sql.Identifier(SCHEMA))
+            ).fetchall()
+            for (role,) in roles:
+                _grant_office(conn, str(role))
             _append_record(
                 conn,
                 _record(
@@ -719,8 +778,7 @@ class PostgresLedger:
                     (role, municipality),
                 )
             if role is not None:
-                for grant in OFFICE_GRANTS:
-                    conn.execute(sql.SQL(grant).format(schema=schema, role=sql.Identifier(role)))
+                _grant_office(conn, role)
             details: dict[str, Any] = {"added_municipality": municipality, "office_role": role}
             _append_record(
                 conn, _record(number, at, invocation or Invocation(), prev=prev, details=details)
@@ -752,6 +810,9 @@ class PostgresLedger:
                 "WHERE n.nspname = %s AND c.relkind = 'r'",
                 (SCHEMA,),
             ).fetchone()
+            view = PostgresView(self, conn)
+            pools = {m: _pool_json(view.pool_counts(m)) for m in self._serves or ()}
+        mine = self.municipality
         return {
             "ledger": self.location,
             # whom this connection works for (None: the owner of several); the counts
@@ -762,7 +823,10 @@ class PostgresLedger:
             "transactions": int(last[0]) if last and last[0] is not None else 0,
             "codes_used": sum(counts.values()),
             "by_status": counts,
-            "pool": {"mode": "off", "designated": 0, "used": 0, "left": 0},
+            # the pool of the municipality this connection works for; the owner of
+            # several sees each one's under "pools", and their sums here
+            "pool": pools[mine] if mine in pools else _pool_sums(pools),
+            **({"pools": pools} if mine is None else {}),
             "bytes_on_disk": int(size[0]) if size else 0,
         }
 
@@ -871,7 +935,7 @@ class PostgresLedger:
                     )
                     txn = PostgresTransaction(self, conn, number, prev)
                     yield txn
-                    if not txn.counts:
+                    if not txn.counts and not txn.settings:
                         raise psycopg.Rollback(outer)
                     _append_record(conn, txn.audit_record())
                     failpoint("pg-before-commit")
@@ -956,7 +1020,9 @@ class PostgresLedger:
             for problem in log.problems:
                 report.add(TABLE_TRANSACTIONS, problem)
             report.notes.extend(log.notes)
-            report.records = sum(n for c in history.values() for s, n in c.items() if s != NOTICE)
+            report.records = sum(
+                n for c in history.values() for s, n in c.items() if s not in (NOTICE, DESIGNATED)
+            )
             known = {r.get("txn") for r in log.records if isinstance(r, dict)}
             strays = sorted(t for t in history if t not in known)
             if strays:
@@ -967,6 +1033,7 @@ class PostgresLedger:
                 )
             _check_current(conn, report)
             _check_notices(conn, report)
+            _check_pools(conn, log.records, report)
             _guarantees(conn, report)
         return report
 
@@ -992,6 +1059,31 @@ def _migrate(conn: psycopg.Connection[Any], version: int) -> None:
         conn.execute(
             sql.SQL("UPDATE {}.meta SET schema_version = %s").format(sql.Identifier(SCHEMA)),
             (number,),
+        )
+
+
+def _pool_json(counts: PoolCounts) -> dict[str, Any]:
+    """A municipality's pool as ``rrnet ledger stats`` reports it."""
+    return {
+        "mode": on_off(counts.mode),
+        "designated": counts.designated,
+        "used": counts.used,
+        "left": counts.left,
+    }
+
+
+def _pool_sums(pools: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Several municipalities' pools summed; the mode names those in pool mode."""
+    on = [m for m, p in pools.items() if p["mode"] == "on"]
+    sums = {k: sum(int(p[k]) for p in pools.values()) for k in ("designated", "used", "left")}
+    return {"mode": f"on for {', '.join(on)}" if on else "off", **sums}
+
+
+def _grant_office(conn: psycopg.Connection[Any], role: str) -> None:
+    """Grant an office's role ``OFFICE_GRANTS``."""
+    for grant in OFFICE_GRANTS:
+        conn.execute(
+            sql.SQL(grant).format(schema=sql.Identifier(SCHEMA), role=sql.Identifier(role))
         )
 
 
@@ -1180,6 +1272,7 @@ def _copy_lines(codes: np.ndarray) -> bytes:
 _TEMP_TABLES = {
     "rrnet_ids": "resident_id text NOT NULL",
     "rrnet_probe": "code bigint NOT NULL",
+    "rrnet_pool": "code bigint NOT NULL",
     "rrnet_new": (
         "code bigint NOT NULL, status text NOT NULL, municipality char(6), resident_id text"
     ),
@@ -1221,8 +1314,8 @@ class PostgresView:
         row = self.conn.execute(
             sql.SQL(
                 "SELECT coalesce(sum(c.value::bigint), 0) FROM {}.transactions t, "
-                "jsonb_each_text(t.counts) c"
-            ).format(sql.Identifier(SCHEMA))
+                "jsonb_each_text(t.counts) c WHERE c.key NOT IN ({}, {})"
+            ).format(sql.Identifier(SCHEMA), sql.Literal(NOTICE), sql.Literal(DESIGNATED))
         ).fetchone()
         return int(row[0]) if row else 0
 
@@ -1231,14 +1324,79 @@ class PostgresView:
         """None: the client never holds the used codes; ``record_new`` reports conflicts."""
         return CodeIndex([])
 
-    @property
-    def pool_mode(self) -> bool:
-        return False
+    # -- designated pools: ``pool`` (everyone reads it) against ``code_owners``
 
-    @property
-    def pool(self) -> np.ndarray:
-        """Designated pools are not built on PostgreSQL yet: ``--pool`` is refused here."""
-        _refuse("Drawing new codes from a designated pool (--pool)")
+    def pool_mode_of(self, municipality: str) -> bool:
+        row = self.conn.execute(
+            sql.SQL("SELECT pool_mode FROM {}.municipalities WHERE code = %s").format(
+                sql.Identifier(SCHEMA)
+            ),
+            (municipality,),
+        ).fetchone()
+        return bool(row and row[0])
+
+    def pool_counts(self, municipality: str) -> PoolCounts:
+        """One query: the mode, the pool's size and use, and the municipality's assigned
+        codes outside it (through the partial index of its active codes)."""
+        row = self.conn.execute(
+            sql.SQL(
+                "SELECT coalesce((SELECT pool_mode FROM {schema}.municipalities"
+                "  WHERE code = %(m)s), false),"
+                " (SELECT count(*) FROM {schema}.pool WHERE municipality = %(m)s),"
+                " (SELECT count(*) FROM {schema}.pool p JOIN {schema}.code_owners o"
+                "  USING (code) WHERE p.municipality = %(m)s),"
+                " (SELECT count(*) FROM {schema}.codes c WHERE c.municipality = %(m)s"
+                "  AND c.status = 'assigned' AND c.resident_id IS NOT NULL"
+                "  AND NOT EXISTS (SELECT 1 FROM {schema}.pool p"
+                "   WHERE p.code = c.code AND p.municipality = %(m)s))"
+            ).format(schema=sql.Identifier(SCHEMA)),
+            {"m": municipality},
+        ).fetchone()
+        mode, designated, used, outside = row if row else (False, 0, 0, 0)
+        return PoolCounts(
+            mode=bool(mode),
+            designated=int(designated),
+            used=int(used),
+            assigned_outside=int(outside),
+        )
+
+    def free_pool(self, municipality: str) -> np.ndarray:
+        """The codes designated to ``municipality`` that no row of ``codes`` uses,
+        sorted: a municipality's pool, not the ledger, comes to the client."""
+        free = self._frame(
+            sql.SQL(
+                "SELECT p.code FROM {schema}.pool p WHERE p.municipality = {m}"
+                " AND NOT EXISTS (SELECT 1 FROM {schema}.code_owners o WHERE o.code = p.code)"
+                " ORDER BY p.code"
+            ).format(schema=sql.Identifier(SCHEMA), m=sql.Literal(municipality)),
+            ["code"],
+        )
+        return free["code"].cast(pl.UInt64).to_numpy().astype(np.uint64)
+
+    def designated(self, codes: np.ndarray) -> np.ndarray:
+        codes = np.asarray(codes, dtype=np.uint64)
+        self._fill("rrnet_probe", pl.DataFrame({"code": np.unique(codes)}))
+        found = self._frame(
+            sql.SQL("SELECT p.code FROM rrnet_probe q JOIN {schema}.pool p USING (code)").format(
+                schema=sql.Identifier(SCHEMA)
+            ),
+            ["code"],
+        )
+        return np.isin(codes, found["code"].cast(pl.UInt64).to_numpy())
+
+    def outside_pool(self, codes: np.ndarray) -> np.ndarray:
+        codes = np.asarray(codes, dtype=np.uint64)
+        self._fill("rrnet_probe", pl.DataFrame({"code": np.unique(codes)}))
+        found = self._frame(
+            sql.SQL(
+                "SELECT o.code FROM rrnet_probe q JOIN {schema}.code_owners o USING (code)"
+                " JOIN {schema}.municipalities m ON m.code = o.municipality AND m.pool_mode"
+                " WHERE o.status = 'assigned' AND NOT EXISTS (SELECT 1 FROM {schema}.pool p"
+                "  WHERE p.code = o.code AND p.municipality = o.municipality)"
+            ).format(schema=sql.Identifier(SCHEMA)),
+            ["code"],
+        )
+        return np.isin(codes, found["code"].cast(pl.UInt64).to_numpy())
 
     def lookup(self, codes: np.ndarray) -> pl.DataFrame:
         codes = np.asarray(codes, dtype=np.uint64)
@@ -1453,6 +1611,8 @@ class PostgresTransaction(PostgresView):
         self.counts: dict[str, int] = {}
         #: whom the run records for (the first record's municipality)
         self.municipality: str | None = None
+        #: settings this transaction changes (``pool_mode``); its audit record says so
+        self.settings: dict[str, Any] = {}
 
     @property
     def state(self) -> LedgerState:
@@ -1476,6 +1636,7 @@ class PostgresTransaction(PostgresView):
     def audit_record(self) -> dict[str, Any]:
         """This transaction's audit record, chained to the last one and sealed."""
         extra = {k: v for k, v in self.audit.items() if k not in ("inputs", "outputs")}
+        extra.update(self.settings)
         if self.municipality is not None:
             extra["municipality"] = self.municipality
         return _record(
@@ -1520,7 +1681,10 @@ class PostgresTransaction(PostgresView):
            wrote is copied to ``code_history`` in the same statement, and the
            codes of ``rrnet_new`` it did not write come back: the conflicts, for
            assign to redraw. (A code of another municipality's, which an
-           office's role cannot see, is among them, as it should be.)
+           office's role cannot see, is among them, as it should be.) A new
+           code designated to another municipality is not written either: it
+           is theirs to draw, though unused. (A carried-over one is: its
+           resident brought it.)
         """
         if records.height == 0:
             return np.empty(0, np.uint64)
@@ -1551,7 +1715,9 @@ class PostgresTransaction(PostgresView):
             sql.SQL(
                 "WITH added AS ("
                 " INSERT INTO {schema}.codes (code, status, municipality, resident_id, txn)"
-                " SELECT code, status, municipality, resident_id, {txn} FROM rrnet_new"
+                " SELECT code, status, municipality, resident_id, {txn} FROM rrnet_new n"
+                " WHERE n.status <> 'assigned' OR NOT EXISTS (SELECT 1 FROM {schema}.pool p"
+                "  WHERE p.code = n.code AND p.municipality <> n.municipality)"
                 " ORDER BY code ON CONFLICT (code) DO NOTHING"
                 " RETURNING code, status, municipality, resident_id),"
                 " history AS ("
@@ -1610,8 +1776,28 @@ class PostgresTransaction(PostgresView):
     def add_codes(self, codes: np.ndarray, status: Status) -> SegmentInfo | None:
         _refuse("Adding codes in a transaction (use rrnet ledger import)")
 
-    def add_pool(self, codes: np.ndarray) -> SegmentInfo | None:
-        _refuse("A designated pool")
+    def add_pool(self, codes: np.ndarray, municipality: str) -> SegmentInfo | None:
+        """Designate these codes to ``municipality``: COPY, then one INSERT, which the
+        primary key refuses for a code designated before and the row-level security
+        for another municipality than the role's. (``rrnet_cli.pool`` has checked
+        that none is used or designated, under the writers' lock.)"""
+        if len(codes) == 0:
+            return None
+        self.municipality = self.municipality or municipality
+        self._fill("rrnet_pool", pl.DataFrame({"code": np.asarray(codes, np.uint64)}))
+        self.conn.execute(
+            sql.SQL(
+                "INSERT INTO {schema}.pool (code, municipality, txn, designated_at)"
+                " SELECT code, {m}, {txn}, {at} FROM rrnet_pool ORDER BY code"
+            ).format(
+                schema=sql.Identifier(SCHEMA),
+                m=sql.Literal(municipality),
+                txn=sql.Literal(self.number),
+                at=sql.Literal(self.recorded_at),
+            )
+        )
+        self.counts[DESIGNATED] = self.counts.get(DESIGNATED, 0) + len(codes)
+        return None
 
     def add_notices(self, notices: pl.DataFrame) -> SegmentInfo | None:
         """Record notices printed (``notices.NOTICE_SCHEMA`` without txn and time, which
@@ -1647,8 +1833,22 @@ class PostgresTransaction(PostgresView):
         self.counts[NOTICE] = self.counts.get(NOTICE, 0) + frame.height
         return None
 
-    def set_pool_mode(self, on: bool) -> None:
-        _refuse("Pool mode")
+    def set_pool_mode(self, on: bool, municipality: str) -> None:
+        """Set ``municipality``'s pool mode; the audit record says so (``pool_mode``,
+        with the municipality), and the transaction commits though it adds no code."""
+        changed = self.conn.execute(
+            sql.SQL("UPDATE {}.municipalities SET pool_mode = %s WHERE code = %s").format(
+                sql.Identifier(SCHEMA)
+            ),
+            (bool(on), municipality),
+        ).rowcount
+        if changed != 1:
+            raise LedgerError(
+                f"The ledger in {self.ledger.server} does not let this role set the pool "
+                f"mode of municipality {municipality}: an office sets only its own."
+            )
+        self.municipality = municipality
+        self.settings[POOL_MODE] = bool(on)
 
 
 # ---------------------------------------------------------------------------
@@ -1703,14 +1903,20 @@ def _row_record(row: Sequence[Any]) -> dict[str, Any]:
 
 
 def _history_counts(conn: psycopg.Connection[Any]) -> dict[int, dict[str, int]]:
-    """The ``code_history`` rows per transaction and status, and the notices recorded
-    (status ``notice``, as the folder ledger counts its notice segments)."""
+    """The ``code_history`` rows per transaction and status, the notices recorded
+    (status ``notice``, as the folder ledger counts its notice segments) and the
+    codes designated (``designated``, as it counts a pool segment)."""
     counts: dict[int, dict[str, int]] = {}
     rows = conn.execute(
         sql.SQL(
             "SELECT txn, status, count(*) FROM {schema}.code_history GROUP BY txn, status "
-            "UNION ALL SELECT txn, {notice}, count(*) FROM {schema}.notices GROUP BY txn"
-        ).format(schema=sql.Identifier(SCHEMA), notice=sql.Literal(NOTICE))
+            "UNION ALL SELECT txn, {notice}, count(*) FROM {schema}.notices GROUP BY txn "
+            "UNION ALL SELECT txn, {designated}, count(*) FROM {schema}.pool GROUP BY txn"
+        ).format(
+            schema=sql.Identifier(SCHEMA),
+            notice=sql.Literal(NOTICE),
+            designated=sql.Literal(DESIGNATED),
+        )
     ).fetchall()
     for txn, status, n in rows:
         counts.setdefault(int(txn), {})[str(status)] = int(n)
@@ -1735,6 +1941,68 @@ def _check_notices(conn: psycopg.Connection[Any], report: IntegrityReport) -> No
             f"{row[0]} notice records are of a code the ledger never recorded for that "
             "resident (added by hand?)",
         )
+
+
+TABLE_POOL = f"{SCHEMA}.pool"
+TABLE_MUNICIPALITIES = f"{SCHEMA}.municipalities"
+
+
+def _check_pools(
+    conn: psycopg.Connection[Any], records: Sequence[Any], report: IntegrityReport
+) -> None:
+    """The designated pools against the records and the audit trail, as a folder
+    ledger's (``integrity._check_pool``), per municipality:
+
+    - a code is designated only while unused: no record of it comes from a
+      transaction before its designation;
+    - a transaction whose audit record says it drew from the pool (``drawn_from:
+      pool``) drew only codes designated to its municipality before it;
+    - each municipality's pool mode is the one the audit trail set last for it
+      (off if none did): only a transaction changes it, and its record says so.
+    """
+    schema = sql.Identifier(SCHEMA)
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(DISTINCT p.code) FROM {schema}.pool p JOIN {schema}.code_history h"
+            " USING (code) WHERE h.txn < p.txn"
+        ).format(schema=schema)
+    ).fetchone()
+    if row and row[0]:
+        report.add(TABLE_POOL, f"{row[0]} codes were designated while already in use")
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FROM {schema}.code_history h"
+            " JOIN {schema}.transactions t ON t.id = h.txn AND t.details->>{key} = 'pool'"
+            " WHERE h.status = 'assigned' AND NOT EXISTS (SELECT 1 FROM {schema}.pool p"
+            "  WHERE p.code = h.code AND p.municipality = h.municipality AND p.txn < h.txn)"
+        ).format(schema=schema, key=sql.Literal(DRAWN_FROM))
+    ).fetchone()
+    if row and row[0]:
+        report.add(
+            TABLE_POOL,
+            f"{row[0]} codes drawn from the designated pool were not designated to that "
+            "municipality before they were drawn",
+        )
+    recorded: dict[str, tuple[bool, Any]] = {}
+    for record in records:
+        if isinstance(record, dict) and isinstance(record.get(POOL_MODE), bool):
+            recorded[str(record.get("municipality"))] = (record[POOL_MODE], record.get("txn"))
+    modes = conn.execute(
+        sql.SQL("SELECT code::text, pool_mode FROM {}.municipalities ORDER BY code").format(schema)
+    ).fetchall()
+    for municipality, mode in modes:
+        said, where = recorded.get(str(municipality), (False, None))
+        if bool(mode) != said:
+            trail = (
+                "no transaction ever turned it on"
+                if where is None
+                else f"transaction {where} set it {on_off(said)}"
+            )
+            report.add(
+                TABLE_MUNICIPALITIES,
+                f"municipality {municipality}'s pool mode is {on_off(bool(mode))}, but in the "
+                f"audit trail {trail} (changed by hand)",
+            )
 
 
 def _utc_ms(column: str) -> pl.Expr:
@@ -1807,7 +2075,7 @@ def _guarantees(conn: psycopg.Connection[Any], report: IntegrityReport) -> None:
             (SCHEMA,),
         ).fetchall()
     }
-    expected = {"codes": "(code)", "transactions": "(id)"}
+    expected = {"codes": "(code)", "transactions": "(id)", "pool": "(code)"}
     for table, columns in expected.items():
         if keys.get(table) != f"PRIMARY KEY {columns}":
             report.add(
@@ -1859,7 +2127,8 @@ def _guarantees(conn: psycopg.Connection[Any], report: IntegrityReport) -> None:
         for (name,) in conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = %s "
-            "AND c.relname IN ('codes', 'code_history', 'notices', 'transactions') "
+            "AND c.relname IN ('codes', 'code_history', 'notices', 'transactions', 'pool', "
+            "'municipalities') "
             "AND NOT c.relrowsecurity ORDER BY 1",
             (SCHEMA,),
         ).fetchall()

@@ -1,0 +1,407 @@
+"""Designated pools on a shared PostgreSQL ledger: one pool and one pool mode per ward.
+
+What an office notices: it designates the codes J-LIS sent it (a CP932 CSV with
+a Japanese header and CRLF line ends, as municipal systems write them), turns
+pool mode on for its own ward, and from then on its assign and change runs
+draw only from its pool, while the other ward keeps drawing freely and never
+takes a code designated to someone else. An office cannot designate to, or
+switch the mode of, another ward; the ledger's owner sees every ward's pool.
+A pool mode changed by hand, or a code designated while in use, is a
+violation of `rrnet verify --ledger`. A version-2 ledger is refused until
+upgraded, and the upgrade grants the existing office roles what pools need.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import psycopg
+import pytest
+from helpers import cli_ok, run_cli, write_export
+from pgserver import PgServer
+from test_pg_shared import WARD_A, WARD_B, Shared
+from typer.testing import CliRunner
+
+from rrnet_cli import code as rcode
+from rrnet_cli.ledger import open_store
+
+
+@pytest.fixture
+def shared(
+    pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
+) -> Shared:
+    """A ledger for WARD_A and WARD_B, an office role each."""
+    ledger = Shared(pg_server, tmp_path, monkeypatch)
+    ledger.create(runner, (WARD_A, WARD_B))
+    return ledger
+
+
+def pool_codes(n: int, seed: int) -> list[str]:
+    """``n`` distinct valid codes as 11-digit strings (some with leading zeros)."""
+    bodies = np.random.default_rng(seed).choice(rcode.BODY_SPACE, size=n, replace=False)
+    return rcode.codes_to_strings(rcode.codes_from_bodies(bodies.astype(np.uint64))).to_pylist()
+
+
+def jlis_file(path: Path, codes: list[str]) -> Path:
+    """A designation file as a municipal system writes one: CP932, CRLF, Japanese header."""
+    lines = ["連番,住民票コード,備考"] + [f"{i},{c}," for i, c in enumerate(codes, 1)]
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode("cp932"))
+    return path
+
+
+def new_codes(assigned: Path) -> set[str]:
+    frame = pl.read_csv(assigned, infer_schema=False)
+    return set(frame.filter(pl.col("code_status") == "assigned")["resident_code"].to_list())
+
+
+def stats(runner: CliRunner, url: str) -> dict[str, object]:
+    data: dict[str, object] = json.loads(cli_ok(runner, "ledger", "stats", "-l", url, "--json"))
+    return data
+
+
+def test_each_ward_designates_its_own_pool_and_draws_only_from_it(
+    shared: Shared, runner: CliRunner, tmp_path: Path
+) -> None:
+    office_a, office_b = (shared.url(shared.roles[w]) for w in (WARD_A, WARD_B))
+    pool_a, pool_b = pool_codes(300, 1), pool_codes(200, 2)
+    done = json.loads(
+        cli_ok(
+            runner,
+            "ledger",
+            "designate",
+            jlis_file(tmp_path / "a.csv", pool_a),
+            "--column",
+            "住民票コード",
+            "-l",
+            office_a,
+            "--json",
+        )
+    )
+    assert (done["municipality"], done["designated"], done["pool_left"]) == (WARD_A, 300, 300)
+    cli_ok(
+        runner,
+        "ledger",
+        "designate",
+        jlis_file(tmp_path / "b.csv", pool_b),
+        "--column",
+        "住民票コード",
+        "-l",
+        office_b,
+    )
+
+    # A code already designated to the other ward is refused, naming its record.
+    clash = jlis_file(tmp_path / "clash.csv", [*pool_codes(5, 3), pool_b[7]])
+    code, output = run_cli(
+        runner, "ledger", "designate", clash, "--column", "住民票コード", "-l", office_a
+    )
+    assert code == 2, output
+    flat = " ".join(output.split())
+    assert "record 7: already in a designated pool" in flat and "nothing was designated" in flat
+
+    # Pool mode is per ward: A turns it on, B stays off.
+    output = cli_ok(runner, "ledger", "pool-mode", "on", "-l", office_a)
+    assert WARD_A in output and "warning" not in output
+    assert stats(runner, office_a)["pool"] == {
+        "mode": "on",
+        "designated": 300,
+        "used": 0,
+        "left": 300,
+    }
+    assert stats(runner, office_b)["pool"]["mode"] == "off"  # type: ignore[index]
+
+    out_a = tmp_path / "out_a.csv"
+    result = json.loads(
+        cli_ok(
+            runner,
+            "assign",
+            write_export(tmp_path / "e.csv", 120),
+            "-l",
+            office_a,
+            "-o",
+            out_a,
+            "--json",
+        )
+    )
+    assert result["from_pool"] is True
+    drawn = new_codes(out_a)
+    assert len(drawn) == 120 and drawn <= set(pool_a)
+    assert json.loads(cli_ok(runner, "verify", out_a, "-l", office_a, "--json"))["ok"] is True
+    # A code change in pool mode takes its new code from the pool too.
+    changes = tmp_path / "changes.csv"
+    cli_ok(
+        runner,
+        "change",
+        "--resident",
+        "000000007",
+        "--id-document",
+        "passport",
+        "-l",
+        office_a,
+        "-o",
+        changes,
+    )
+    with open(changes, encoding="utf-8-sig", newline="") as handle:
+        (change,) = list(csv.DictReader(handle))
+    assert change["new_code"] in set(pool_a) - drawn
+
+    out_b = tmp_path / "out_b.csv"
+    cli_ok(runner, "assign", write_export(tmp_path / "e.csv", 120), "-l", office_b, "-o", out_b)
+    assert not new_codes(out_b) & (set(pool_a) | set(pool_b)), "B draws freely"
+
+    assert stats(runner, office_a)["pool"] == {
+        "mode": "on",
+        "designated": 300,
+        "used": 121,
+        "left": 179,
+    }
+    # The owner sees each ward's pool.
+    owner = stats(runner, shared.owner)
+    assert owner["pools"] == {
+        WARD_A: {"mode": "on", "designated": 300, "used": 121, "left": 179},
+        WARD_B: {"mode": "off", "designated": 200, "used": 0, "left": 200},
+    }
+    text = cli_ok(runner, "ledger", "stats", "-l", shared.owner)
+    assert f"designated pool of {WARD_A}" in text and f"designated pool of {WARD_B}" in text
+
+    # The ledger checks out.
+    assert json.loads(cli_ok(runner, "verify", "-l", shared.owner, "--json"))["ok"] is True
+    log = json.loads(cli_ok(runner, "ledger", "log", "-l", shared.owner, "--json"))
+    modes = [r for r in log["transactions"] if "pool_mode" in r]
+    assert [(r["pool_mode"], r["municipality"]) for r in modes] == [(True, WARD_A)]
+    designations = [r for r in log["transactions"] if "designated" in r["counts"]]
+    assert [(r["counts"]["designated"], r["municipality"]) for r in designations] == [
+        (300, WARD_A),
+        (200, WARD_B),
+    ]
+
+
+def test_pool_mode_on_flags_codes_drawn_before_and_verify_names_them(
+    shared: Shared, runner: CliRunner, tmp_path: Path
+) -> None:
+    office_a = shared.url(shared.roles[WARD_A])
+    free = tmp_path / "free.csv"
+    cli_ok(runner, "assign", write_export(tmp_path / "e.csv", 4), "-l", office_a, "-o", free)
+    cli_ok(
+        runner,
+        "ledger",
+        "designate",
+        jlis_file(tmp_path / "a.csv", pool_codes(20, 4)),
+        "--column",
+        "住民票コード",
+        "-l",
+        office_a,
+    )
+    code, output = run_cli(runner, "ledger", "pool-mode", "on", "-l", office_a)
+    assert code == 0 and "warning: 4 code(s) assigned here lie outside" in output
+    check = json.loads(run_cli(runner, "verify", free, "-l", office_a, "--json")[1])
+    assert sorted(v["row"] for v in check["violations"] if v["check"] == "pool") == [2, 3, 4, 5]
+    # The other ward is not in pool mode: its own free codes pass.
+    office_b = shared.url(shared.roles[WARD_B])
+    free_b = tmp_path / "free_b.csv"
+    cli_ok(runner, "assign", write_export(tmp_path / "e.csv", 4), "-l", office_b, "-o", free_b)
+    assert json.loads(cli_ok(runner, "verify", free_b, "-l", office_b, "--json"))["ok"] is True
+
+
+def test_an_office_cannot_designate_or_switch_pool_mode_for_another_ward(
+    shared: Shared, runner: CliRunner, tmp_path: Path
+) -> None:
+    office_a = shared.url(shared.roles[WARD_A])
+    source = jlis_file(tmp_path / "p.csv", pool_codes(10, 5))
+    code, output = run_cli(
+        runner,
+        "ledger",
+        "designate",
+        source,
+        "--column",
+        "住民票コード",
+        "-l",
+        office_a,
+        "-m",
+        WARD_B,
+    )
+    assert code == 2 and f"{WARD_A}, not {WARD_B}" in output, output
+    code, output = run_cli(runner, "ledger", "pool-mode", "on", "-l", office_a, "-m", WARD_B)
+    assert code == 2 and f"{WARD_A}, not {WARD_B}" in output, output
+    # Behind rrnet's back, the server refuses it too.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        shared.rows(
+            office_a,
+            "INSERT INTO rrnet.pool (code, municipality, txn, designated_at) "
+            "VALUES (%s, %s, 99, now()) RETURNING code",
+            int(pool_codes(1, 6)[0]),
+            WARD_B,
+        )
+    assert (
+        shared.rows(
+            office_a,
+            "UPDATE rrnet.municipalities SET pool_mode = true WHERE code = %s RETURNING code",
+            WARD_B,
+        )
+        == []
+    )
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        shared.rows(office_a, "UPDATE rrnet.municipalities SET office_role = 'x' RETURNING code")
+    # The owner designates for either ward, naming it; without -m it must say which.
+    code, output = run_cli(
+        runner, "ledger", "designate", source, "--column", "住民票コード", "-l", shared.owner
+    )
+    assert code == 2 and "give --municipality" in output, output
+    cli_ok(
+        runner,
+        "ledger",
+        "designate",
+        source,
+        "--column",
+        "住民票コード",
+        "-l",
+        shared.owner,
+        "-m",
+        WARD_B,
+    )
+    cli_ok(runner, "ledger", "pool-mode", "on", "-l", shared.owner, "-m", WARD_B)
+    assert stats(runner, shared.url(shared.roles[WARD_B]))["pool"]["mode"] == "on"  # type: ignore[index]
+    assert stats(runner, office_a)["pool"]["mode"] == "off"  # type: ignore[index]
+
+
+def test_a_code_designated_to_another_ward_is_never_recorded_as_drawn_here(
+    shared: Shared, runner: CliRunner, tmp_path: Path
+) -> None:
+    theirs = pool_codes(3, 7)
+    cli_ok(
+        runner,
+        "ledger",
+        "designate",
+        jlis_file(tmp_path / "b.csv", theirs),
+        "--column",
+        "住民票コード",
+        "-l",
+        shared.url(shared.roles[WARD_B]),
+    )
+    store = open_store(shared.url(shared.roles[WARD_A]))
+    records = pl.DataFrame(
+        {
+            "code": rcode.strings_to_codes(theirs),
+            "status": ["assigned", "assigned", "carried_over"],
+            "municipality": [WARD_A] * 3,
+            "resident_id": ["1", "2", "3"],
+        }
+    )
+
+    class Undo(Exception):
+        pass
+
+    with pytest.raises(Undo), store.transaction() as txn:
+        refused = txn.record_new(records)
+        # Drawn here: refused (assign redraws them). Carried over: the resident brought it.
+        assert sorted(refused.tolist()) == sorted(int(c) for c in theirs[:2])
+        raise Undo
+
+
+def test_exhaustion_on_postgres_is_refused_before_anything_is_written(
+    shared: Shared, runner: CliRunner, tmp_path: Path
+) -> None:
+    office_a = shared.url(shared.roles[WARD_A])
+    code, output = run_cli(runner, "ledger", "pool-mode", "on", "-l", office_a)
+    assert code == 2 and "no designated pool" in output
+    cli_ok(
+        runner,
+        "ledger",
+        "designate",
+        jlis_file(tmp_path / "a.csv", pool_codes(50, 8)),
+        "--column",
+        "住民票コード",
+        "-l",
+        office_a,
+    )
+    cli_ok(runner, "ledger", "pool-mode", "on", "-l", office_a)
+    before = shared.rows(shared.owner, "SELECT max(id) FROM rrnet.transactions")
+    out = tmp_path / "o.csv"
+    code, output = run_cli(
+        runner, "assign", write_export(tmp_path / "e.csv", 60), "-l", office_a, "-o", out
+    )
+    assert code == 2 and "needs 60 codes, the pool has 50 left" in output, output
+    assert not out.exists()
+    assert shared.rows(shared.owner, "SELECT max(id) FROM rrnet.transactions") == before
+    cli_ok(runner, "assign", write_export(tmp_path / "e.csv", 50), "-l", office_a, "-o", out)
+    code, output = run_cli(
+        runner, "change", "--resident", "000000001", "--id-document", "passport", "-l", office_a
+    )
+    assert code == 2 and "needs 1 code, the pool has 0 left" in output, output
+
+
+def test_pool_tampering_is_a_violation(shared: Shared, runner: CliRunner, tmp_path: Path) -> None:
+    office_a = shared.url(shared.roles[WARD_A])
+    out = tmp_path / "o.csv"
+    cli_ok(runner, "assign", write_export(tmp_path / "e.csv", 3), "-l", office_a, "-o", out)
+    assert json.loads(cli_ok(runner, "verify", "-l", shared.owner, "--json"))["ok"] is True
+    # A pool mode switched on by hand, with no transaction saying so.
+    shared.rows(
+        shared.owner,
+        "UPDATE rrnet.municipalities SET pool_mode = true WHERE code = %s RETURNING code",
+        WARD_B,
+    )
+    # A code in use designated by hand, as if by a later transaction.
+    used = next(iter(new_codes(out)))
+    shared.rows(
+        shared.owner,
+        "INSERT INTO rrnet.pool VALUES (%s, %s, 1000, now()) RETURNING code",
+        int(used),
+        WARD_A,
+    )
+    code, output = run_cli(runner, "verify", "-l", shared.owner, "--json")
+    assert code == 1, output
+    messages = [v["message"] for v in json.loads(output)["violations"]]
+    assert any(
+        f"municipality {WARD_B}'s pool mode is on, but in the audit trail no transaction "
+        "ever turned it on" in m
+        for m in messages
+    ), messages
+    assert any("1 codes were designated while already in use" in m for m in messages), messages
+    # Row-level security switched off on the pool is reported like on any other table.
+    shared.server.execute("ALTER TABLE rrnet.pool DISABLE ROW LEVEL SECURITY", shared.dbname)
+    code, output = run_cli(runner, "verify", "-l", shared.owner)
+    assert code == 1 and "row-level security is off on rrnet.pool" in output, output
+
+
+def _back_to_version_2(shared: Shared) -> None:
+    """Undo version 3's step by hand: the ledger as a version-2 rrnet left it."""
+    for statement in (
+        "DROP TABLE rrnet.pool",
+        "DROP POLICY everyone_reads ON rrnet.municipalities",
+        "DROP POLICY office_sets_pool_mode ON rrnet.municipalities",
+        "ALTER TABLE rrnet.municipalities DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE rrnet.municipalities DROP COLUMN pool_mode",
+        "UPDATE rrnet.meta SET schema_version = 2",
+    ):
+        shared.server.execute(statement, shared.dbname)
+
+
+def test_upgrading_a_version_2_ledger_lets_existing_offices_use_pools(
+    shared: Shared, runner: CliRunner, tmp_path: Path
+) -> None:
+    office_a = shared.url(shared.roles[WARD_A])
+    cli_ok(
+        runner,
+        "assign",
+        write_export(tmp_path / "e.csv", 5),
+        "-l",
+        office_a,
+        "-o",
+        tmp_path / "o.csv",
+    )
+    _back_to_version_2(shared)
+    source = jlis_file(tmp_path / "a.csv", pool_codes(10, 9))
+    code, output = run_cli(
+        runner, "ledger", "designate", source, "--column", "住民票コード", "-l", office_a
+    )
+    assert code == 2 and "schema version 2" in output and "rrnet ledger upgrade" in output
+    done = json.loads(cli_ok(runner, "ledger", "upgrade", "-l", shared.owner, "--json"))
+    assert (done["from"], done["to"]) == (2, 3)
+    # The office's role, granted before pools existed, may now designate and switch.
+    cli_ok(runner, "ledger", "designate", source, "--column", "住民票コード", "-l", office_a)
+    cli_ok(runner, "ledger", "pool-mode", "on", "-l", office_a)
+    assert json.loads(cli_ok(runner, "verify", "-l", shared.owner, "--json"))["ok"] is True
