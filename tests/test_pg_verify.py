@@ -173,6 +173,44 @@ def test_a_code_changed_in_sql_without_its_history_is_caught(
     assert any("not compared with the ledger" in n for n in result["notes"])  # type: ignore[union-attr]
 
 
+def test_a_retired_code_handed_out_again_in_sql_is_caught(
+    pg_url: str, tmp_path: Path, runner: CliRunner
+) -> None:
+    """Both tables edited consistently, so only the history's order gives it away."""
+    cli_ok(runner, "ledger", "init", pg_url, "-m", MUNICIPALITY)
+    assigned(pg_url, tmp_path, runner)
+    changes = tmp_path / "changes.csv"
+    cli_ok(
+        runner,
+        "change",
+        "--resident",
+        "000000003",
+        "--id-document",
+        "passport",
+        "-l",
+        pg_url,
+        "-o",
+        changes,
+    )
+    old = int(read_rows(changes)[0]["old_code"])
+    sql(
+        pg_url,
+        "INSERT INTO rrnet.code_history VALUES "
+        f"({old}, 'assigned', '{MUNICIPALITY}', '000000999', 3, now())",
+    )
+    sql(
+        pg_url,
+        "UPDATE rrnet.codes SET status = 'assigned', resident_id = '000000999', txn = 3 "
+        f"WHERE code = {old}",
+    )
+    code, result = verify_json(runner, "-l", pg_url)
+    assert code == 1, result
+    found = [m for _, _, m in messages(result)]
+    assert "1 codes were drawn as new while already used" in found, found
+    assert "1 retired codes were made active again" in found, found
+    assert not any("differ from their latest record" in m for m in found), found
+
+
 @pytest.mark.parametrize(
     ("drop", "said"),
     [

@@ -2023,25 +2023,42 @@ def _hidden_runs(conn: psycopg.Connection[Any], mine: Sequence[str]) -> dict[int
 
 
 def _check_current(conn: psycopg.Connection[Any], report: IntegrityReport) -> None:
-    """Each ``codes`` row against its code's latest ``code_history`` row (one merge join)."""
+    """Each code's records in order, and its ``codes`` row against the latest of them.
+
+    One pass over ``code_history`` sorted by (code, txn), the window functions
+    computed in it, merge-joined with ``codes`` in code order:
+
+    - the latest record of each code is its ``codes`` row (status,
+      municipality, resident, transaction), and no code is in one table only;
+    - a code drawn here (``assigned``) was never used before: no earlier
+      record of it;
+    - a retired code stays retired: no active record after a ``retired`` one.
+
+    These are the folder ledger's own checks (``integrity._check_records``).
+    """
     schema = sql.Identifier(SCHEMA)
     row = conn.execute(
         sql.SQL(
-            "SELECT count(*) FILTER (WHERE h.code IS NULL),"
-            " count(*) FILTER (WHERE c.code IS NULL),"
-            " count(*) FILTER (WHERE c.code IS NOT NULL AND h.code IS NOT NULL)"
-            " FROM {schema}.codes c FULL JOIN ("
-            " SELECT DISTINCT ON (code) code, status, municipality, resident_id, txn"
-            " FROM {schema}.code_history ORDER BY code, txn DESC) h"
-            " ON h.code = c.code"
-            " WHERE c.code IS NULL OR h.code IS NULL"
-            " OR (c.status, c.municipality, c.resident_id, c.txn)"
-            " IS DISTINCT FROM (h.status, h.municipality, h.resident_id, h.txn)"
-        ).format(schema=schema)
+            "SELECT count(*) FILTER (WHERE h.last AND c.code IS NULL),"
+            " count(*) FILTER (WHERE h.last AND c.code IS NOT NULL),"
+            " count(*) FILTER (WHERE h.last AND c.code IS NOT NULL"
+            "  AND (c.status, c.municipality, c.resident_id, c.txn)"
+            "  IS DISTINCT FROM (h.status, h.municipality, h.resident_id, h.txn)),"
+            " count(*) FILTER (WHERE h.status = 'assigned' AND h.n > 1),"
+            " count(*) FILTER (WHERE h.status IN ({active}) AND h.retired_before),"
+            " (SELECT count(*) FROM {schema}.codes)"
+            " FROM (SELECT code, status, municipality, resident_id, txn,"
+            "  row_number() OVER w AS n,"
+            "  coalesce(bool_or(status = 'retired') OVER (w ROWS BETWEEN UNBOUNDED PRECEDING"
+            "   AND 1 PRECEDING), false) AS retired_before,"
+            "  lead(txn) OVER w IS NULL AS last"
+            "  FROM {schema}.code_history WINDOW w AS (PARTITION BY code ORDER BY txn)) h"
+            " LEFT JOIN {schema}.codes c ON c.code = h.code"
+        ).format(schema=schema, active=_ACTIVE_SQL)
     ).fetchone()
-    unrecorded, missing, differ = (int(n) for n in row) if row else (0, 0, 0)
-    if unrecorded:
-        report.add(TABLE_CODES, f"{unrecorded} codes have no record in {TABLE_HISTORY}")
+    missing, matched, differ, redrawn, revived, codes = (int(n) for n in row) if row else (0,) * 6
+    if codes > matched:
+        report.add(TABLE_CODES, f"{codes - matched} codes have no record in {TABLE_HISTORY}")
     if missing:
         report.add(
             TABLE_CODES,
@@ -2053,6 +2070,10 @@ def _check_current(conn: psycopg.Connection[Any], report: IntegrityReport) -> No
             f"{differ} codes differ from their latest record in {TABLE_HISTORY} (status, "
             "municipality, resident or transaction changed by hand)",
         )
+    if redrawn:
+        report.add(TABLE_HISTORY, f"{redrawn} codes were drawn as new while already used")
+    if revived:
+        report.add(TABLE_HISTORY, f"{revived} retired codes were made active again")
 
 
 #: A valid code and one with a wrong check digit: ``is_resident_code`` must tell them apart.
