@@ -6,9 +6,11 @@ register, a resident arriving with an imported code (carried over), the notices
 printed, and a code change. It is copied into a fresh database and back into a
 folder; on each side the records ever made, the audit log, the stats, the
 notices and `rrnet verify --ledger` are compared with the original, and an
-assign on the copy finds its residents already assigned. Refusals leave nothing
-behind; tampering with a copy is still caught; a copy killed before its end
-leaves no ledger at DST.
+assign on the copy finds its residents already assigned. Designated pools and
+pool mode go across too (folder to database and back, and a shared database
+with each ward's pool into another database), and the copies go on drawing
+from what is left. Refusals leave nothing behind; tampering with a copy is
+still caught; a copy killed before its end leaves no ledger at DST.
 """
 
 from __future__ import annotations
@@ -294,24 +296,86 @@ def test_what_cannot_be_copied_is_refused_before_anything_is_written(
     (tmp_path / "plain").mkdir()
     code, output = run_cli(runner, "ledger", "copy", tmp_path / "plain", tmp_path / "x")
     assert code == 2 and "is not an rrnet ledger" in output, output
-    source = tmp_path / "src"
+
+
+def pool_file(path: Path, first: int, n: int) -> Path:
+    """``n`` valid codes, one per line, from body ``first`` on (leading zeros kept)."""
+    bodies = [f"{i:010d}" for i in range(first, first + n)]
+    path.write_text("\n".join(b + rcode.calc_check_digit(b) for b in bodies) + "\n", "utf-8")
+    return path
+
+
+def assigned_codes(path: Path) -> set[str]:
+    frame = pl.read_csv(path, infer_schema=False)
+    return set(frame.filter(pl.col("code_status") == "assigned")["resident_code"].to_list())
+
+
+def test_designated_pools_and_pool_mode_go_across_and_keep_working(
+    runner: CliRunner, tmp_path: Path, pg_url: str
+) -> None:
+    source = tmp_path / "ledger"
     cli_ok(runner, "ledger", "init", source, "-m", MUNICIPALITY)
-    pool = [f"{i:010d}" + rcode.calc_check_digit(f"{i:010d}") for i in range(9000, 9020)]
-    (tmp_path / "pool.txt").write_text("\n".join(pool) + "\n", encoding="utf-8")
+    pool = set(pool_file(tmp_path / "pool.txt", 9000, 40).read_text().split())
     cli_ok(runner, "ledger", "designate", tmp_path / "pool.txt", "-l", source)
-    code, output = run_cli(runner, "ledger", "copy", source, pg_url)
-    assert code == 2 and "designated pool" in " ".join(output.split()), output
-    assert not pg_schema_exists(pg_url)
-    code, output = run_cli(runner, "ledger", "copy", source, tmp_path / "dst")
-    assert code == 2 and not (tmp_path / "dst").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dst")]
-    # A database whose municipality has a pool: the copy would lose it.
-    cli_ok(runner, "ledger", "init", pg_url, "-m", MUNICIPALITY)
-    cli_ok(runner, "ledger", "designate", tmp_path / "pool.txt", "-l", pg_url)
-    code, output = run_cli(runner, "ledger", "copy", pg_url, tmp_path / "dst")
-    flat = " ".join(output.split())
-    assert code == 2 and "does not copy designated pools" in flat, output
-    assert not (tmp_path / "dst").exists()
+    cli_ok(runner, "ledger", "pool-mode", "on", "-l", source)
+    first = tmp_path / "first.csv"
+    cli_ok(runner, "assign", write_cp932(tmp_path / "r.csv", register_rows()[:10]),
+           "-l", source, "-o", first)  # fmt: skip
+    drawn = assigned_codes(first)
+    assert len(drawn) == 10 and drawn <= pool
+    cli_ok(runner, "ledger", "pool-mode", "off", "-l", source)
+    cli_ok(runner, "ledger", "pool-mode", "on", "-l", source)
+    folder_pool = stats_of(runner, source)["pool"]
+    assert folder_pool == {"mode": "on", "designated": 40, "used": 10, "left": 30}
+
+    result = json_of(runner, "ledger", "copy", source, pg_url)
+    assert result["matches"] and result["designated"] == 40
+    assert result["pool_mode"] == [MUNICIPALITY]
+    verify_clean(runner, pg_url)
+    assert stats_of(runner, pg_url)["pool"] == folder_pool
+
+    back = tmp_path / "back"
+    result = json_of(runner, "ledger", "copy", pg_url, back)
+    assert result["matches"] and result["designated"] == 40
+    verify_clean(runner, back)
+    assert stats_of(runner, back)["pool"] == folder_pool
+    assert Ledger.open(back).read_manifest()["pool_mode"] is True
+
+    # Both copies go on drawing from what is left of the pool, never a code drawn before.
+    for location, name in ((pg_url, "pg.csv"), (back, "back.csv")):
+        out = tmp_path / name
+        more = write_cp932(tmp_path / f"more-{name}", register_rows()[10:15])
+        cli_ok(runner, "assign", more, "-l", location, "-o", out)
+        fresh = assigned_codes(out)
+        assert len(fresh) == 5 and fresh <= pool - drawn, (location, fresh)
+        assert stats_of(runner, location)["pool"]["left"] == 25
+        verify_clean(runner, location)
+
+
+def test_a_shared_database_with_each_wards_pool_copies_into_another_database(
+    runner: CliRunner, tmp_path: Path, pg_server: Any
+) -> None:
+    source = pg_server.url(pg_server.create_database())
+    target = pg_server.url(pg_server.create_database())
+    cli_ok(runner, "ledger", "init", source, "-m", MUNICIPALITY)
+    cli_ok(runner, "ledger", "add-municipality", "-l", source, "-m", "131024")
+    cli_ok(runner, "ledger", "designate", pool_file(tmp_path / "a.txt", 7000, 30),
+           "-l", source, "-m", MUNICIPALITY)  # fmt: skip
+    cli_ok(runner, "ledger", "designate", pool_file(tmp_path / "b.txt", 8000, 20),
+           "-l", source, "-m", "131024")  # fmt: skip
+    cli_ok(runner, "ledger", "pool-mode", "on", "-l", source, "-m", "131024")
+    register = write_cp932(tmp_path / "r.csv", register_rows()[:6])
+    cli_ok(runner, "assign", register, "-l", source, "-m", "131024", "-o", tmp_path / "b.csv")
+    cli_ok(runner, "assign", register, "-l", source, "-m", MUNICIPALITY, "-o", tmp_path / "a.csv")
+    before = stats_of(runner, source)
+    result = json_of(runner, "ledger", "copy", source, target)
+    assert result["matches"] and result["designated"] == 50 and result["pool_mode"] == ["131024"]
+    after = stats_of(runner, target)
+    assert after["pools"] == before["pools"]
+    assert after["pools"]["131024"] == {"mode": "on", "designated": 20, "used": 6, "left": 14}
+    assert after["by_status"] == before["by_status"]
+    assert log_of(runner, target)["transactions"][:-1] == log_of(runner, source)["transactions"]
+    verify_clean(runner, target)
 
 
 def test_a_damaged_source_is_not_copied(runner: CliRunner, tmp_path: Path, pg_url: str) -> None:

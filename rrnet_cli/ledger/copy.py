@@ -14,8 +14,7 @@ Up front, before anything is written:
   --ledger``) finds nothing, its audit trail starts at transaction 0, and a
   database is read as the ledger's owner (an office's role would see only its
   own municipality: a partial copy). A copy never launders a damaged ledger.
-- What the copy cannot carry yet is refused: a designated pool or pool mode,
-  on either side (copying pools is not built); into a folder, a database
+- What the other store cannot hold is refused: into a folder, a database
   serving more than one municipality (a folder ledger serves one).
 
 The writers: SRC is held still (the folder's lock, or the database's writers'
@@ -34,6 +33,11 @@ lock) for the whole copy.
   renamed into place at the end (an atomic step). A run killed midway leaves
   at most that temporary folder, never a half ledger at DST.
 
+Designated pools go across with the rest: each designated code with the
+municipality and the transaction that designated it (a folder's pool segments
+are its one municipality's), and which municipalities are in pool mode (a
+folder's manifest key ``pool_mode``, a database's ``municipalities.pool_mode``).
+
 The audit trail: every record of SRC is kept byte for byte, so every hash and
 link holds. The copy appends one record (``copied_from``: SRC's location
 without password, its head hash, the content hash and counts). Into a folder,
@@ -46,8 +50,10 @@ municipalities, the number of audit records and the last transaction, the
 records ever made by status, the codes by current status, the notices, and a
 content hash. The hash is SHA-256 over the audit records (canonical JSON, in
 order), every record ever made (code, status, municipality, resident,
-transaction, time to the millisecond) ordered by transaction and code, and
-every notice, each line in PostgreSQL's COPY text form: a database hashes its
+transaction, time to the millisecond) ordered by transaction and code, every
+notice, and (when there are any) the designated codes (code, municipality,
+transaction) and the municipalities in pool mode, each line in PostgreSQL's
+COPY text form: a database hashes its
 server's own COPY output, a folder writes the same form from its segments, so
 the two sides are computed independently. Any difference, or a violation in
 DST's own check: nothing is published (exit 1).
@@ -87,6 +93,7 @@ from rrnet_cli.ledger.folder import (
     FORMAT,
     LOCK,
     MANIFEST,
+    POOL_VERSION,
     SEGMENTS,
     VERSION,
     Ledger,
@@ -94,6 +101,7 @@ from rrnet_cli.ledger.folder import (
 )
 from rrnet_cli.ledger.integrity import IntegrityReport
 from rrnet_cli.ledger.interface import (
+    DESIGNATED,
     POOL_MODE,
     RECORD_SCHEMA,
     Invocation,
@@ -141,6 +149,9 @@ class LedgerSummary:
     codes: dict[str, int]
     notices: int
     content_sha256: str
+    #: designated codes, and the municipalities in pool mode
+    designated: int = 0
+    pool_mode: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -152,6 +163,8 @@ class LedgerSummary:
             "records_by_status": self.records,
             "codes_by_status": self.codes,
             "notices": self.notices,
+            "designated": self.designated,
+            "pool_mode": self.pool_mode,
             "content_sha256": self.content_sha256,
         }
 
@@ -277,6 +290,31 @@ def _notice_hash_lines(frame: pl.DataFrame) -> bytes:
     )
 
 
+def _pool_hash_lines(pool: pl.DataFrame) -> bytes:
+    """Designated codes (code, municipality, txn), in (txn, code) order, as hashed."""
+    return _text_lines(
+        pool.sort("txn", "code").select(
+            pl.col("code").cast(pl.String).str.zfill(11),
+            _escape("municipality"),
+            pl.col("txn").cast(pl.String),
+        )
+    )
+
+
+def _hash_pools(hasher: _Hasher, pool_lines: Iterator[bytes], modes: list[str]) -> None:
+    """The pool sections, only for a ledger that has a pool or a municipality in pool
+    mode (so a ledger without pools hashes as it always did)."""
+    hasher.section("pool")
+    for data in pool_lines:
+        hasher.update(data)
+    hasher.section("pool mode")
+    hasher.update("".join(f"{m}\n" for m in modes).encode())
+
+
+#: A designated pool as both sides read it: code, municipality, txn.
+_POOL_SCHEMA = {"code": pl.UInt64, "municipality": pl.String, "txn": pl.UInt64}
+
+
 # ---------------------------------------------------------------------------
 # Reading a folder ledger
 
@@ -349,6 +387,26 @@ class _FolderSource:
         ]
         return _frame(pa.concat_tables(tables) if tables else NOTICE_SCHEMA.empty_table())
 
+    def pools(self) -> pl.DataFrame:
+        """Every designated code: ``code, municipality, txn`` (the ledger's municipality)."""
+        frames = [
+            pl.DataFrame(
+                {"code": pq.read_table(self.ledger._segment_path(s), columns=["code"])["code"]}
+            ).with_columns(
+                pl.col("code").cast(pl.UInt64),
+                pl.lit(self.municipality, pl.String).alias("municipality"),
+                pl.lit(int(s["txn"]), pl.UInt64).alias("txn"),
+            )
+            for s in self.manifest["segments"]
+            if is_pool_segment(s)
+        ]
+        return pl.concat(frames) if frames else pl.DataFrame(schema=_POOL_SCHEMA)
+
+    def pool_modes(self) -> list[str]:
+        """The municipalities in pool mode: the ledger's own, or none."""
+        on = self.manifest.get(POOL_MODE) is True and self.municipality is not None
+        return [str(self.municipality)] if on else []
+
     def summary(self, steps: Steps = QUIET, *, copied: bool = False) -> LedgerSummary:
         """Read every segment again and hash it (``copied``: the last record is the copy's)."""
         records = self.records[:-1] if copied else self.records
@@ -420,6 +478,9 @@ class _FolderSource:
         notices = self.notices()
         hasher.section("notices")
         hasher.update(_notice_hash_lines(notices))
+        pools, modes = self.pools(), self.pool_modes()
+        if pools.height or modes:
+            _hash_pools(hasher, iter([_pool_hash_lines(pools)]), modes)
         stats = Ledger(self.ledger.path).stats()
         return LedgerSummary(
             municipality=self.municipality,
@@ -430,6 +491,8 @@ class _FolderSource:
             codes={k: v for k, v in sorted(stats["by_status"].items()) if v},
             notices=notices.height,
             content_sha256=hasher.hexdigest(),
+            designated=pools.height,
+            pool_mode=modes,
         )
 
 
@@ -456,6 +519,10 @@ _NOTICES_HASH_SQL = (
     ' FROM {}.notices ORDER BY txn, code, kind COLLATE "C", resident_id COLLATE "C",'
     ' reprint_reason COLLATE "C", batch COLLATE "C", file COLLATE "C", page'
 )
+_POOL_HASH_SQL = (
+    "SELECT lpad(code::text, 11, '0'), municipality::text, txn FROM {}.pool ORDER BY txn, code"
+)
+_POOL_SQL = "SELECT code, municipality::text, txn FROM {}.pool ORDER BY txn, code"
 #: Every record ever made, to copy: the time in microseconds.
 _HISTORY_SQL = (
     "SELECT code, status, municipality::text, resident_id, txn,"
@@ -560,6 +627,22 @@ class _PostgresSource:
         )
         return frame
 
+    def pools(self) -> pl.DataFrame:
+        """Every designated code: ``code, municipality, txn``."""
+        data = b"".join(_copy_out(self.conn, sql.SQL(_POOL_SQL).format(_schema())))
+        if not data:
+            return pl.DataFrame(schema=_POOL_SCHEMA)
+        return _parse_text(data, tuple(_POOL_SCHEMA)).cast(_POOL_SCHEMA)  # type: ignore[arg-type]
+
+    def pool_modes(self) -> list[str]:
+        """The municipalities in pool mode."""
+        rows = self.conn.execute(
+            sql.SQL(
+                "SELECT code::text FROM {}.municipalities WHERE pool_mode ORDER BY code"
+            ).format(_schema())
+        ).fetchall()
+        return [str(m) for (m,) in rows]
+
     def summary(self, steps: Steps = QUIET, *, copied: bool = False) -> LedgerSummary:
         """Read every row again on the server and hash its COPY output."""
         schema = _schema()
@@ -587,6 +670,11 @@ class _PostgresSource:
         for data in _copy_out(self.conn, sql.SQL(_NOTICES_HASH_SQL).format(schema)):
             hasher.update(data)
             notices += data.count(b"\n")
+        row = self.conn.execute(sql.SQL("SELECT count(*) FROM {}.pool").format(schema)).fetchone()
+        designated = int(row[0]) if row else 0
+        modes = self.pool_modes()
+        if designated or modes:
+            _hash_pools(hasher, _copy_out(self.conn, sql.SQL(_POOL_HASH_SQL).format(schema)), modes)
         current = {
             str(s): int(n)
             for s, n in self.conn.execute(
@@ -602,6 +690,8 @@ class _PostgresSource:
             codes={k: v for k, v in sorted(current.items()) if v},
             notices=notices,
             content_sha256=hasher.hexdigest(),
+            designated=designated,
+            pool_mode=modes,
         )
 
 
@@ -610,32 +700,6 @@ Source = _FolderSource | _PostgresSource
 
 # ---------------------------------------------------------------------------
 # Checks before anything is written
-
-
-def _refuse_folder_features(source: _FolderSource) -> None:
-    """A folder ledger's features the PostgreSQL ledger lacks, and an incomplete trail."""
-    manifest = source.manifest
-    if any(is_pool_segment(s) for s in manifest["segments"]) or manifest.get(POOL_MODE):
-        raise UsageError(_POOLS_NOT_COPIED.format(location=source.ledger.path))
-
-
-#: The refusal of a ledger with designated pools (copying them is not built yet).
-_POOLS_NOT_COPIED = (
-    "The ledger {location} has a designated pool or pool mode, and `rrnet ledger copy` "
-    "does not copy designated pools yet: the copy would lose them. Nothing was written."
-)
-
-
-def _refuse_database_pools(source: _PostgresSource) -> None:
-    """A database whose municipalities have designated pools or pool mode."""
-    row = source.conn.execute(
-        sql.SQL(
-            "SELECT EXISTS (SELECT 1 FROM {0}.pool) "
-            "OR EXISTS (SELECT 1 FROM {0}.municipalities WHERE pool_mode)"
-        ).format(_schema())
-    ).fetchone()
-    if row and row[0]:
-        raise UsageError(_POOLS_NOT_COPIED.format(location=source.location))
 
 
 def _refuse_incomplete_trail(location: str, records: list[dict[str, Any]]) -> None:
@@ -743,6 +807,20 @@ def _pg_notice_lines(notices: pl.DataFrame) -> bytes:
     )
 
 
+def _pg_pool_lines(pool: pl.DataFrame, times: Mapping[int, datetime]) -> bytes:
+    """Designated codes as COPY text for ``pool``, each at its transaction's time."""
+    at = pl.Series([times[int(t)].isoformat() for t in pool["txn"].unique().to_list()])
+    when = pl.DataFrame({"txn": pool["txn"].unique(), "at": at})
+    return _text_lines(
+        pool.join(when, on="txn", how="left", maintain_order="left").select(
+            pl.col("code").cast(pl.String),
+            _escape("municipality"),
+            pl.col("txn").cast(pl.String),
+            pl.col("at"),
+        )
+    )
+
+
 def _pg_check(conn: psycopg.Connection[Any], municipality: str) -> IntegrityReport:
     """``PostgresLedger.check_integrity``'s owner checks, on this (uncommitted) transaction."""
     from rrnet_cli.ledger import postgres as pgmod
@@ -759,6 +837,7 @@ def _pg_check(conn: psycopg.Connection[Any], municipality: str) -> IntegrityRepo
             pgmod.TABLE_HISTORY, f"records of transactions {strays[:10]} have no audit record"
         )
     pgmod._check_current(conn, report)
+    pgmod._check_pools(conn, log.records, report, municipality)
     pgmod._guarantees(conn, report)
     return report
 
@@ -845,6 +924,21 @@ def _into_postgres(
                     ).format(schema)
                 ) as copy:
                     copy.write(_pg_notice_lines(notices))
+            pools = source.pools()
+            if pools.height:
+                with conn.cursor().copy(
+                    sql.SQL(
+                        "COPY {}.pool (code, municipality, txn, designated_at) FROM STDIN"
+                    ).format(schema)
+                ) as copy:
+                    for start in range(0, pools.height, CHUNK):
+                        copy.write(_pg_pool_lines(pools.slice(start, CHUNK), times))
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {}.municipalities SET pool_mode = true WHERE code = ANY(%s)"
+                ).format(schema),
+                (source.pool_modes(),),
+            )
             for record in records:
                 pgmod._append_record(conn, record)
             head = str(records[-1]["hash"])
@@ -1027,6 +1121,15 @@ def _write_folder(
         )
         writer.write(frame.to_arrow().cast(NOTICE_SCHEMA), {NOTICE: frame.height}, True)
         segments.append(writer.close())
+    pools = source.pools()
+    code_only = pa.schema([("code", pa.uint64())])
+    for (txn_value,), group in pools.group_by("txn", maintain_order=True):
+        writer = _SegmentWriter(folder, int(str(txn_value)), 9998, code_only)
+        codes = np.sort(group["code"].to_numpy().astype(np.uint64))
+        writer.write(
+            pa.table({"code": pa.array(codes, pa.uint64())}), {DESIGNATED: len(codes)}, False
+        )
+        segments.append(writer.close())
     fsync_dir(folder / SEGMENTS)
     segments.sort(key=lambda s: (s["txn"], s["file"]))
     head = str(records[-1]["hash"])
@@ -1039,15 +1142,25 @@ def _write_folder(
         summary,
         segments=[{"file": s["file"], "sha256": s["sha256"], "rows": s["rows"]} for s in segments],
     )
-    manifest = {
+    manifest: dict[str, Any] = {
         "format": FORMAT,
-        "version": NOTICE_VERSION if notices.height else VERSION,
+        "version": VERSION,
         "created_at": source.created_at().isoformat(),
         "municipality": source.municipality,
         "txn": number,
         "segments": segments,
         TRANSACTIONS: [*records, copy_record],
     }
+    # Pool mode as the source has it; a ledger whose trail ever set it keeps the key.
+    if source.pool_modes() or any(isinstance(r.get(POOL_MODE), bool) for r in records):
+        manifest[POOL_MODE] = bool(source.pool_modes())
+    manifest["version"] = (
+        NOTICE_VERSION
+        if notices.height
+        else POOL_VERSION
+        if pools.height or POOL_MODE in manifest
+        else VERSION
+    )
     folder_mod._write_private_json(folder / MANIFEST, manifest)
     fsync_dir(folder)
 
@@ -1149,6 +1262,8 @@ class CopyResult:
             ("codes used", sum(s.codes.values())),
             *((f"  {k} now", v) for k, v in s.codes.items()),
             ("notices", s.notices),
+            *([("designated codes", s.designated)] if s.designated else []),
+            *([("pool mode on for", ", ".join(s.pool_mode))] if s.pool_mode else []),
             ("content SHA-256", s.content_sha256),
             ("copy recorded as transaction", self.copy_transaction),
         ]
@@ -1204,10 +1319,6 @@ def copy_ledger(
     if not into_database:
         _folder_target(target_location)
     with _held_source(source_location, timeout) as source:
-        if isinstance(source, _FolderSource):
-            _refuse_folder_features(source)
-        else:
-            _refuse_database_pools(source)
         records = source.records
         location = _source_location(source)
         _refuse_incomplete_trail(location, records)

@@ -1033,7 +1033,7 @@ class PostgresLedger:
                 )
             _check_current(conn, report)
             _check_notices(conn, report)
-            _check_pools(conn, log.records, report)
+            _check_pools(conn, log.records, report, municipality)
             _guarantees(conn, report)
         return report
 
@@ -1948,7 +1948,10 @@ TABLE_MUNICIPALITIES = f"{SCHEMA}.municipalities"
 
 
 def _check_pools(
-    conn: psycopg.Connection[Any], records: Sequence[Any], report: IntegrityReport
+    conn: psycopg.Connection[Any],
+    records: Sequence[Any],
+    report: IntegrityReport,
+    created_for: str,
 ) -> None:
     """The designated pools against the records and the audit trail, as a folder
     ledger's (``integrity._check_pool``), per municipality:
@@ -1959,6 +1962,8 @@ def _check_pools(
       pool``) drew only codes designated to its municipality before it;
     - each municipality's pool mode is the one the audit trail set last for it
       (off if none did): only a transaction changes it, and its record says so.
+      A record that names no municipality (made in a folder ledger, copied
+      here) is for the one the ledger was created for.
     """
     schema = sql.Identifier(SCHEMA)
     row = conn.execute(
@@ -1986,7 +1991,8 @@ def _check_pools(
     recorded: dict[str, tuple[bool, Any]] = {}
     for record in records:
         if isinstance(record, dict) and isinstance(record.get(POOL_MODE), bool):
-            recorded[str(record.get("municipality"))] = (record[POOL_MODE], record.get("txn"))
+            whose = str(record.get("municipality") or created_for)
+            recorded[whose] = (record[POOL_MODE], record.get("txn"))
     modes = conn.execute(
         sql.SQL("SELECT code::text, pool_mode FROM {}.municipalities ORDER BY code").format(schema)
     ).fetchall()
