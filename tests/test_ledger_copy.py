@@ -227,6 +227,26 @@ def test_a_folder_ledger_goes_into_postgresql_and_back_whole(
     verify_clean(runner, back)
 
 
+def test_a_folder_ledger_copies_into_another_folder_whole(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """A move to a new disk or server: the copy is the same ledger, and goes on."""
+    source, register = build_folder_ledger(runner, tmp_path)
+    target = tmp_path / "moved"
+    result = json_of(runner, "ledger", "copy", source, target)
+    assert result["matches"] and result["records"] == len(folder_records(source))
+    assert folder_records(target) == folder_records(source)
+    assert listed_notices(runner, target) == listed_notices(runner, source)
+    moved_log = log_of(runner, target)
+    assert moved_log["intact"], moved_log["problems"]
+    assert moved_log["transactions"][:-1] == log_of(runner, source)["transactions"]
+    assert stats_of(runner, target)["by_status"] == stats_of(runner, source)["by_status"]
+    verify_clean(runner, target)
+    again = tmp_path / "again.csv"
+    cli_ok(runner, "assign", register, "-l", target, "-o", again)
+    assert set(pl.read_csv(again, infer_schema=False)["code_status"]) == {"already_assigned"}
+
+
 def test_a_database_ledger_made_by_assign_copies_into_a_folder(
     runner: CliRunner, tmp_path: Path, pg_url: str, pg_server: Any
 ) -> None:
@@ -443,7 +463,13 @@ def test_a_copy_killed_before_its_end_leaves_no_ledger(
     killed = rrnet("ledger", "copy", source, target, env={"RRNET_FAILPOINT": point})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     if into == "folder":
-        assert not (tmp_path / "dst").exists()  # at most a .dst.copying-* folder beside it
+        assert not (tmp_path / "dst").exists()
+        # The killed copy's temporary folder holds residents' records.
+        (left,) = [p for p in tmp_path.iterdir() if p.name.startswith(".dst.copying-")]
+        assert (left / "manifest.json").exists()
+        # One that a copy on another machine left is named, never removed.
+        elsewhere = tmp_path / ".dst.copying-otherhost-4242-0123abcd"
+        elsewhere.mkdir()
     else:
         deadline = 0
         while pg_schema_exists(pg_url) and deadline < 100:  # the server rolls back
@@ -452,9 +478,16 @@ def test_a_copy_killed_before_its_end_leaves_no_ledger(
             time.sleep(0.1)
             deadline += 1
         assert not pg_schema_exists(pg_url)
-    # And the copy runs again, whole.
+    # And the copy runs again, whole, and clears what the killed one left on this machine.
     result = json.loads(rrnet("ledger", "copy", source, target, "--json", check=True).stdout)
     assert result["ok"] and result["records"] == len(IMPORTED) + 16
+    if into == "folder":
+        notes = " ".join(result["notes"])
+        assert f"Removed {left}" in notes and not left.exists()
+        assert f"{elsewhere} is an unfinished copy" in notes and elsewhere.exists()
+        assert sorted(p.name for p in tmp_path.iterdir() if ".copying-" in p.name) == [
+            elsewhere.name
+        ]
 
 
 # -- tampering with a copy is still caught -----------------------------------------------

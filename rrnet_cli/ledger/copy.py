@@ -29,9 +29,12 @@ lock) for the whole copy.
   record. The check below runs inside the same transaction; only a clean copy
   commits. A client killed midway leaves nothing: the server rolls back.
 - Into a folder: everything is written into a temporary folder next to DST
-  (``.NAME.copying-*``), each segment fsynced, then the manifest; checked; and
-  renamed into place at the end (an atomic step). A run killed midway leaves
-  at most that temporary folder, never a half ledger at DST.
+  (``.NAME.copying-HOST-PID-*``), each segment fsynced, then the manifest;
+  checked; and renamed into place at the end (an atomic step). A run killed
+  midway leaves at most that temporary folder, never a half ledger at DST. It
+  holds residents' records, so the next copy into DST removes one that a dead
+  process on this machine left (``_sweep_unfinished``), and names any other
+  (another machine's, or a live run's) for a person to delete.
 
 Designated pools go across with the rest: each designated code with the
 municipality and the transaction that designated it (a folder's pool segments
@@ -71,6 +74,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -722,6 +726,42 @@ def _refuse_unsound(location: str, report: IntegrityReport) -> None:
         )
 
 
+def _host() -> str:
+    """This machine's name as a temporary folder's name carries it (no dashes)."""
+    return "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def _sweep_unfinished(path: Path) -> list[str]:
+    """Remove the temporary folders of copies into ``path`` that were killed on this
+    machine (their process is gone); the notes to show, naming what was removed and
+    what is left for a person (another machine's, a running copy's, an old name)."""
+    notes: list[str] = []
+    prefix = f".{path.name}.copying-"
+    for leftover in sorted(path.parent.glob(f"{prefix}*")):
+        host, _, rest = leftover.name[len(prefix) :].partition("-")
+        pid = rest.partition("-")[0]
+        if host == _host() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+            if not leftover.exists():
+                notes.append(f"Removed {leftover}, left by an earlier copy that was stopped.")
+                continue
+        notes.append(
+            f"{leftover} is an unfinished copy (another run's, or one stopped on another "
+            "machine). It holds residents' records: delete it once no copy is running."
+        )
+    return notes
+
+
 def _folder_target(location: str) -> Path:
     path = Path(location)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -1174,7 +1214,9 @@ def _into_folder(
 ) -> tuple[str, LedgerSummary]:
     """Write into a temporary folder, check it, and rename it into place."""
     path = _folder_target(location)
-    temporary = path.parent / f".{path.name}.copying-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    temporary = path.parent / (
+        f".{path.name}.copying-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    )
     try:
         _write_folder(source, temporary, summary, invocation, steps)
         ledger = Ledger.open(temporary)
@@ -1316,8 +1358,9 @@ def copy_ledger(
     """
     invocation = invocation or Invocation()
     into_database = is_database_location(target_location)
+    notes: list[str] = []
     if not into_database:
-        _folder_target(target_location)
+        notes += _sweep_unfinished(_folder_target(target_location))
     with _held_source(source_location, timeout) as source:
         records = source.records
         location = _source_location(source)
@@ -1336,7 +1379,6 @@ def copy_ledger(
             target, _after = _into_postgres(source, target_location, before, invocation, steps)
         else:
             target, _after = _into_folder(source, target_location, before, invocation, steps)
-    notes = []
     if isinstance(source, _PostgresSource) or into_database:
         notes.append(
             "Office roles are not copied: grant them on the new ledger with "
