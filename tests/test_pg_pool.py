@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import psycopg
 import pytest
-from helpers import cli_ok, run_cli, write_export
+from backends import advisory_lock_holders, settle_sessions, sql_one
+from helpers import cli_ok, rrnet, run_cli, write_export
 from pgserver import PgServer
 from test_pg_shared import WARD_A, WARD_B, Shared
 from typer.testing import CliRunner
@@ -405,3 +407,52 @@ def test_upgrading_a_version_2_ledger_lets_existing_offices_use_pools(
     cli_ok(runner, "ledger", "designate", source, "--column", "住民票コード", "-l", office_a)
     cli_ok(runner, "ledger", "pool-mode", "on", "-l", office_a)
     assert json.loads(cli_ok(runner, "verify", "-l", shared.owner, "--json"))["ok"] is True
+
+
+@pytest.mark.parametrize(
+    ("point", "committed"),
+    [("pg-mid-copy:rrnet_pool", False), ("pg-before-commit", False), ("pg-after-commit", True)],
+)
+def test_a_designation_killed_midway_is_whole_or_absent_and_runs_again(
+    pg_url: str, runner: CliRunner, tmp_path: Path, point: str, committed: bool
+) -> None:
+    cli_ok(runner, "ledger", "init", pg_url, "-m", WARD_A)
+    codes = pool_codes(300, 10)
+    source = jlis_file(tmp_path / "a.csv", codes)
+    killed = rrnet(
+        "ledger",
+        "designate",
+        source,
+        "--column",
+        "住民票コード",
+        "-l",
+        pg_url,
+        env={"RRNET_FAILPOINT": point},
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    settle_sessions(pg_url)
+    assert advisory_lock_holders(pg_url) == 0
+    designated = sql_one(pg_url, "SELECT count(*) FROM rrnet.pool")
+    assert designated == (300 if committed else 0)
+    assert sql_one(pg_url, "SELECT max(id) FROM rrnet.transactions") == (1 if committed else 0)
+    assert json.loads(cli_ok(runner, "verify", "-l", pg_url, "--json"))["ok"] is True
+    again = run_cli(runner, "ledger", "designate", source, "--column", "住民票コード", "-l", pg_url)
+    if committed:  # the same file again: every code is designated already
+        assert again[0] == 2 and "already in a designated pool" in again[1], again
+    else:
+        assert again[0] == 0, again
+    assert stats(runner, pg_url)["pool"] == {
+        "mode": "off",
+        "designated": 300,
+        "used": 0,
+        "left": 300,
+    }
+    # Pool mode, killed before and after its commit: off, or on, never half.
+    killed = rrnet(
+        "ledger", "pool-mode", "on", "-l", pg_url, env={"RRNET_FAILPOINT": "pg-before-commit"}
+    )
+    assert killed.returncode == -signal.SIGKILL
+    settle_sessions(pg_url)
+    assert stats(runner, pg_url)["pool"]["mode"] == "off"  # type: ignore[index]
+    cli_ok(runner, "ledger", "pool-mode", "on", "-l", pg_url)
+    assert json.loads(cli_ok(runner, "verify", "-l", pg_url, "--json"))["ok"] is True
