@@ -30,6 +30,7 @@ from typer.testing import CliRunner
 
 from rrnet_cli import code as rcode
 from rrnet_cli.ledger import open_store
+from rrnet_cli.ledger.postgres import LOCK_KEY, MIGRATIONS
 
 
 @pytest.fixture
@@ -247,6 +248,39 @@ def test_an_office_cannot_designate_or_switch_pool_mode_for_another_ward(
     )
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         shared.rows(office_a, "UPDATE rrnet.municipalities SET office_role = 'x' RETURNING code")
+    # Its own ward's pool and mode too, but only as rrnet does it: under the writers' lock
+    # (which a designation and a mode switch hold), and never designating a used code.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        shared.rows(
+            office_a,
+            "INSERT INTO rrnet.pool (code, municipality, txn, designated_at) "
+            "VALUES (%s, %s, 99, now()) RETURNING code",
+            int(pool_codes(1, 6)[0]),
+            WARD_A,
+        )
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        shared.rows(
+            office_a,
+            "UPDATE rrnet.municipalities SET pool_mode = true WHERE code = %s RETURNING code",
+            WARD_A,
+        )
+    cli_ok(
+        runner,
+        "assign",
+        write_export(tmp_path / "e.csv", 2),
+        "-l",
+        office_a,
+        "-o",
+        tmp_path / "o.csv",
+    )
+    used = int(new_codes(tmp_path / "o.csv").pop())
+    with psycopg.connect(office_a) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        conn.execute(
+            "INSERT INTO rrnet.pool (code, municipality, txn, designated_at) "
+            "VALUES (%s, %s, 99, now())",
+            (used, WARD_A),
+        )
     # The owner designates for either ward, naming it; without -m it must say which.
     code, output = run_cli(
         runner, "ledger", "designate", source, "--column", "住民票コード", "-l", shared.owner
@@ -362,7 +396,41 @@ def test_pool_tampering_is_a_violation(shared: Shared, runner: CliRunner, tmp_pa
         "ever turned it on" in m
         for m in messages
     ), messages
-    assert any("1 codes were designated while already in use" in m for m in messages), messages
+    early = (
+        "1 records of designated codes predate their designation (designated while already "
+        f"in use): {used} ({WARD_A}, transaction"
+    )
+    assert any(early in m for m in messages), messages
+    # A code designated to ward B, recorded by ward A's role as drawn, by hand (the
+    # database lets an office write its own rows; rrnet's insert never does this).
+    theirs = pool_codes(1, 11)[0]
+    cli_ok(
+        runner,
+        "ledger",
+        "designate",
+        jlis_file(tmp_path / "b.csv", [theirs]),
+        "--column",
+        "住民票コード",
+        "-l",
+        shared.url(shared.roles[WARD_B]),
+    )
+    last = shared.rows(shared.owner, "SELECT max(id) FROM rrnet.transactions")[0][0]
+    for table, extra in (("codes", ""), ("code_history", ", now()")):
+        shared.rows(
+            office_a,
+            f"INSERT INTO rrnet.{table} VALUES (%s, 'assigned', %s, '000000777', %s{extra}) "
+            "RETURNING code",
+            int(theirs),
+            WARD_A,
+            last + 1,
+        )
+    code, output = run_cli(runner, "verify", "-l", shared.owner, "--json")
+    messages = [v["message"] for v in json.loads(output)["violations"]]
+    drawn = (
+        f"1 codes designated to one municipality were drawn as new by another: {theirs} "
+        f"({WARD_A}, transaction {last + 1}, designated to {WARD_B})"
+    )
+    assert drawn in messages, messages
     # Row-level security switched off on the pool is reported like on any other table.
     shared.server.execute("ALTER TABLE rrnet.pool DISABLE ROW LEVEL SECURITY", shared.dbname)
     code, output = run_cli(runner, "verify", "-l", shared.owner)
@@ -371,7 +439,14 @@ def test_pool_tampering_is_a_violation(shared: Shared, runner: CliRunner, tmp_pa
 
 def _back_to_version_2(shared: Shared) -> None:
     """Undo version 3's step by hand: the ledger as a version-2 rrnet left it."""
+    v2_appends = MIGRATIONS[1][MIGRATIONS[1].index("CREATE POLICY office_appends") :]
+    v2_appends = v2_appends[: v2_appends.index(";") + 1]
     for statement in (
+        "DROP POLICY office_appends ON rrnet.transactions",
+        "DROP POLICY office_reads ON rrnet.transactions",
+        "DROP VIEW rrnet.audit_chain",
+        "CREATE POLICY everyone_reads ON rrnet.transactions FOR SELECT USING (true)",
+        v2_appends,
         "DROP TABLE rrnet.pool",
         "DROP POLICY everyone_reads ON rrnet.municipalities",
         "DROP POLICY office_sets_pool_mode ON rrnet.municipalities",

@@ -189,6 +189,64 @@ def test_an_office_role_cannot_read_or_write_another_wards_residents(
     assert code == 2 and "Only the ledger's owner" in text
 
 
+def test_an_office_cannot_read_another_wards_audit_records(
+    shared: Shared, runner: CliRunner, tmp_path: Path
+) -> None:
+    """A code change's record names the resident, both codes and the office's own reason
+    (a DV-support measure, say): only that ward, and the owner, may read it."""
+    office_a, office_b = (shared.url(shared.roles[w]) for w in (WARD_A, WARD_B))
+    export = write_export(tmp_path / "export.csv", 10)
+    for ward, office in ((WARD_A, office_a), (WARD_B, office_b)):
+        cli_ok(runner, "assign", export, "-l", office, "-o", tmp_path / f"{ward}.csv")
+    reason = "DV支援措置のため職権変更"
+    cli_ok(
+        runner,
+        "change",
+        "--resident",
+        "000000004",
+        "--by-office",
+        "--reason",
+        reason,
+        "-l",
+        office_b,
+    )
+    # Not through SQL: the rows are not there for ward A's role...
+    assert (
+        shared.rows(office_a, "SELECT id FROM rrnet.transactions WHERE municipality = %s", WARD_B)
+        == []
+    )
+    # ...only the chain's fields, which name nobody.
+    chain = shared.rows(office_a, "SELECT * FROM rrnet.audit_chain WHERE municipality = %s", WARD_B)
+    assert len(chain) == 2 and reason not in repr(chain) and "000000004" not in repr(chain)
+    # Not through rrnet either: the log shows B's runs as runs, without their contents.
+    log = json.loads(cli_ok(runner, "ledger", "log", "-l", office_a, "--verbose", "--json"))
+    assert log["intact"] is True, log["problems"]
+    assert reason not in json.dumps(log, ensure_ascii=False) and "000000004" not in json.dumps(log)
+    theirs = [r for r in log["transactions"] if r.get("municipality") == WARD_B]
+    assert [sorted(r) for r in theirs] == [
+        ["at", "counts", "hash", "municipality", "prev", "txn"]
+    ] * 2
+    assert any("not shown to this role" in n for n in log["notes"])
+    text = cli_ok(runner, "ledger", "log", "-l", office_a)
+    assert f"(a run for {WARD_B}: not shown to your role)" in " ".join(text.split())
+    # Ward B reads its own reason with --verbose; the owner reads everything.
+    own = json.loads(cli_ok(runner, "ledger", "log", "-l", office_b, "--verbose", "--json"))
+    assert reason in json.dumps(own, ensure_ascii=False)
+    assert json.loads(cli_ok(runner, "verify", "-l", office_a, "--json"))["ok"] is True
+    assert json.loads(cli_ok(runner, "verify", "-l", shared.owner, "--json"))["ok"] is True
+    # Ward A goes on appending to the chain after B's hidden records.
+    cli_ok(
+        runner,
+        "assign",
+        write_export(tmp_path / "more.csv", 3, start=50),
+        "-l",
+        office_a,
+        "-o",
+        tmp_path / "more-out.csv",
+    )
+    assert json.loads(cli_ok(runner, "ledger", "log", "-l", shared.owner, "--json"))["intact"]
+
+
 def test_a_code_held_by_another_ward_is_a_row_error_not_a_second_holder(
     shared: Shared, runner: CliRunner, tmp_path: Path, write_register: Any, resident: Any
 ) -> None:

@@ -152,11 +152,15 @@ class _Log:
             command = record.get("command")
             counts = record.get("counts")
             mode = record.get("pool_mode")  # a transaction that turned pool mode on or off
+            if "command" in record:
+                said = shlex.join(map(str, command)) if isinstance(command, list) else ""
+            else:  # another municipality's run on a shared ledger: the chain's fields only
+                said = f"(a run for {record.get('municipality')}: not shown to your role)"
             grid.add_row(
                 str(record.get("txn", "?")),
                 _time(record.get("at")),
                 str(record.get("operator", "")),
-                shlex.join(map(str, command)) if isinstance(command, list) else "",
+                said,
                 ", ".join(f"{k} {v:,}" for k, v in counts.items())
                 if isinstance(counts, dict) and counts
                 else (f"pool mode {'on' if mode else 'off'}" if isinstance(mode, bool) else ""),

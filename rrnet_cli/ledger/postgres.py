@@ -188,6 +188,14 @@ COPY_CHUNK = 200_000
 #: the server evaluates it once per statement (an InitPlan), not once per row.
 _MINE = f"(SELECT {SCHEMA}.my_municipalities())::bpchar[]"
 
+#: In a policy: the current session holds the writers' lock (``LOCK_KEY``).
+_HOLDS_THE_LOCK = (
+    "EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = pg_backend_pid()"
+    " AND l.locktype = 'advisory' AND l.granted"
+    f" AND l.classid = {LOCK_KEY >> 32} AND l.objid = {LOCK_KEY & 0xFFFFFFFF}"
+    " AND l.objsubid = 1)"
+)
+
 #: One step per schema version: MIGRATIONS[n - 1] takes the schema from version
 #: n - 1 to n (version 0: no schema). ``init`` runs them all in one transaction.
 MIGRATIONS: tuple[str, ...] = (
@@ -386,6 +394,35 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE POLICY everyone_reads ON {SCHEMA}.municipalities FOR SELECT USING (true);
     CREATE POLICY office_sets_pool_mode ON {SCHEMA}.municipalities FOR UPDATE
         USING (code = ANY ({_MINE})) WITH CHECK (code = ANY ({_MINE}));
+    -- An audit record names residents (a code change's resident, codes and the
+    -- office's own reason; the command line's --resident), so an office reads
+    -- only its own municipality's records and the ledger-wide ones (imports,
+    -- municipalities added, upgrades). audit_chain shows every record's number,
+    -- time, municipality, counts and hashes, nothing else: what an office needs to
+    -- append to the chain and to check its links. The policy that lets an office
+    -- append asks audit_chain, which runs with its owner's rights, for the end of
+    -- the chain (the table itself now shows an office only its own records).
+    CREATE VIEW {SCHEMA}.audit_chain AS
+        SELECT id, at, municipality, counts, prev, hash FROM {SCHEMA}.transactions;
+    DROP POLICY everyone_reads ON {SCHEMA}.transactions;
+    CREATE POLICY office_reads ON {SCHEMA}.transactions FOR SELECT
+        USING (municipality IS NULL OR municipality = ANY ({_MINE}));
+    DROP POLICY office_appends ON {SCHEMA}.transactions;
+    CREATE POLICY office_appends ON {SCHEMA}.transactions FOR INSERT WITH CHECK (
+        municipality = ANY ({_MINE})
+        AND id = (SELECT max(t.id) + 1 FROM {SCHEMA}.audit_chain t)
+        AND prev = (SELECT t.hash FROM {SCHEMA}.audit_chain t ORDER BY t.id DESC LIMIT 1)
+        AND {_HOLDS_THE_LOCK});
+    -- Designating and switching pool mode, like appending to the trail, only
+    -- under the writers' lock; a code in use is never designated.
+    DROP POLICY office_designates ON {SCHEMA}.pool;
+    CREATE POLICY office_designates ON {SCHEMA}.pool FOR INSERT WITH CHECK (
+        municipality = ANY ({_MINE}) AND {_HOLDS_THE_LOCK}
+        AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.code_owners o WHERE o.code = pool.code));
+    DROP POLICY office_sets_pool_mode ON {SCHEMA}.municipalities;
+    CREATE POLICY office_sets_pool_mode ON {SCHEMA}.municipalities FOR UPDATE
+        USING (code = ANY ({_MINE}))
+        WITH CHECK (code = ANY ({_MINE}) AND {_HOLDS_THE_LOCK});
     """,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -395,7 +432,8 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 #: to its own municipality; append its audit records.
 OFFICE_GRANTS = (
     "GRANT USAGE ON SCHEMA {schema} TO {role}",
-    "GRANT SELECT ON {schema}.meta, {schema}.municipalities, {schema}.code_owners TO {role}",
+    "GRANT SELECT ON {schema}.meta, {schema}.municipalities, {schema}.code_owners, "
+    "{schema}.audit_chain TO {role}",
     "GRANT SELECT, INSERT ON {schema}.transactions TO {role}",
     "GRANT SELECT, INSERT, UPDATE ON {schema}.codes TO {role}",
     "GRANT SELECT, INSERT ON {schema}.code_history TO {role}",
@@ -539,7 +577,9 @@ class PostgresLedger:
                 self._check_schema(conn)  # refuses, naming the versions
             if version == SCHEMA_VERSION:
                 return version, version
-            number, prev = _lock_for_writing(conn, timeout, server=self.server)
+            number, prev = _lock_for_writing(
+                conn, timeout, server=self.server, chain="transactions"
+            )
             _migrate(conn, version)
             # What a later version added, every office's role (that still exists) is
             # granted too.
@@ -802,7 +842,7 @@ class PostgresLedger:
             for status, n in rows:
                 counts[str(status)] = int(n)
             last = conn.execute(
-                sql.SQL("SELECT max(id) FROM {}.transactions").format(schema)
+                sql.SQL("SELECT max(id) FROM {}.audit_chain").format(schema)
             ).fetchone()
             size = conn.execute(
                 "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
@@ -1012,10 +1052,6 @@ class PostgresLedger:
                 # check compares every run's).
                 for number, counts in _hidden_runs(conn, self._serves or ()).items():
                     history[number] = counts
-                report.notes.append(
-                    "checked as an office: the records of other municipalities' runs are "
-                    "not visible to this role, and only the ledger's owner checks them"
-                )
             log = _audit_log(conn, municipality, counts=history)
             for problem in log.problems:
                 report.add(TABLE_TRANSACTIONS, problem)
@@ -1033,7 +1069,9 @@ class PostgresLedger:
                 )
             _check_current(conn, report)
             _check_notices(conn, report)
-            _check_pools(conn, log.records, report, municipality)
+            _check_pools(
+                conn, log.records, report, municipality, None if self.owner else self._serves
+            )
             _guarantees(conn, report)
         return report
 
@@ -1132,8 +1170,13 @@ def _lock_for_writing(
     *,
     server: str,
     waiting: Waiting | None = None,
+    chain: str = "audit_chain",
 ) -> tuple[int, str]:
     """Take the writers' lock (see module doc); this transaction's number and the last hash.
+
+    The end of the chain is read from ``chain``: ``audit_chain``, which shows an
+    office every record's number and hash; ``transactions`` itself for an upgrade
+    from a version that has no ``audit_chain`` yet (only the owner upgrades).
 
     The lock is asked for in slices of at most ``WAIT_NOTICE_AFTER`` seconds, each
     in a savepoint (a slice that times out ends only the savepoint), so that
@@ -1168,7 +1211,9 @@ def _lock_for_writing(
     # Later statements wait for no lock of ours; bound them like the wait anyway.
     _set_lock_timeout(conn, max(0.001, timeout))
     last = conn.execute(
-        sql.SQL("SELECT id, hash FROM {}.transactions ORDER BY id DESC LIMIT 1").format(schema)
+        sql.SQL("SELECT id, hash FROM {}.{} ORDER BY id DESC LIMIT 1").format(
+            schema, sql.Identifier(chain)
+        )
     ).fetchone()
     if last is None:
         return 0, ""
@@ -1313,7 +1358,7 @@ class PostgresView:
         """Records ever made: the sum of every audit record's counts (no scan of codes)."""
         row = self.conn.execute(
             sql.SQL(
-                "SELECT coalesce(sum(c.value::bigint), 0) FROM {}.transactions t, "
+                "SELECT coalesce(sum(c.value::bigint), 0) FROM {}.audit_chain t, "
                 "jsonb_each_text(t.counts) c WHERE c.key NOT IN ({}, {})"
             ).format(sql.Identifier(SCHEMA), sql.Literal(NOTICE), sql.Literal(DESIGNATED))
         ).fetchone()
@@ -1870,18 +1915,61 @@ def _audit_log(
 
     ``counts``: the records stored per transaction and status, to compare each
     record's counts with (None: not compared).
+
+    An office's role reads only its own municipality's records (and the
+    ledger-wide ones); another municipality's record comes from ``audit_chain``
+    as what it shows (number, time, municipality, counts, hashes). Its link in
+    the chain is checked, its hash only by a role that reads it (the owner).
     """
-    rows = conn.execute(
+    schema = sql.Identifier(SCHEMA)
+    chain = conn.execute(
         sql.SQL(
-            "SELECT id, at, operator, command, inputs, outputs, counts, details, prev, hash "
-            "FROM {}.transactions ORDER BY id"
-        ).format(sql.Identifier(SCHEMA))
+            "SELECT id, at, municipality::text, counts, prev, hash FROM {}.audit_chain ORDER BY id"
+        ).format(schema)
     ).fetchall()
-    records = [_row_record(row) for row in rows]
-    last = int(rows[-1][0]) if rows else 0
-    return check_records(
-        records, last_txn=last, municipality=municipality, counts=counts, holder="its meta row"
+    rows = {
+        int(row[0]): row
+        for row in conn.execute(
+            sql.SQL(
+                "SELECT id, at, operator, command, inputs, outputs, counts, details, prev, hash "
+                "FROM {}.transactions ORDER BY id"
+            ).format(schema)
+        ).fetchall()
+    }
+    records: list[dict[str, Any]] = []
+    hidden: set[int] = set()
+    for number, at, whose, tallies, prev, hashed in chain:
+        row = rows.get(int(number))
+        if row is not None:
+            records.append(_row_record(row))
+            continue
+        hidden.add(int(number))
+        records.append(
+            {
+                "txn": int(number),
+                "at": at.astimezone(UTC).isoformat(),
+                "municipality": whose,
+                "counts": tallies,
+                "prev": prev,
+                "hash": hashed,
+            }
+        )
+    last = int(chain[-1][0]) if chain else 0
+    log = check_records(
+        records,
+        last_txn=last,
+        municipality=municipality,
+        counts=counts,
+        holder="its meta row",
+        unreadable=hidden,
     )
+    if hidden:
+        log.notes.append(
+            f"{len(hidden):,} records of other municipalities' runs are not shown to this "
+            "role (they name residents): their links in the chain are checked here, their "
+            "contents by the ledger's owner"
+        )
+    return log
 
 
 def _row_record(row: Sequence[Any]) -> dict[str, Any]:
@@ -1952,6 +2040,7 @@ def _check_pools(
     records: Sequence[Any],
     report: IntegrityReport,
     created_for: str,
+    mine: Sequence[str] | None = None,
 ) -> None:
     """The designated pools against the records and the audit trail, as a folder
     ledger's (``integrity._check_pool``), per municipality:
@@ -1960,34 +2049,67 @@ def _check_pools(
       transaction before its designation;
     - a transaction whose audit record says it drew from the pool (``drawn_from:
       pool``) drew only codes designated to its municipality before it;
+    - no municipality drew as new a code designated to another (rrnet's insert
+      leaves such a code out; one recorded by hand is reported);
     - each municipality's pool mode is the one the audit trail set last for it
       (off if none did): only a transaction changes it, and its record says so.
       A record that names no municipality (made in a folder ledger, copied
-      here) is for the one the ledger was created for.
+      here) is for the one the ledger was created for. An office (``mine``:
+      its municipalities) reads only its own records, so only its own modes
+      are compared; the owner (None) compares every municipality's.
     """
     schema = sql.Identifier(SCHEMA)
-    row = conn.execute(
-        sql.SQL(
-            "SELECT count(DISTINCT p.code) FROM {schema}.pool p JOIN {schema}.code_history h"
-            " USING (code) WHERE h.txn < p.txn"
-        ).format(schema=schema)
-    ).fetchone()
-    if row and row[0]:
-        report.add(TABLE_POOL, f"{row[0]} codes were designated while already in use")
-    row = conn.execute(
-        sql.SQL(
-            "SELECT count(*) FROM {schema}.code_history h"
-            " JOIN {schema}.transactions t ON t.id = h.txn AND t.details->>{key} = 'pool'"
-            " WHERE h.status = 'assigned' AND NOT EXISTS (SELECT 1 FROM {schema}.pool p"
-            "  WHERE p.code = h.code AND p.municipality = h.municipality AND p.txn < h.txn)"
-        ).format(schema=schema, key=sql.Literal(DRAWN_FROM))
-    ).fetchone()
-    if row and row[0]:
-        report.add(
-            TABLE_POOL,
-            f"{row[0]} codes drawn from the designated pool were not designated to that "
-            "municipality before they were drawn",
+    # One pass over the history, only when there is anything to check against.
+    drawn = sql.SQL("SELECT id FROM {schema}.transactions WHERE details->>{key} = 'pool'").format(
+        schema=schema, key=sql.Literal(DRAWN_FROM)
+    )
+    found = conn.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {schema}.pool) OR EXISTS ({drawn})").format(
+            schema=schema, drawn=drawn
         )
+    ).fetchone()
+    if found and found[0]:
+        checks = {
+            "early": "p.code IS NOT NULL AND h.txn < p.txn",
+            "outside": "h.status = 'assigned' AND t.id IS NOT NULL AND (p.code IS NULL"
+            " OR p.municipality IS DISTINCT FROM h.municipality OR p.txn >= h.txn)",
+            "theirs": "h.status = 'assigned' AND p.municipality IS DISTINCT FROM h.municipality"
+            " AND p.txn < h.txn",
+        }
+        source = sql.SQL(
+            " FROM {schema}.code_history h LEFT JOIN {schema}.pool p ON p.code = h.code"
+            " LEFT JOIN ({drawn}) t ON t.id = h.txn"
+        ).format(schema=schema, drawn=drawn)
+        counts = conn.execute(
+            sql.SQL("SELECT {}").format(
+                sql.SQL(", ").join(
+                    sql.SQL("count(*) FILTER (WHERE {})").format(sql.SQL(c))
+                    for c in checks.values()
+                )
+            )
+            + source
+        ).fetchone()
+        what = {
+            "early": "records of designated codes predate their designation (designated "
+            "while already in use)",
+            "outside": "codes drawn from the designated pool were not designated to that "
+            "municipality before they were drawn",
+            "theirs": "codes designated to one municipality were drawn as new by another",
+        }
+        for (name, condition), n in zip(checks.items(), counts or (), strict=False):
+            if not n:
+                continue
+            shown = conn.execute(
+                sql.SQL(
+                    "SELECT lpad(h.code::text, 11, '0') || ' (' "
+                    " || coalesce(h.municipality::text, 'no municipality')"
+                    " || ', transaction ' || h.txn"
+                    " || coalesce(', designated to ' || p.municipality::text, '') || ')'"
+                )
+                + source
+                + sql.SQL(" WHERE {} ORDER BY h.txn, h.code LIMIT 5").format(sql.SQL(condition))
+            ).fetchall()
+            report.add(TABLE_POOL, f"{n} {what[name]}: {', '.join(r[0] for r in shown)}")
     recorded: dict[str, tuple[bool, Any]] = {}
     for record in records:
         if isinstance(record, dict) and isinstance(record.get(POOL_MODE), bool):
@@ -1997,6 +2119,8 @@ def _check_pools(
         sql.SQL("SELECT code::text, pool_mode FROM {}.municipalities ORDER BY code").format(schema)
     ).fetchall()
     for municipality, mode in modes:
+        if mine is not None and str(municipality) not in mine:
+            continue
         said, where = recorded.get(str(municipality), (False, None))
         if bool(mode) != said:
             trail = (
@@ -2020,7 +2144,7 @@ def _hidden_runs(conn: psycopg.Connection[Any], mine: Sequence[str]) -> dict[int
     """The counts of the runs an office's role cannot see the records of, as recorded."""
     rows = conn.execute(
         sql.SQL(
-            "SELECT id, counts FROM {}.transactions "
+            "SELECT id, counts FROM {}.audit_chain "
             "WHERE municipality IS NOT NULL AND NOT municipality::text = ANY(%s)"
         ).format(sql.Identifier(SCHEMA)),
         (list(mine),),
