@@ -175,13 +175,27 @@ def numbered_codes(
     reasons = rcode.validate_array(array) if len(array) else []
     if any(r is not None for r in reasons):
         bad = [i for i, r in enumerate(reasons) if r is not None]
-        detail = "; ".join(f"record {first + i}: {reasons[i]}" for i in bad[:5])
+        detail = "; ".join(
+            f"record {first + i}: {_why(reasons[i], array[i].as_py())}" for i in bad[:5]
+        )
         raise UsageError(
             f"{source}: {len(bad)} invalid code(s) in one batch, nothing was {done} ({detail})."
         )
     present = array.is_valid().to_numpy(zero_copy_only=False)
     records = np.flatnonzero(present) + first
     return rcode.strings_to_codes(pc.drop_null(array)), records
+
+
+def _why(reason: str | None, value: object) -> str:
+    """A bad code's reason for a message; a short all-digit code is likely one whose
+    leading zeros a spreadsheet dropped (Excel turns 01234567890 into 1234567890)."""
+    text = str(reason or "").rstrip(".")
+    if isinstance(value, str) and value.isdigit() and len(value) < 11:
+        text += (
+            f" ({len(value)} digits: did a spreadsheet drop its leading zeros? Keep the "
+            "column as text, or export it again as CSV)"
+        )
+    return text
 
 
 def import_codes(

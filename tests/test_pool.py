@@ -810,3 +810,20 @@ def test_a_code_refused_in_pool_mode_is_drawn_again_from_the_pool() -> None:
     assert old == first[:3].tolist()
     assert set(new) <= set(pool[4:].tolist()), "from the pool, never a code tried before"
     assert sorted(txn.recorded) == sorted(new)
+
+
+def test_a_code_that_lost_its_leading_zero_is_named_as_such(
+    runner: CliRunner, ledger: Ledger, tmp_path: Path
+) -> None:
+    """A designation file that went through a spreadsheet: 01916927114 became 1916927114."""
+    codes = pool_codes(3, 21)
+    zero = next(c for c in pool_codes(400, 22) if c.startswith("0"))
+    lines = ["住民票コード", *codes, zero.lstrip("0")]
+    source = tmp_path / "designated.csv"
+    source.write_bytes(("\r\n".join(lines) + "\r\n").encode("cp932"))
+    code, output = run_cli(runner, "ledger", "designate", source, "-l", ledger.path)
+    flat = " ".join(output.split())
+    assert code == 2, output
+    assert "record 5: The code does not have 11 digits (10 digits: did a spreadsheet" in flat
+    assert ".;" not in flat and "..." not in flat
+    assert manifest_of(ledger.path)["txn"] == 0, "nothing was designated"
