@@ -271,8 +271,9 @@ def pool_to_draw_from(view: LedgerView, municipality: str, pool: bool) -> np.nda
     free = view.free_pool(municipality)
     if not len(free) and not view.pool_counts(municipality).designated:
         raise UsageError(
-            "The ledger has no designated pool to draw from; add one with `rrnet ledger "
-            "designate POOLFILE`."
+            f"No pool is designated to municipality {municipality}: the ledger has no "
+            "designated pool to draw from for it. Add one with `rrnet ledger designate "
+            "POOLFILE`."
         )
     return free
 

@@ -65,6 +65,7 @@ from rrnet_cli.ledger import (
     LedgerTransaction,
     LedgerView,
     Status,
+    Waiting,
     file_digest,
     municipality_for,
 )
@@ -525,6 +526,7 @@ def change_codes(
     verbose: bool = False,
     steps: Steps = QUIET,
     pool: bool = False,
+    waiting: Waiting | None = None,
 ) -> ChangeResult:
     """Change every requested code in one ledger transaction, or none (see module doc).
 
@@ -533,6 +535,7 @@ def change_codes(
     0600 before the commit and renamed into place after it. ``random_bytes``
     is for tests; the default is the operating system's CSPRNG. ``pool`` draws
     the new codes from the designated pool for this run (as pool mode does).
+    ``waiting`` is told when another run holds the ledger and this one waits.
     """
     started = time.perf_counter()
     municipality = municipality_for(ledger, municipality)
@@ -552,7 +555,7 @@ def change_codes(
     inputs = [file_digest(source)] if source is not None else []
     with contextlib.ExitStack() as outputs:
         pending = outputs.enter_context(PendingFile(output)) if output is not None else None
-        with ledger.transaction(timeout=lock_timeout) as txn:
+        with ledger.transaction(timeout=lock_timeout, waiting=waiting) as txn:
             with steps.step("Loading the ledger"):
                 view = txn.view()
             draw = random_bytes or random_source(None)

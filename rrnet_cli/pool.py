@@ -47,6 +47,7 @@ from rrnet_cli.ledger import (
     Invocation,
     LedgerStore,
     LedgerView,
+    Waiting,
     file_digest,
     municipality_for,
     on_off,
@@ -108,6 +109,7 @@ def designate_codes(
     steps: Steps = QUIET,
     batch_rows: int = 4_000_000,
     invocation: Invocation | None = None,
+    waiting: Waiting | None = None,
 ) -> DesignateResult:
     """Record the codes of ``source`` as designated to ``municipality`` (see module doc).
 
@@ -122,7 +124,7 @@ def designate_codes(
     result = DesignateResult(source=str(source), ledger=ledger.location, municipality=municipality)
     with (
         ThreadPoolExecutor(max_workers=1) as workers,
-        ledger.transaction(timeout=lock_timeout) as txn,
+        ledger.transaction(timeout=lock_timeout, waiting=waiting) as txn,
     ):
         hashing = workers.submit(file_digest, source)  # for the audit record
         with steps.step("Loading the ledger"):
@@ -138,12 +140,12 @@ def designate_codes(
                 codes, records = numbered_codes(array, first, source, done="designated")
                 order = np.argsort(codes, kind="stable")
                 codes, records = codes[order], records[order]
-                _refuse_used_or_designated(codes, records, view, source)
+                _refuse_used_or_designated(codes, records, view, source, municipality)
                 result.codes_read += len(codes)
                 runs.append(codes)
                 numbers.append(records)
                 advance(len(array))
-        with steps.step("Writing one sorted pool segment"):
+        with steps.step("Recording the designated codes"):
             merged = merge_runs(list(runs))
             if len(merged) < result.codes_read:
                 _refuse_repeats(runs, numbers, source)
@@ -161,12 +163,13 @@ def designate_codes(
 
 
 def _refuse_used_or_designated(
-    codes: np.ndarray, records: np.ndarray, view: LedgerView, source: Path
+    codes: np.ndarray, records: np.ndarray, view: LedgerView, source: Path, municipality: str
 ) -> None:
     """Stop when a code of this batch (sorted) is used or already designated."""
     statuses = view.lookup(codes)["status"]
     used = statuses.is_not_null().to_numpy()
-    designated = view.designated(codes)
+    owners = view.designated(codes)
+    designated = owners.is_not_null().to_numpy()
     bad = np.flatnonzero(used | designated)
     if not len(bad):
         return
@@ -176,7 +179,10 @@ def _refuse_used_or_designated(
         if used[index]:
             why = f"already used ({statuses[index]})"
         else:
-            why = "already in a designated pool"
+            whose = owners[index]
+            why = f"already in a designated pool ({whose}'s" + (
+                ", this run's municipality)" if whose == municipality else ")"
+            )
         details.append(f"record {records[index]}: {why}")
     raise UsageError(
         f"{source}: {len(bad):,} code(s) in one batch are already used or designated, so "
@@ -245,11 +251,12 @@ def set_pool_mode(
     municipality: str | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     invocation: Invocation | None = None,
+    waiting: Waiting | None = None,
 ) -> PoolModeResult:
     """Turn ``municipality``'s pool mode on or off, as a transaction of its own
     (nothing if it already is). ``municipality`` as ``-m`` gives it."""
     municipality = municipality_for(ledger, municipality)
-    with ledger.transaction(timeout=lock_timeout) as txn:
+    with ledger.transaction(timeout=lock_timeout, waiting=waiting) as txn:
         counts = txn.view().pool_counts(municipality)
         if on and not counts.designated:
             raise UsageError(
@@ -258,7 +265,8 @@ def set_pool_mode(
                 "`rrnet ledger designate POOLFILE --ledger LEDGER`."
             )
         result = PoolModeResult(ledger=ledger.location, mode=on_off(on), municipality=municipality)
-        if counts.mode != on:
+        # A mode changed by hand (stored, but not what the trail says): recorded again.
+        if counts.mode != on or counts.recorded_mode != on:
             txn.describe(invocation)
             txn.set_pool_mode(on, municipality)
             result.changed = True

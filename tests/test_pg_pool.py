@@ -17,6 +17,7 @@ import csv
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -61,8 +62,8 @@ def new_codes(assigned: Path) -> set[str]:
     return set(frame.filter(pl.col("code_status") == "assigned")["resident_code"].to_list())
 
 
-def stats(runner: CliRunner, url: str) -> dict[str, object]:
-    data: dict[str, object] = json.loads(cli_ok(runner, "ledger", "stats", "-l", url, "--json"))
+def stats(runner: CliRunner, url: str, *args: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(cli_ok(runner, "ledger", "stats", "-l", url, "--json", *args))
     return data
 
 
@@ -531,3 +532,125 @@ def test_a_designation_killed_midway_is_whole_or_absent_and_runs_again(
     assert stats(runner, pg_url)["pool"]["mode"] == "off"  # type: ignore[index]
     cli_ok(runner, "ledger", "pool-mode", "on", "-l", pg_url)
     assert json.loads(cli_ok(runner, "verify", "-l", pg_url, "--json"))["ok"] is True
+
+
+def test_a_pool_mode_changed_by_hand_stops_drawing_until_it_is_recorded(
+    shared: Shared, runner: CliRunner, tmp_path: Path
+) -> None:
+    office_a = shared.url(shared.roles[WARD_A])
+    pool = pool_codes(40, 12)
+    cli_ok(
+        runner,
+        "ledger",
+        "designate",
+        jlis_file(tmp_path / "a.csv", pool),
+        "--column",
+        "住民票コード",
+        "-l",
+        office_a,
+    )
+    cli_ok(runner, "ledger", "pool-mode", "on", "-l", office_a)
+    # Switched off behind rrnet's back (as the owner, who may write anything).
+    shared.rows(
+        shared.owner,
+        "UPDATE rrnet.municipalities SET pool_mode = false WHERE code = %s RETURNING code",
+        WARD_A,
+    )
+    out = tmp_path / "o.csv"
+    code, output = run_cli(
+        runner, "assign", write_export(tmp_path / "e.csv", 5), "-l", office_a, "-o", out
+    )
+    flat = " ".join(output.split())
+    assert code == 2 and "the audit trail last set it on: it was changed outside rrnet" in flat
+    assert not out.exists()
+    # Recording the mode wanted (even the one stored) puts things right.
+    result = json.loads(cli_ok(runner, "ledger", "pool-mode", "off", "-l", office_a, "--json"))
+    assert result["changed"] is True
+    assert json.loads(cli_ok(runner, "verify", "-l", shared.owner, "--json"))["ok"] is True
+    cli_ok(runner, "assign", write_export(tmp_path / "e.csv", 5), "-l", office_a, "-o", out)
+    assert not new_codes(out) & set(pool), "off: drawn from the whole space"
+
+
+def test_the_owner_chooses_whose_pool_stats_shows(
+    shared: Shared, runner: CliRunner, tmp_path: Path
+) -> None:
+    cli_ok(
+        runner,
+        "ledger",
+        "designate",
+        jlis_file(tmp_path / "b.csv", pool_codes(7, 13)),
+        "--column",
+        "住民票コード",
+        "-l",
+        shared.owner,
+        "-m",
+        WARD_B,
+    )
+    every = stats(runner, shared.owner)
+    assert every["pool"] is None, "the owner serves several: no single pool"
+    assert every["pools"][WARD_B]["designated"] == 7  # type: ignore[index]
+    one = stats(runner, shared.owner, "-m", WARD_B)
+    assert one["pool"] == {"mode": "off", "designated": 7, "used": 0, "left": 7}
+    assert one["municipality"] == WARD_B and "pools" not in one
+    text = cli_ok(runner, "ledger", "stats", "-l", shared.owner, "-m", WARD_B)
+    assert "designated pool" in text and " 7 " in f" {' '.join(text.split())} "
+    # The log names whose each run was, on a ledger that serves several.
+    log = cli_ok(runner, "ledger", "log", "-l", shared.owner)
+    header = log.splitlines()[1]
+    assert "┃ for " in header and header.index(" for ") < header.index("operator")
+    designation = next(line for line in log.splitlines() if "designate" in line)
+    assert f"│ {WARD_B} " in designation
+
+
+def test_a_copied_folder_ledgers_records_stay_its_own_wards(
+    runner: CliRunner, tmp_path: Path, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ward's folder ledger moved into a shared database: its code changes (resident,
+    codes, the office's reason) stay hidden from the wards added later."""
+    folder = tmp_path / "ward-ledger"
+    cli_ok(runner, "ledger", "init", folder, "-m", WARD_A)
+    cli_ok(
+        runner,
+        "assign",
+        write_export(tmp_path / "e.csv", 5),
+        "-l",
+        folder,
+        "-o",
+        tmp_path / "o.csv",
+    )
+    reason = "DV支援措置"
+    cli_ok(
+        runner, "change", "--resident", "000000002", "--by-office", "--reason", reason, "-l", folder
+    )
+    shared = Shared(pg_server, tmp_path, monkeypatch)
+    cli_ok(runner, "ledger", "copy", folder, shared.owner)
+    office_b = shared.office(WARD_B)
+    cli_ok(
+        runner,
+        "ledger",
+        "add-municipality",
+        "-l",
+        shared.owner,
+        "-m",
+        WARD_B,
+        "--role",
+        shared.roles[WARD_B],
+    )
+    log = json.loads(cli_ok(runner, "ledger", "log", "-l", office_b, "--verbose", "--json"))
+    assert log["intact"], log["problems"]
+    assert reason not in json.dumps(log, ensure_ascii=False)
+    assert "000000002" not in json.dumps(log)
+    office_a = shared.office(WARD_A)
+    cli_ok(
+        runner,
+        "ledger",
+        "add-municipality",
+        "-l",
+        shared.owner,
+        "-m",
+        WARD_A,
+        "--role",
+        shared.roles[WARD_A],
+    )
+    own = json.loads(cli_ok(runner, "ledger", "log", "-l", office_a, "--verbose", "--json"))
+    assert reason in json.dumps(own, ensure_ascii=False)

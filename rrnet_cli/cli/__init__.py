@@ -40,6 +40,7 @@ from rrnet_cli.cli._common import (
     load_mapping,
     open_ledger,
     out,
+    say_waiting,
 )
 from rrnet_cli.cli.ledger import ledger_app
 from rrnet_cli.cli.notices import ledger_notices  # noqa: F401  (registers `rrnet ledger notices`)
@@ -281,7 +282,7 @@ def assign(
             delimiter=delimiter,
             invocation=invocation,
             pool=pool,
-            waiting=lambda message: err.print(message, markup=False, soft_wrap=True),
+            waiting=say_waiting,
         )
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False, soft_wrap=True)
@@ -444,6 +445,7 @@ def change(
             verbose=verbose,
             steps=steps,
             pool=pool,
+            waiting=say_waiting,
         )
     finish(
         result,

@@ -389,6 +389,11 @@ def audit_invocation(ctx: typer.Context, operator: str | None) -> Invocation:
 # -- loading what options name ----------------------------------------------
 
 
+def say_waiting(message: str) -> None:
+    """Tell the person at the terminal that the run waits for another (stderr)."""
+    err.print(message, markup=False, soft_wrap=True)
+
+
 def open_ledger(location: str | Path) -> LedgerStore:
     """The ledger an option names (a folder or a PostgreSQL database), refusing
     anything that is not a ledger."""

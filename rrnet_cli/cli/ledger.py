@@ -28,6 +28,7 @@ from rrnet_cli.cli._common import (
     handle_errors,
     open_ledger,
     out,
+    say_waiting,
     size_text,
 )
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT
@@ -82,7 +83,7 @@ class _Stats:
         used = "codes used (all municipalities)" if served is not None else "codes used"
         rows.append((used, stats["codes_used"]))
         rows += [(f"  {status}", n) for status, n in stats["by_status"].items()]
-        pools = stats.get("pools") or {"": stats.get("pool") or {}}
+        pools = stats.get("pools") or {"": stats.get("pool") or {}}  # several: each one's
         for municipality, pool in pools.items():
             if pool.get("designated") or pool.get("mode") == "on":
                 of = f" of {municipality}" if municipality else ""
@@ -137,7 +138,12 @@ class _Log:
 
     def table(self) -> Table:
         grid = Table(show_header=True, header_style="bold")
-        for name in ("txn", "time (UTC)", "operator", "command", "counts", "hash"):
+        shown = self.shown()
+        # A shared ledger's runs for several municipalities: whose each run was.
+        whose = {r.get("municipality") for r in shown if isinstance(r, dict)}
+        several = len(whose - {None}) > 1
+        columns = ["txn", "time (UTC)", *(["for"] if several else []), "operator", "command"]
+        for name in (*columns, "counts", "hash"):
             wrap = name in ("operator", "command", "counts")
             grid.add_column(
                 name,
@@ -145,9 +151,9 @@ class _Log:
                 no_wrap=not wrap,
                 justify="right" if name == "txn" else "left",
             )
-        for record in self.shown():
+        for record in shown:
             if not isinstance(record, dict):
-                grid.add_row("?", "", "", "(damaged record)", "", "")
+                grid.add_row("?", *[""] * (len(columns) - 2), "(damaged record)", "", "")
                 continue
             command = record.get("command")
             counts = record.get("counts")
@@ -159,6 +165,7 @@ class _Log:
             grid.add_row(
                 str(record.get("txn", "?")),
                 _time(record.get("at")),
+                *([str(record.get("municipality") or "-")] if several else []),
                 str(record.get("operator", "")),
                 said,
                 ", ".join(f"{k} {v:,}" for k, v in counts.items())
@@ -333,6 +340,7 @@ def ledger_designate(
             lock_timeout=lock_timeout,
             steps=steps,
             invocation=invocation,
+            waiting=say_waiting,
         )
     finish(result, as_json, f"Designated in {result.ledger}", after=result.lines())
 
@@ -385,6 +393,7 @@ def ledger_pool_mode(
         municipality=municipality,
         lock_timeout=lock_timeout,
         invocation=audit_invocation(ctx, operator),
+        waiting=say_waiting,
     )
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False, soft_wrap=True)
@@ -520,17 +529,36 @@ def ledger_upgrade(
 @handle_errors(left="")
 def ledger_stats(
     ledger: LedgerOpt,
+    municipality: Annotated[
+        str | None,
+        typer.Option(
+            "--municipality",
+            "-m",
+            help="On a shared ledger, whose designated pool to show as `pool` (the "
+            "owner sees each one's under `pools`). Default: your own municipality's.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Show how many codes the ledger holds, by status, and its size on disk.
 
     With a designated pool, also its size, how many of its codes are used and
-    left, and whether pool mode is on.
+    left, and whether pool mode is on. On a shared (PostgreSQL) ledger the
+    counts of codes are every municipality's; the pool is one municipality's.
 
     Example: `rrnet ledger stats --ledger ledger`
     """
-    stats = open_ledger(ledger).stats()
+    from rrnet_cli.ledger import municipality_for
+
+    store = open_ledger(ledger)
+    stats = store.stats()
+    if municipality is not None:
+        chosen = municipality_for(store, municipality)
+        stats["pool"] = (stats.get("pools") or {}).get(chosen, stats["pool"])
+        stats["municipality"] = chosen
+        stats.pop("pools", None)
     finish(_Stats(stats), as_json, f"Ledger {stats['ledger']}")
 
 

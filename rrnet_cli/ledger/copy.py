@@ -847,6 +847,28 @@ def _pg_notice_lines(notices: pl.DataFrame) -> bytes:
     )
 
 
+#: Counts that a ledger-wide record holds (an import of codes in use elsewhere).
+_LEDGER_WIDE = frozenset({"imported", "retired"})
+
+
+def record_owner(record: Mapping[str, Any], municipality: str) -> str | None:
+    """The municipality a folder ledger's audit record is for, in a database's terms.
+
+    A folder serves one municipality and its records do not name it. In a shared
+    database an office reads only its own municipality's records (they name
+    residents: a code change's resident, codes and reason) and the ledger-wide
+    ones: so every run of the folder's municipality (assign, change, notify,
+    designate, pool mode) is that municipality's; imports, the ledger's creation
+    and earlier copies are ledger-wide (None), as schema version 2 decided for
+    the records of version 1.
+    """
+    counts = record.get("counts")
+    keys = set(counts) if isinstance(counts, dict) else set()
+    if keys - _LEDGER_WIDE or POOL_MODE in record or "changes" in record:
+        return municipality
+    return None
+
+
 def _pg_pool_lines(pool: pl.DataFrame, times: Mapping[int, datetime]) -> bytes:
     """Designated codes as COPY text for ``pool``, each at its transaction's time."""
     at = pl.Series([times[int(t)].isoformat() for t in pool["txn"].unique().to_list()])
@@ -980,7 +1002,7 @@ def _into_postgres(
                 (source.pool_modes(),),
             )
             for record in records:
-                pgmod._append_record(conn, record)
+                pgmod._append_record(conn, record, whose=record_owner(record, municipality))
             head = str(records[-1]["hash"])
             pgmod._append_record(
                 conn,

@@ -284,6 +284,8 @@ class PoolCounts:
     used: int
     #: its current ``assigned`` codes that are not in its pool (drawn before pool mode)
     assigned_outside: int
+    #: the mode the audit trail set last (``mode`` differs only after a hand edit)
+    recorded_mode: bool = False
 
     @property
     def left(self) -> int:
@@ -382,15 +384,22 @@ class LedgerState:
             designated=len(self.pool),
             used=used,
             assigned_outside=int(np.count_nonzero(outside)),
+            # A manifest edited by hand breaks the chain (``audit.check_chain``).
+            recorded_mode=self.pool_mode,
         )
 
     def free_pool(self, municipality: str) -> np.ndarray:
         """The codes designated to ``municipality`` that no record uses, sorted."""
         return self.pool_left()
 
-    def designated(self, codes: np.ndarray) -> np.ndarray:
-        """Which of these codes are designated (to any municipality): a boolean mask."""
-        return sorted_member(self.pool, np.asarray(codes, dtype=np.uint64))
+    def designated(self, codes: np.ndarray) -> pl.Series:
+        """The municipality each of these codes is designated to (null: none): this
+        ledger's own, for a code of its pool."""
+        inside = sorted_member(self.pool, np.asarray(codes, dtype=np.uint64))
+        own = self.manifest.get("municipality")
+        return pl.Series("municipality", [None] * len(inside), dtype=pl.String).set(
+            pl.Series(inside), None if own is None else str(own)
+        )
 
     def outside_pool(self, codes: np.ndarray) -> np.ndarray:
         """Which of these codes were drawn here (current status ``assigned``) for a
@@ -503,8 +512,9 @@ class LedgerView(Protocol):
         """The codes designated to ``municipality`` that no record uses, sorted."""
         ...
 
-    def designated(self, codes: np.ndarray) -> np.ndarray:
-        """Which of these codes are designated, to any municipality (a boolean mask)."""
+    def designated(self, codes: np.ndarray) -> pl.Series:
+        """The municipality each of these codes is designated to, in the input order
+        (null: not designated)."""
         ...
 
     def outside_pool(self, codes: np.ndarray) -> np.ndarray:

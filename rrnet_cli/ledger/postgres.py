@@ -646,7 +646,7 @@ class PostgresLedger:
             raise LedgerError(
                 f"The ledger in {self.server} has schema version {version}, older than this "
                 f"rrnet's {SCHEMA_VERSION}. Upgrade it once, as the ledger's owner, with "
-                "`rrnet ledger upgrade LOCATION` (every office's rrnet must then be this "
+                "`rrnet ledger upgrade --ledger LOCATION` (every office's rrnet must then be this "
                 "version or later)."
             )
         schema = sql.Identifier(SCHEMA)
@@ -864,8 +864,8 @@ class PostgresLedger:
             "codes_used": sum(counts.values()),
             "by_status": counts,
             # the pool of the municipality this connection works for; the owner of
-            # several sees each one's under "pools", and their sums here
-            "pool": pools[mine] if mine in pools else _pool_sums(pools),
+            # several sees each one's under "pools" (and "pool" is null)
+            "pool": pools.get(mine) if mine is not None else None,
             **({"pools": pools} if mine is None else {}),
             "bytes_on_disk": int(size[0]) if size else 0,
         }
@@ -1110,13 +1110,6 @@ def _pool_json(counts: PoolCounts) -> dict[str, Any]:
     }
 
 
-def _pool_sums(pools: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Several municipalities' pools summed; the mode names those in pool mode."""
-    on = [m for m, p in pools.items() if p["mode"] == "on"]
-    sums = {k: sum(int(p[k]) for p in pools.values()) for k in ("designated", "used", "left")}
-    return {"mode": f"on for {', '.join(on)}" if on else "off", **sums}
-
-
 def _grant_office(conn: psycopg.Connection[Any], role: str) -> None:
     """Grant an office's role ``OFFICE_GRANTS``."""
     for grant in OFFICE_GRANTS:
@@ -1267,11 +1260,16 @@ def _record(
 _RECORD_COLUMNS = ("txn", "at", "operator", "command", "inputs", "outputs", "counts", "prev")
 
 
-def _append_record(conn: psycopg.Connection[Any], record: Mapping[str, Any]) -> None:
+def _append_record(
+    conn: psycopg.Connection[Any], record: Mapping[str, Any], *, whose: str | None = None
+) -> None:
     """Write a sealed audit record as a row of ``transactions``.
 
     Its ``municipality`` (whom the run was for; part of the sealed record) is
-    also a column, which an office's integrity check selects its own runs by.
+    also a column: the row-level security shows a record to that municipality's
+    office only, and an office's integrity check selects its own runs by it.
+    ``whose`` sets the column for a record that does not name a municipality
+    (one made in a folder ledger, copied here: ``copy.record_owner``).
     """
     details = {k: v for k, v in record.items() if k not in (*_RECORD_COLUMNS, "hash")}
     conn.execute(
@@ -1291,7 +1289,7 @@ def _append_record(conn: psycopg.Connection[Any], record: Mapping[str, Any]) -> 
             Jsonb(details),
             record["prev"],
             record["hash"],
-            record.get("municipality"),
+            record.get("municipality") or whose,
         ),
     )
 
@@ -1372,22 +1370,40 @@ class PostgresView:
     # -- designated pools: ``pool`` (everyone reads it) against ``code_owners``
 
     def pool_mode_of(self, municipality: str) -> bool:
-        row = self.conn.execute(
-            sql.SQL("SELECT pool_mode FROM {}.municipalities WHERE code = %s").format(
-                sql.Identifier(SCHEMA)
-            ),
-            (municipality,),
-        ).fetchone()
-        return bool(row and row[0])
+        """The municipality's pool mode; refused (``LedgerError``) when it is not the
+        one the audit trail set last, as after an UPDATE by hand: drawing by a mode
+        nobody recorded could draw outside the pool without a trace."""
+        counts = self._modes(municipality)
+        if counts[0] != counts[1]:
+            raise LedgerError(
+                f"The pool mode of municipality {municipality} in {self.ledger.server} is "
+                f"{on_off(counts[0])}, but the audit trail last set it {on_off(counts[1])}: "
+                "it was changed outside rrnet. Nothing was drawn or written. Set it with "
+                "`rrnet ledger pool-mode on|off`, which records it, and check the ledger "
+                "with `rrnet verify --ledger`."
+            )
+        return counts[0]
 
-    def pool_counts(self, municipality: str) -> PoolCounts:
-        """One query: the mode, the pool's size and use, and the municipality's assigned
-        codes outside it (through the partial index of its active codes)."""
+    def _modes(self, municipality: str) -> tuple[bool, bool]:
+        """The municipality's pool mode as stored, and as its last audit record set it."""
         row = self.conn.execute(
             sql.SQL(
                 "SELECT coalesce((SELECT pool_mode FROM {schema}.municipalities"
                 "  WHERE code = %(m)s), false),"
-                " (SELECT count(*) FROM {schema}.pool WHERE municipality = %(m)s),"
+                " coalesce((SELECT (t.details->>{key})::boolean FROM {schema}.transactions t"
+                "  WHERE t.municipality = %(m)s AND t.details ? {key}"
+                "  ORDER BY t.id DESC LIMIT 1), false)"
+            ).format(schema=sql.Identifier(SCHEMA), key=sql.Literal(POOL_MODE)),
+            {"m": municipality},
+        ).fetchone()
+        return (bool(row[0]), bool(row[1])) if row else (False, False)
+
+    def pool_counts(self, municipality: str) -> PoolCounts:
+        """The pool's size and use, and the municipality's assigned codes outside it
+        (through the partial index of its active codes), in one query; and the mode."""
+        row = self.conn.execute(
+            sql.SQL(
+                "SELECT (SELECT count(*) FROM {schema}.pool WHERE municipality = %(m)s),"
                 " (SELECT count(*) FROM {schema}.pool p JOIN {schema}.code_owners o"
                 "  USING (code) WHERE p.municipality = %(m)s),"
                 " (SELECT count(*) FROM {schema}.codes c WHERE c.municipality = %(m)s"
@@ -1397,12 +1413,14 @@ class PostgresView:
             ).format(schema=sql.Identifier(SCHEMA)),
             {"m": municipality},
         ).fetchone()
-        mode, designated, used, outside = row if row else (False, 0, 0, 0)
+        designated, used, outside = row if row else (0, 0, 0)
+        mode, recorded = self._modes(municipality)
         return PoolCounts(
-            mode=bool(mode),
+            mode=mode,
             designated=int(designated),
             used=int(used),
             assigned_outside=int(outside),
+            recorded_mode=recorded,
         )
 
     def free_pool(self, municipality: str) -> np.ndarray:
@@ -1418,16 +1436,17 @@ class PostgresView:
         )
         return free["code"].cast(pl.UInt64).to_numpy().astype(np.uint64)
 
-    def designated(self, codes: np.ndarray) -> np.ndarray:
+    def designated(self, codes: np.ndarray) -> pl.Series:
         codes = np.asarray(codes, dtype=np.uint64)
         self._fill("rrnet_probe", pl.DataFrame({"code": np.unique(codes)}))
         found = self._frame(
-            sql.SQL("SELECT p.code FROM rrnet_probe q JOIN {schema}.pool p USING (code)").format(
-                schema=sql.Identifier(SCHEMA)
-            ),
-            ["code"],
-        )
-        return np.isin(codes, found["code"].cast(pl.UInt64).to_numpy())
+            sql.SQL(
+                "SELECT p.code, p.municipality FROM rrnet_probe q JOIN {schema}.pool p USING (code)"
+            ).format(schema=sql.Identifier(SCHEMA)),
+            ["code", "municipality"],
+        ).with_columns(pl.col("code").cast(pl.UInt64))
+        query = pl.DataFrame({"code": codes})
+        return query.join(found, on="code", how="left", maintain_order="left")["municipality"]
 
     def outside_pool(self, codes: np.ndarray) -> np.ndarray:
         codes = np.asarray(codes, dtype=np.uint64)
