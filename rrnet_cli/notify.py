@@ -434,9 +434,9 @@ def check_against_ledger(
             f"{errors.height} row(s) of {source} carry a code the ledger does not hold for "
             "that resident, so no sheet was printed (were cells moved or sorted in a "
             "spreadsheet, or resident ids stripped of their leading zeros? A code changed "
-            "with rrnet change since the file was made is retired: print its change notice "
-            "with --changes). Run rrnet verify on the file with the ledger to see every "
-            "problem.",
+            "with rrnet change since the file was made is retired: take that resident's row "
+            "out of the file to print the others, and print the change notice with "
+            "--changes). Run rrnet verify on the file with the ledger to see every problem.",
             errors=errors.select("row", "column", "reason").to_dicts(),
             details=describe_errors(errors, source),
         )

@@ -331,6 +331,37 @@ def test_a_change_notice_goes_out_once_with_both_codes(
     assert code == 0 and "Nothing to print" in output, output
 
 
+def test_a_code_changed_before_the_first_notices_holds_back_only_that_row(
+    runner, ledger, assigned, profile, tmp_path: Path
+) -> None:
+    """The office changed a code on the migration day, before printing: the message
+    says how to print everyone else, and that way works."""
+    code, output = run_cli(
+        runner,
+        *("change", "--resident", "200001", "-l", ledger.path),
+        *("--id-document", "residence_card"),
+    )
+    assert code == 0, output
+    code, output = run_notify(runner, ledger, assigned, profile, tmp_path / "refused")
+    flat = squash_words(output)
+    assert code != 0 and "the ledger says this code is retired" in " ".join(output.split())
+    assert squash_words("take that resident's row out of the file") in flat
+    assert not (tmp_path / "refused").exists()
+    frame = pl.read_csv(assigned, infer_schema=False)
+    others = tmp_path / "others.csv"
+    frame.filter(pl.col("resident_id") != "200001").write_csv(others)
+    code, output = run_notify(runner, ledger, others, profile, tmp_path / "first", "--json")
+    assert code == 0, output
+    expected = frame.filter(
+        (pl.col("resident_id") != "200001") & pl.col("code_status").is_in(["assigned"])
+    ).height
+    assert json.loads(output)["sheets"] == expected
+    code, output = run_notify(
+        runner, ledger, tmp_path / "register.csv", profile, tmp_path / "change", "--changes"
+    )
+    assert code == 0, output
+
+
 def test_a_change_notice_refuses_a_file_holding_someone_elses_code(
     runner, ledger, assigned, profile, tmp_path: Path
 ) -> None:
