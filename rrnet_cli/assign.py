@@ -362,7 +362,11 @@ class AssignResult:
 
     def summary_rows(self) -> list[tuple[str, Any]]:
         """The lines of the summary table a person reads after the run."""
-        rows: list[tuple[str, Any]] = [("rows read", self.rows_read), ("read as", self.encoding)]
+        rows: list[tuple[str, Any]] = [
+            ("municipality", self.municipality),
+            ("rows read", self.rows_read),
+            ("read as", self.encoding),
+        ]
         if self.sheet is not None:
             rows.append(("sheet", self.sheet))
         if self.blank_rows_skipped:
@@ -375,7 +379,11 @@ class AssignResult:
             ("carried over (existing code kept)", self.carried_over),
             ("already assigned (ledger)", self.already_assigned),
             ("newly assigned", self.newly_assigned),
-            *([("  drawn from", "the designated pool")] if self.from_pool else []),
+            *(
+                [("  drawn from", "the designated pool")]
+                if self.from_pool and self.newly_assigned
+                else []
+            ),
             ("known to the ledger, not in the export", self.departed),
             ("ledger records after the run", self.ledger_records_after),
             ("time", f"{self.seconds:.2f} s"),

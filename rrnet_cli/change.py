@@ -491,6 +491,7 @@ class ChangeResult:
 
     def summary_rows(self) -> list[tuple[str, Any]]:
         return [
+            ("municipality", self.municipality),
             ("codes changed", self.changed),
             ("  on request (ID checked)", self.on_request),
             ("  by the office", self.by_office),

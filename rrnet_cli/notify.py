@@ -682,7 +682,10 @@ def notify(
         # issued once, and a reprint reissues the kind the resident was sent.
         kind = NoticeKind.CHANGE if changes else NoticeKind.NEW
         notices_of = view.notices_of(rcode.strings_to_codes(frame["resident_code"].to_arrow()))
-        issued = issued_notices(frame, notices_of.filter(pl.col("kind") == kind.value))
+        # This municipality's notices only: on a shared ledger the owner's run for one
+        # ward must not take another ward's file as printed (its rows are refused below).
+        ours = pl.col("municipality").is_null() | (pl.col("municipality") == profile.code)
+        issued = issued_notices(frame, notices_of.filter((pl.col("kind") == kind.value) & ours))
         if reprint is not None:
             never = frame.join(issued.select(pl.col("row").alias(ROW)), on=ROW, how="anti")
             if never.height:

@@ -133,6 +133,10 @@ def verify(
         raise UsageError("Give one or more assigned registers to verify, or --ledger DIR.")
     result = VerifyResult(files=[str(p) for p in paths])
     found: list[pl.DataFrame] = []
+    if ledger is not None and municipality is not None:
+        # A -m the ledger does not serve (for this role) is refused up front, as
+        # every other command refuses it, even when only the ledger is checked.
+        municipality = municipality_for(ledger, municipality)
     if ledger is not None:
         result.ledger = ledger.location
         integrity = ledger.check_integrity()

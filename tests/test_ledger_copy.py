@@ -169,6 +169,7 @@ def test_a_folder_ledger_goes_into_postgresql_and_back_whole(
     assert result["audit_records"] == len(original_log["transactions"])
     assert len(result["content_sha256"]) == 64
     assert "Office roles are not copied" in " ".join(result["notes"])
+    assert f"{source} still works as a ledger" in " ".join(result["notes"])
     assert "@" not in result["target"] and pg_server.password not in json.dumps(result)
     assert not (tmp_path / "ledger.copy").exists()
 

@@ -27,6 +27,8 @@ from test_notices_issued import listed, run_notify
 from test_pg_shared import WARD_A, WARD_B, Shared
 from typer.testing import CliRunner
 
+from rrnet_cli.ledger.postgres import LOCK_KEY
+
 SHEETS = 16  # the residents of register_rows() who get a code
 
 
@@ -145,7 +147,17 @@ def test_the_database_refuses_a_second_first_notice_of_a_code(
 ) -> None:  # fmt: skip
     code, output = run_notify(runner, office, assigned, profile, tmp_path / "sheets")
     assert code == 0, output
-    with pytest.raises(psycopg.errors.UniqueViolation):
+    # As rrnet would write it (the office's own code, under the writers' lock): the
+    # unique index refuses a second first notice.
+    with psycopg.connect(office.path) as conn, pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        conn.execute(
+            "INSERT INTO rrnet.notices (code, resident_id, municipality, kind, batch, txn,"
+            " issued_at) SELECT code, resident_id, municipality, kind, 'forged', txn, now()"
+            " FROM rrnet.notices LIMIT 1"
+        )
+    # Without the lock, the row-level security refuses it first.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
         shared.rows(
             office.path,
             "INSERT INTO rrnet.notices (code, resident_id, municipality, kind, batch, txn,"

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import psycopg
 import pytest
-from helpers import cli_ok, run_cli, start_assign_in_subprocess, write_export
+from helpers import cli_ok, profile_for, run_cli, start_assign_in_subprocess, write_export
 from pgserver import PgServer
 from typer.testing import CliRunner
 
@@ -31,7 +31,7 @@ from rrnet_cli import code as rcode
 from rrnet_cli.cli import app
 from rrnet_cli.ledger import open_store
 from rrnet_cli.ledger.audit import record_hash
-from rrnet_cli.ledger.postgres import MIGRATIONS, SCHEMA_VERSION
+from rrnet_cli.ledger.postgres import LOCK_KEY, MIGRATIONS, SCHEMA_VERSION
 from rrnet_cli.verify import verify
 
 WARD_A, WARD_B = "131016", "131024"
@@ -534,3 +534,111 @@ def test_an_office_cannot_forge_or_misplace_a_record_in_the_shared_audit_trail(
             shared.rows(office_a, insert, number, prev, ward)
     log = json.loads(cli_ok(runner, "ledger", "log", "-l", office_a, "--json"))
     assert log["intact"] and log["transactions"][-1]["txn"] == last
+
+
+def test_an_office_role_must_be_one_offices_alone(
+    shared: Shared, pg_server: PgServer, runner: CliRunner
+) -> None:
+    """A role through which one office would read another's residents is refused."""
+
+    def add(municipality: str, role: str) -> tuple[int, str]:
+        return run_cli(
+            runner,
+            "ledger",
+            "add-municipality",
+            "-l",
+            shared.owner,
+            "-m",
+            municipality,
+            "--role",
+            role,
+        )
+
+    # Ward A's role for a third ward: A would read that ward's residents.
+    code, text = add("132012", shared.roles[WARD_A])
+    assert code == 2 and f"already serves municipality {WARD_A}" in text, text
+    # A group both wards' roles belong to: each member would read the new ward.
+    pg_server.execute("CREATE ROLE rrnet_wards NOLOGIN")
+    pg_server.execute(f"GRANT rrnet_wards TO {shared.roles[WARD_A]}, {shared.roles[WARD_B]}")
+    code, text = add("132012", "rrnet_wards")
+    assert code == 2 and "already serves municipality" in text, text
+    pg_server.execute("CREATE ROLE rrnet_clerks NOLOGIN")
+    pg_server.execute("CREATE ROLE clerk_1 LOGIN")
+    pg_server.execute("GRANT rrnet_clerks TO clerk_1")
+    code, text = add("132012", "rrnet_clerks")
+    assert code == 2 and "has member roles (clerk_1)" in text, text
+    # A member of the ledger's owner: row-level security does not bind the owner.
+    pg_server.execute("CREATE ROLE owner_friend LOGIN")
+    pg_server.execute(f"GRANT {pg_server.superuser} TO owner_friend")
+    code, text = add("132012", "owner_friend")
+    assert code == 2 and "owns the ledger" in text, text
+    # Nothing was added by any of these.
+    stats = json.loads(cli_ok(runner, "ledger", "stats", "-l", shared.owner, "--json"))
+    assert stats["municipalities"] == [WARD_A, WARD_B]
+
+
+def test_office_mistakes_get_plain_refusals(
+    shared: Shared, pg_server: PgServer, runner: CliRunner, tmp_path: Path
+) -> None:
+    office_a = shared.url(shared.roles[WARD_A])
+    # verify of the ledger alone, with another ward's -m: refused like every command.
+    code, text = run_cli(runner, "verify", "-l", office_a, "-m", WARD_B)
+    assert code == 2 and f"not {WARD_B}" in text, text
+    # Only the owner upgrades.
+    pg_server.execute("UPDATE rrnet.meta SET schema_version = 2", shared.dbname)
+    try:
+        code, text = run_cli(runner, "ledger", "upgrade", "-l", office_a)
+        assert code == 2 and "Only the ledger's owner may upgrade" in text, text
+    finally:
+        pg_server.execute("UPDATE rrnet.meta SET schema_version = 3", shared.dbname)
+    # A role never added to the ledger is told who grants it.
+    stranger = shared.office("132012")
+    code, text = run_cli(runner, "ledger", "stats", "-l", stranger)
+    assert code == 2 and "rrnet ledger add-municipality" in text, text
+
+
+def test_an_office_cannot_record_or_probe_another_wards_notices(
+    shared: Shared, runner: CliRunner, tmp_path: Path
+) -> None:
+    office_a, office_b = (shared.url(shared.roles[w]) for w in (WARD_A, WARD_B))
+    out_b = tmp_path / "b.csv"
+    cli_ok(runner, "assign", write_export(tmp_path / "e.csv", 5), "-l", office_b, "-o", out_b)
+    theirs = int(read_rows(out_b)[0]["resident_code"])
+    # A notice of ward B's code, written by ward A's role (even under the lock): refused,
+    # so it can neither block B's notify nor learn from the unique index.
+    with psycopg.connect(office_a) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        conn.execute(
+            "INSERT INTO rrnet.notices (code, resident_id, municipality, kind, batch, txn, "
+            "issued_at) VALUES (%s, 'x', %s, 'change', 'probe', 0, now())",
+            (theirs, WARD_A),
+        )
+    # The owner printing ward B's file as ward A: refused, not "already printed".
+    cli_ok(
+        runner,
+        "notify",
+        out_b,
+        "-l",
+        office_b,
+        "--profile",
+        profile_for(WARD_B, tmp_path),
+        "-o",
+        tmp_path / "sheets-b",
+        "--workers",
+        "1",
+    )
+    code, text = run_cli(
+        runner,
+        "notify",
+        out_b,
+        "-l",
+        shared.owner,
+        "--profile",
+        profile_for(WARD_A, tmp_path),  # the profile says whose run it is
+        "-o",
+        tmp_path / "sheets-a",
+        "--workers",
+        "1",
+    )
+    assert code != 0 and "Nothing to print" not in text, text
+    assert "another resident" in " ".join(text.split()), text

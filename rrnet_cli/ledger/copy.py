@@ -858,9 +858,10 @@ def record_owner(record: Mapping[str, Any], municipality: str) -> str | None:
     database an office reads only its own municipality's records (they name
     residents: a code change's resident, codes and reason) and the ledger-wide
     ones: so every run of the folder's municipality (assign, change, notify,
-    designate, pool mode) is that municipality's; imports, the ledger's creation
-    and earlier copies are ledger-wide (None), as schema version 2 decided for
-    the records of version 1.
+    designate, pool mode) is that municipality's; imports and earlier copies are
+    ledger-wide (None), as schema version 2 decided for the records of version 1.
+    (A record that names its municipality, as the ledger's creation does, keeps
+    it: ``_append_record`` uses ``whose`` only for a record that names none.)
     """
     counts = record.get("counts")
     keys = set(counts) if isinstance(counts, dict) else set()
@@ -1406,6 +1407,11 @@ def copy_ledger(
             "Office roles are not copied: grant them on the new ledger with "
             "`rrnet ledger add-municipality --role`."
         )
+    notes.append(
+        f"{location} still works as a ledger. From now on assign, change and notify with one "
+        "of the two only, and keep the other as a read-only backup: two ledgers in use "
+        "draw codes without seeing each other's, which is how duplicate codes happen."
+    )
     return CopyResult(
         source=location,
         target=target,

@@ -423,6 +423,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE POLICY office_sets_pool_mode ON {SCHEMA}.municipalities FOR UPDATE
         USING (code = ANY ({_MINE}))
         WITH CHECK (code = ANY ({_MINE}) AND {_HOLDS_THE_LOCK});
+    -- A notice only of a code the office's own municipality holds, under the lock:
+    -- the unique index of first notices spans every ward, so a notice of another
+    -- ward's code would block that ward's notify, and trying one would tell
+    -- whether that code was ever notified or changed.
+    DROP POLICY office_records ON {SCHEMA}.notices;
+    CREATE POLICY office_records ON {SCHEMA}.notices FOR INSERT WITH CHECK (
+        municipality = ANY ({_MINE}) AND {_HOLDS_THE_LOCK}
+        AND EXISTS (SELECT 1 FROM {SCHEMA}.codes c
+            WHERE c.code = notices.code AND c.municipality = notices.municipality));
     """,
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -577,6 +586,13 @@ class PostgresLedger:
                 self._check_schema(conn)  # refuses, naming the versions
             if version == SCHEMA_VERSION:
                 return version, version
+            owns = conn.execute(
+                "SELECT pg_has_role(current_user, nspowner, 'MEMBER') FROM pg_namespace "
+                "WHERE nspname = %s",
+                (SCHEMA,),
+            ).fetchone()
+            self.owner = bool(owns and owns[0])
+            self._owner_only("upgrade", "An office's rrnet waits for the owner's upgrade.")
             number, prev = _lock_for_writing(
                 conn, timeout, server=self.server, chain="transactions"
             )
@@ -701,9 +717,15 @@ class PostgresLedger:
                 "finish within --lock-timeout. Try again when it has finished."
             ) from None
         except psycopg.errors.InsufficientPrivilege as exc:
+            reason = self._reason(exc)
+            hint = (
+                " This role has no access to the ledger: the ledger's owner grants an "
+                "office's role with `rrnet ledger add-municipality -m CODE --role ROLE`."
+                if f"permission denied for schema {SCHEMA}" in reason
+                else ""
+            )
             raise LedgerError(
-                f"The PostgreSQL server {self.server} refused: {self._reason(exc)}. "
-                "Nothing was written."
+                f"The PostgreSQL server {self.server} refused: {reason}. Nothing was written.{hint}"
             ) from None
         except psycopg.OperationalError as exc:
             raise LedgerError(
@@ -790,6 +812,7 @@ class PostgresLedger:
                         "(BYPASSRLS), so it would read every municipality's residents. Give "
                         "the office an ordinary role."
                     )
+                self._refuse_shared_role(conn, role, municipality)
             schema = sql.Identifier(SCHEMA)
             number, prev = _lock_for_writing(conn, timeout, server=self.server)
             before = conn.execute(
@@ -825,6 +848,54 @@ class PostgresLedger:
             )
         self._serves = None
         return number
+
+    def _refuse_shared_role(
+        self, conn: psycopg.Connection[Any], role: str, municipality: str
+    ) -> None:
+        """Refuse an office role through which one office would read another's residents.
+
+        The policies let a role read every municipality whose office role it is a
+        member of (``my_municipalities``), so an office role must be one office's
+        alone: not the ledger's owner (row-level security does not bind it), not a
+        role another office's role is a member of (a group: its members would
+        read this municipality), and not one already serving, or a member of a role
+        serving, another municipality.
+        """
+        row = conn.execute(
+            sql.SQL(
+                "SELECT pg_has_role(%(role)s, n.nspowner, 'MEMBER'),"
+                " ARRAY(SELECT m.code::text FROM {schema}.municipalities m"
+                "  JOIN pg_roles r ON r.rolname = m.office_role"
+                "  WHERE m.code <> %(m)s AND (pg_has_role(%(role)s, r.oid, 'MEMBER')"
+                "   OR pg_has_role(r.oid, (SELECT oid FROM pg_roles WHERE rolname = %(role)s),"
+                "    'MEMBER')) ORDER BY 1),"
+                " ARRAY(SELECT u.rolname::text FROM pg_auth_members a"
+                "  JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles u ON u.oid = a.member"
+                "  WHERE g.rolname = %(role)s ORDER BY 1)"
+                " FROM pg_namespace n WHERE n.nspname = %(schema_name)s"
+            ).format(schema=sql.Identifier(SCHEMA)),
+            {"role": role, "m": municipality, "schema_name": SCHEMA},
+        ).fetchone()
+        owner, others, members = row if row else (False, [], [])
+        if owner:
+            raise UsageError(
+                f"The role {role!r} owns the ledger (or is a member of its owner), and "
+                "row-level security does not bind a table's owner: it would read every "
+                "municipality's residents. Give the office a role of its own."
+            )
+        if others:
+            raise UsageError(
+                f"The role {role!r} already serves municipality {', '.join(others)} (itself, "
+                "or through a role it belongs to or that belongs to it), so one office would "
+                f"read the other's residents. Give municipality {municipality} a role of "
+                "its own."
+            )
+        if members:
+            raise UsageError(
+                f"The role {role!r} has member roles ({', '.join(members)}), and each would "
+                f"read municipality {municipality}'s residents. Give the office a login "
+                "role of its own, not a group."
+            )
 
     # -- reading ------------------------------------------------------------------
 
@@ -1111,6 +1182,22 @@ def _pool_json(counts: PoolCounts) -> dict[str, Any]:
         "used": counts.used,
         "left": counts.left,
     }
+
+
+@contextlib.contextmanager
+def _refused_notice(server: str) -> Iterator[None]:
+    """A notice the database refuses: a first notice of the code recorded already (the
+    unique index), which rrnet's own check before printing rules out, so one
+    written outside rrnet."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation:
+        raise LedgerError(
+            f"The ledger in {server} already records a first notice of one of these codes, "
+            "though rrnet found none before printing: a notice was recorded outside rrnet. "
+            "Nothing was recorded and no sheet was handed over. Ask the ledger's owner to "
+            "run `rrnet verify --ledger`."
+        ) from None
 
 
 def _grant_office(conn: psycopg.Connection[Any], role: str) -> None:
@@ -1885,6 +1972,12 @@ class PostgresTransaction(PostgresView):
             raise ValueError(f"unknown notice kind {sorted(kinds, key=str)}")
         self._note_municipality(frame)
         self._fill("rrnet_notices", frame)
+        with _refused_notice(self.ledger.server):
+            self._insert_notices()
+        self.counts[NOTICE] = self.counts.get(NOTICE, 0) + frame.height
+        return None
+
+    def _insert_notices(self) -> None:
         self.conn.execute(
             sql.SQL(
                 "INSERT INTO {schema}.notices (code, resident_id, municipality, kind,"
@@ -1897,8 +1990,6 @@ class PostgresTransaction(PostgresView):
                 at=sql.Literal(self.recorded_at),
             )
         )
-        self.counts[NOTICE] = self.counts.get(NOTICE, 0) + frame.height
-        return None
 
     def set_pool_mode(self, on: bool, municipality: str) -> None:
         """Set ``municipality``'s pool mode; the audit record says so (``pool_mode``,
