@@ -372,11 +372,14 @@ MIGRATIONS: tuple[str, ...] = (
     #   a row of codes uses it, so what is left of a pool is computed (pool minus
     #   codes), never stored. No resident is named, so every office reads every
     #   pool (its designations are checked against all of them); each designates
-    #   only to its own municipality.
+    #   only to its own municipality, under the writers' lock (as it appends to
+    #   the audit trail), and never a code in use.
     # - municipalities.pool_mode: whether that municipality draws new codes only
     #   from its pool. An office changes its own (row-level security on the table,
-    #   and a grant on that one column), the owner any; the audit record of the
-    #   transaction that changed it says so, as a folder ledger's does.
+    #   and a grant on that one column), under the writers' lock; the owner any.
+    #   The audit record of the transaction that changed it says so, as a folder
+    #   ledger's does.
+    # - The audit trail and the notices, as below.
     f"""
     CREATE TABLE {SCHEMA}.pool (
         code bigint PRIMARY KEY CHECK ({SCHEMA}.is_resident_code(code)),
@@ -387,13 +390,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX pool_by_municipality ON {SCHEMA}.pool (municipality, code);
     ALTER TABLE {SCHEMA}.pool ENABLE ROW LEVEL SECURITY;
     CREATE POLICY everyone_reads ON {SCHEMA}.pool FOR SELECT USING (true);
-    CREATE POLICY office_designates ON {SCHEMA}.pool FOR INSERT
-        WITH CHECK (municipality = ANY ({_MINE}));
+    CREATE POLICY office_designates ON {SCHEMA}.pool FOR INSERT WITH CHECK (
+        municipality = ANY ({_MINE}) AND {_HOLDS_THE_LOCK}
+        AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.code_owners o WHERE o.code = pool.code));
     ALTER TABLE {SCHEMA}.municipalities ADD COLUMN pool_mode boolean NOT NULL DEFAULT false;
     ALTER TABLE {SCHEMA}.municipalities ENABLE ROW LEVEL SECURITY;
     CREATE POLICY everyone_reads ON {SCHEMA}.municipalities FOR SELECT USING (true);
     CREATE POLICY office_sets_pool_mode ON {SCHEMA}.municipalities FOR UPDATE
-        USING (code = ANY ({_MINE})) WITH CHECK (code = ANY ({_MINE}));
+        USING (code = ANY ({_MINE}))
+        WITH CHECK (code = ANY ({_MINE}) AND {_HOLDS_THE_LOCK});
     -- An audit record names residents (a code change's resident, codes and the
     -- office's own reason; the command line's --resident), so an office reads
     -- only its own municipality's records and the ledger-wide ones (imports,
@@ -413,16 +418,6 @@ MIGRATIONS: tuple[str, ...] = (
         AND id = (SELECT max(t.id) + 1 FROM {SCHEMA}.audit_chain t)
         AND prev = (SELECT t.hash FROM {SCHEMA}.audit_chain t ORDER BY t.id DESC LIMIT 1)
         AND {_HOLDS_THE_LOCK});
-    -- Designating and switching pool mode, like appending to the trail, only
-    -- under the writers' lock; a code in use is never designated.
-    DROP POLICY office_designates ON {SCHEMA}.pool;
-    CREATE POLICY office_designates ON {SCHEMA}.pool FOR INSERT WITH CHECK (
-        municipality = ANY ({_MINE}) AND {_HOLDS_THE_LOCK}
-        AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.code_owners o WHERE o.code = pool.code));
-    DROP POLICY office_sets_pool_mode ON {SCHEMA}.municipalities;
-    CREATE POLICY office_sets_pool_mode ON {SCHEMA}.municipalities FOR UPDATE
-        USING (code = ANY ({_MINE}))
-        WITH CHECK (code = ANY ({_MINE}) AND {_HOLDS_THE_LOCK});
     -- A notice only of a code the office's own municipality holds, under the lock:
     -- the unique index of first notices spans every ward, so a notice of another
     -- ward's code would block that ward's notify, and trying one would tell
@@ -437,8 +432,9 @@ MIGRATIONS: tuple[str, ...] = (
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 #: What an office's role is granted on the ledger (``PostgresLedger.add_municipality``):
-#: read the trail and every code's owner; record codes, which the policies confine
-#: to its own municipality; append its audit records.
+#: read every code's owner, the audit chain and the pools; record codes, notices,
+#: designations and its pool mode, and read its own audit records and append them,
+#: all of which the policies confine to its own municipality.
 OFFICE_GRANTS = (
     "GRANT USAGE ON SCHEMA {schema} TO {role}",
     "GRANT SELECT ON {schema}.meta, {schema}.municipalities, {schema}.code_owners, "
