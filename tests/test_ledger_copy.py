@@ -583,3 +583,50 @@ def test_tampering_with_a_database_copy_is_caught(
     flat = " ".join(output.split())
     assert "transaction 1: the record does not match its hash" in flat
     assert "differ from their latest record" in flat
+
+
+def test_a_folder_moved_into_the_database_is_closed_for_writing(
+    runner: CliRunner, tmp_path: Path, pg_url: str
+) -> None:
+    """`copy --move`: the office cannot go on assigning from the old folder by mistake,
+    which would issue codes the database never sees."""
+    source, register = build_small_ledger(runner, tmp_path)
+    result = json_of(runner, "ledger", "copy", source, pg_url, "--move")
+    assert result["matches"] and f"{source} is closed" in " ".join(result["notes"])
+    code, output = run_cli(runner, "assign", register, "-l", source, "-o", tmp_path / "x.csv")
+    flat = " ".join(output.split())
+    assert code == 2 and f"The ledger {source} was moved to PostgreSQL" in flat, output
+    assert not (tmp_path / "x.csv").exists()
+    code, output = run_cli(
+        runner, "change", "--resident", "100001", "--id-document", "passport", "-l", source
+    )
+    assert code == 2 and "was moved to" in output
+    # Reading still works: stats, the log (which says so) and verify.
+    stats_of(runner, source)
+    log = log_of(runner, source)
+    assert log["intact"] and log["transactions"][-1]["moved_to"]["ledger"].startswith("PostgreSQL")
+    verify_clean(runner, source)
+    assert Ledger.open(source).read_manifest()["version"] == 5
+    # The closed folder is not copied again (that copy would be a second open ledger).
+    code, output = run_cli(runner, "ledger", "copy", source, tmp_path / "again")
+    assert code == 2 and "copy that one instead" in output and not (tmp_path / "again").exists()
+    # The database goes on: the register's residents are assigned already there.
+    again = tmp_path / "again.csv"
+    cli_ok(runner, "assign", register, "-l", pg_url, "-o", again)
+    assert set(pl.read_csv(again, infer_schema=False)["code_status"]) == {"already_assigned"}
+    # Reopening the folder by hand (the manifest's key removed) breaks its check.
+    manifest_path = source / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    del manifest["moved_to"]
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    code, output = run_cli(runner, "verify", "--ledger", source)
+    assert code == 1 and "reopened by hand" in output, output
+
+
+def test_move_is_refused_for_a_database_source_before_anything_is_written(
+    runner: CliRunner, tmp_path: Path, pg_url: str
+) -> None:
+    cli_ok(runner, "ledger", "init", pg_url, "-m", MUNICIPALITY)
+    code, output = run_cli(runner, "ledger", "copy", pg_url, tmp_path / "dst", "--move")
+    assert code == 2 and "--move closes a folder ledger" in output, output
+    assert not (tmp_path / "dst").exists()

@@ -619,6 +619,14 @@ def ledger_copy(
             show_default=False,
         ),
     ],
+    move: Annotated[
+        bool,
+        typer.Option(
+            "--move",
+            help="Close SRC (a folder) once the copy is checked: it then refuses every run "
+            "that writes, naming DST, so that nobody goes on assigning from it.",
+        ),
+    ] = False,
     operator: OperatorOpt = None,
     lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
     as_json: JsonOpt = False,
@@ -627,11 +635,12 @@ def ledger_copy(
     """Copy a ledger into a new one, folder to PostgreSQL or back, and check the copy.
 
     Every record ever made, the audit trail (each record as it was, its hash chain
-    intact), the notices and the municipalities go across; the copy appends one
-    audit record saying where it came from. SRC must pass its own check first;
-    a designated pool cannot go into PostgreSQL yet. Office roles are not copied:
-    grant them again with `rrnet ledger add-municipality --role`. SRC is held
-    still (writers wait) while the copy runs.
+    intact), the notices, the designated pools and the municipalities go across;
+    the copy appends one audit record saying where it came from. SRC must pass
+    its own check first. Office roles are not copied: grant them again with
+    `rrnet ledger add-municipality --role`. SRC is held still (writers wait)
+    while the copy runs. Use only one of the two ledgers afterwards: with --move
+    a folder SRC is closed for writing (reads still work).
 
     All or nothing: into PostgreSQL in one transaction, into a folder through a
     temporary folder renamed into place. At the end both ledgers are read again
@@ -650,5 +659,6 @@ def ledger_copy(
             invocation=audit_invocation(ctx, operator),
             steps=steps,
             timeout=lock_timeout,
+            move=move,
         )
     finish(result, as_json, f"Copied {result.source} to {result.target}", after=result.notes)

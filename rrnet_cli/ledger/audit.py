@@ -44,6 +44,9 @@ DRAWN_FROM = "drawn_from"
 TRANSACTIONS = "transactions"
 #: The audit detail of the record a copy appends (``rrnet ledger copy``).
 COPIED_FROM = "copied_from"
+#: The manifest key (and audit record key) of a folder ledger closed by
+#: ``rrnet ledger copy --move``: where it was moved, and when.
+MOVED_TO = "moved_to"
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -74,7 +77,7 @@ _RECORD_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 #: Keys a command's own details may not use (they belong to the record, or to a
 #: setting only the transaction itself may record).
-RESERVED_KEYS = frozenset(_RECORD_KEYS) | {POOL_MODE, COPIED_FROM}
+RESERVED_KEYS = frozenset(_RECORD_KEYS) | {POOL_MODE, COPIED_FROM, MOVED_TO}
 
 
 def audit_details(
@@ -205,7 +208,7 @@ def check_chain(manifest: Mapping[str, Any]) -> AuditLog:
         for entry in entries:
             for status, n in entry["statuses"].items():
                 tally[status] = tally.get(status, 0) + n if isinstance(n, int) else n
-    return check_records(
+    log = check_records(
         list(records) if isinstance(records, list) else [],
         last_txn=txn,
         municipality=manifest.get("municipality"),
@@ -213,6 +216,14 @@ def check_chain(manifest: Mapping[str, Any]) -> AuditLog:
         counts=counts,
         pool_mode=manifest.get(POOL_MODE, False),
     )
+    moved = [r for r in log.records if isinstance(r, dict) and MOVED_TO in r]
+    if moved and MOVED_TO not in manifest:
+        log.problems.append(
+            f"transaction {moved[-1].get('txn')} closed this ledger (it was moved with "
+            "`rrnet ledger copy --move`), but the manifest no longer says so: it was "
+            "reopened by hand"
+        )
+    return log
 
 
 #: ``check_records``' default: the trail's pool mode is not checked (no manifest).

@@ -92,7 +92,7 @@ from psycopg import sql
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, EXIT_CHECK_FAILED, LedgerError, UsageError
 from rrnet_cli.files import PRIVATE_DIR, PRIVATE_FILE, fsync_dir
 from rrnet_cli.ledger import folder as folder_mod
-from rrnet_cli.ledger.audit import COPIED_FROM, TRANSACTIONS, AuditLog, seal
+from rrnet_cli.ledger.audit import COPIED_FROM, MOVED_TO, TRANSACTIONS, AuditLog, seal
 from rrnet_cli.ledger.folder import (
     FORMAT,
     LOCK,
@@ -1264,6 +1264,22 @@ def _into_folder(
     return str(path), after
 
 
+def _close_source(source: _FolderSource, target: str, invocation: Invocation) -> None:
+    """Close the folder SRC (``--move``) once DST is in place: one transaction of its
+    own, under the lock the copy still holds, whose record and manifest say where
+    the ledger went (``MOVED_TO``). Its writers then refuse (``folder.refuse_moved``).
+    A crash before this leaves SRC open and DST complete: close it by hand then, or
+    delete DST and copy again."""
+    txn = folder_mod.Transaction(source.ledger, source.ledger.read_manifest())
+    txn.describe(invocation)
+    txn.settings[MOVED_TO] = {"ledger": target, "at": txn.recorded_at.isoformat()}
+    try:
+        txn.commit()
+    except BaseException:
+        txn.abort()
+        raise
+
+
 # ---------------------------------------------------------------------------
 # The command
 
@@ -1372,14 +1388,21 @@ def copy_ledger(
     invocation: Invocation | None = None,
     steps: Steps = QUIET,
     timeout: float = DEFAULT_LOCK_TIMEOUT,
+    move: bool = False,
 ) -> CopyResult:
     """Copy the ledger at ``source_location`` into a new one at ``target_location``.
 
     See the module docstring: refusals up front, one transaction or a renamed
     temporary folder, the check at the end. Raises ``CopyMismatch`` (exit 1)
     when the copy differs from its source; nothing is then left at the target.
+    ``move`` closes a folder source once the copy is in place (``_close_source``).
     """
     invocation = invocation or Invocation()
+    if move and is_database_location(source_location):
+        raise UsageError(
+            "--move closes a folder ledger; a database ledger is closed by revoking its "
+            "offices' roles (docs/deployment.md). Nothing was written."
+        )
     into_database = is_database_location(target_location)
     notes: list[str] = []
     if not into_database:
@@ -1387,6 +1410,14 @@ def copy_ledger(
     with _held_source(source_location, timeout) as source:
         records = source.records
         location = _source_location(source)
+        if isinstance(source, _FolderSource) and MOVED_TO in source.manifest:
+            moved = source.manifest[MOVED_TO]
+            raise UsageError(
+                f"The ledger {location} was moved to "
+                f"{moved.get('ledger') if isinstance(moved, dict) else moved} and is closed: "
+                "copy that one instead (a copy of this one would be a second ledger in use). "
+                "Nothing was written."
+            )
         _refuse_incomplete_trail(location, records)
         if isinstance(source, _PostgresSource) and not into_database:
             served = [c for c, _, _ in source.municipalities()]
@@ -1402,16 +1433,25 @@ def copy_ledger(
             target, _after = _into_postgres(source, target_location, before, invocation, steps)
         else:
             target, _after = _into_folder(source, target_location, before, invocation, steps)
+        if move and isinstance(source, _FolderSource):
+            _close_source(source, target, invocation)
     if isinstance(source, _PostgresSource) or into_database:
         notes.append(
             "Office roles are not copied: grant them on the new ledger with "
             "`rrnet ledger add-municipality --role`."
         )
-    notes.append(
-        f"{location} still works as a ledger. From now on assign, change and notify with one "
-        "of the two only, and keep the other as a read-only backup: two ledgers in use "
-        "draw codes without seeing each other's, which is how duplicate codes happen."
-    )
+    if move:
+        notes.append(
+            f"{location} is closed: it refuses every run that writes, naming {target}, and "
+            "still answers stats, log and verify."
+        )
+    else:
+        notes.append(
+            f"{location} still works as a ledger. From now on assign, change and notify with "
+            "one of the two only, and keep the other as a read-only backup (or copy with "
+            "--move, which closes a folder): two ledgers in use draw codes without seeing "
+            "each other's, which is how duplicate codes happen."
+        )
     return CopyResult(
         source=location,
         target=target,

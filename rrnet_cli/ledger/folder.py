@@ -55,6 +55,7 @@ from rrnet_cli import code as rcode
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, LedgerBusy, LedgerError
 from rrnet_cli.files import PRIVATE_DIR, PRIVATE_FILE, fsync_dir
 from rrnet_cli.ledger.audit import (
+    MOVED_TO,
     TRANSACTIONS,
     AuditLog,
     audit_details,
@@ -97,7 +98,10 @@ VERSION = 2
 #: rrnet from before pools refuses it rather than draw outside the pool.
 POOL_VERSION = 3
 #: The versions it reads: 1 (before the audit trail) is upgraded on the next write.
-READABLE_VERSIONS = (1, 2, 3, NOTICE_VERSION)
+#: The version a ledger closed by ``rrnet ledger copy --move`` is written as: an
+#: rrnet from before that refuses it, rather than write to a ledger that moved.
+MOVED_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, NOTICE_VERSION, MOVED_VERSION)
 MANIFEST = "manifest.json"
 LOCK = "lock"
 SEGMENTS = "segments"
@@ -379,6 +383,7 @@ class Ledger:
         """One all-or-nothing change: lock, read, stage segments, commit the manifest."""
         with self.lock(timeout, waiting):
             manifest = self.read_manifest()
+            refuse_moved(manifest, self.path)
             self._sweep(manifest)
             txn = Transaction(self, manifest)
             try:
@@ -715,7 +720,9 @@ class Transaction:
         # A version 1 manifest gains its audit trail here; one with a pool becomes 3,
         # one with notice records 4.
         manifest["version"] = (
-            NOTICE_VERSION
+            MOVED_VERSION
+            if MOVED_TO in manifest
+            else NOTICE_VERSION
             if any(is_notice_segment(s) for s in manifest["segments"])
             else POOL_VERSION
             if _uses_pool(manifest)
@@ -734,6 +741,21 @@ class Transaction:
             with contextlib.suppress(FileNotFoundError):
                 self.ledger._segment_path(info.to_json()).unlink()
         self.staged = []
+
+
+def refuse_moved(manifest: Mapping[str, Any], path: Path) -> None:
+    """Refuse to write to a ledger closed by ``rrnet ledger copy --move``."""
+    moved = manifest.get(MOVED_TO)
+    if moved is None:
+        return
+    where = moved.get("ledger") if isinstance(moved, dict) else None
+    when = moved.get("at") if isinstance(moved, dict) else None
+    raise LedgerError(
+        f"The ledger {path} was moved to {where} ({when}, with `rrnet ledger copy "
+        "--move`) and is closed: run this against that ledger. This one is kept for "
+        "reading only (stats, log, verify): two ledgers in use is how duplicate codes "
+        "happen."
+    )
 
 
 def is_pool_segment(info: Mapping[str, Any]) -> bool:
@@ -778,7 +800,8 @@ def _manifest_problem(manifest: Any) -> str | None:
     """Why a manifest cannot be trusted, or None.
 
     Every committed transaction adds at least one segment, except one that only
-    changes pool mode (its audit record says so and names no segment), so the
+    changes pool mode or closes the ledger (its audit record says so and names no
+    segment), so the
     segments' transaction numbers must be exactly 1..txn but for those: a
     shortened list is caught.
     """
@@ -808,7 +831,8 @@ def _manifest_problem(manifest: Any) -> str | None:
 
 
 def _setting_txns(manifest: Mapping[str, Any]) -> set[int]:
-    """Transactions whose audit record only changes pool mode (they add no segment).
+    """Transactions whose audit record only changes pool mode, or closes the ledger
+    (``rrnet ledger copy --move``): they add no segment.
 
     In a copied ledger also the copy's own record and every transaction before
     it (``audit.copy_boundary``): the copy record names every segment they have,
@@ -823,7 +847,10 @@ def _setting_txns(manifest: Mapping[str, Any]) -> set[int]:
         if isinstance(r, dict)
         and isinstance(r.get("txn"), int)
         and (
-            (r.get("segments") == [] and isinstance(r.get(POOL_MODE), bool))
+            (
+                r.get("segments") == []
+                and (isinstance(r.get(POOL_MODE), bool) or isinstance(r.get(MOVED_TO), dict))
+            )
             or (boundary is not None and r["txn"] <= boundary)
         )
     }
