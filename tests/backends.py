@@ -15,22 +15,32 @@ ledger lives and how a test reads its state. ``LedgerBackend`` says that once:
   clients (and so rolled back or committed what they left); a folder has none;
 - ``another(name)``: a second, empty ledger on the same backend.
 
+``Shared`` is one PostgreSQL ledger several municipalities share, each office
+connecting as its own role (the ``shared`` fixture: wards ``WARD_A`` and
+``WARD_B``).
+
 Plain classes and functions, no pytest: ``benchmarks/crash_campaign.py`` builds
 one without it. The fixture is in tests/conftest.py.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import psycopg
-from helpers import MUNICIPALITY, folder_bytes
+from helpers import MUNICIPALITY, cli_ok, folder_bytes
 from pgserver import PgServer
 
 from rrnet_cli.ledger import LedgerStore, open_store
 from rrnet_cli.ledger.postgres import LOCK_KEY
+
+if TYPE_CHECKING:
+    import pytest
+    from typer.testing import CliRunner
 
 #: The ``backend`` fixture's params, in the order tests are reported.
 BACKENDS = ("folder", "postgres")
@@ -138,6 +148,51 @@ def postgres_backend(server: PgServer, municipality: str = MUNICIPALITY) -> Post
     url = server.url(server.create_database())
     init_ledger(url, municipality)
     return PostgresBackend(url, municipality, server)
+
+
+# -- a ledger several municipalities share -----------------------------------------
+
+WARD_A, WARD_B = "131016", "131024"
+
+
+class Shared:
+    """A shared ledger in a fresh database: the owner's URL, and offices' URLs by municipality."""
+
+    def __init__(self, server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.server = server
+        self.dbname = server.create_database()
+        self.owner = server.url(self.dbname)
+        self.passfile = tmp_path / "pgpass"
+        self.passfile.write_text("", encoding="utf-8")
+        self.passfile.chmod(0o600)
+        monkeypatch.setenv("PGPASSFILE", str(self.passfile))
+        self.roles: dict[str, str] = {}
+
+    def office(self, municipality: str) -> str:
+        """Create an ordinary login role for the municipality's office; its URL (no password:
+        the password is in the password file, as docs/deployment.md says)."""
+        role = f"office_{municipality}_{secrets.token_hex(3)}"
+        password = secrets.token_urlsafe(12)
+        self.server.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        with self.passfile.open("a", encoding="utf-8") as handle:
+            handle.write(f"127.0.0.1:{self.server.port}:{self.dbname}:{role}:{password}\n")
+        self.roles[municipality] = role
+        return self.url(role)
+
+    def create(self, runner: CliRunner, wards: tuple[str, ...]) -> None:
+        """`ledger init` for the first ward, then every ward served, its office in its role."""
+        cli_ok(runner, "ledger", "init", self.owner, "-m", wards[0])
+        for ward in wards:
+            self.office(ward)
+            cli_ok(runner, "ledger", "add-municipality", "-l", self.owner, "-m", ward,
+                   "--role", self.roles[ward])  # fmt: skip
+
+    def url(self, role: str) -> str:
+        return f"postgresql://{quote(role)}@127.0.0.1:{self.server.port}/{self.dbname}"
+
+    def rows(self, url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        with psycopg.connect(url) as conn:
+            return conn.execute(query.encode(), params or None).fetchall()
 
 
 # -- reading a PostgreSQL ledger behind rrnet's back -------------------------------

@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from backends import BACKENDS, LedgerBackend, folder_backend, postgres_backend
+from backends import (
+    BACKENDS,
+    WARD_A,
+    WARD_B,
+    LedgerBackend,
+    Shared,
+    folder_backend,
+    postgres_backend,
+)
 from helpers import MUNICIPALITY
 from pgserver import PgServer, PostgresMissing, check_installed, running_server
 from typer.testing import CliRunner
@@ -129,6 +137,16 @@ def pg_server() -> Iterator[PgServer]:
 def pg_url(pg_server: PgServer) -> str:
     """A URL (loopback TCP, with the superuser's password) of a fresh, empty database."""
     return pg_server.url(pg_server.create_database())
+
+
+@pytest.fixture
+def shared(
+    pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
+) -> Shared:
+    """A ledger created for WARD_A by the owner, then serving WARD_B too; an office role each."""
+    ledger = Shared(pg_server, tmp_path, monkeypatch)
+    ledger.create(runner, (WARD_A, WARD_B))
+    return ledger
 
 
 @pytest.fixture(params=BACKENDS)

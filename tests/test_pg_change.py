@@ -16,23 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
+from backends import WARD_A, WARD_B, Shared
 from helpers import cli_ok, profile_for, run_cli, write_export
-from pgserver import PgServer
-from test_pg_shared import WARD_A, WARD_B, Shared
 from typer.testing import CliRunner
 
 from rrnet_cli import code as rcode
 from rrnet_cli.assign import tiny_code_space_for_tests
-
-
-@pytest.fixture
-def shared(
-    pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
-) -> Shared:
-    ledger = Shared(pg_server, tmp_path, monkeypatch)
-    ledger.create(runner, (WARD_A, WARD_B))
-    return ledger
 
 
 def codes_of(path: Path) -> dict[str, str]:

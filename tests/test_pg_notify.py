@@ -19,26 +19,16 @@ from types import SimpleNamespace
 import polars as pl
 import psycopg
 import pytest
+from backends import WARD_A, WARD_B, Shared
 from helpers import profile_for, rrnet, run_cli
-from pgserver import PgServer
 from pypdf import PdfReader
 from test_households import register_rows, write_cp932
 from test_notices_issued import listed, run_notify
-from test_pg_shared import WARD_A, WARD_B, Shared
 from typer.testing import CliRunner
 
 from rrnet_cli.ledger.postgres import LOCK_KEY
 
 SHEETS = 16  # the residents of register_rows() who get a code
-
-
-@pytest.fixture
-def shared(
-    pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
-) -> Shared:
-    ledger = Shared(pg_server, tmp_path, monkeypatch)
-    ledger.create(runner, (WARD_A, WARD_B))
-    return ledger
 
 
 @pytest.fixture

@@ -23,25 +23,14 @@ import numpy as np
 import polars as pl
 import psycopg
 import pytest
-from backends import advisory_lock_holders, settle_sessions, sql_one
+from backends import WARD_A, WARD_B, Shared, advisory_lock_holders, settle_sessions, sql_one
 from helpers import cli_ok, rrnet, run_cli, write_export
 from pgserver import PgServer
-from test_pg_shared import WARD_A, WARD_B, Shared
 from typer.testing import CliRunner
 
 from rrnet_cli import code as rcode
 from rrnet_cli.ledger import open_store
 from rrnet_cli.ledger.postgres import LOCK_KEY, MIGRATIONS
-
-
-@pytest.fixture
-def shared(
-    pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
-) -> Shared:
-    """A ledger for WARD_A and WARD_B, an office role each."""
-    ledger = Shared(pg_server, tmp_path, monkeypatch)
-    ledger.create(runner, (WARD_A, WARD_B))
-    return ledger
 
 
 def pool_codes(n: int, seed: int) -> list[str]:
@@ -55,6 +44,20 @@ def jlis_file(path: Path, codes: list[str]) -> Path:
     lines = ["連番,住民票コード,備考"] + [f"{i},{c}," for i, c in enumerate(codes, 1)]
     path.write_bytes(("\r\n".join(lines) + "\r\n").encode("cp932"))
     return path
+
+
+#: `rrnet ledger designate` of a J-LIS file (``jlis_file``): its codes' column.
+DESIGNATE = ("ledger", "designate", "--column", "住民票コード")
+
+
+def designate(runner: CliRunner, source: Path, *args: object) -> tuple[int, str]:
+    """`rrnet ledger designate SOURCE --column 住民票コード ARGS`: exit code and output."""
+    return run_cli(runner, *DESIGNATE, source, *args)
+
+
+def designate_ok(runner: CliRunner, source: Path, *args: object) -> str:
+    """``designate``, which must succeed (``cli_ok``); its output."""
+    return cli_ok(runner, *DESIGNATE, source, *args)
 
 
 def new_codes(assigned: Path) -> set[str]:
@@ -73,35 +76,25 @@ def test_each_ward_designates_its_own_pool_and_draws_only_from_it(
     office_a, office_b = (shared.url(shared.roles[w]) for w in (WARD_A, WARD_B))
     pool_a, pool_b = pool_codes(300, 1), pool_codes(200, 2)
     done = json.loads(
-        cli_ok(
+        designate_ok(
             runner,
-            "ledger",
-            "designate",
             jlis_file(tmp_path / "a.csv", pool_a),
-            "--column",
-            "住民票コード",
             "-l",
             office_a,
             "--json",
         )
     )
     assert (done["municipality"], done["designated"], done["pool_left"]) == (WARD_A, 300, 300)
-    cli_ok(
+    designate_ok(
         runner,
-        "ledger",
-        "designate",
         jlis_file(tmp_path / "b.csv", pool_b),
-        "--column",
-        "住民票コード",
         "-l",
         office_b,
     )
 
     # A code already designated to the other ward is refused, naming its record.
     clash = jlis_file(tmp_path / "clash.csv", [*pool_codes(5, 3), pool_b[7]])
-    code, output = run_cli(
-        runner, "ledger", "designate", clash, "--column", "住民票コード", "-l", office_a
-    )
+    code, output = designate(runner, clash, "-l", office_a)
     assert code == 2, output
     flat = " ".join(output.split())
     assert "record 7: already in a designated pool" in flat and "nothing was designated" in flat
@@ -189,13 +182,9 @@ def test_pool_mode_on_flags_codes_drawn_before_and_verify_names_them(
     office_a = shared.url(shared.roles[WARD_A])
     free = tmp_path / "free.csv"
     cli_ok(runner, "assign", write_export(tmp_path / "e.csv", 4), "-l", office_a, "-o", free)
-    cli_ok(
+    designate_ok(
         runner,
-        "ledger",
-        "designate",
         jlis_file(tmp_path / "a.csv", pool_codes(20, 4)),
-        "--column",
-        "住民票コード",
         "-l",
         office_a,
     )
@@ -215,13 +204,9 @@ def test_an_office_cannot_designate_or_switch_pool_mode_for_another_ward(
 ) -> None:
     office_a = shared.url(shared.roles[WARD_A])
     source = jlis_file(tmp_path / "p.csv", pool_codes(10, 5))
-    code, output = run_cli(
+    code, output = designate(
         runner,
-        "ledger",
-        "designate",
         source,
-        "--column",
-        "住民票コード",
         "-l",
         office_a,
         "-m",
@@ -283,17 +268,11 @@ def test_an_office_cannot_designate_or_switch_pool_mode_for_another_ward(
             (used, WARD_A),
         )
     # The owner designates for either ward, naming it; without -m it must say which.
-    code, output = run_cli(
-        runner, "ledger", "designate", source, "--column", "住民票コード", "-l", shared.owner
-    )
+    code, output = designate(runner, source, "-l", shared.owner)
     assert code == 2 and "give --municipality" in output, output
-    cli_ok(
+    designate_ok(
         runner,
-        "ledger",
-        "designate",
         source,
-        "--column",
-        "住民票コード",
         "-l",
         shared.owner,
         "-m",
@@ -308,13 +287,9 @@ def test_a_code_designated_to_another_ward_is_never_recorded_as_drawn_here(
     shared: Shared, runner: CliRunner, tmp_path: Path
 ) -> None:
     theirs = pool_codes(3, 7)
-    cli_ok(
+    designate_ok(
         runner,
-        "ledger",
-        "designate",
         jlis_file(tmp_path / "b.csv", theirs),
-        "--column",
-        "住民票コード",
         "-l",
         shared.url(shared.roles[WARD_B]),
     )
@@ -344,13 +319,9 @@ def test_exhaustion_on_postgres_is_refused_before_anything_is_written(
     office_a = shared.url(shared.roles[WARD_A])
     code, output = run_cli(runner, "ledger", "pool-mode", "on", "-l", office_a)
     assert code == 2 and "no designated pool" in output
-    cli_ok(
+    designate_ok(
         runner,
-        "ledger",
-        "designate",
         jlis_file(tmp_path / "a.csv", pool_codes(50, 8)),
-        "--column",
-        "住民票コード",
         "-l",
         office_a,
     )
@@ -405,13 +376,9 @@ def test_pool_tampering_is_a_violation(shared: Shared, runner: CliRunner, tmp_pa
     # A code designated to ward B, recorded by ward A's role as drawn, by hand (the
     # database lets an office write its own rows; rrnet's insert never does this).
     theirs = pool_codes(1, 11)[0]
-    cli_ok(
+    designate_ok(
         runner,
-        "ledger",
-        "designate",
         jlis_file(tmp_path / "b.csv", [theirs]),
-        "--column",
-        "住民票コード",
         "-l",
         shared.url(shared.roles[WARD_B]),
     )
@@ -473,14 +440,12 @@ def test_upgrading_a_version_2_ledger_lets_existing_offices_use_pools(
     )
     _back_to_version_2(shared)
     source = jlis_file(tmp_path / "a.csv", pool_codes(10, 9))
-    code, output = run_cli(
-        runner, "ledger", "designate", source, "--column", "住民票コード", "-l", office_a
-    )
+    code, output = designate(runner, source, "-l", office_a)
     assert code == 2 and "schema version 2" in output and "rrnet ledger upgrade" in output
     done = json.loads(cli_ok(runner, "ledger", "upgrade", "-l", shared.owner, "--json"))
     assert (done["from"], done["to"]) == (2, 3)
     # The office's role, granted before pools existed, may now designate and switch.
-    cli_ok(runner, "ledger", "designate", source, "--column", "住民票コード", "-l", office_a)
+    designate_ok(runner, source, "-l", office_a)
     cli_ok(runner, "ledger", "pool-mode", "on", "-l", office_a)
     assert json.loads(cli_ok(runner, "verify", "-l", shared.owner, "--json"))["ok"] is True
 
@@ -512,7 +477,7 @@ def test_a_designation_killed_midway_is_whole_or_absent_and_runs_again(
     assert designated == (300 if committed else 0)
     assert sql_one(pg_url, "SELECT max(id) FROM rrnet.transactions") == (1 if committed else 0)
     assert json.loads(cli_ok(runner, "verify", "-l", pg_url, "--json"))["ok"] is True
-    again = run_cli(runner, "ledger", "designate", source, "--column", "住民票コード", "-l", pg_url)
+    again = designate(runner, source, "-l", pg_url)
     if committed:  # the same file again: every code is designated already
         assert again[0] == 2 and "already in a designated pool" in again[1], again
     else:
@@ -539,13 +504,9 @@ def test_a_pool_mode_changed_by_hand_stops_drawing_until_it_is_recorded(
 ) -> None:
     office_a = shared.url(shared.roles[WARD_A])
     pool = pool_codes(40, 12)
-    cli_ok(
+    designate_ok(
         runner,
-        "ledger",
-        "designate",
         jlis_file(tmp_path / "a.csv", pool),
-        "--column",
-        "住民票コード",
         "-l",
         office_a,
     )
@@ -574,13 +535,9 @@ def test_a_pool_mode_changed_by_hand_stops_drawing_until_it_is_recorded(
 def test_the_owner_chooses_whose_pool_stats_shows(
     shared: Shared, runner: CliRunner, tmp_path: Path
 ) -> None:
-    cli_ok(
+    designate_ok(
         runner,
-        "ledger",
-        "designate",
         jlis_file(tmp_path / "b.csv", pool_codes(7, 13)),
-        "--column",
-        "住民票コード",
         "-l",
         shared.owner,
         "-m",

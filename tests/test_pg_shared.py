@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import csv
 import json
-import secrets
 import subprocess
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import polars as pl
 import psycopg
 import pytest
+from backends import WARD_A, WARD_B, Shared
 from helpers import cli_ok, profile_for, run_cli, start_assign_in_subprocess, write_export
 from pgserver import PgServer
 from typer.testing import CliRunner
@@ -33,58 +32,6 @@ from rrnet_cli.ledger import open_store
 from rrnet_cli.ledger.audit import record_hash
 from rrnet_cli.ledger.postgres import LOCK_KEY, MIGRATIONS, SCHEMA_VERSION
 from rrnet_cli.verify import verify
-
-WARD_A, WARD_B = "131016", "131024"
-
-
-class Shared:
-    """A shared ledger in a fresh database: the owner's URL, and offices' URLs by municipality."""
-
-    def __init__(self, server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.server = server
-        self.dbname = server.create_database()
-        self.owner = server.url(self.dbname)
-        self.passfile = tmp_path / "pgpass"
-        self.passfile.write_text("", encoding="utf-8")
-        self.passfile.chmod(0o600)
-        monkeypatch.setenv("PGPASSFILE", str(self.passfile))
-        self.roles: dict[str, str] = {}
-
-    def office(self, municipality: str) -> str:
-        """Create an ordinary login role for the municipality's office; its URL (no password:
-        the password is in the password file, as docs/deployment.md says)."""
-        role = f"office_{municipality}_{secrets.token_hex(3)}"
-        password = secrets.token_urlsafe(12)
-        self.server.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
-        with self.passfile.open("a", encoding="utf-8") as handle:
-            handle.write(f"127.0.0.1:{self.server.port}:{self.dbname}:{role}:{password}\n")
-        self.roles[municipality] = role
-        return self.url(role)
-
-    def create(self, runner: CliRunner, wards: tuple[str, ...]) -> None:
-        """`ledger init` for the first ward, then every ward served, its office in its role."""
-        cli_ok(runner, "ledger", "init", self.owner, "-m", wards[0])
-        for ward in wards:
-            self.office(ward)
-            cli_ok(runner, "ledger", "add-municipality", "-l", self.owner, "-m", ward,
-                   "--role", self.roles[ward])  # fmt: skip
-
-    def url(self, role: str) -> str:
-        return f"postgresql://{quote(role)}@127.0.0.1:{self.server.port}/{self.dbname}"
-
-    def rows(self, url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-        with psycopg.connect(url) as conn:
-            return conn.execute(query.encode(), params or None).fetchall()
-
-
-@pytest.fixture
-def shared(
-    pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
-) -> Shared:
-    """A ledger created for WARD_A by the owner, then serving WARD_B too; an office role each."""
-    ledger = Shared(pg_server, tmp_path, monkeypatch)
-    ledger.create(runner, (WARD_A, WARD_B))
-    return ledger
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
