@@ -1523,47 +1523,34 @@ class PostgresView:
         return free["code"].cast(pl.UInt64).to_numpy().astype(np.uint64)
 
     def designated(self, codes: np.ndarray) -> pl.Series:
-        codes = np.asarray(codes, dtype=np.uint64)
-        self._fill("rrnet_probe", pl.DataFrame({"code": np.unique(codes)}))
-        found = self._frame(
-            sql.SQL(
-                "SELECT p.code, p.municipality FROM rrnet_probe q JOIN {schema}.pool p USING (code)"
-            ).format(schema=sql.Identifier(SCHEMA)),
+        return self._probe(
+            codes,
+            "SELECT p.code, p.municipality FROM rrnet_probe q JOIN {schema}.pool p USING (code)",
             ["code", "municipality"],
-        ).with_columns(pl.col("code").cast(pl.UInt64))
-        query = pl.DataFrame({"code": codes})
-        return query.join(found, on="code", how="left", maintain_order="left")["municipality"]
+        )["municipality"]
 
     def outside_pool(self, codes: np.ndarray) -> np.ndarray:
-        codes = np.asarray(codes, dtype=np.uint64)
-        self._fill("rrnet_probe", pl.DataFrame({"code": np.unique(codes)}))
-        found = self._frame(
-            sql.SQL(
-                "SELECT o.code FROM rrnet_probe q JOIN {schema}.code_owners o USING (code)"
-                " JOIN {schema}.municipalities m ON m.code = o.municipality AND m.pool_mode"
-                " WHERE o.status = 'assigned' AND NOT EXISTS (SELECT 1 FROM {schema}.pool p"
-                "  WHERE p.code = o.code AND p.municipality = o.municipality)"
-            ).format(schema=sql.Identifier(SCHEMA)),
-            ["code"],
+        found = self._probe(
+            codes,
+            "SELECT o.code, true FROM rrnet_probe q JOIN {schema}.code_owners o USING (code)"
+            " JOIN {schema}.municipalities m ON m.code = o.municipality AND m.pool_mode"
+            " WHERE o.status = 'assigned' AND NOT EXISTS (SELECT 1 FROM {schema}.pool p"
+            "  WHERE p.code = o.code AND p.municipality = o.municipality)",
+            ["code", "outside"],
         )
-        return np.isin(codes, found["code"].cast(pl.UInt64).to_numpy())
+        return found["outside"].is_not_null().to_numpy()
 
     def lookup(self, codes: np.ndarray) -> pl.DataFrame:
-        codes = np.asarray(codes, dtype=np.uint64)
-        query = pl.DataFrame({"code": codes})
-        self._fill("rrnet_probe", query.unique())
         # code_owners shows every code's status and municipality; the resident
         # comes from codes, where an office's role sees only its own residents
         # (another municipality's code reads as held there, by someone unnamed).
-        found = self._frame(
-            sql.SQL(
-                "SELECT o.code, o.status, o.municipality, c.resident_id "
-                "FROM rrnet_probe p JOIN {schema}.code_owners o USING (code) "
-                "LEFT JOIN {schema}.codes c ON c.code = o.code"
-            ).format(schema=sql.Identifier(SCHEMA)),
+        return self._probe(
+            codes,
+            "SELECT o.code, o.status, o.municipality, c.resident_id "
+            "FROM rrnet_probe p JOIN {schema}.code_owners o USING (code) "
+            "LEFT JOIN {schema}.codes c ON c.code = o.code",
             ["code", "status", "municipality", "resident_id"],
-        ).with_columns(pl.col("code").cast(pl.UInt64))
-        return query.join(found, on="code", how="left", maintain_order="left")
+        )
 
     def active_codes(self, municipality: str, resident_ids: pl.Series) -> pl.DataFrame:
         self._fill_ids(resident_ids)
@@ -1625,19 +1612,15 @@ class PostgresView:
     # -- what notify asks -----------------------------------------------------------
 
     def recorded_times(self, codes: np.ndarray) -> pl.DataFrame:
-        query = pl.DataFrame({"code": np.asarray(codes, dtype=np.uint64)})
-        self._fill("rrnet_probe", query.unique())
-        found = self._frame(
-            sql.SQL(
-                "SELECT c.code, {at} FROM rrnet_probe p JOIN {schema}.codes c USING (code) "
-                "JOIN {schema}.transactions t ON t.id = c.txn"
-            ).format(schema=sql.Identifier(SCHEMA), at=sql.SQL(_EPOCH_MS.format("t.at"))),
+        return self._probe(
+            codes,
+            "SELECT c.code, " + _EPOCH_MS.format("t.at") + " FROM rrnet_probe p"
+            " JOIN {schema}.codes c USING (code) JOIN {schema}.transactions t ON t.id = c.txn",
             ["code", "recorded_at"],
-        ).select(pl.col("code").cast(pl.UInt64), _utc_ms("recorded_at"))
-        return query.join(found, on="code", how="left", maintain_order="left")
+        ).with_columns(_utc_ms("recorded_at"))
 
     def notices_of(self, codes: np.ndarray) -> pl.DataFrame:
-        self._fill("rrnet_probe", pl.DataFrame({"code": np.unique(np.asarray(codes, np.uint64))}))
+        self._fill_probe(codes)
         return self._notices("FROM rrnet_probe p JOIN {schema}.notices n USING (code)")
 
     def notices_of_all(self) -> pl.DataFrame:
@@ -1669,6 +1652,22 @@ class PostgresView:
         return bool(row and row[0])
 
     # -- temporary tables and results --------------------------------------------
+
+    def _fill_probe(self, codes: np.ndarray) -> pl.DataFrame:
+        """``rrnet_probe`` holds these codes (each once); the codes as asked, in order."""
+        query = pl.DataFrame({"code": np.asarray(codes, dtype=np.uint64)})
+        self._fill("rrnet_probe", query.unique())
+        return query
+
+    def _probe(self, codes: np.ndarray, query: str, columns: list[str]) -> pl.DataFrame:
+        """``query`` (``{schema}`` for the ledger's schema) about these codes, joined
+        through ``rrnet_probe``: its ``columns`` (the first ``code``) for each code as
+        asked, in order; null where the query found nothing."""
+        asked = self._fill_probe(codes)
+        found = self._frame(
+            sql.SQL(query).format(schema=sql.Identifier(SCHEMA)), columns
+        ).with_columns(pl.col("code").cast(pl.UInt64))
+        return asked.join(found, on="code", how="left", maintain_order="left")
 
     def _fill_ids(self, resident_ids: pl.Series) -> None:
         """``rrnet_ids`` holds exactly these ids (kept when asked about the same ids again)."""
