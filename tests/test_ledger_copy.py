@@ -23,6 +23,7 @@ from typing import Any
 import polars as pl
 import psycopg
 import pytest
+from backends import sql_rows
 from helpers import MUNICIPALITY, cli_ok, profile_for, rrnet, run_cli
 from test_households import register_rows, write_cp932
 from typer.testing import CliRunner
@@ -96,21 +97,21 @@ def folder_records(path: Path) -> list[tuple[Any, ...]]:
 
 
 def pg_records(url: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT lpad(code::text, 11, '0'), status, municipality::text, resident_id, txn "
-            "FROM rrnet.code_history"
-        ).fetchall()
-    return sorted((tuple(r) for r in rows), key=repr)
+    rows = sql_rows(
+        url,
+        "SELECT lpad(code::text, 11, '0'), status, municipality::text, resident_id, txn "
+        "FROM rrnet.code_history",
+    )
+    return sorted(rows, key=repr)
 
 
 def pg_notices(url: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT lpad(code::text, 11, '0'), resident_id, kind, reprint_reason, batch, file, "
-            "page, txn FROM rrnet.notices"
-        ).fetchall()
-    return sorted((tuple(r) for r in rows), key=repr)
+    rows = sql_rows(
+        url,
+        "SELECT lpad(code::text, 11, '0'), resident_id, kind, reprint_reason, batch, file, "
+        "page, txn FROM rrnet.notices",
+    )
+    return sorted(rows, key=repr)
 
 
 def listed_notices(runner: CliRunner, ledger: Path) -> list[tuple[Any, ...]]:
@@ -141,9 +142,7 @@ def stats_of(runner: CliRunner, location: object) -> dict[str, Any]:
 
 
 def pg_schema_exists(url: str) -> bool:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'rrnet'").fetchone()
-    return row is not None
+    return bool(sql_rows(url, "SELECT 1 FROM pg_namespace WHERE nspname = 'rrnet'"))
 
 
 # -- the round trip ------------------------------------------------------------------
