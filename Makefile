@@ -2,15 +2,20 @@
 #   make demo   set up, then assign -> notify -> verify on the bundled sample register
 #   make test   set up, then run the whole test suite (what CI runs)
 # Set-up installs Debian packages when run as root (see .ci/debian-packages),
-# creates .venv and installs rrnet into it with its test dependencies.
+# creates .venv and installs rrnet into it with its test dependencies, at the
+# tested versions in .ci/constraints.txt.
+#   make test-newest   the suite against the newest releases (in .venv-newest)
+#   make constraints   record the newest releases as the tested set
 
 PYTHON ?= python3
 VENV   ?= .venv
+NEWEST ?= .venv-newest
+CONSTRAINTS := .ci/constraints.txt
 BIN    := $(VENV)/bin
 DEMO   ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast setup system-packages lint clean
+.PHONY: demo test test-fast test-newest constraints setup system-packages lint clean
 
 demo: setup
 	rm -rf $(DEMO) && mkdir -m 700 $(DEMO)
@@ -32,11 +37,32 @@ setup: system-packages $(VENV)/.installed
 system-packages:
 	@bash .ci/install-system-packages
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) -e '.[test]'
 	touch $@
+
+# A fresh venv with the newest release of every dependency the ranges allow, so an
+# upgrade that breaks rrnet is found on purpose, not by a newcomer.
+$(NEWEST)/.installed: pyproject.toml
+	rm -rf $(NEWEST)
+	$(PYTHON) -m venv $(NEWEST)
+	$(NEWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(NEWEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
+	touch $@
+
+test-newest: system-packages
+	rm -f $(NEWEST)/.installed
+	$(MAKE) $(NEWEST)/.installed
+	$(NEWEST)/bin/python -m pip list --format=freeze --exclude-editable
+	$(NEWEST)/bin/python -m pytest $(PYTEST_ARGS)
+
+# After `make test-newest` passed: take its versions as the tested set.
+constraints: $(NEWEST)/.installed
+	{ sed -n '/^#/p' $(CONSTRAINTS); \
+	  $(NEWEST)/bin/python -m pip freeze --exclude-editable; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 # Ruff for lint and format, mypy (strict, see pyproject) for types.
 lint: setup
@@ -45,4 +71,4 @@ lint: setup
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(NEWEST) $(DEMO) .pytest_cache .ruff_cache .hypothesis

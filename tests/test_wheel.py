@@ -143,6 +143,9 @@ def test_the_wheel_carries_the_templates_and_runs_outside_the_checkout(
             "--disable-pip-version-check",
             "--no-input",
             "--root-user-action=ignore",
+            # The versions `make test` tested, not whatever is newest today.
+            "--constraint",
+            ROOT / ".ci" / "constraints.txt",
             wheel,
         ],
         tmp_path,
