@@ -79,8 +79,10 @@ CHANGE_BOXES = (
 )
 #: Its static texts: the same areas as the sheet's.
 CHANGE_STATIC = STATIC_BOXES
-#: The points of [text] the notice gives after [change] changed and old_invalid.
-CHANGE_POINTS = ("keep_safe", "private_use", "photo_id")
+#: The points the notice gives after [change] changed and old_invalid, each as
+#: (section, key) of the notice files: the change notice is kept safe in words of
+#: its own (the sheet's keep_safe names the sheet), the rest as on the sheet.
+CHANGE_POINTS = (("change", "keep_safe"), ("text", "private_use"), ("text", "photo_id"))
 #: Labels taken from the notice files' [change] section: box -> (section, key).
 #: Every other label is [labels] of the box's name.
 LABEL_OF_BOX = {

@@ -1560,7 +1560,7 @@ def render_static_pages(
     mark: Mark | None = None,
     *,
     template_name: str = STATIC_TEMPLATE,
-    points: Sequence[str] = NOTICE_POINTS,
+    points: Sequence[str] | Sequence[tuple[str, str]] = NOTICE_POINTS,
     context: Mapping[str, Any] | None = None,
 ) -> StaticPages:
     """One single-page PDF per language: the part of the sheet that is the same for all.

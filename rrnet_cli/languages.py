@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gettext
 import re
+import string
 import tomllib
 import unicodedata
 from collections.abc import Callable
@@ -507,6 +508,9 @@ def load_notice(language: str, folder: Path = NOTICES) -> NoticeText:
         empty = [k for k, v in values.items() if not isinstance(v, str) or not v.strip()]
         if empty:
             raise UsageError(f"{path}: [{section}] has empty values: {', '.join(empty)}.")
+        for key, value in values.items():
+            if (section, key) != ("labels", "page"):  # checked on its own, below
+                _check_placeholders(path, f"{section}.{key}", value, reference[section][key])
     meta = data["meta"]
     if meta["language"] != language:
         raise UsageError(f"{path}: meta.language is {meta['language']!r}, not {language!r}.")
@@ -520,6 +524,30 @@ def load_notice(language: str, folder: Path = NOTICES) -> NoticeText:
         labels=dict(data["labels"]),
         change=dict(data.get("change", {})),
     )
+
+
+def placeholders(text: str) -> set[str]:
+    """The ``{name}`` fields of a wording (``{{`` and ``}}`` are literal braces).
+
+    >>> sorted(placeholders("Page {page} of {pages}"))
+    ['page', 'pages']
+    >>> placeholders("{{not one}}")
+    set()
+    """
+    return {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
+
+
+def _check_placeholders(path: Path, key: str, value: str, reference: object) -> None:
+    """A translation fills in exactly the fields the Japanese wording does: a field
+    left out drops a value from the sheet, an unknown one stops the run mid-print."""
+    try:
+        have = placeholders(value)
+    except ValueError as exc:
+        raise UsageError(f"{path}: {key} has a stray brace ({exc}).") from None
+    want = placeholders(reference) if isinstance(reference, str) else set()
+    if have != want:
+        shown = ", ".join(f"{{{name}}}" for name in sorted(want)) or "no {…} fields"
+        raise UsageError(f"{path}: {key} must have the fields ja.toml has: {shown}.")
 
 
 def _check_page_label(path: Path, page: object) -> None:

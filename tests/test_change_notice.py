@@ -164,12 +164,17 @@ def test_the_notice_reads_back_in_full(batch, notices, language: str) -> None:
         assert "住民票コード変更通知書" in text
         assert squash(ja.change["old_invalid"]) in text
         assert squash(ja.change["new_code"]) in text and squash(ja.change["old_code"]) in text
+        # Kept safe in its own words: the sheet's keep_safe names the first notice.
+        assert squash(ja.change["keep_safe"]) in text
+        assert squash(ja.text["keep_safe"]) not in text
         if language == "ne":
             # Shaped Devanagari reads back lossily (see test_form): only see that it is there.
             assert len(re.findall("[\u0900-\u097f]", text)) > 200
         elif language != "ja":
             assert squash(notice.change["title"]) in text
             assert squash(notice.change["old_invalid"]) in text
+            assert squash(notice.change["keep_safe"]) in text
+            assert squash(notice.text["keep_safe"]) not in text
         # Both codes, in 4-4-3 groups, and the name.
         assert spaced(sheet["code"]).search(raw), sheet["resident_id"]
         assert spaced(sheet["old_code"]).search(raw), sheet["resident_id"]
