@@ -227,6 +227,10 @@ def ledger_init(
     can never start a second, empty ledger. In a PostgreSQL database the ledger
     is the schema `rrnet`; a database that has one already is refused.
 
+    A folder ledger is bound to its folder: a copy made by hand (cp -a, rsync),
+    a moved folder or a restored backup refuses every write until `rrnet ledger
+    relocate`; `rrnet ledger copy` makes a new ledger from an old one.
+
     Example: `rrnet ledger init /srv/rrnet/ledger --municipality 131016`
     """
     from rrnet_cli.ledger import init_store
@@ -741,6 +745,9 @@ def ledger_copy(
     `rrnet ledger add-municipality --role`. SRC is held still (writers wait)
     while the copy runs. Use only one of the two ledgers afterwards: with --move
     a folder SRC is closed for writing (reads still work).
+
+    Into a folder, the copy is a new ledger bound to that folder, writable at
+    once (a copy made by hand with cp or rsync is not: it refuses writes).
 
     All or nothing: into PostgreSQL in one transaction, into a folder through a
     temporary folder renamed into place. At the end both ledgers are read again
