@@ -471,6 +471,10 @@ class Ledger:
         own = self.municipality
         return (own,) if own else ()
 
+    @property
+    def served(self) -> tuple[str, ...]:
+        return self.municipalities
+
     # -- reading --------------------------------------------------------------
 
     def snapshot(self) -> LedgerState:
