@@ -293,6 +293,8 @@ def main() -> None:
         ledger = work / f"ledger-{i}"
         shutil.rmtree(ledger, ignore_errors=True)
         shutil.copytree(base, ledger)
+        # A copy made by hand refuses writes until it is made the ledger (a scratch one).
+        run([*rrnet, "ledger", "relocate", "--ledger", str(ledger)])
         out = work / f"assigned-{i}.parquet"
         assigns.append(
             run([*rrnet, "assign", str(export), "--ledger", str(ledger), "-o", str(out)])

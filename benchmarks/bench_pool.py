@@ -124,6 +124,8 @@ def main() -> None:
                 copy = work / f"{label}-{i}"
                 shutil.rmtree(copy, ignore_errors=True)
                 shutil.copytree(ledger, copy)
+                # A copy made by hand refuses writes until it is made the ledger.
+                run([*rrnet, "ledger", "relocate", "--ledger", str(copy)])
                 out = work / f"{label}-{i}.parquet"
                 command = [*rrnet, "assign", str(export), "-l", str(copy), "-o", str(out)]
                 secs, _, _ = run(command + extra)

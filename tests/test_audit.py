@@ -462,10 +462,10 @@ def test_a_ledger_from_before_the_audit_trail_is_a_note_not_a_failure(
 def test_an_unknown_manifest_version_is_still_refused(ledger: Ledger) -> None:
     data = manifest_of(ledger.path)
     # 3: a designated pool (test_pool.py); 4: notices (test_notices_issued.py); 5: moved
-    # (test_ledger_copy.py)
-    data["version"] = 6
+    # (test_ledger_copy.py); 6: relocated (test_ledger_place.py)
+    data["version"] = 7
     write_manifest(ledger.path, data)
-    with pytest.raises(Exception, match="version 6 ledger"):
+    with pytest.raises(Exception, match="version 7 ledger"):
         Ledger.open(ledger.path)
 
 

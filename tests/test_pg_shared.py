@@ -63,7 +63,7 @@ def test_two_wards_assign_the_same_resident_ids_and_never_share_a_code(
         "-o",
         tmp_path / "wrong.csv",
     )
-    assert code == 2 and f"is for municipality {WARD_A}, not {WARD_B}" in text
+    assert code == 2 and f"Your role may not read or record municipality {WARD_B}'s" in text
     assert not (tmp_path / "wrong.csv").exists()
     # The owner serves both, so must say which.
     code, text = run_cli(runner, "assign", export, "-l", shared.owner, "-o", tmp_path / "o.csv")
@@ -530,7 +530,7 @@ def test_office_mistakes_get_plain_refusals(
     office_a = shared.url(shared.roles[WARD_A])
     # verify of the ledger alone, with another ward's -m: refused like every command.
     code, text = run_cli(runner, "verify", "-l", office_a, "-m", WARD_B)
-    assert code == 2 and f"not {WARD_B}" in text, text
+    assert code == 2 and f"may not read or record municipality {WARD_B}'s" in text, text
     # Only the owner upgrades.
     pg_server.execute("UPDATE rrnet.meta SET schema_version = 2", shared.dbname)
     try:
@@ -542,6 +542,35 @@ def test_office_mistakes_get_plain_refusals(
     stranger = shared.office("132012")
     code, text = run_cli(runner, "ledger", "stats", "-l", stranger)
     assert code == 2 and "rrnet ledger add-municipality" in text, text
+
+
+def test_another_wards_m_is_a_matter_of_permission_not_of_second_codes(
+    shared: Shared, runner: CliRunner, tmp_path: Path
+) -> None:
+    """An office's read-only `ledger stats -m OTHER` (and any run with another ward's
+    -m) is told its role may not, not that it would give residents second codes."""
+    office_a = shared.url(shared.roles[WARD_A])
+    export = write_export(tmp_path / "export.csv", 5)
+    for command in (
+        ("ledger", "stats", "-m", WARD_B),
+        ("ledger", "stats", "-m", WARD_B, "--json"),
+        ("assign", export, "-m", WARD_B, "-o", tmp_path / "out.csv"),
+    ):
+        code, text = run_cli(runner, *command, "-l", office_a)
+        assert code == 2, (command, text)
+        assert f"Your role may not read or record municipality {WARD_B}'s residents" in text
+        assert f"sees only its own municipality ({WARD_A})" in text
+        assert f"Connect as {WARD_B}'s office role, or as the ledger's owner" in text
+        assert "second" not in text and "Traceback" not in text, text
+    assert not (tmp_path / "out.csv").exists()
+    # A code the ledger does not serve at all is still a mistyped municipality.
+    code, text = run_cli(runner, "ledger", "stats", "-m", "132012", "-l", office_a)
+    assert code == 2 and "not 132012 (wrong municipality?)" in text, text
+    # The owner reads each ward's.
+    stats = json.loads(
+        cli_ok(runner, "ledger", "stats", "-l", shared.owner, "-m", WARD_B, "--json")
+    )
+    assert stats["municipality"] == WARD_B
 
 
 def test_an_office_cannot_record_or_probe_another_wards_notices(

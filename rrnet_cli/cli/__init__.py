@@ -265,7 +265,7 @@ def assign(
     with Steps.for_terminal(quiet=as_json) as steps:
         result = assign_register(
             export,
-            ledger=open_ledger(ledger),
+            ledger=open_ledger(ledger, writes=not dry_run),
             output=output,
             rejects=rejects,
             departed=departed,
@@ -435,7 +435,7 @@ def change(
         ]
     with Steps.for_terminal(quiet=as_json) as steps:
         result = change_codes(
-            open_ledger(ledger),
+            open_ledger(ledger, writes=True),
             batch,
             municipality=municipality,
             output=output,
@@ -745,7 +745,7 @@ def notify(
             assigned,
             output,
             profile=load_profile(profile),
-            ledger=open_ledger(ledger) if ledger else None,
+            ledger=open_ledger(ledger, writes=True) if ledger else None,
             recorded_on=recorded_on.date() if recorded_on else None,
             notice_date=notice_date.date() if notice_date else None,
             include_all=include_all,

@@ -394,12 +394,26 @@ def say_waiting(message: str) -> None:
     err.print(message, markup=False, soft_wrap=True)
 
 
-def open_ledger(location: str | Path) -> LedgerStore:
+def open_ledger(location: str | Path, *, writes: bool = False) -> LedgerStore:
     """The ledger an option names (a folder or a PostgreSQL database), refusing
-    anything that is not a ledger."""
-    from rrnet_cli.ledger import open_store
+    anything that is not a ledger.
 
-    return open_store(location)
+    A folder that is not its ledger's place (copied, moved or restored by hand:
+    ``Ledger.misplaced``) is refused at once for a command that ``writes`` (its
+    transaction would refuse it anyway, after the command's work), and read
+    with a warning otherwise.
+    """
+    from rrnet_cli.ledger import Ledger, open_store
+
+    store = open_store(location)
+    if isinstance(store, Ledger):
+        if writes:
+            store.refuse_misplaced()
+        else:
+            problem = store.misplaced()
+            if problem is not None:
+                err.print(f"warning: {problem.warning()}", markup=False, soft_wrap=True)
+    return store
 
 
 def load_mapping(path: Path | None) -> dict[str, str] | None:

@@ -158,6 +158,7 @@ class _Log:
             command = record.get("command")
             counts = record.get("counts")
             mode = record.get("pool_mode")  # a transaction that turned pool mode on or off
+            place = record.get("place")  # one that bound a folder ledger to its folder
             if "command" in record:
                 said = shlex.join(map(str, command)) if isinstance(command, list) else ""
             else:  # another municipality's run on a shared ledger: the chain's fields only
@@ -170,7 +171,11 @@ class _Log:
                 said,
                 ", ".join(f"{k} {v:,}" for k, v in counts.items())
                 if isinstance(counts, dict) and counts
-                else (f"pool mode {'on' if mode else 'off'}" if isinstance(mode, bool) else ""),
+                else f"pool mode {'on' if mode else 'off'}"
+                if isinstance(mode, bool)
+                else f"bound to {place.get('path')}"
+                if isinstance(place, dict)
+                else "",
                 str(record.get("hash", ""))[:12],
             )
         return grid
@@ -221,6 +226,10 @@ def ledger_init(
     Every other command refuses a path that is not a ledger, so a mistyped path
     can never start a second, empty ledger. In a PostgreSQL database the ledger
     is the schema `rrnet`; a database that has one already is refused.
+
+    A folder ledger is bound to its folder: a copy made by hand (cp -a, rsync),
+    a moved folder or a restored backup refuses every write until `rrnet ledger
+    relocate`; `rrnet ledger copy` makes a new ledger from an old one.
 
     Example: `rrnet ledger init /srv/rrnet/ledger --municipality 131016`
     """
@@ -277,7 +286,7 @@ def ledger_import(
     invocation = audit_invocation(ctx, operator)
     with Steps.for_terminal(quiet=as_json) as steps:
         result = import_codes(
-            open_ledger(ledger),
+            open_ledger(ledger, writes=True),
             source,
             column=column,
             status=Status.RETIRED if retired else Status.IMPORTED,
@@ -332,7 +341,7 @@ def ledger_designate(
     invocation = audit_invocation(ctx, operator)
     with Steps.for_terminal(quiet=as_json) as steps:
         result = designate_codes(
-            open_ledger(ledger),
+            open_ledger(ledger, writes=True),
             source,
             municipality=municipality,
             column=column,
@@ -388,7 +397,7 @@ def ledger_pool_mode(
     from rrnet_cli.pool import set_pool_mode
 
     result = set_pool_mode(
-        open_ledger(ledger),
+        open_ledger(ledger, writes=True),
         mode is PoolMode.ON,
         municipality=municipality,
         lock_timeout=lock_timeout,
@@ -598,6 +607,101 @@ def ledger_log(
     finish(result, as_json, f"Audit trail of {result.ledger}", after=result.lines())
 
 
+@dataclass
+class _Relocated:
+    """What ``rrnet ledger relocate`` did (``folder.Relocation``)."""
+
+    ledger: str
+    ledger_id: str
+    moved_from: str | None
+    transaction: int | None
+    original_in_place: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ledger": self.ledger,
+            "ledger_id": self.ledger_id,
+            "relocated": self.transaction is not None,
+            "from": self.moved_from,
+            "transaction": self.transaction,
+            "original_in_place": self.original_in_place,
+        }
+
+    def summary_rows(self) -> list[tuple[str, Any]]:
+        return [
+            ("ledger", self.ledger),
+            ("ledger id", self.ledger_id),
+            ("bound before to", self.moved_from or "- (never bound: a ledger from before)"),
+            ("recorded as transaction", self.transaction),
+        ]
+
+    def lines(self) -> list[str]:
+        lines = [
+            f"This folder is now the ledger {self.ledger_id}. Any other copy of it (the "
+            "folder it was bound to before, backups, copies made by hand) must be retired: "
+            "never assign, change or notify with one again. A folder cannot see its copies "
+            "elsewhere, so two copies both relocated would both work and draw codes without "
+            "seeing each other's (docs/reliability.md)."
+        ]
+        if self.original_in_place:
+            lines.append(
+                f"warning: {self.moved_from} still holds this ledger and still accepts writes. "
+                "Retire it now: rename or remove that folder (it then refuses every write), "
+                "or if you meant a second ledger, remove this folder and use `rrnet ledger "
+                "copy` instead."
+            )
+        return lines
+
+
+@ledger_app.command("relocate")
+@handle_errors
+def ledger_relocate(
+    ctx: typer.Context,
+    ledger: LedgerOpt,
+    lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
+    operator: OperatorOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Make this folder the ledger after a move or a restore from backup (folder only).
+
+    A folder ledger is bound to its folder: a folder copied, moved or restored by
+    hand (cp, rsync, mv, tar) refuses every write, so that a copy can never draw
+    codes beside the original. When this folder is to be the ledger from now on,
+    run this once: it binds the ledger to this folder, recorded in the audit trail
+    (`rrnet ledger log`), in one transaction under the lock. Every other copy of
+    the ledger must then be retired. After a restore, first bring in the codes
+    assigned since the backup was made (`rrnet ledger import`). To make a second,
+    new ledger from an old one, use `rrnet ledger copy` instead.
+
+    Example: `rrnet ledger relocate --ledger /srv/rrnet/ledger`
+    """
+    from rrnet_cli.errors import UsageError
+    from rrnet_cli.ledger import Ledger, is_database_location
+
+    if is_database_location(ledger):
+        raise UsageError(
+            "`rrnet ledger relocate` is for a folder ledger; a PostgreSQL ledger lives in "
+            "its database and has no folder to bind."
+        )
+    done = Ledger.open(Path(ledger)).relocate(
+        timeout=lock_timeout, invocation=audit_invocation(ctx, operator), waiting=say_waiting
+    )
+    result = _Relocated(
+        done.ledger, done.ledger_id, done.moved_from, done.transaction, done.original_in_place
+    )
+    if not done.changed:
+        if as_json:
+            finish(result, as_json, "")
+        else:
+            out.print(
+                f"The ledger {done.ledger} is at its place already; nothing was recorded.",
+                markup=False,
+            )
+        return
+    finish(result, as_json, f"Relocated {result.ledger}", after=result.lines())
+
+
 @ledger_app.command("copy")
 @handle_errors(left="Nothing was written to the new ledger; the source was not changed.")
 def ledger_copy(
@@ -641,6 +745,9 @@ def ledger_copy(
     `rrnet ledger add-municipality --role`. SRC is held still (writers wait)
     while the copy runs. Use only one of the two ledgers afterwards: with --move
     a folder SRC is closed for writing (reads still work).
+
+    Into a folder, the copy is a new ledger bound to that folder, writable at
+    once (a copy made by hand with cp or rsync is not: it refuses writes).
 
     All or nothing: into PostgreSQL in one transaction, into a folder through a
     temporary folder renamed into place. At the end both ledgers are read again

@@ -47,6 +47,10 @@ COPIED_FROM = "copied_from"
 #: The manifest key (and audit record key) of a folder ledger closed by
 #: ``rrnet ledger copy --move``: where it was moved, and when.
 MOVED_TO = "moved_to"
+#: The audit record key that binds a folder ledger to its folder (``folder.py``
+#: explains the binding): the ledger's id, the folder's real path and its place
+#: mark. The latest record that has one says where the ledger is.
+PLACE = "place"
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -77,7 +81,7 @@ _RECORD_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 #: Keys a command's own details may not use (they belong to the record, or to a
 #: setting only the transaction itself may record).
-RESERVED_KEYS = frozenset(_RECORD_KEYS) | {POOL_MODE, COPIED_FROM, MOVED_TO}
+RESERVED_KEYS = frozenset(_RECORD_KEYS) | {POOL_MODE, COPIED_FROM, MOVED_TO, PLACE}
 
 
 def audit_details(
@@ -96,6 +100,15 @@ def audit_details(
         "outputs": [{"path": str(d["path"]), "sha256": str(d["sha256"])} for d in outputs],
         **(details or {}),
     }
+
+
+def latest_place(records: Iterable[Any]) -> dict[str, Any] | None:
+    """The place the latest record that binds the ledger names, or None (never bound)."""
+    place = None
+    for record in records:
+        if isinstance(record, dict) and isinstance(record.get(PLACE), dict):
+            place = record[PLACE]
+    return place
 
 
 def copy_boundary(records: Iterable[Any]) -> int | None:

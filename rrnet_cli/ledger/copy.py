@@ -46,7 +46,10 @@ link holds. The copy appends one record (``copied_from``: SRC's location
 without password, its head hash, the content hash and counts). Into a folder,
 that record names every segment the copy wrote, sealing them into the chain;
 the records before it, made in a database or another folder, are checked by
-their counts (``audit.copy_boundary``).
+their counts (``audit.copy_boundary``). It also binds the copy to its folder
+(``audit.PLACE``, see ``folder.py``) with a ledger id of its own: the copy is a
+new ledger, writable at once where it was made, and a copy of it made by hand
+is refused like any other.
 
 The check at the end reads both ledgers again (``LedgerSummary``): the
 municipalities, the number of audit records and the last transaction, the
@@ -92,7 +95,7 @@ from psycopg import sql
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, EXIT_CHECK_FAILED, LedgerError, UsageError
 from rrnet_cli.files import PRIVATE_DIR, PRIVATE_FILE, fsync_dir
 from rrnet_cli.ledger import folder as folder_mod
-from rrnet_cli.ledger.audit import COPIED_FROM, MOVED_TO, TRANSACTIONS, AuditLog, seal
+from rrnet_cli.ledger.audit import COPIED_FROM, MOVED_TO, PLACE, TRANSACTIONS, AuditLog, seal
 from rrnet_cli.ledger.folder import (
     FORMAT,
     LOCK,
@@ -786,6 +789,7 @@ def _copy_record(
     summary: LedgerSummary,
     *,
     segments: list[dict[str, Any]] | None,
+    place: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     record: dict[str, Any] = {
         "txn": number,
@@ -807,6 +811,8 @@ def _copy_record(
     }
     if segments is not None:
         record["segments"] = segments
+    if place is not None:
+        record[PLACE] = place
     return seal(record)
 
 
@@ -1117,8 +1123,11 @@ def _write_folder(
     summary: LedgerSummary,
     invocation: Invocation,
     steps: Steps,
+    place: Path,
 ) -> None:
-    """The whole ledger into ``folder`` (new), its manifest last."""
+    """The whole ledger into ``folder`` (new), its manifest last; bound to ``place``,
+    where ``folder`` is renamed to once checked (the copy is a new ledger, with an id
+    of its own)."""
     records = source.records
     times = {int(r["txn"]): _at(r) for r in records}
     folder.mkdir(mode=PRIVATE_DIR)
@@ -1204,6 +1213,7 @@ def _write_folder(
         _source_location(source),
         summary,
         segments=[{"file": s["file"], "sha256": s["sha256"], "rows": s["rows"]} for s in segments],
+        place=folder_mod.new_place(folder, uuid.uuid4().hex, path=place),
     )
     manifest: dict[str, Any] = {
         "format": FORMAT,
@@ -1241,7 +1251,7 @@ def _into_folder(
         f".{path.name}.copying-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     )
     try:
-        _write_folder(source, temporary, summary, invocation, steps)
+        _write_folder(source, temporary, summary, invocation, steps, path)
         ledger = Ledger.open(temporary)
         copied = _FolderSource(ledger, ledger.read_manifest())
         after = copied.summary(steps, copied=True)

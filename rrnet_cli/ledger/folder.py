@@ -30,6 +30,32 @@ adds no segment. A manifest that has a pool or a pool mode is written as
 version 3, so that an rrnet from before pools refuses the ledger instead of
 ignoring its pool mode (or taking designated codes for used ones); a ledger
 without a pool stays version 2.
+
+Where the ledger is (its place): a folder copied by hand (``cp -a``, rsync, a
+file manager, a backup restored) is a second ledger that draws codes without
+seeing the first's, and each passes its own check. So a folder ledger is bound
+to its folder. The audit record that creates it (transaction 0), relocates it
+(``rrnet ledger relocate``) or copies it (``rrnet ledger copy``) names its
+place (``audit.PLACE``): a ledger id, the folder's real path, and the identity
+of its place mark, the file ``place`` in the folder: its inode number and
+change time (ctime, to the nanosecond). A copy cannot carry those: every copy
+or restore makes a new file, and the kernel sets its change time; nobody can
+set it back. The folder's own inode number is not enough: restoring a backup
+where the folder was (``rm -rf``, then ``tar x``) gives the new folder the old
+folder's inode number on ext4. The path is checked as well, because a ``mv``
+keeps the mark as it is.
+
+A folder is its ledger's place when its mark is the one recorded and it is the
+recorded folder: its real path (symbolic links resolved) is the recorded one,
+or the recorded path leads to this very folder (a bind mount). Every write
+checks that under the lock, before anything else, and refuses otherwise;
+reading stays possible (the command line warns). ``rrnet ledger relocate``
+binds the ledger to the folder it is in now, with a fresh mark, in a
+transaction of its own. A ledger from before the binding has no place
+recorded; its first committed write binds it (the record of that write names
+the place). A transaction that only relocates adds no segment, so the ledger
+is then written as version 6: an rrnet from before it would take the missing
+segment for damage.
 """
 
 from __future__ import annotations
@@ -42,6 +68,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,12 +82,15 @@ from rrnet_cli import code as rcode
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, LedgerBusy, LedgerError
 from rrnet_cli.files import PRIVATE_DIR, PRIVATE_FILE, fsync_dir
 from rrnet_cli.ledger.audit import (
+    COPIED_FROM,
     MOVED_TO,
+    PLACE,
     TRANSACTIONS,
     AuditLog,
     audit_details,
     check_chain,
     copy_boundary,
+    latest_place,
     seal,
 )
 from rrnet_cli.ledger.interface import (
@@ -101,10 +131,22 @@ POOL_VERSION = 3
 #: The version a ledger closed by ``rrnet ledger copy --move`` is written as: an
 #: rrnet from before that refuses it, rather than write to a ledger that moved.
 MOVED_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, NOTICE_VERSION, MOVED_VERSION)
+#: The version a ledger is written as once a transaction of its own relocated it
+#: (``rrnet ledger relocate``: no segment): an rrnet from before would take the
+#: missing segment for damage.
+RELOCATED_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, NOTICE_VERSION, MOVED_VERSION, RELOCATED_VERSION)
 MANIFEST = "manifest.json"
 LOCK = "lock"
 SEGMENTS = "segments"
+#: The place mark: a file whose inode and change time the audit trail records.
+PLACE_MARK = "place"
+_MARK_TEXT = (
+    "This file marks the folder this rrnet ledger is bound to. Do not edit, touch or\n"
+    "replace it. A copy of this folder is not the ledger: make a new ledger with\n"
+    "`rrnet ledger copy`, and after a move or a restore from backup run\n"
+    "`rrnet ledger relocate`.\n"
+)
 
 #: Segments smaller than this are merged in memory when a ledger is opened, so
 #: that many small runs do not turn every membership test into many searches.
@@ -126,6 +168,95 @@ def _write_private_json(path: Path, data: dict[str, Any]) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _mark_of(folder: Path) -> dict[str, int] | None:
+    """The identity of ``folder``'s place mark (inode, change time), or None."""
+    try:
+        st = os.stat(folder / PLACE_MARK)
+    except OSError:
+        return None
+    return {"inode": st.st_ino, "ctime_ns": st.st_ctime_ns}
+
+
+def new_place(folder: Path, ledger_id: str, *, path: Path | None = None) -> dict[str, Any]:
+    """Write a fresh place mark into ``folder`` and return the place to record.
+
+    ``path``: where the folder will be (a copy is written under a temporary
+    name and renamed into place; the rename keeps the mark as it is).
+    """
+    mark = folder / PLACE_MARK
+    tmp = folder / f".{PLACE_MARK}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(_MARK_TEXT)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, mark)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_dir(folder)
+    return {
+        "ledger": ledger_id,
+        "path": os.path.realpath(path or folder),
+        "mark": _mark_of(folder),
+    }
+
+
+def _same_folder(one: str | Path, other: str | Path) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Misplaced:
+    """A ledger folder that is not the place its ledger is bound to."""
+
+    #: this folder, its real path
+    here: str
+    #: the place the audit trail records
+    bound: str
+    ledger_id: str
+    #: what happened, in a sentence
+    what: str
+    #: the recorded place still holds the ledger, bound there (this is a copy)
+    original_in_place: bool
+
+    def refusal(self) -> str:
+        """The message a write gets: what happened, and what to do."""
+        if self.original_in_place:
+            todo = (
+                f"Run this against {self.bound}. To make a new ledger from it, use "
+                "`rrnet ledger copy`, which checks the copy and binds it to its folder."
+            )
+        else:
+            todo = (
+                "If this folder is to be the ledger from now on (it was moved, or restored "
+                f"from a backup), run `rrnet ledger relocate --ledger {self.here}` once; after "
+                "a restore, first bring in the codes assigned since the backup was made "
+                "(`rrnet ledger import`). To make a new ledger from it instead, use "
+                "`rrnet ledger copy`."
+            )
+        return (
+            f"{self.what} Nothing was written: a folder ledger writes only in the folder it "
+            "is bound to, because a copy made by hand draws codes without seeing the "
+            f"original's, which is how duplicate codes happen. {todo} Reading this folder "
+            "(stats, log, verify) still works."
+        )
+
+    def warning(self) -> str:
+        """The warning a read gets."""
+        todo = (
+            f"the ledger is at {self.bound}"
+            if self.original_in_place
+            else "`rrnet ledger relocate` makes this folder the ledger"
+        )
+        return f"{self.what} Reading works; writing here is refused ({todo})."
 
 
 class Ledger:
@@ -166,6 +297,7 @@ class Ledger:
         ledger = cls(path)
         invocation = invocation or Invocation()
         created = _now().isoformat()
+        place = new_place(path, uuid.uuid4().hex)
         genesis = seal(
             {
                 "txn": 0,
@@ -177,6 +309,7 @@ class Ledger:
                 "counts": {},
                 "segments": [],
                 "municipality": municipality,
+                PLACE: place,
                 "prev": "",
             }
         )
@@ -239,6 +372,94 @@ class Ledger:
     def location(self) -> str:
         return str(self.path)
 
+    # -- its place ------------------------------------------------------------
+
+    def misplaced(self, manifest: Mapping[str, Any] | None = None) -> Misplaced | None:
+        """Why this folder is not its ledger's place, or None (see the module docstring).
+
+        A ledger never bound (from before the binding) is in place: its first
+        write binds it.
+        """
+        if manifest is None:
+            manifest = self.read_manifest()
+        place = latest_place(manifest.get(TRANSACTIONS) or [])
+        if place is None:
+            return None
+        here = os.path.realpath(self.path)
+        bound = str(place.get("path"))
+        mark = place.get("mark")
+        recorded = mark if isinstance(mark, dict) else None
+        marked = recorded is not None and _mark_of(self.path) == recorded
+        if marked and (here == bound or _same_folder(bound, self.path)):
+            return None
+        original = (
+            recorded is not None
+            and not _same_folder(bound, self.path)
+            and _mark_of(Path(bound)) == recorded
+        )
+        if original:
+            what = (
+                f"The ledger folder {here} is a copy, made by hand, of the ledger at "
+                f"{bound}, which is still there."
+            )
+        elif here == bound:
+            what = (
+                f"The ledger folder {here} is not the folder the ledger was bound to: it was "
+                "replaced (restored from a backup, or copied back) since."
+            )
+        elif marked:
+            what = f"The ledger folder {here} was moved by hand from {bound}."
+        else:
+            what = (
+                f"The ledger folder {here} is a copy, made by hand, or a restored backup of "
+                f"the ledger that was at {bound}."
+            )
+        return Misplaced(here, bound, str(place.get("ledger")), what, original)
+
+    def refuse_misplaced(self, manifest: Mapping[str, Any] | None = None) -> None:
+        """Refuse to write anywhere but at the ledger's place (``misplaced``)."""
+        problem = self.misplaced(manifest)
+        if problem is not None:
+            raise LedgerError(problem.refusal())
+
+    def relocate(
+        self,
+        *,
+        timeout: float = DEFAULT_LOCK_TIMEOUT,
+        invocation: Invocation | None = None,
+        waiting: Waiting | None = None,
+    ) -> Relocation:
+        """Bind the ledger to this folder (``rrnet ledger relocate``), in a transaction
+        of its own under the lock: a fresh place mark, and a record naming it and the
+        place before. A ledger at its place already is left as it is."""
+        with self.lock(timeout, waiting):
+            manifest = self.read_manifest()
+            refuse_moved(manifest, self.path)
+            before = latest_place(manifest.get(TRANSACTIONS) or [])
+            problem = self.misplaced(manifest)
+            if before is not None and problem is None:
+                return Relocation(
+                    str(self.path), str(before.get("ledger")), None, None, False, False
+                )
+            self._sweep(manifest)
+            txn = Transaction(self, manifest)
+            txn.describe(invocation)
+            ledger_id = str(before["ledger"]) if before else uuid.uuid4().hex
+            try:
+                txn.place = new_place(self.path, ledger_id)
+                txn.commit()
+            except BaseException:
+                txn.abort()
+                raise
+            return Relocation(
+                str(self.path),
+                ledger_id,
+                None if before is None else str(before.get("path")),
+                txn.number,
+                problem is not None and problem.original_in_place,
+                True,
+            )
+
     @property
     def municipality(self) -> str | None:
         value = self.read_manifest().get("municipality")
@@ -249,6 +470,10 @@ class Ledger:
         """A folder ledger serves the one municipality it was made for."""
         own = self.municipality
         return (own,) if own else ()
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        return self.municipalities
 
     # -- reading --------------------------------------------------------------
 
@@ -384,8 +609,10 @@ class Ledger:
         with self.lock(timeout, waiting):
             manifest = self.read_manifest()
             refuse_moved(manifest, self.path)
+            self.refuse_misplaced(manifest)
             self._sweep(manifest)
             txn = Transaction(self, manifest)
+            txn.bind = latest_place(manifest.get(TRANSACTIONS) or []) is None
             try:
                 yield txn
                 txn.commit()
@@ -412,9 +639,10 @@ class Ledger:
                 )
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        for path in self.path.glob(f".{MANIFEST}.*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        for pattern in (f".{MANIFEST}.*.tmp", f".{PLACE_MARK}.*.tmp"):
+            for path in self.path.glob(pattern):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
     def retire(
         self,
@@ -514,6 +742,10 @@ class Transaction:
         self.audit: dict[str, Any] = {"inputs": [], "outputs": []}
         #: manifest settings this transaction changes (``pool_mode``); its record says so
         self.settings: dict[str, Any] = {}
+        #: the place this transaction binds the ledger to (its record says so): set
+        #: by ``Ledger.relocate``, or at commit when ``bind`` (a ledger never bound)
+        self.place: dict[str, Any] | None = None
+        self.bind = False
 
     def describe(
         self,
@@ -551,6 +783,7 @@ class Transaction:
                 "command": list(self.invocation.command),
                 **self.audit,
                 **self.settings,
+                **({PLACE: self.place} if self.place is not None else {}),
                 "counts": counts,
                 "segments": [
                     {"file": s.file, "sha256": s.sha256, "rows": s.rows} for s in self.staged
@@ -709,18 +942,23 @@ class Transaction:
 
     def commit(self) -> None:
         """Publish the staged segments and settings with one atomic manifest replace."""
-        if not self.staged and not self.settings:
+        if not self.staged and not self.settings and self.place is None:
             return
+        if self.bind and self.place is None:  # a ledger never bound: its first write binds it
+            self.place = new_place(self.ledger.path, uuid.uuid4().hex)
         fsync_dir(self.ledger.segments_path)
         _failpoint("before-manifest-write")
         manifest = dict(self.manifest)
         manifest.update(self.settings)
         manifest["txn"] = self.number
         manifest["segments"] = [*self.manifest["segments"], *(s.to_json() for s in self.staged)]
+        records = [*(self.manifest.get(TRANSACTIONS) or []), self._audit_record()]
         # A version 1 manifest gains its audit trail here; one with a pool becomes 3,
-        # one with notice records 4.
+        # one with notice records 4, a relocated one 6.
         manifest["version"] = (
-            MOVED_VERSION
+            RELOCATED_VERSION
+            if any(_relocates(r) for r in records)
+            else MOVED_VERSION
             if MOVED_TO in manifest
             else NOTICE_VERSION
             if any(is_notice_segment(s) for s in manifest["segments"])
@@ -728,7 +966,7 @@ class Transaction:
             if _uses_pool(manifest)
             else VERSION
         )
-        manifest[TRANSACTIONS] = [*(self.manifest.get(TRANSACTIONS) or []), self._audit_record()]
+        manifest[TRANSACTIONS] = records
         _write_private_json(self.ledger.manifest_path, manifest)
         _failpoint("after-manifest-replace")
         self.manifest = manifest
@@ -755,6 +993,32 @@ def refuse_moved(manifest: Mapping[str, Any], path: Path) -> None:
         "--move`) and is closed: run this against that ledger. This one is kept for "
         "reading only (stats, log, verify): two ledgers in use is how duplicate codes "
         "happen."
+    )
+
+
+@dataclass(frozen=True)
+class Relocation:
+    """What ``rrnet ledger relocate`` did."""
+
+    ledger: str
+    ledger_id: str
+    #: the place it was bound to before (None: never bound, or unchanged)
+    moved_from: str | None
+    #: the transaction that recorded it (None: the folder was the ledger's place already)
+    transaction: int | None
+    #: the place before still holds the ledger, bound there: it still accepts writes
+    original_in_place: bool
+    changed: bool
+
+
+def _relocates(record: Any) -> bool:
+    """Whether an audit record is a transaction that only binds the ledger to a place."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get(PLACE), dict)
+        and record.get("segments") == []
+        and record.get("txn") != 0
+        and COPIED_FROM not in record
     )
 
 
@@ -831,8 +1095,9 @@ def _manifest_problem(manifest: Any) -> str | None:
 
 
 def _setting_txns(manifest: Mapping[str, Any]) -> set[int]:
-    """Transactions whose audit record only changes pool mode, or closes the ledger
-    (``rrnet ledger copy --move``): they add no segment.
+    """Transactions whose audit record only changes pool mode, closes the ledger
+    (``rrnet ledger copy --move``) or binds it to its folder (``rrnet ledger
+    relocate``): they add no segment.
 
     In a copied ledger also the copy's own record and every transaction before
     it (``audit.copy_boundary``): the copy record names every segment they have,
@@ -849,7 +1114,11 @@ def _setting_txns(manifest: Mapping[str, Any]) -> set[int]:
         and (
             (
                 r.get("segments") == []
-                and (isinstance(r.get(POOL_MODE), bool) or isinstance(r.get(MOVED_TO), dict))
+                and (
+                    isinstance(r.get(POOL_MODE), bool)
+                    or isinstance(r.get(MOVED_TO), dict)
+                    or isinstance(r.get(PLACE), dict)
+                )
             )
             or (boundary is not None and r["txn"] <= boundary)
         )

@@ -659,6 +659,12 @@ class LedgerStore(Protocol):
         """Every municipality a run may work for on this ledger (as this role)."""
         ...
 
+    @property
+    def served(self) -> tuple[str, ...]:
+        """Every municipality the ledger serves, whoever asks (a shared ledger's list
+        is no secret to its offices); ``municipalities`` is what this role may use."""
+        ...
+
     def snapshot(self) -> LedgerState:
         """The committed ledger as of now (no lock held afterwards)."""
         ...
@@ -804,6 +810,13 @@ def municipality_for(ledger: LedgerStore, given: str | None) -> str:
         )
     code = validate_municipality_code(given)
     if code not in serves:
+        if code in ledger.served:  # another office's: row-level security keeps it out
+            raise UsageError(
+                f"Your role may not read or record municipality {code}'s residents on the "
+                f"shared ledger {ledger.location}: each office's role sees only its own "
+                f"municipality ({_some(serves) or 'none'}). Connect as {code}'s office role, "
+                "or as the ledger's owner, to work for it."
+            )
         if len(serves) == 1:
             raise UsageError(
                 f"The ledger {ledger.location} is for municipality {serves[0]}, not {code} "

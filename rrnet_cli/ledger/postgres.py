@@ -479,6 +479,7 @@ class PostgresLedger:
             ) from None
         self._created_for: str | None = None
         self._serves: tuple[str, ...] | None = None
+        self._every: tuple[str, ...] = ()
         #: whether the connecting role owns the ledger (row-level security does not bind it)
         self.owner = False
 
@@ -523,6 +524,15 @@ class PostgresLedger:
             with self._connect() as conn:
                 self._created_for = self._check_schema(conn)
         return self._serves or ()
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        """Every municipality the ledger serves (an office reads the list, not their
+        residents)."""
+        if self._serves is None:
+            with self._connect() as conn:
+                self._created_for = self._check_schema(conn)
+        return self._every
 
     # -- creating and opening ---------------------------------------------------
 
@@ -675,7 +685,8 @@ class PostgresLedger:
             raise LedgerError(f"The ledger in {self.server} is damaged: its meta row is missing.")
         created_for, owner, every, mine = row
         self.owner = bool(owner)
-        self._serves = tuple(every) if owner else tuple(sorted(mine))
+        self._every = tuple(every)
+        self._serves = self._every if owner else tuple(sorted(mine))
         self._created_for = str(created_for)
         return self._created_for
 
