@@ -348,7 +348,7 @@ class AssignResult:
     sheet: str | None = None
     #: how the export was read that a person should know (numbers in id columns)
     warnings: list[str] = field(default_factory=list)
-    #: blank rows at the end of the export (Excel leftovers such as ",,,,"), skipped
+    #: blank rows of the export, anywhere (Excel leftovers such as ",,,,"), skipped
     blank_rows_skipped: int = 0
     #: residents with an active code here whom the export no longer lists
     departed: int = 0
@@ -370,7 +370,7 @@ class AssignResult:
         if self.sheet is not None:
             rows.append(("sheet", self.sheet))
         if self.blank_rows_skipped:
-            rows.append(("blank rows at the end (skipped)", self.blank_rows_skipped))
+            rows.append(("blank rows (skipped)", self.blank_rows_skipped))
         if self.rejects is not None or self.rows_rejected:
             rows.append(("rows set aside (rejects)", self.rows_rejected))
         for reason, n in sorted(self.excluded.items()) or [(EXCLUDED_MOVE_OUT, 0)]:

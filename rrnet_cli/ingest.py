@@ -83,7 +83,7 @@ class Export:
     sheet: str | None = None
     #: what a person should know about how the file was read (Excel cell types)
     warnings: list[str] = field(default_factory=list)
-    #: rows at the end with every cell empty (Excel leftovers such as ``,,,,``), dropped
+    #: rows with every cell empty (Excel leftovers such as ``,,,,``), anywhere, dropped
     blank_rows_skipped: int = 0
 
     @property
@@ -154,6 +154,16 @@ def read_export(
         # Status columns of an earlier output fed back in are recomputed, not kept.
         frame = frame.drop([c for c in schema.OUTPUT_COLUMNS[1:] if c in frame.columns])
     frame = frame.with_row_index(ROW, offset=first_row).with_columns(pl.col(ROW).cast(pl.Int64))
+    # A row with every cell empty (",,,," as Excel saves a cleared row, or an empty
+    # row of a workbook) is no resident: skipped and counted wherever it is. The
+    # rows keep the numbers a spreadsheet shows, counted before the skip.
+    data_columns = [c for c in frame.columns if c != ROW]
+    if data_columns and frame.height:
+        blank = frame.select(pl.all_horizontal(pl.col(data_columns).is_null())).to_series()
+        skipped = int(blank.sum())
+        if skipped:
+            frame = frame.filter(~blank)
+            blank_rows += skipped
     return Export(
         path=path,
         frame=frame,
@@ -332,8 +342,8 @@ def _parse_csv(data: bytes, path: Path, delimiter: str = ",") -> tuple[pa.Table,
         table = pacsv.read_csv(
             pa.BufferReader(data),
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=16 << 20),
-            # Blank lines are kept (and refused as short rows) so that row numbers
-            # stay those a spreadsheet shows.
+            # Blank lines are kept (read_export skips them after numbering the
+            # rows) so that row numbers stay those a spreadsheet shows.
             # Without any quote character no value can hold a line break, and
             # Arrow can split the file into blocks in parallel.
             parse_options=pacsv.ParseOptions(
@@ -360,7 +370,8 @@ def _parse_csv(data: bytes, path: Path, delimiter: str = ",") -> tuple[pa.Table,
     if quoted and data.count(b'"') % 2:
         raise UsageError(_unclosed_quote_message(data, path, delimiter))
     # Rows after the last one with a value (",,,," as Excel saves cleared rows)
-    # are not rows anyone meant; blank rows in between stay, and are refused.
+    # are not rows anyone meant; blank rows in between stay until read_export has
+    # numbered the rows, and are skipped there.
     blank_rows = _trailing_blank_rows(table)
     if blank_rows:
         table = table.slice(0, table.num_rows - blank_rows)
@@ -605,8 +616,8 @@ def _read_excel(path: Path, sheet: str | None, mapping: dict[str, str] | None) -
     date cell as YYYY-MM-DD (with its time only when it has one). Numbers in a
     column that must be text (ids, postal codes, codes) may have lost leading
     zeros inside Excel already; each such column gets a warning. Blank rows at
-    the end are dropped; blank rows in between stay (and are refused), so row
-    numbers stay those Excel shows.
+    the end are dropped; blank rows in between stay (``read_export`` skips them
+    once the rows are numbered), so row numbers stay those Excel shows.
     """
     import fastexcel  # only when an Excel file is read
 

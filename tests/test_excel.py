@@ -250,6 +250,28 @@ def test_bad_row_is_reported_with_the_row_number_excel_shows(
     assert not (tmp_path / "out.xlsx").exists()
 
 
+def test_an_empty_row_in_the_middle_is_skipped_and_counted(
+    runner: CliRunner, ledger: Ledger, tmp_path: Path
+) -> None:
+    rows = register_rows()
+    empty = dict.fromkeys(rows[0], "")
+    export = write_xlsx(tmp_path / "r.xlsx", [*rows[:2], empty, *rows[2:]], blank_tail=2)
+    result = assign(runner, export, ledger.path, "-o", str(tmp_path / "out.csv"), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["rows_read"] == 6
+    assert data["blank_rows_skipped"] == 3  # the one in the middle and the two at the end
+
+    bad = [dict(r) for r in rows]
+    bad[4]["sex"] = "X"  # Excel row 7 once the empty row 4 is counted
+    export = write_xlsx(tmp_path / "bad.xlsx", [*bad[:2], empty, *bad[2:]])
+    result = assign(runner, export, ledger.path, "--dry-run")
+    assert result.exit_code == 2, result.output
+    assert "row 7, sex" in result.output
+    assert "row 4" not in result.output
+    no_crash(result.output)
+
+
 def test_rows_below_a_header_that_is_not_in_row_1_keep_excel_numbers(
     runner: CliRunner, ledger: Ledger, tmp_path: Path
 ) -> None:
