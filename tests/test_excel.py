@@ -331,11 +331,13 @@ def test_numbers_and_date_cells_are_read_as_excel_shows_them(
     result = assign(runner, export, ledger.path, "-o", str(out))
     assert result.exit_code == 0, result.output
     no_crash(result.output)
+    # A column of numbers only: the warning names the column's type.
     assert (
-        "warning: resident_id: 6 cell(s) were stored by Excel as numbers; leading zeros "
-        "may already be lost (format the column as Text in Excel)"
-    ) in result.output
-    assert "warning: postal_code: 6 cell(s)" in result.output
+        "warning: resident_id: all 6 cell(s) were stored by Excel as numbers (column type "
+        "Number, not Text); leading zeros may already be lost (format the column as Text "
+        "in Excel)"
+    ) in " ".join(result.output.split())
+    assert "warning: postal_code: all 6 cell(s)" in result.output
 
     as_json = assign(
         runner,
@@ -375,9 +377,9 @@ def test_a_numeric_code_that_lost_its_zero_is_a_row_error_with_the_warning(
     result = assign(runner, export, ledger.path, "-o", str(tmp_path / "out.xlsx"))
     assert result.exit_code == 2, result.output
     assert "row 3, resident_code" in result.output  # 00000000060 became 60
-    assert "warning: resident_code (住民票コード): 1 cell(s) were stored by Excel as numbers" in (
-        result.output
-    )
+    assert (
+        "warning: resident_code (住民票コード): all 1 cell(s) were stored by Excel as numbers"
+    ) in result.output
 
 
 # -- writing ------------------------------------------------------------------------

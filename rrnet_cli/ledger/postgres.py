@@ -1563,19 +1563,19 @@ class PostgresView:
             ["resident_id", "code", "status"],
         ).with_columns(pl.col("code").cast(pl.UInt64))
 
-    def lost_zeros(self, municipality: str, resident_ids: pl.Series) -> pl.Series:
+    def lost_zeros(self, municipality: str, resident_ids: pl.Series) -> pl.DataFrame:
         if resident_ids.is_empty():
-            return resident_ids.rename("resident_id")
+            return pl.DataFrame(schema={"resident_id": pl.String, "ledger_id": pl.String})
         self._fill_ids(resident_ids)
         schema, here = sql.Identifier(SCHEMA), sql.Literal(municipality)
         return self._joined(
             sql.SQL(
-                "SELECT i.resident_id FROM rrnet_ids i WHERE NOT EXISTS ("
-                " SELECT 1 FROM {schema}.codes c WHERE c.municipality = {here}"
-                " AND c.status IN ({active}) AND c.resident_id = i.resident_id)"
-                " AND EXISTS ("
-                " SELECT 1 FROM {schema}.codes c WHERE c.municipality = {here}"
-                " AND c.status IN ({active}) AND {stripped_c} = {stripped_i})"
+                "SELECT DISTINCT i.resident_id, c.resident_id FROM rrnet_ids i"
+                " JOIN {schema}.codes c ON c.municipality = {here}"
+                " AND c.status IN ({active}) AND {stripped_c} = {stripped_i}"
+                " WHERE NOT EXISTS ("
+                " SELECT 1 FROM {schema}.codes k WHERE k.municipality = {here}"
+                " AND k.status IN ({active}) AND k.resident_id = i.resident_id)"
             ).format(
                 schema=schema,
                 here=here,
@@ -1583,8 +1583,8 @@ class PostgresView:
                 stripped_c=sql.SQL(_STRIPPED.format("c.resident_id")),
                 stripped_i=sql.SQL(_STRIPPED.format("i.resident_id")),
             ),
-            ["resident_id"],
-        )["resident_id"]
+            ["resident_id", "ledger_id"],
+        )
 
     def departed(self, municipality: str, listed: pl.Series) -> pl.DataFrame:
         self._fill_ids(listed.drop_nulls())
