@@ -152,3 +152,130 @@ def test_the_correct_export_after_a_stripped_one_names_the_ledger_s_ids(
     assert "rrnet ledger fix-ids --map FILE" in text
     assert "Excel may have dropped" not in text  # not this file's ids
     assert backend.contents() == before
+
+
+# -- rrnet ledger fix-ids ---------------------------------------------------------------
+
+
+def write_map(path: Path, pairs: list[tuple[str, str]], *, japanese: bool = True) -> Path:
+    """The map as Excel saves a CSV on a Japanese Windows: CP932, CRLF."""
+    header = "台帳の宛名番号,正しい宛名番号" if japanese else "ledger_id,correct_id"
+    lines = [header, *(f"{old},{new}" for old, new in pairs)]
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode("cp932"))
+    return path
+
+
+def stripped_ledger(runner: CliRunner, backend: LedgerBackend, tmp_path: Path) -> dict[str, str]:
+    """Assign an export whose ids Excel stripped (all number cells); the codes by id."""
+    export = write_workbook(tmp_path / "bad.xlsx", [5971, 5972, 5973])
+    out = tmp_path / "first.csv"
+    result = assign(runner, export, backend.location, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    return codes_by_id(out)
+
+
+def test_fix_ids_restores_the_zeros_and_assign_then_finds_everyone(
+    runner: CliRunner, backend: LedgerBackend, tmp_path: Path
+) -> None:
+    first = stripped_ledger(runner, backend, tmp_path)
+    before = backend.transactions()
+    ids = tmp_path / "ids.csv"
+    write_map(ids, [("5971", "000005971"), ("5972", "000005972"), ("5973", "000005973")])
+    result = runner.invoke(
+        app,
+        ["ledger", "fix-ids", "--map", str(ids), "--ledger", backend.location, "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["residents_fixed"] == 3
+    assert data["transaction"] == before + 1
+    assert backend.transactions() == before + 1  # one transaction
+    assert backend.integrity() == []
+
+    log = json.loads(
+        runner.invoke(app, ["ledger", "log", "--ledger", backend.location, "--json"]).stdout
+    )
+    record = log["transactions"][-1]
+    assert record["fixed_ids"] == 3
+    assert record["inputs"][0]["path"] == str(ids)
+    assert len(record["inputs"][0]["sha256"]) == 64
+    assert record["counts"] == {"assigned": 3}
+
+    right = write_csv(tmp_path / "right.csv", ["000005971", "000005972", "000005973"])
+    out = tmp_path / "second.csv"
+    result = assign(runner, right, backend.location, "-o", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["already_assigned"] == 3 and summary["newly_assigned"] == 0
+    assert codes_by_id(out) == {f"00000{k}": code for k, code in first.items()}
+    assert backend.integrity() == []
+
+
+def test_fix_ids_refuses_a_bad_map_and_changes_nothing(
+    runner: CliRunner, backend: LedgerBackend, tmp_path: Path
+) -> None:
+    stripped_ledger(runner, backend, tmp_path)
+    other = write_csv(tmp_path / "other.csv", ["000007000"])
+    assert assign(runner, other, backend.location, "-o", str(tmp_path / "o.csv")).exit_code == 0
+    before = backend.contents()
+    pairs = [
+        ("5971", "000005971"),  # fine
+        ("9999", "000009999"),  # not in the ledger (row 3)
+        ("5972", "000005979"),  # more than zeros (row 4)
+        ("5973", "000007000"),  # more than zeros too (row 5)
+        ("7000", "0007000"),  # the target is not held, but 7000 is not the ledger's id
+    ]
+    ids = write_map(tmp_path / "ids.csv", pairs, japanese=False)
+    result = runner.invoke(
+        app, ["ledger", "fix-ids", "--map", str(ids), "--ledger", backend.location]
+    )
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "row 4, correct_id: differs from the ledger's id in more than leading zeros" in text
+    assert "row 5, correct_id: differs" in text
+    assert backend.contents() == before
+
+    twice = write_map(tmp_path / "twice.csv", [("5971", "000005971"), ("5971", "0005971")])
+    result = runner.invoke(
+        app, ["ledger", "fix-ids", "--map", str(twice), "--ledger", backend.location]
+    )
+    assert result.exit_code == 2, result.output
+    assert "row 2, 台帳の宛名番号" not in result.output  # columns by their canonical names
+    assert "row 2, ledger_id: this id is in the map more than once" in result.output
+    assert backend.contents() == before
+
+    unknown = write_map(tmp_path / "unknown.csv", [("5971", "000005971"), ("9999", "09999")])
+    # 000007000 holds a code already: as a ledger id it is not stripped, and "7000"
+    # is no id of the ledger's.
+    held = write_map(tmp_path / "held.csv", [("5971", "000005971"), ("7000", "000007000")])
+    for path, expected in (
+        (unknown, "row 3, ledger_id: the ledger holds no active code for this id"),
+        (held, "row 3, ledger_id: the ledger holds no active code for this id"),
+    ):
+        result = runner.invoke(
+            app, ["ledger", "fix-ids", "--map", str(path), "--ledger", backend.location]
+        )
+        assert result.exit_code == 2, result.output
+        assert expected in " ".join(result.output.split())
+        assert "Traceback" not in result.output
+        assert backend.contents() == before
+
+
+def test_a_ledger_whose_ids_were_fixed_copies_both_ways(
+    runner: CliRunner, backend: LedgerBackend, tmp_path: Path, pg_url: str
+) -> None:
+    stripped_ledger(runner, backend, tmp_path)
+    ids = write_map(tmp_path / "ids.csv", [("5971", "000005971"), ("5973", "000005973")])
+    fixed = runner.invoke(app, ["ledger", "fix-ids", "--map", str(ids), "-l", backend.location])
+    assert fixed.exit_code == 0, fixed.output
+    # Into the other backend and back: each copy checks its content hash and its own
+    # integrity, and publishes nothing if either fails.
+    other = pg_url if backend.kind == "folder" else str(tmp_path / "copied")
+    back = str(tmp_path / "back")
+    for source, target in ((backend.location, other), (other, back)):
+        result = runner.invoke(app, ["ledger", "copy", source, target])
+        assert result.exit_code == 0, result.output
+    right = write_csv(tmp_path / "right.csv", ["000005971", "5972", "000005973"])
+    result = assign(runner, right, back, "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["already_assigned"] == 3

@@ -621,6 +621,15 @@ class LedgerTransaction(Protocol):
         """Stage records: ``code``, ``status``, ``municipality``, ``resident_id``."""
         ...
 
+    def record_ids_fixed(self, records: pl.DataFrame) -> None:
+        """Give active codes their residents' correct ids (``rrnet ledger fix-ids``).
+
+        ``records``: ``code``, ``status``, ``municipality`` as the ledger holds them
+        now, and ``resident_id``, the correct id. Each becomes the code's latest
+        record; the transaction's audit record must say ``FIXED_IDS`` (describe).
+        """
+        ...
+
     def add_codes(self, codes: np.ndarray, status: Status) -> SegmentInfo | None:
         """Stage sorted, distinct codes that all have ``status`` (an import)."""
         ...
