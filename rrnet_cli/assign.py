@@ -76,9 +76,11 @@ from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, InputRowsError, LedgerError, 
 from rrnet_cli.files import PendingFile, check_table_suffix, write_table_to
 from rrnet_cli.ingest import (
     ERROR_SCHEMA,
+    NUMBER_ID_REASON,
     Export,
     describe_errors,
     read_export,
+    stripped_first,
     validate_register,
 )
 from rrnet_cli.ledger import (
@@ -105,6 +107,7 @@ from rrnet_cli.schema import (
     LEDGER_MUNICIPALITY,
     LEDGER_RESIDENT,
     LEDGER_STATUS,
+    LEDGER_ZEROS_LOST,
     MOVE_OUT,
     N_RESIDENT_CODE,
     N_RESIDENT_ID,
@@ -118,8 +121,15 @@ ZEROS_LOST_REASON = (
     "have dropped leading zeros. Restore them (export again from the register system, or "
     "format the id column as Text in Excel and re-enter the ids) and run again"
 )
+LEDGER_ZEROS_LOST_REASON = (
+    "the ledger holds this resident under this id without its leading zeros (recorded "
+    "from an earlier export that had lost them): this id is right, the ledger's is not. "
+    "Repair the ledger's ids with `rrnet ledger fix-ids --map FILE` and run again"
+)
 #: More rows than this with lost zeros stop the whole run, even with --rejects.
 MAX_LOST_ZEROS = 5
+#: Every reason that says an id lost its leading zeros: reported before the others.
+STRIPPED_REASONS = (NUMBER_ID_REASON, ZEROS_LOST_REASON, LEDGER_ZEROS_LOST_REASON)
 
 # Rejection sampling bound: the largest multiple of 10**10 below 2**64. Values at
 # or above it are thrown away, so ``value % 10**10`` has no modulo bias.
@@ -348,7 +358,7 @@ class AssignResult:
     sheet: str | None = None
     #: how the export was read that a person should know (numbers in id columns)
     warnings: list[str] = field(default_factory=list)
-    #: blank rows at the end of the export (Excel leftovers such as ",,,,"), skipped
+    #: blank rows of the export, anywhere (Excel leftovers such as ",,,,"), skipped
     blank_rows_skipped: int = 0
     #: residents with an active code here whom the export no longer lists
     departed: int = 0
@@ -370,7 +380,7 @@ class AssignResult:
         if self.sheet is not None:
             rows.append(("sheet", self.sheet))
         if self.blank_rows_skipped:
-            rows.append(("blank rows at the end (skipped)", self.blank_rows_skipped))
+            rows.append(("blank rows (skipped)", self.blank_rows_skipped))
         if self.rejects is not None or self.rows_rejected:
             rows.append(("rows set aside (rejects)", self.rows_rejected))
         for reason, n in sorted(self.excluded.items()) or [(EXCLUDED_MOVE_OUT, 0)]:
@@ -447,10 +457,18 @@ def classify(
     frame = frame.join(known, on=N_RESIDENT_ID, how="left", maintain_order="left")
     # Excel turns 000005974 into 5974: an id the ledger does not know that equals
     # a known one once leading zeros are ignored is almost surely that resident.
-    # Only the ids it does not know are asked about (on a second run, few).
+    # Only the ids it does not know are asked about (on a second run, few). The
+    # shorter id lost its zeros: the export's (this export went through Excel),
+    # or the ledger's (an earlier one did, and its ids were recorded so).
     unknown = frame.filter(pl.col(KNOWN_CODE).is_null())[N_RESIDENT_ID]
     lost = view.lost_zeros(municipality, unknown)
-    frame = frame.with_columns(pl.col(N_RESIDENT_ID).is_in(lost.implode()).alias(ZEROS_LOST))
+    shorter = pl.col("ledger_id").str.len_chars() < pl.col("resident_id").str.len_chars()
+    ours = lost.filter(~shorter)["resident_id"]
+    theirs = lost.filter(shorter & ~pl.col("resident_id").is_in(ours.implode()))["resident_id"]
+    frame = frame.with_columns(
+        pl.col(N_RESIDENT_ID).is_in(ours.implode()).alias(ZEROS_LOST),
+        pl.col(N_RESIDENT_ID).is_in(theirs.implode()).alias(LEDGER_ZEROS_LOST),
+    )
     frame = frame.with_columns(pl.col(N_RESIDENT_CODE).cast(pl.UInt64).alias(INCOMING_CODE))
     incoming = frame.filter(pl.col(INCOMING_CODE).is_not_null())[INCOMING_CODE].to_numpy()
     owners = view.lookup(incoming).select(
@@ -464,6 +482,7 @@ def classify(
     is_known = pl.col(KNOWN_CODE).is_not_null()
     refusals = [
         (~is_known & pl.col(ZEROS_LOST), "resident_id", ZEROS_LOST_REASON),
+        (~is_known & pl.col(LEDGER_ZEROS_LOST), "resident_id", LEDGER_ZEROS_LOST_REASON),
         (
             is_known & has_in & (pl.col(INCOMING_CODE) != pl.col(KNOWN_CODE)),
             "resident_code",
@@ -535,6 +554,7 @@ def classify(
             LEDGER_MUNICIPALITY,
             LEDGER_RESIDENT,
             ZEROS_LOST,
+            LEDGER_ZEROS_LOST,
         )
     )
     return frame, refused
@@ -885,6 +905,8 @@ def assign_register(
                 with steps.step("Validating rows", total=export.rows) as advance:
                     frame, errors = validate_register(export, today=today)
                     advance(export.rows)
+                if export.zero_stripped.height:
+                    _refuse_number_ids(errors, export, verbose)
                 if errors.height and rejects is None:
                     _refuse(errors, export.path, verbose, export.warnings)
                 with steps.step("Loading the ledger"):
@@ -901,6 +923,7 @@ def assign_register(
                 pool=pool,
             )
             _refuse_many_lost_zeros(plan.errors, export.path)
+            _refuse_many_ledger_zeros(plan.errors, export.path)
             if plan.errors.height and rejects is None:
                 _refuse(plan.errors, export.path, verbose, export.warnings)
             if txn is not None:
@@ -1010,10 +1033,54 @@ def _refuse_many_lost_zeros(errors: pl.DataFrame, source: Path) -> None:
         )
 
 
+def _refuse_number_ids(errors: pl.DataFrame, export: Export, verbose: bool) -> None:
+    """Stop the whole run, even with --rejects, when a workbook's id column mixes
+    numbers with ids stored as text with leading zeros.
+
+    Those numbers are ids whose zeros Excel dropped: recorded, each would be a
+    resident the correct export later gives a second code. The file is what is
+    wrong, not a few rows of it.
+    """
+    stripped = export.zero_stripped
+    columns = ", ".join(dict.fromkeys(stripped["column"].to_list()))
+    raise InputRowsError(
+        f"{stripped.height} cell(s) of {columns} in {export.path} are numbers, while the "
+        "column's other ids are text with leading zeros: Excel dropped those zeros, and "
+        "the residents would be recorded under the wrong ids. Nothing was written and no "
+        "code was recorded (--rejects does not set these aside). Format the column as Text "
+        "in Excel and enter those ids again with their zeros, or export the register "
+        "again, then run again.",
+        errors=stripped_first(errors, STRIPPED_REASONS)
+        .select("row", "column", "reason", *(["value"] if verbose else []))
+        .to_dicts(),
+        details=describe_errors(
+            stripped_first(errors, STRIPPED_REASONS), export.path, verbose=verbose
+        ),
+    )
+
+
+def _refuse_many_ledger_zeros(errors: pl.DataFrame, source: Path) -> None:
+    """Stop the whole run when more than a handful of the export's ids are held in the
+    ledger without their leading zeros: the ledger's ids need repairing first."""
+    lost = errors.filter(pl.col("reason") == LEDGER_ZEROS_LOST_REASON)
+    if lost.height > MAX_LOST_ZEROS:
+        raise InputRowsError(
+            f"{lost.height} resident_id values of {source} are held in the ledger without "
+            "their leading zeros: an earlier export lost them, and the ledger recorded the "
+            "residents under the stripped ids. This file's ids are right; the ledger's are "
+            "not, and these residents would get second codes. Nothing was written. Repair "
+            "the ledger's ids with `rrnet ledger fix-ids --map FILE` (a CSV of the ledger's "
+            "id and the correct id, one resident a line), then run again.",
+            errors=lost.select("row", "column", "reason").to_dicts(),
+            details=describe_errors(lost, source),
+        )
+
+
 def _refuse(
     errors: pl.DataFrame, source: Path, verbose: bool, warnings: list[str] | None = None
 ) -> None:
     rows = errors["row"].n_unique()
+    errors = stripped_first(errors, STRIPPED_REASONS)
     raise InputRowsError(
         f"{rows} row(s) of {source} break the rules, so nothing was written and no code "
         "was recorded. Fix them, or pass --rejects FILE to set them aside and go on.",

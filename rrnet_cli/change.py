@@ -179,7 +179,11 @@ def plan_changes(
     for rid, code in current.select("resident_id", "code").iter_rows():
         active.setdefault(rid, []).append(int(code))
     known = set(view.known_residents(municipality, asked).to_list())
-    stripped = set(view.lost_zeros(municipality, asked.filter(~asked.is_in(list(known)))))
+    lost = view.lost_zeros(municipality, asked.filter(~asked.is_in(list(known))))
+    # The shorter id lost its zeros: the request's (Excel), or the ledger's.
+    shorter = pl.col("ledger_id").str.len_chars() < pl.col("resident_id").str.len_chars()
+    stripped = set(lost.filter(~shorter)["resident_id"].to_list())
+    ledger_stripped = set(lost.filter(shorter)["resident_id"].to_list()) - stripped
     errors: list[dict[str, Any]] = []
     first_seen: dict[str, int] = {}
     wanted: list[tuple[ChangeRequest, str, int]] = []
@@ -205,6 +209,10 @@ def plan_changes(
                 "; it equals an id the ledger knows without its leading zeros: Excel may "
                 "have dropped them"
                 if rid in stripped
+                else "; the ledger holds an id equal to it without its leading zeros (recorded "
+                "from an export that had lost them): repair the ledger's ids with `rrnet "
+                "ledger fix-ids --map FILE`"
+                if rid in ledger_stripped
                 else ""
             )
             refuse(

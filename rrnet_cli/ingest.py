@@ -83,8 +83,11 @@ class Export:
     sheet: str | None = None
     #: what a person should know about how the file was read (Excel cell types)
     warnings: list[str] = field(default_factory=list)
-    #: rows at the end with every cell empty (Excel leftovers such as ``,,,,``), dropped
+    #: rows with every cell empty (Excel leftovers such as ``,,,,``), anywhere, dropped
     blank_rows_skipped: int = 0
+    #: row errors (``ERROR_SCHEMA``) for the ids Excel stored as numbers in a column
+    #: whose other ids are text with leading zeros: those numbers lost their zeros
+    zero_stripped: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ERROR_SCHEMA))
 
     @property
     def rows(self) -> int:
@@ -121,8 +124,9 @@ def read_export(
         )
     worksheet: Worksheet | None = None
     blank_rows = 0
+    warnings: list[str] = []
     if suffix == ".parquet":
-        table = _read_parquet(path)
+        table, warnings = _read_parquet(path)
         used_encoding, first_row = None, 1
     elif suffix in EXCEL_SUFFIXES:
         worksheet = _read_excel(path, sheet, mapping)
@@ -130,6 +134,7 @@ def read_export(
         # Excel shows the header as row 1 (or wherever it is): the first person is the next row.
         used_encoding, first_row = None, worksheet.header_row + 1
         blank_rows = worksheet.blank_rows
+        warnings = worksheet.warnings
     else:
         table, used_encoding, blank_rows = _read_csv(path, encoding, separator)
         first_row = 2
@@ -154,6 +159,17 @@ def read_export(
         # Status columns of an earlier output fed back in are recomputed, not kept.
         frame = frame.drop([c for c in schema.OUTPUT_COLUMNS[1:] if c in frame.columns])
     frame = frame.with_row_index(ROW, offset=first_row).with_columns(pl.col(ROW).cast(pl.Int64))
+    stripped = _number_id_errors(frame, worksheet, recognised)
+    # A row with every cell empty (",,,," as Excel saves a cleared row, or an empty
+    # row of a workbook) is no resident: skipped and counted wherever it is. The
+    # rows keep the numbers a spreadsheet shows, counted before the skip.
+    data_columns = [c for c in frame.columns if c != ROW]
+    if data_columns and frame.height:
+        blank = frame.select(pl.all_horizontal(pl.col(data_columns).is_null())).to_series()
+        skipped = int(blank.sum())
+        if skipped:
+            frame = frame.filter(~blank)
+            blank_rows += skipped
     return Export(
         path=path,
         frame=frame,
@@ -161,9 +177,39 @@ def read_export(
         first_row=first_row,
         recognised=recognised,
         sheet=worksheet.name if worksheet else None,
-        warnings=worksheet.warnings if worksheet else [],
+        warnings=warnings,
         blank_rows_skipped=blank_rows,
+        zero_stripped=stripped,
     )
+
+
+#: The reason of a row whose id Excel stored as a number among ids stored as text
+#: with leading zeros (``Export.zero_stripped``).
+NUMBER_ID_REASON = (
+    "Excel stored this id as a number, while the column's other ids are text with "
+    "leading zeros: its leading zeros were dropped"
+)
+#: The id columns whose numbers among zero-padded text are refused (``NUMBER_ID_REASON``).
+_ID_COLUMNS = ("resident_id", "household_id")
+
+
+def _number_id_errors(
+    frame: pl.DataFrame, worksheet: Worksheet | None, recognised: dict[str, str]
+) -> pl.DataFrame:
+    """Row errors for the number cells of a workbook's id columns that mix them with
+    zero-padded text (``Worksheet.number_ids``), by the rows' spreadsheet numbers."""
+    if worksheet is None or not worksheet.number_ids:
+        return pl.DataFrame(schema=ERROR_SCHEMA)
+    found = [
+        frame.filter(mask).select(
+            pl.col(ROW).alias("row"),
+            pl.lit(recognised[header]).alias("column"),
+            pl.lit(NUMBER_ID_REASON).alias("reason"),
+            pl.col(recognised[header]).alias("value"),
+        )
+        for header, mask in worksheet.number_ids.items()
+    ]
+    return pl.concat([f.cast(ERROR_SCHEMA) for f in found]).sort("row", maintain_order=True)
 
 
 def resolve_delimiter(delimiter: str, suffix: str) -> str:
@@ -332,8 +378,8 @@ def _parse_csv(data: bytes, path: Path, delimiter: str = ",") -> tuple[pa.Table,
         table = pacsv.read_csv(
             pa.BufferReader(data),
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=16 << 20),
-            # Blank lines are kept (and refused as short rows) so that row numbers
-            # stay those a spreadsheet shows.
+            # Blank lines are kept (read_export skips them after numbering the
+            # rows) so that row numbers stay those a spreadsheet shows.
             # Without any quote character no value can hold a line break, and
             # Arrow can split the file into blocks in parallel.
             parse_options=pacsv.ParseOptions(
@@ -360,7 +406,8 @@ def _parse_csv(data: bytes, path: Path, delimiter: str = ",") -> tuple[pa.Table,
     if quoted and data.count(b'"') % 2:
         raise UsageError(_unclosed_quote_message(data, path, delimiter))
     # Rows after the last one with a value (",,,," as Excel saves cleared rows)
-    # are not rows anyone meant; blank rows in between stay, and are refused.
+    # are not rows anyone meant; blank rows in between stay until read_export has
+    # numbered the rows, and are skipped there.
     blank_rows = _trailing_blank_rows(table)
     if blank_rows:
         table = table.slice(0, table.num_rows - blank_rows)
@@ -545,13 +592,15 @@ _TEXT_ONLY = (
 )
 
 
-def _read_parquet(path: Path) -> pa.Table:
+def _read_parquet(path: Path) -> tuple[pa.Table, list[str]]:
+    """A Parquet export as text columns, and a warning for each id column of integers."""
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
         raise UsageError(f"{path} cannot be read as Parquet: {exc}") from None
     recognised = schema.resolve_headers(table.column_names, None, source=str(path))
     columns = []
+    warnings = []
     for name, column in zip(table.column_names, table.columns, strict=True):
         canonical = recognised.get(name)
         kind = column.type
@@ -566,6 +615,13 @@ def _read_parquet(path: Path) -> pa.Table:
             columns.append(column.cast(pa.date32()).cast(pa.string()))
         elif pa.types.is_integer(kind) and canonical not in ("resident_code", "postal_code"):
             columns.append(column.cast(pa.string()))
+            if canonical in _TEXT_ONLY:
+                label = canonical if name == canonical else f"{canonical} ({name})"
+                warnings.append(
+                    f"{label}: the column has type {kind} (integers, not text); leading "
+                    "zeros cannot be stored in it and may already be lost (export the ids "
+                    "as text)"
+                )
         else:
             why = (
                 "codes and postal codes must be stored as text, or their leading zeros are lost"
@@ -573,7 +629,7 @@ def _read_parquet(path: Path) -> pa.Table:
                 else "store it as text"
             )
             raise UsageError(f"{path}: column {name!r} has type {column.type}; {why}.")
-    return pa.table(columns, names=table.column_names)
+    return pa.table(columns, names=table.column_names), warnings
 
 
 #: Workbooks rrnet reads (through calamine, via fastexcel), whatever wrote them.
@@ -596,6 +652,9 @@ class Worksheet:
     warnings: list[str]
     #: rows after the last one with a value (formatted or cleared cells), dropped
     blank_rows: int = 0
+    #: header -> which rows (of ``table``) hold a number in an id column whose other
+    #: ids are text with leading zeros: ids whose zeros Excel dropped
+    number_ids: dict[str, pl.Series] = field(default_factory=dict)
 
 
 def _read_excel(path: Path, sheet: str | None, mapping: dict[str, str] | None) -> Worksheet:
@@ -605,8 +664,8 @@ def _read_excel(path: Path, sheet: str | None, mapping: dict[str, str] | None) -
     date cell as YYYY-MM-DD (with its time only when it has one). Numbers in a
     column that must be text (ids, postal codes, codes) may have lost leading
     zeros inside Excel already; each such column gets a warning. Blank rows at
-    the end are dropped; blank rows in between stay (and are refused), so row
-    numbers stay those Excel shows.
+    the end are dropped; blank rows in between stay (``read_export`` skips them
+    once the rows are numbered), so row numbers stay those Excel shows.
     """
     import fastexcel  # only when an Excel file is read
 
@@ -658,7 +717,7 @@ def _read_excel(path: Path, sheet: str | None, mapping: dict[str, str] | None) -
         keep = {i: h for i, h in enumerate(headers) if h}
         used = body.select(pl.any_horizontal(has_value)).to_series().arg_true()
         last = int(used[-1]) + 1 if len(used) else 0
-        frame, warnings = _excel_cell_types(reader, name, frame, keep, mapping, path)
+        frame, warnings, number_ids = _excel_cell_types(reader, name, frame, keep, mapping, path)
     except fastexcel.FastExcelError as exc:
         # The first line names the failure; later lines are calamine's context.
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
@@ -677,6 +736,7 @@ def _read_excel(path: Path, sheet: str | None, mapping: dict[str, str] | None) -
         header_row=header_row,
         warnings=warnings,
         blank_rows=frame.height - 1 - last,
+        number_ids={keep[i]: mask.slice(0, last) for i, mask in number_ids.items()},
     )
 
 
@@ -687,7 +747,7 @@ def _excel_cell_types(
     headers: dict[int, str],
     mapping: dict[str, str] | None,
     path: Path,
-) -> tuple[pl.DataFrame, list[str]]:
+) -> tuple[pl.DataFrame, list[str], dict[int, pl.Series]]:
     """Date cells as dates; a warning for each text-only column that holds numbers.
 
     ``frame`` is the sheet as text, the header in its first row; ``headers`` the
@@ -695,11 +755,17 @@ def _excel_cell_types(
     again with a type: a number or a boolean reads as a boolean and text never
     does; a date reads as a datetime and text never does (numbers do, but their
     text is not a date's).
+
+    An id column (``_ID_COLUMNS``) whose numbers sit among ids stored as text with
+    leading zeros is no warning: its numbers are ids whose zeros Excel dropped.
+    Those come back by column position, as a mask over the rows below the header.
+    A column of numbers only gets a warning that says so.
     """
     if frame.height < 2:
-        return frame, []
+        return frame, [], {}
     recognised = schema.resolve_headers(list(headers.values()), mapping, source=str(path))
     warnings: list[str] = []
+    number_ids: dict[int, pl.Series] = {}
     text_only = [
         (i, h, recognised[h]) for i, h in headers.items() if recognised.get(h) in _TEXT_ONLY
     ]
@@ -710,8 +776,21 @@ def _excel_cell_types(
             # A boolean cell reads as one too; its text says which it is.
             numbers &= ~frame[f"c{i}"].slice(1).is_in(["true", "false"]).fill_null(False)
             count = int(numbers.sum())
-            if count:
-                label = canonical if header == canonical else f"{canonical} ({header})"
+            if not count:
+                continue
+            label = canonical if header == canonical else f"{canonical} ({header})"
+            cells = frame[f"c{i}"].slice(1).str.strip_chars()
+            text = cells.is_not_null() & (cells != "") & ~numbers
+            padded = text & cells.str.contains(r"^0[0-9]+$").fill_null(False)
+            if canonical in _ID_COLUMNS and bool(padded.any()):
+                number_ids[i] = numbers
+            elif not bool(text.any()):
+                warnings.append(
+                    f"{label}: all {count} cell(s) were stored by Excel as numbers (column "
+                    "type Number, not Text); leading zeros may already be lost (format the "
+                    "column as Text in Excel)"
+                )
+            else:
                 warnings.append(
                     f"{label}: {count} cell(s) were stored by Excel as numbers; leading "
                     "zeros may already be lost (format the column as Text in Excel)"
@@ -733,7 +812,7 @@ def _excel_cell_types(
                 .alias(f"c{i}")
             )
         frame = frame.with_columns(fixes)
-    return frame, warnings
+    return frame, warnings, number_ids
 
 
 def _xlsx_first_row(raw: bytes, sheet: str) -> int:
@@ -1010,6 +1089,7 @@ def validate_register(
     errors.append(code_errors(frame[ROW], frame[N_RESIDENT_CODE]))
     errors.append(_duplicates(frame, N_RESIDENT_ID, "resident_id"))
     errors.append(_duplicates(frame, N_RESIDENT_CODE, "resident_code"))
+    errors.append(export.zero_stripped)
     found = pl.concat([e.cast(ERROR_SCHEMA) for e in errors])
     if any_total:
         totals = frame.select(ROW, total_text.alias("value")).filter(total)
@@ -1025,7 +1105,16 @@ def validate_register(
                 ).cast(ERROR_SCHEMA),
             ]
         )
-    return frame, found.sort("row", maintain_order=True)
+    return frame, stripped_first(found.sort("row", maintain_order=True))
+
+
+def stripped_first(
+    errors: pl.DataFrame, reasons: tuple[str, ...] = (NUMBER_ID_REASON,)
+) -> pl.DataFrame:
+    """``errors`` with those of ``reasons`` (ids stripped of their leading zeros) first,
+    each part in its own order: they explain the other errors, or make them moot."""
+    later = ~pl.col("reason").is_in(list(reasons))
+    return errors.sort(later, maintain_order=True)
 
 
 TOTALS_ROW_REASON = "looks like a totals row (合計), not a resident; remove it"

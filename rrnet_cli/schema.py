@@ -152,8 +152,12 @@ LEDGER_STATUS = "__l_status__"
 LEDGER_MUNICIPALITY = "__l_muni__"
 LEDGER_RESIDENT = "__l_rid__"
 #: Whether the row's id equals a known resident's id once leading zeros are
-#: ignored. Written and dropped inside ``assign.classify``.
+#: ignored, the row's being the shorter. Written and dropped inside ``assign.classify``.
 ZEROS_LOST = "__zeros_lost__"
+#: Whether the ledger holds the row's resident under the row's id stripped of
+#: leading zeros (the ledger's id is the shorter). Written and dropped inside
+#: ``assign.classify``.
+LEDGER_ZEROS_LOST = "__ledger_zeros_lost__"
 #: The birth date as printed on a sheet. Written and read inside ``notify.build_sheets``.
 BIRTH_TEXT = "__birth__"
 

@@ -250,6 +250,28 @@ def test_bad_row_is_reported_with_the_row_number_excel_shows(
     assert not (tmp_path / "out.xlsx").exists()
 
 
+def test_an_empty_row_in_the_middle_is_skipped_and_counted(
+    runner: CliRunner, ledger: Ledger, tmp_path: Path
+) -> None:
+    rows = register_rows()
+    empty = dict.fromkeys(rows[0], "")
+    export = write_xlsx(tmp_path / "r.xlsx", [*rows[:2], empty, *rows[2:]], blank_tail=2)
+    result = assign(runner, export, ledger.path, "-o", str(tmp_path / "out.csv"), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["rows_read"] == 6
+    assert data["blank_rows_skipped"] == 3  # the one in the middle and the two at the end
+
+    bad = [dict(r) for r in rows]
+    bad[4]["sex"] = "X"  # Excel row 7 once the empty row 4 is counted
+    export = write_xlsx(tmp_path / "bad.xlsx", [*bad[:2], empty, *bad[2:]])
+    result = assign(runner, export, ledger.path, "--dry-run")
+    assert result.exit_code == 2, result.output
+    assert "row 7, sex" in result.output
+    assert "row 4" not in result.output
+    no_crash(result.output)
+
+
 def test_rows_below_a_header_that_is_not_in_row_1_keep_excel_numbers(
     runner: CliRunner, ledger: Ledger, tmp_path: Path
 ) -> None:
@@ -309,11 +331,13 @@ def test_numbers_and_date_cells_are_read_as_excel_shows_them(
     result = assign(runner, export, ledger.path, "-o", str(out))
     assert result.exit_code == 0, result.output
     no_crash(result.output)
+    # A column of numbers only: the warning names the column's type.
     assert (
-        "warning: resident_id: 6 cell(s) were stored by Excel as numbers; leading zeros "
-        "may already be lost (format the column as Text in Excel)"
-    ) in result.output
-    assert "warning: postal_code: 6 cell(s)" in result.output
+        "warning: resident_id: all 6 cell(s) were stored by Excel as numbers (column type "
+        "Number, not Text); leading zeros may already be lost (format the column as Text "
+        "in Excel)"
+    ) in " ".join(result.output.split())
+    assert "warning: postal_code: all 6 cell(s)" in result.output
 
     as_json = assign(
         runner,
@@ -353,9 +377,9 @@ def test_a_numeric_code_that_lost_its_zero_is_a_row_error_with_the_warning(
     result = assign(runner, export, ledger.path, "-o", str(tmp_path / "out.xlsx"))
     assert result.exit_code == 2, result.output
     assert "row 3, resident_code" in result.output  # 00000000060 became 60
-    assert "warning: resident_code (住民票コード): 1 cell(s) were stored by Excel as numbers" in (
-        result.output
-    )
+    assert (
+        "warning: resident_code (住民票コード): all 1 cell(s) were stored by Excel as numbers"
+    ) in result.output
 
 
 # -- writing ------------------------------------------------------------------------

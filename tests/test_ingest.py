@@ -294,13 +294,16 @@ def test_too_many_and_too_few_fields_are_both_listed(tmp_path: Path) -> None:
 
 def test_row_numbers_after_a_blank_line_match_the_spreadsheet(tmp_path: Path) -> None:
     """A spreadsheet shows the blank line as row 3, so the next person is row 4 —
-    as the ragged-row message already counts it. The blank row itself is one error."""
-    lines = [",".join(REQUIRED), "1,A,1990-01-01,M,VNM,x", "", "2,B,1990-13-01,M,VNM,x"]
+    as the ragged-row message already counts it. The blank rows are skipped and
+    counted, an empty line and ",,,,," alike."""
+    lines = [",".join(REQUIRED), "1,A,1990-01-01,M,VNM,x", "", ",,,,,", "2,B,1990-13-01,M,VNM,x"]
     path = tmp_path / "e.csv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    export = read(path)
+    assert export.blank_rows_skipped == 2
+    assert export.frame[schema.ROW].to_list() == [2, 5]
     _, errors = check(path)
-    assert [(row, column) for row, column, _ in errors] == [(3, "*"), (4, "birth_date")]
-    assert "blank" in errors[0][2]
+    assert [(row, column) for row, column, _ in errors] == [(5, "birth_date")]
 
 
 @pytest.mark.parametrize("duplicate", ["name", "備考"])

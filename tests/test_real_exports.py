@@ -416,29 +416,57 @@ def test_the_summary_shows_the_blank_rows_skipped(
     export = municipal_file(tmp_path / "register.csv", RESIDENTS, tail=[excel_blank()] * 2)
     result = assign(runner, export, ledger, "--dry-run")
     assert result.exit_code == 0, result.output
-    line = next(x for x in result.output.splitlines() if "blank rows at the end (skipped)" in x)
+    line = next(x for x in result.output.splitlines() if "blank rows (skipped)" in x)
     assert line.split()[-2] == "2", line
 
 
-def test_a_blank_row_in_the_middle_is_a_row_error_and_row_numbers_stay(
+def quoted_line(cells: list[str]) -> str:
+    """One row as ``municipal_file`` writes it (every field quoted), for a ``tail``."""
+    return ",".join(f'"{c}"' for c in cells)
+
+
+def test_a_blank_row_in_the_middle_is_skipped_and_counted(
     runner: CliRunner, ledger: Ledger, tmp_path: Path
 ) -> None:
-    rows = [RESIDENTS[0], [""] * len(JA_HEADERS), RESIDENTS[1], RESIDENTS[2]]
-    rows[3] = rows[3].copy()
-    rows[3][7] = "X"  # a bad sex on the row a spreadsheet shows as 5
-    export = municipal_file(tmp_path / "register.csv", rows, tail=[excel_blank()] * 2)
+    # Excel saves a row cleared in the middle of a sheet as ",,,,", with CRLF.
+    tail = [excel_blank(), quoted_line(RESIDENTS[1]), quoted_line(RESIDENTS[2])]
+    tail += [excel_blank()] * 2
+    export = municipal_file(tmp_path / "register.csv", RESIDENTS[:1], tail=tail)
+    assert b"\r\n,,,,,,,,,,,,\r\n" in export.read_bytes()
+
+    data = assign_json(runner, export, ledger, "--dry-run")
+    text = assign(runner, export, ledger).output
+
+    assert data["exit_code"] == 0, data
+    assert data["rows_read"] == 3
+    assert data["blank_rows_skipped"] == 3
+    assert data["newly_assigned"] == 3
+    line = next(x for x in text.splitlines() if "blank rows (skipped)" in x)
+    assert line.split()[-2] == "3", line
+    assert read_assigned(tmp_path / "assigned.csv")["resident_id"].to_list() == [
+        "000101",
+        "000102",
+        "000103",
+    ]
+
+
+def test_row_numbers_after_a_blank_row_in_the_middle_stay_excel_s(
+    runner: CliRunner, ledger: Ledger, tmp_path: Path
+) -> None:
+    bad = RESIDENTS[2].copy()
+    bad[7] = "X"  # a bad sex on the row a spreadsheet shows as 5
+    tail = [excel_blank(), quoted_line(RESIDENTS[1]), quoted_line(bad), excel_blank()]
+    export = municipal_file(tmp_path / "register.csv", RESIDENTS[:1], tail=tail)
 
     data = assign_json(runner, export, ledger)
     text = assign(runner, export, ledger).output
 
     assert data["exit_code"] == 2
     assert data["row_errors"] == [
-        {"row": 3, "column": "*", "reason": "row is blank; remove it"},
         {"row": 5, "column": "sex", "reason": "sex must be 男/女, M/F or 1/2"},
     ]
-    assert "row 3, *: row is blank; remove it" in text
     assert "row 5, sex" in text
-    assert "row 6" not in text and "row 7" not in text  # the trailing blanks are no rows
+    assert "row 3" not in text and "row 6" not in text  # the blank rows are no rows
     assert_no_personal_data(text)
 
 

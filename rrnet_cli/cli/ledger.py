@@ -354,6 +354,54 @@ def ledger_designate(
     finish(result, as_json, f"Designated in {result.ledger}", after=result.lines())
 
 
+@ledger_app.command("fix-ids")
+@handle_errors
+def ledger_fix_ids(
+    ctx: typer.Context,
+    map_file: Annotated[
+        Path,
+        typer.Option(
+            "--map",
+            metavar="FILE",
+            help="CSV or workbook with columns ledger_id,correct_id (or 台帳の宛名番号,"
+            "正しい宛名番号): the id as the ledger holds it, and the correct one.",
+            show_default=False,
+        ),
+    ],
+    ledger: LedgerOpt,
+    municipality: MunicipalityOpt = None,
+    lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
+    operator: OperatorOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Give resident ids in the ledger back the leading zeros an export lost.
+
+    When an export went through Excel (000005974 became 5974), assign recorded
+    its residents under the stripped ids, and the correct export is refused
+    for them. This re-keys each resident's active code to the correct id, all
+    residents in one transaction, in the audit trail with the map's SHA-256.
+    Only leading zeros may differ; an id the ledger does not hold, a correct
+    id it already knows or an id twice in the map refuses the whole map, and
+    nothing is changed. Afterwards assign finds them under the correct ids
+    (already assigned, same codes).
+
+    Example: `rrnet ledger fix-ids --map ids.csv --ledger ledger`
+    """
+    from rrnet_cli.fix_ids import fix_resident_ids
+
+    result = fix_resident_ids(
+        open_ledger(ledger),
+        map_file,
+        municipality=municipality,
+        lock_timeout=lock_timeout,
+        invocation=audit_invocation(ctx, operator),
+        waiting=say_waiting,
+        verbose=verbose,
+    )
+    finish(result, as_json, f"Resident ids fixed in {result.ledger}")
+
+
 class PoolMode(StrEnum):
     """``rrnet ledger pool-mode`` values."""
 

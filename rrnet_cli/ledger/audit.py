@@ -40,6 +40,10 @@ from rrnet_cli.ledger.interface import POOL_MODE, on_off
 
 #: The audit detail of a transaction that drew its new codes from the pool.
 DRAWN_FROM = "drawn_from"
+#: The audit detail of a transaction of ``rrnet ledger fix-ids``: how many residents'
+#: ids it gave back their leading zeros. Its records re-key active codes; the
+#: integrity checks take them for that, not for codes drawn again.
+FIXED_IDS = "fixed_ids"
 #: The manifest key of the audit trail: one record per transaction, hash-chained.
 TRANSACTIONS = "transactions"
 #: The audit detail of the record a copy appends (``rrnet ledger copy``).

@@ -845,6 +845,11 @@ class Transaction:
         table = frame.to_arrow().cast(RECORD_SCHEMA)
         return self._write_segment(table, statuses, has_residents)
 
+    def record_ids_fixed(self, records: pl.DataFrame) -> None:
+        """Stage the codes' records under their residents' correct ids as one segment:
+        segments are never rewritten, so each code's new record supersedes the old."""
+        self.add_records(records)
+
     def add_codes(self, codes: np.ndarray, status: Status) -> SegmentInfo | None:
         """Stage a large batch of sorted, distinct codes that share one status (imports).
 

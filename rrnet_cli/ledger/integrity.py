@@ -23,9 +23,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rrnet_cli import code as rcode
-from rrnet_cli.ledger.audit import DRAWN_FROM, TRANSACTIONS, check_chain
+from rrnet_cli.ledger.audit import DRAWN_FROM, FIXED_IDS, TRANSACTIONS, check_chain
 from rrnet_cli.ledger.folder import MANIFEST, SEGMENTS, Ledger, is_pool_segment, segment_txn
-from rrnet_cli.ledger.interface import ACTIVE, RECORD_SCHEMA, Status, file_sha256, sorted_member
+from rrnet_cli.ledger.interface import (
+    ACTIVE,
+    RECORD_SCHEMA,
+    Status,
+    file_sha256,
+    sorted_member,
+    without_leading_zeros,
+)
 from rrnet_cli.ledger.notices import NOTICE_SCHEMA, is_notice_segment, notice_problems
 
 
@@ -123,7 +130,7 @@ def check_integrity(ledger: Ledger, *, batch_rows: int = 8_000_000) -> Integrity
         if early:
             report.add(None, f"{early} codes were designated while already in use ({status})")
     if records.height:
-        _check_records(records, report)
+        _check_records(records, report, fixed_ids_txns(manifest.get(TRANSACTIONS) or []))
     _check_notices(notice_segments, records, report)
     if pool.height:
         _check_pool(pool, records, manifest, report)
@@ -266,14 +273,51 @@ def _check_codes(
     return clash, early
 
 
-def _check_records(records: pl.DataFrame, report: IntegrityReport) -> None:
+def fixed_ids_txns(records: Iterable[Any]) -> list[int]:
+    """The transactions whose audit record says they fixed residents' ids (``FIXED_IDS``)."""
+    return [
+        r["txn"]
+        for r in records
+        if isinstance(r, dict) and isinstance(r.get("txn"), int) and FIXED_IDS in r
+    ]
+
+
+def _check_records(
+    records: pl.DataFrame, report: IntegrityReport, fixed_ids: Iterable[int] = ()
+) -> None:
     ordered = records.sort(["code", "txn"])
+    # A record of ``rrnet ledger fix-ids`` re-keys an active code: it continues the
+    # code's record before it (same status and municipality, an id equal to it but
+    # for leading zeros), and is not a code drawn again.
+    rekeyed = pl.col("txn").is_in(list(fixed_ids))
+    previous = [pl.col(c).shift(1).over("code").alias(f"prev_{c}") for c in ordered.columns]
+    with_prev = ordered.with_columns(previous)
+    strays = with_prev.filter(
+        rekeyed
+        & (
+            pl.col("prev_status").ne_missing(pl.col("status"))
+            | pl.col("prev_municipality").ne_missing(pl.col("municipality"))
+            | ~pl.col("status").is_in(ACTIVE)
+            | pl.col("prev_resident_id").eq_missing(pl.col("resident_id"))
+            | without_leading_zeros(pl.col("prev_resident_id")).ne_missing(
+                without_leading_zeros(pl.col("resident_id"))
+            )
+        )
+    )
+    if strays.height:
+        report.add(
+            None,
+            f"{strays.height} records of fixed resident ids do not continue their code's "
+            "record (another status, municipality or id)",
+        )
     # A code drawn here must never have been in use before: no other record of it
     # may come earlier than its "assigned" record.
     first = ordered.unique(subset="code", keep="first", maintain_order=True)
     redrawn = ordered.join(first.select("code", pl.col("txn").alias("first_txn")), on="code")
     redrawn = redrawn.filter(
-        (pl.col("status") == Status.ASSIGNED.value) & (pl.col("txn") > pl.col("first_txn"))
+        (pl.col("status") == Status.ASSIGNED.value)
+        & (pl.col("txn") > pl.col("first_txn"))
+        & ~rekeyed
     )
     if redrawn.height:
         report.add(None, f"{redrawn.height} codes were drawn as new while already used")

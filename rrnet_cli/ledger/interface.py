@@ -431,17 +431,23 @@ class LedgerState:
             resident_ids.rename("resident_id").to_frame(), on="resident_id", how="semi"
         )
 
-    def lost_zeros(self, municipality: str, resident_ids: pl.Series) -> pl.Series:
-        """Those of these ids that hold no active code here, but equal the id of one who
-        does once leading zeros are ignored (Excel turns 000005974 into 5974)."""
+    def lost_zeros(self, municipality: str, resident_ids: pl.Series) -> pl.DataFrame:
+        """``resident_id, ledger_id``: those of these ids that hold no active code here,
+        each with the id of one who does that it equals once leading zeros are ignored
+        (Excel turns 000005974 into 5974, in the export or in an earlier one)."""
         known = self._active_in(municipality)["resident_id"]
         ids = resident_ids.rename("resident_id")
         if known.is_empty() or ids.is_empty():
-            return ids.clear()
-        stripped = without_leading_zeros(pl.col("resident_id"))
-        stripped_known = known.to_frame().select(stripped)["resident_id"]
-        suspects = ids.to_frame().filter(stripped.is_in(stripped_known.implode()))["resident_id"]
-        return suspects.filter(~suspects.is_in(known.implode()))
+            return pl.DataFrame(schema={"resident_id": pl.String, "ledger_id": pl.String})
+        key = without_leading_zeros(pl.col("resident_id")).alias("__key__")
+        ledger = known.to_frame().select(pl.col("resident_id").alias("ledger_id"), key)
+        asked = ids.to_frame().filter(~pl.col("resident_id").is_in(known.implode()))
+        return (
+            asked.unique(maintain_order=True)
+            .with_columns(key)
+            .join(ledger, on="__key__", how="inner", maintain_order="left")
+            .select("resident_id", "ledger_id")
+        )
 
     def departed(self, municipality: str, listed: pl.Series) -> pl.DataFrame:
         """``resident_id, code, status`` of the active codes here of residents not ``listed``."""
@@ -531,9 +537,10 @@ class LedgerView(Protocol):
         """The active codes of these residents here: ``resident_id, code, status``."""
         ...
 
-    def lost_zeros(self, municipality: str, resident_ids: pl.Series) -> pl.Series:
-        """Those of these ids that hold no active code here, but equal the id of a
-        resident who has one once leading zeros are ignored."""
+    def lost_zeros(self, municipality: str, resident_ids: pl.Series) -> pl.DataFrame:
+        """``resident_id, ledger_id``: those of these ids that hold no active code here,
+        each with the id of a resident who has one that it equals once leading zeros
+        are ignored. The shorter of the two is the one that lost its zeros."""
         ...
 
     def departed(self, municipality: str, listed: pl.Series) -> pl.DataFrame:
@@ -612,6 +619,15 @@ class LedgerTransaction(Protocol):
 
     def add_records(self, records: pl.DataFrame) -> SegmentInfo | None:
         """Stage records: ``code``, ``status``, ``municipality``, ``resident_id``."""
+        ...
+
+    def record_ids_fixed(self, records: pl.DataFrame) -> None:
+        """Give active codes their residents' correct ids (``rrnet ledger fix-ids``).
+
+        ``records``: ``code``, ``status``, ``municipality`` as the ledger holds them
+        now, and ``resident_id``, the correct id. Each becomes the code's latest
+        record; the transaction's audit record must say ``FIXED_IDS`` (describe).
+        """
         ...
 
     def add_codes(self, codes: np.ndarray, status: Status) -> SegmentInfo | None:

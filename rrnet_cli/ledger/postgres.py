@@ -142,6 +142,7 @@ from psycopg.types.json import Jsonb
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, LedgerBusy, LedgerError, UsageError
 from rrnet_cli.ledger.audit import (
     DRAWN_FROM,
+    FIXED_IDS,
     AuditLog,
     audit_details,
     check_records,
@@ -1574,19 +1575,19 @@ class PostgresView:
             ["resident_id", "code", "status"],
         ).with_columns(pl.col("code").cast(pl.UInt64))
 
-    def lost_zeros(self, municipality: str, resident_ids: pl.Series) -> pl.Series:
+    def lost_zeros(self, municipality: str, resident_ids: pl.Series) -> pl.DataFrame:
         if resident_ids.is_empty():
-            return resident_ids.rename("resident_id")
+            return pl.DataFrame(schema={"resident_id": pl.String, "ledger_id": pl.String})
         self._fill_ids(resident_ids)
         schema, here = sql.Identifier(SCHEMA), sql.Literal(municipality)
         return self._joined(
             sql.SQL(
-                "SELECT i.resident_id FROM rrnet_ids i WHERE NOT EXISTS ("
-                " SELECT 1 FROM {schema}.codes c WHERE c.municipality = {here}"
-                " AND c.status IN ({active}) AND c.resident_id = i.resident_id)"
-                " AND EXISTS ("
-                " SELECT 1 FROM {schema}.codes c WHERE c.municipality = {here}"
-                " AND c.status IN ({active}) AND {stripped_c} = {stripped_i})"
+                "SELECT DISTINCT i.resident_id, c.resident_id FROM rrnet_ids i"
+                " JOIN {schema}.codes c ON c.municipality = {here}"
+                " AND c.status IN ({active}) AND {stripped_c} = {stripped_i}"
+                " WHERE NOT EXISTS ("
+                " SELECT 1 FROM {schema}.codes k WHERE k.municipality = {here}"
+                " AND k.status IN ({active}) AND k.resident_id = i.resident_id)"
             ).format(
                 schema=schema,
                 here=here,
@@ -1594,8 +1595,8 @@ class PostgresView:
                 stripped_c=sql.SQL(_STRIPPED.format("c.resident_id")),
                 stripped_i=sql.SQL(_STRIPPED.format("i.resident_id")),
             ),
-            ["resident_id"],
-        )["resident_id"]
+            ["resident_id", "ledger_id"],
+        )
 
     def departed(self, municipality: str, listed: pl.Series) -> pl.DataFrame:
         self._fill_ids(listed.drop_nulls())
@@ -1932,6 +1933,51 @@ class PostgresTransaction(PostgresView):
 
     def add_records(self, records: pl.DataFrame) -> SegmentInfo | None:
         _refuse("Recording codes other than by assign or change")
+
+    def record_ids_fixed(self, records: pl.DataFrame) -> None:
+        """One UPDATE of the codes' rows to the correct ids, each still active here with
+        the same status and an id equal to the new one but for leading zeros (the
+        row-level security confines it to the role's municipality); each row it
+        changed is copied to ``code_history`` in the same statement."""
+        if records.height == 0:
+            return
+        frame = self._stage_records(records)
+        schema = sql.Identifier(SCHEMA)
+        txn, at = sql.Literal(self.number), sql.Literal(self.recorded_at)
+        try:
+            done = self.conn.execute(
+                sql.SQL(
+                    "WITH fixed AS ("
+                    " UPDATE {schema}.codes c SET resident_id = n.resident_id, txn = {txn}"
+                    " FROM rrnet_new n WHERE c.code = n.code AND c.status = n.status"
+                    " AND c.status IN ({active}) AND c.municipality = n.municipality"
+                    " AND c.resident_id <> n.resident_id AND {stripped_c} = {stripped_n}"
+                    " RETURNING c.code, c.status, c.municipality, c.resident_id)"
+                    " INSERT INTO {schema}.code_history"
+                    " (code, status, municipality, resident_id, txn, recorded_at)"
+                    " SELECT code, status, municipality, resident_id, {txn}, {at} FROM fixed"
+                ).format(
+                    schema=schema,
+                    txn=txn,
+                    at=at,
+                    active=_ACTIVE_SQL,
+                    stripped_c=sql.SQL(_STRIPPED.format("c.resident_id")),
+                    stripped_n=sql.SQL(_STRIPPED.format("n.resident_id")),
+                )
+            ).rowcount
+        except psycopg.errors.UniqueViolation:
+            raise LedgerError(
+                "A correct id of the map already holds an active code in the ledger in "
+                f"{self.ledger.server}; nothing was changed."
+            ) from None
+        if done != frame.height:
+            raise LedgerError(
+                f"{frame.height - done} of the codes to re-key are no longer active under "
+                "the ledger's id (another run, or a change by hand). Nothing was changed; "
+                "run again."
+            )
+        for status, n in frame.group_by("status").len().iter_rows():
+            self.counts[str(status)] = self.counts.get(str(status), 0) + int(n)
 
     def add_codes(self, codes: np.ndarray, status: Status) -> SegmentInfo | None:
         _refuse("Adding codes in a transaction (use rrnet ledger import)")
@@ -2293,19 +2339,41 @@ def _check_current(conn: psycopg.Connection[Any], report: IntegrityReport) -> No
             " count(*) FILTER (WHERE h.last AND c.code IS NOT NULL"
             "  AND (c.status, c.municipality, c.resident_id, c.txn)"
             "  IS DISTINCT FROM (h.status, h.municipality, h.resident_id, h.txn)),"
-            " count(*) FILTER (WHERE h.status = 'assigned' AND h.n > 1),"
+            " count(*) FILTER (WHERE h.status = 'assigned' AND h.n > 1 AND NOT h.rekey),"
             " count(*) FILTER (WHERE h.status IN ({active}) AND h.retired_before),"
-            " (SELECT count(*) FROM {schema}.codes)"
+            " (SELECT count(*) FROM {schema}.codes),"
+            " count(*) FILTER (WHERE h.rekey AND (h.status NOT IN ({active})"
+            "  OR h.prev_status IS DISTINCT FROM h.status"
+            "  OR h.prev_municipality IS DISTINCT FROM h.municipality"
+            "  OR h.prev_resident_id IS NOT DISTINCT FROM h.resident_id"
+            "  OR {stripped_prev} IS DISTINCT FROM {stripped_h}))"
             " FROM (SELECT code, status, municipality, resident_id, txn,"
             "  row_number() OVER w AS n,"
             "  coalesce(bool_or(status = 'retired') OVER (w ROWS BETWEEN UNBOUNDED PRECEDING"
             "   AND 1 PRECEDING), false) AS retired_before,"
-            "  lead(txn) OVER w IS NULL AS last"
+            "  lead(txn) OVER w IS NULL AS last,"
+            "  lag(status) OVER w AS prev_status, lag(municipality) OVER w AS prev_municipality,"
+            "  lag(resident_id) OVER w AS prev_resident_id,"
+            "  txn IN (SELECT id FROM {schema}.transactions WHERE details ? {fixed}) AS rekey"
             "  FROM {schema}.code_history WINDOW w AS (PARTITION BY code ORDER BY txn)) h"
             " LEFT JOIN {schema}.codes c ON c.code = h.code"
-        ).format(schema=schema, active=_ACTIVE_SQL)
+        ).format(
+            schema=schema,
+            active=_ACTIVE_SQL,
+            fixed=sql.Literal(FIXED_IDS),
+            stripped_prev=sql.SQL(_STRIPPED.format("h.prev_resident_id")),
+            stripped_h=sql.SQL(_STRIPPED.format("h.resident_id")),
+        )
     ).fetchone()
-    missing, matched, differ, redrawn, revived, codes = (int(n) for n in row) if row else (0,) * 6
+    missing, matched, differ, redrawn, revived, codes, strays = (
+        (int(n) for n in row) if row else (0,) * 7
+    )
+    if strays:
+        report.add(
+            TABLE_HISTORY,
+            f"{strays} records of fixed resident ids do not continue their code's record "
+            "(another status, municipality or id)",
+        )
     if codes > matched:
         report.add(TABLE_CODES, f"{codes - matched} codes have no record in {TABLE_HISTORY}")
     if missing:

@@ -459,16 +459,21 @@ _raw_case(
 _raw_case(
     "blank_line_in_middle",
     [*_rows[:2], "", *_rows[2:]],
-    issue="an empty line between two residents",
-    expect=["row 3", "blank"],
+    issue="valid: an empty line between two residents is skipped and counted",
+    expect=["blank rows (skipped)"],
     rows=_three,
+    exit=0,
+    output_rows=3,
 )
 _raw_case(
     "commas_only_row",
     [*_rows[:2], ",,,,,", *_rows[2:]],
-    issue="a row of empty fields (what a spreadsheet leaves after clearing a row)",
-    expect=["row 3", "blank"],
+    issue="valid: a row of empty fields (what a spreadsheet leaves after clearing a row) "
+    "is skipped and counted",
+    expect=["blank rows (skipped)"],
     rows=_three,
+    exit=0,
+    output_rows=3,
 )
 _five = people(5)
 _rows5 = _lines(_five)
