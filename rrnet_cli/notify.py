@@ -60,9 +60,12 @@ from rrnet_cli.files import (
 )
 from rrnet_cli.form import Mark, format_postal_code
 from rrnet_cli.ingest import (
+    GETA_REASON,
     clean_resident_ids,
     code_errors,
     describe_errors,
+    geta_column,
+    geta_masks,
     read_export,
     require_columns,
 )
@@ -179,8 +182,10 @@ def check_rows(frame: pl.DataFrame, source: Path) -> None:
 
     A resident twice in the file would get two notices (and two records of
     one); a row without a name, an address, a real date of birth or a sex
-    would give a sheet nobody can deliver or read. ``assign`` refuses such
-    rows in an export; a file edited since, or made elsewhere, is checked again.
+    would give a sheet nobody can deliver or read, and a value holding 〓 (a
+    外字 the export could not carry) would print the mark instead of the
+    character. ``assign`` refuses such rows in an export; a file edited since,
+    or made elsewhere, is checked again.
     """
     ids = clean_resident_ids(frame["resident_id"])
     rows = frame[ROW]
@@ -207,6 +212,10 @@ def check_rows(frame: pl.DataFrame, source: Path) -> None:
     add(parse_dates(birth).is_null(), "birth_date", "is not a date rrnet reads", birth)
     sex = frame["sex"].cast(pl.String).str.normalize("NFKC").str.strip_chars()
     add(~sex.is_in(list(SEX_VALUES)).fill_null(False), "sex", "is not 男/女, M/F or 1/2", sex)
+    geta = geta_masks(frame)
+    for column in frame.columns:
+        if geta_column(column) in geta.columns:
+            add(geta[geta_column(column)], column, GETA_REASON, frame[column])
     if not problems:
         return
     errors = pl.concat(problems).sort("row")
