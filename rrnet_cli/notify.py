@@ -259,19 +259,48 @@ def _address_key(address: str | None) -> str | None:
     return _DIGITS_RUN.sub(lambda m: m.group().lstrip("0").rjust(12, "0"), text)
 
 
-def mailing_order(frame: pl.DataFrame) -> pl.DataFrame:
+def mailing_order(frame: pl.DataFrame, *, households: bool = False) -> pl.DataFrame:
     """Sort for mailing: postal code, address (numbers as numbers), household, then the
-    export's own order, so that a household's first member (usually the householder,
-    the household notice's addressee) stays first."""
-    keys = [c for c in ("postal_code", "address", "household_id", ROW) if c in frame.columns]
-    if "address" in frame.columns:
-        natural = pl.Series(
-            "_address", [_address_key(a) for a in frame["address"].cast(pl.String).to_list()]
+    export's own order. A blank postal code (empty, or spaces) is unknown and sorts last.
+
+    With ``households`` (one envelope per household) a household is sorted as one,
+    by its first member's postal code and address (the envelope's), and its members
+    keep the export's order, so the first (usually the householder, the addressee)
+    stays first whatever the others' postal codes or addresses are.
+    """
+    helpers = {
+        # Few distinct postal codes: each is formatted once.
+        "_postal": pl.Series(_column_text(frame, "postal_code"), dtype=pl.String).replace_strict(
+            {p: format_postal_code(p) or None for p in set(_column_text(frame, "postal_code"))},
+            return_dtype=pl.String,
+        ),
+        "_address": pl.Series(
+            [_address_key(a) for a in _column_text(frame, "address")], dtype=pl.String
+        ),
+    }
+    keyed = frame.with_columns(pl.Series(name, values) for name, values in helpers.items())
+    keys = ["_postal", "_address", *(["household_id"] if "household_id" in frame.columns else [])]
+    if households and "household_id" in frame.columns:
+        household = pl.col("household_id").cast(pl.String).str.strip_chars()
+        group = (
+            pl.when(household.is_null() | (household == ""))
+            .then(pl.concat_str(pl.lit("\0"), pl.col(ROW).cast(pl.String)))
+            .otherwise(household)
         )
-        keys[keys.index("address")] = "_address"
-        frame = frame.with_columns(natural)
-    ordered = frame.sort(keys, nulls_last=True, maintain_order=True)
-    return ordered.drop("_address") if "_address" in ordered.columns else ordered
+        first = pl.col(ROW) == pl.col(ROW).min().over("_group")
+        keyed = keyed.with_columns(group.alias("_group")).with_columns(
+            pl.col(key).filter(first).first().over("_group") for key in ("_postal", "_address")
+        )
+        keys[-1] = "_group"
+    ordered = keyed.sort([*keys, ROW], nulls_last=True, maintain_order=True)
+    return ordered.drop(c for c in ("_postal", "_address", "_group") if c in ordered.columns)
+
+
+def _column_text(frame: pl.DataFrame, column: str) -> list[str | None]:
+    """A column's values as text (all None when the frame has no such column)."""
+    if column not in frame.columns:
+        return [None] * frame.height
+    return frame[column].cast(pl.String).to_list()
 
 
 def build_sheets(
@@ -733,7 +762,10 @@ def notify(
         )
     # Counted before the row's language is replaced by the one its notice is in.
     result.without_notice = languages_without_notice(frame)
-    frame = mailing_order(frame.with_columns(choose_languages(frame, default_language), recorded))
+    frame = mailing_order(
+        frame.with_columns(choose_languages(frame, default_language), recorded),
+        households=per_household,
+    )
     notices = load_notices()
     with steps.step("Preparing sheets"):
         dates: dict[str, str] | str = (
@@ -1024,6 +1056,11 @@ def group_households(sheets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(households.values())
 
 
+def _shown(references: list[str], limit: int = 5) -> str:
+    """The first ``limit`` references, comma-separated, "..." when there are more."""
+    return ", ".join(references[:limit]) + (" ..." if len(references) > limit else "")
+
+
 def _household_batches(
     households: list[dict[str, Any]], size: int
 ) -> Iterator[list[dict[str, Any]]]:
@@ -1160,17 +1197,27 @@ def _write_sheets(
     size: Any = len
     if per_household:
         households = group_households(sheets)
+        # A blank postal code is unknown, not a different one.
         apart = [
             str(h["household_id"])
             for h in households
-            if len({(m["postal_code"], m["address"]) for m in h["members"]}) > 1
+            if len({m["address"] for m in h["members"]}) > 1
+            or len({m["postal_code"] for m in h["members"] if m["postal_code"]}) > 1
         ]
         if apart:
-            shown = ", ".join(apart[:5]) + (" ..." if len(apart) > 5 else "")
             result.notes.append(
                 f"{len(apart)} household(s) have members registered at different addresses "
-                f"({shown}); each envelope goes to its first member's address. Check them "
-                "before mailing."
+                f"({_shown(apart)}); each envelope goes to its first member's address. Check "
+                "them before mailing."
+            )
+        # Named by the household's reference (its household_id, or the resident_id of a
+        # household of one), never by a person's name.
+        unposted = [str(h["reference"]) for h in households if not h["members"][0]["postal_code"]]
+        if unposted:
+            result.notes.append(
+                f"{len(unposted)} envelope(s) have no postal code ({_shown(unposted)}): the "
+                "addressee's postal code is blank in the register. Add it on the envelope "
+                "(〒) before mailing."
             )
         batches: list[Any] = list(_household_batches(households, batch_size))
 
