@@ -503,14 +503,16 @@ def changed_rows(
     The change (rrnet change) is the ledger's: the latest one of each resident
     whose new code is the resident's active code here. Each row gets
     ``resident_code`` (the new code), ``old_code`` and ``changed_on`` (the date
-    of change in Japan). A row whose file code is neither of the two is a row
-    error: the file and the ledger disagree about who holds what.
+    of change in Japan). The old code is the one the resident was last notified
+    of (``notified_codes``), not an intermediate code of a second change they
+    never received. A row whose file code is neither the new code nor one the
+    change replaced is a row error: the file and the ledger disagree about who
+    holds what.
     """
     from rrnet_cli.change import recorded_changes
 
-    changes = (
-        recorded_changes(trail).sort("txn").group_by("resident_id", maintain_order=True).last()
-    )
+    history = recorded_changes(trail).sort("txn")
+    changes = history.group_by("resident_id", maintain_order=True).last()
     active = view.active_codes(municipality, changes["resident_id"])
     current = changes.join(
         active.select(
@@ -519,6 +521,17 @@ def changed_rows(
         ),
         on=["resident_id", "new_code"],
         how="semi",
+    )
+    notified = notified_codes(
+        history.join(current.select("resident_id"), on="resident_id", how="semi"),
+        current.select("resident_id", "new_code"),
+        view,
+        municipality,
+    )
+    current = (
+        current.rename({"old_code": "_replaced"})
+        .join(notified, on="resident_id", how="left", maintain_order="left")
+        .with_columns(pl.col("old_code").fill_null(pl.col("_replaced")))
     )
     rows = frame.with_columns(clean_resident_ids(frame["resident_id"]).alias("_resident")).join(
         current.rename({"resident_id": "_resident"}),
@@ -532,6 +545,7 @@ def changed_rows(
         & (given != "")
         & (given != pl.col("new_code"))
         & (given != pl.col("old_code"))
+        & (given != pl.col("_replaced"))
     )
     if wrong.height:
         errors = wrong.select(
@@ -555,7 +569,50 @@ def changed_rows(
         .dt.date()
         .cast(pl.String)
         .alias("changed_on"),
-    ).drop("_resident", "new_code", "reason", "changed_at", "txn")
+    ).drop("_resident", "new_code", "_replaced", "reason", "changed_at", "txn")
+
+
+def notified_codes(
+    history: pl.DataFrame, current: pl.DataFrame, view: LedgerView, municipality: str
+) -> pl.DataFrame:
+    """``resident_id, old_code``: the code each changed resident was last notified of.
+
+    ``history`` holds the residents' code changes (``change.recorded_changes``),
+    ``current`` each one's code now (``new_code``). Of the codes the resident held
+    before it, the one of their latest notice in the ledger (a first notice or a
+    change notice, of this municipality) is the code they know. A resident never
+    notified of any gets the code before their first change: the code the register
+    gave them, and the one any paper they hold shows.
+    """
+    held = (
+        pl.concat(
+            [
+                history.select("resident_id", pl.col("old_code").alias("code")),
+                history.select("resident_id", pl.col("new_code").alias("code")),
+            ]
+        )
+        .unique()
+        .join(current, on="resident_id")
+        .filter(pl.col("code") != pl.col("new_code"))
+        .select("resident_id", "code")
+    )
+    notices = view.notices_of(rcode.strings_to_codes(held["code"].to_arrow()))
+    ours = pl.col("municipality").is_null() | (pl.col("municipality") == municipality)
+    ours_only = notices.filter(ours)
+    latest = (
+        ours_only.with_columns(
+            pl.Series("code", rcode.codes_to_strings(ours_only["code"].to_numpy()), pl.String)
+        )
+        .join(held, on=["resident_id", "code"], how="semi")
+        .sort("issued_at", "txn")
+        .group_by("resident_id", maintain_order=True)
+        .last()
+        .select("resident_id", pl.col("code").alias("notified"))
+    )
+    first = history.sort("txn").group_by("resident_id", maintain_order=True).first()
+    return first.join(latest, on="resident_id", how="left").select(
+        "resident_id", pl.coalesce("notified", "old_code").alias("old_code")
+    )
 
 
 def _batches(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

@@ -447,6 +447,8 @@ def change(
             pool=pool,
             waiting=say_waiting,
         )
+    for warning in result.warnings if not as_json else ():
+        err.print(f"warning: {warning}", markup=False, soft_wrap=True)
     finish(
         result,
         as_json,
