@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import polars as pl
@@ -124,4 +125,73 @@ def test_notify_refuses_an_assigned_file_edited_to_carry_geta(
     )
     assert code == 2, output
     assert f"row 3, name_kanji: {GETA_REASON}" in " ".join(output.split())
+    assert not sheets.exists()
+
+
+# -- scripts the form's fonts do not have -------------------------------------------
+
+#: "Muhammad Ali" in Arabic script: none of the form's fonts (Noto Sans CJK JP, Noto
+#: Sans, Noto Sans Devanagari) has Arabic letters.
+ARABIC = "محمد علي"
+
+
+def arabic_register(path: Path) -> Path:
+    """A register saved by Excel as "CSV UTF-8" (CP932 cannot hold Arabic)."""
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer, lineterminator="\r\n").writerows(
+        [
+            HEADERS,
+            person("000001"),
+            person("000002", 氏名="MUHAMMAD ALI", 漢字氏名=ARABIC),
+            person("000003", 氏名="MUHAMMAD", 漢字氏名="محمد"),
+        ]
+    )
+    path.write_bytes(b"\xef\xbb\xbf" + buffer.getvalue().encode("utf-8"))
+    return path
+
+
+def test_doctor_reports_a_script_no_font_of_the_form_has_without_names(
+    runner, tmp_path: Path
+) -> None:
+    register = arabic_register(tmp_path / "register.csv")
+    code, output = run_cli(runner, "doctor", "--register", register, "--json")
+    assert code == 1, output
+    report = json.loads(output)
+    (arabic,) = report["scripts"]
+    assert arabic["script"] == "Arabic"
+    assert arabic["residents"] == 2
+    assert {"U+0645", "U+062D", "U+062F"} <= set(arabic["examples"])
+    assert not any(ch in output for ch in ARABIC.replace(" ", "")) and "MUHAMMAD" not in output
+    code, output = run_cli(runner, "doctor", "--register", register)
+    text = " ".join(output.split())
+    assert code == 1, output
+    assert "Arabic (U+" in text and "2 resident(s)" in text and "MUHAMMAD" not in text
+    # A register in scripts the form has passes.
+    plain = write_cp932(tmp_path / "plain.csv", [person("000001"), person("000002")])
+    code, output = run_cli(runner, "doctor", "--register", plain, "--json")
+    assert json.loads(output)["scripts"] == [], output
+
+
+def test_notify_names_the_character_and_its_script_never_the_name(
+    runner, ledger, tmp_path: Path
+) -> None:
+    register = arabic_register(tmp_path / "register.csv")
+    out = tmp_path / "assigned.csv"
+    code, output = run_cli(runner, "assign", register, "-l", ledger.path, "-o", out)
+    assert code == 0, output
+    sheets = tmp_path / "sheets"
+    profile = profile_for(MUNICIPALITY, tmp_path)
+    code, output = run_cli(
+        runner,
+        *("notify", out, "-l", ledger.path, "--profile", profile, "-o", sheets),
+        *("--workers", "1"),
+    )
+    text = " ".join(output.split())
+    assert code == 2, output
+    for resident in ("000002", "000003"):
+        assert (
+            f"resident_id {resident}, name_kanji: character U+0645 (Arabic) not in any of "
+            "the form's fonts (外字?)"
+        ) in text, output
+    assert "م" not in output and "MUHAMMAD" not in output
     assert not sheets.exists()
