@@ -493,6 +493,9 @@ class ChangeResult:
     changes: list[dict[str, Any]] = field(default_factory=list)
     #: the new codes came from the designated pool (pool mode, or --pool)
     from_pool: bool = False
+    #: things the office must know: a resident changed again before being told of
+    #: their previous change (``unnotified_changes``)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -593,8 +596,55 @@ def change_codes(
     result.redraws = plan.redraws
     result.from_pool = plan.from_pool
     result.changes = [c.public() for c in plan.changes]
+    if plan.changes and result.transaction is not None:
+        result.warnings = unnotified_changes(ledger, plan.changes, result.transaction, municipality)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
+
+
+def unnotified_changes(
+    ledger: LedgerStore, changes: list[Change], transaction: int, municipality: str
+) -> list[str]:
+    """A warning for each change of a code the resident was never notified of.
+
+    A second change soon after a first one is harmless once the first change's
+    notice is out; the harm is a change of a code that came from an earlier
+    change whose notice was never printed: the resident never received the code
+    just retired. ``rrnet notify --changes`` gives them as their old code the one
+    they were last notified of, but the office should know (and check the request).
+    """
+    from rrnet_cli.notify import JAPAN
+
+    earlier = recorded_changes(ledger.audit_log().records).filter(pl.col("txn") != transaction)
+    retired = pl.DataFrame(
+        [(c.resident_id, c.old_code) for c in changes],
+        schema={"resident_id": pl.String, "new_code": pl.String},
+        orient="row",
+    )
+    # The change that gave each resident the code retired now, if one did.
+    previous = earlier.join(retired, on=["resident_id", "new_code"], how="semi")
+    if previous.height == 0:
+        return []
+    with ledger.reading() as view:
+        notices = view.notices_of(rcode.strings_to_codes(previous["new_code"].to_arrow()))
+    ours = pl.col("municipality").is_null() | (pl.col("municipality") == municipality)
+    told = {
+        (rid, code) for rid, code in notices.filter(ours).select("resident_id", "code").iter_rows()
+    }
+    warnings = []
+    for row in previous.sort("txn").iter_rows(named=True):
+        code = int(row["new_code"])
+        if (row["resident_id"], code) in told:
+            continue
+        when = row["changed_at"].astimezone(JAPAN).date().isoformat()
+        warnings.append(
+            f"resident {row['resident_id']} was changed again before the notice of their "
+            f"previous change ({when}) was printed: they never received the code just "
+            f"retired ({rcode.format(row['new_code'])}). The change notice will give as "
+            "their old code the one they were last notified of. Check that both changes "
+            "were meant."
+        )
+    return warnings
 
 
 def _refuse(

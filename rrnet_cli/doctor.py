@@ -9,7 +9,11 @@ Sheets are rendered by WeasyPrint, which needs from the operating system:
 - a font made for each notice language (``meta.font`` in its notice file)
   that has a glyph for every character of that file's wording.
 
-Each failed check says the exact Debian command that fixes it.
+Each failed check says the exact Debian command that fixes it. With a register
+export (``--register``), doctor also reports the scripts its residents' names
+and addresses are written in that none of the form's fonts covers (Arabic,
+say): each script with example code points and the number of residents
+affected, never a name.
 """
 
 from __future__ import annotations
@@ -19,11 +23,17 @@ import ctypes.util
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+import unicodedata
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rrnet_cli.languages import NOTICES, NoticeText, load_notices
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from rrnet_cli.form import GlyphCheck
 
 #: Debian packages behind each check (what `apt-get install` needs).
 PANGO_PACKAGES = ("libpango-1.0-0", "libpangoft2-1.0-0")
@@ -56,10 +66,38 @@ class Check:
 
 
 @dataclass
+class UncoveredScript:
+    """A script a register's names are written in that no font of the form has."""
+
+    #: the script's name (``Arabic``)
+    script: str
+    #: some of its characters found, as code points (``U+0645``)
+    examples: list[str]
+    #: residents with a name or address in it (their sheets cannot be printed)
+    residents: int
+    #: installed font families that have its first example (for the layout's [fonts])
+    installed_fonts: list[str]
+
+    def detail(self) -> str:
+        fonts = (
+            f"installed in {', '.join(self.installed_fonts[:3])}: add one to the layout's "
+            "[fonts] values"
+            if self.installed_fonts
+            else "no installed font has it"
+        )
+        return (
+            f"{self.script} ({' '.join(self.examples)}): {self.residents} resident(s); "
+            f"no font of the form has it, {fonts}"
+        )
+
+
+@dataclass
 class DoctorReport:
     """All checks, and the one command that installs everything missing."""
 
     checks: list[Check]
+    #: with a register: the scripts of its names that no font of the form covers
+    scripts: list[UncoveredScript] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -81,6 +119,7 @@ class DoctorReport:
             "ok": self.ok,
             "fix": self.fix,
             "checks": [{**asdict(c), "fix": c.fix} for c in self.checks],
+            "scripts": [asdict(s) for s in self.scripts],
         }
 
 
@@ -190,6 +229,99 @@ def check_fonts(notices: dict[str, NoticeText]) -> list[Check]:
     return checks
 
 
-def run_doctor() -> DoctorReport:
-    """Every check, in the order a person would fix them."""
-    return DoctorReport([check_pango(), check_harfbuzz_subset(), *check_fonts(load_notices())])
+#: The register's columns a sheet prints in the form's value fonts.
+PRINTED_TEXT_COLUMNS = ("name", "name_kanji", "alias", "address")
+#: Code points shown per script.
+EXAMPLES = 5
+
+
+def uncovered_scripts(frame: pl.DataFrame, check: GlyphCheck) -> list[UncoveredScript]:
+    """The scripts of ``frame``'s printed text that no font of the form has, most
+    residents first. Each distinct value is looked at once; the count of residents
+    is one vectorised pass per script."""
+    import polars as pl
+
+    from rrnet_cli.form import code_point, is_variation_selector, script_of
+
+    columns = [c for c in PRINTED_TEXT_COLUMNS if c in frame.columns]
+    missing: dict[str, set[str]] = {}
+    for column in columns:
+        for value in frame[column].cast(pl.String).drop_nulls().unique().to_list():
+            for char in set(value):
+                category = unicodedata.category(char)
+                if (
+                    char.isspace()
+                    or category in ("Cf", "Cc")
+                    or is_variation_selector(ord(char))
+                    or check.covers(ord(char))
+                ):
+                    continue
+                script = "private use (外字)" if category == "Co" else script_of(char)
+                missing.setdefault(script, set()).add(char)
+    found = []
+    for script, chars in missing.items():
+        pattern = "[" + "".join(re.escape(c) for c in sorted(chars)) + "]"
+        affected = frame.select(
+            pl.any_horizontal(
+                pl.col(c).cast(pl.String).str.contains(pattern).fill_null(False) for c in columns
+            ).sum()
+        ).item()
+        examples = sorted(chars)[:EXAMPLES]
+        found.append(
+            UncoveredScript(
+                script,
+                [code_point(c) for c in examples],
+                int(affected),
+                fonts_with(examples[0]),
+            )
+        )
+    return sorted(found, key=lambda s: (-s.residents, s.script))
+
+
+def fonts_with(char: str) -> list[str]:
+    """Installed font families (fontconfig) with a glyph for ``char``."""
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        return []
+    out = subprocess.run(
+        [fc_list, f":charset={ord(char):x}", "family"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return sorted({line.split(",")[0].strip() for line in out.splitlines() if line.strip()})
+
+
+def check_register(
+    path: Path,
+    *,
+    encoding: str = "auto",
+    sheet: str | None = None,
+    delimiter: str = "auto",
+    mapping: dict[str, str] | None = None,
+) -> tuple[Check, list[UncoveredScript]]:
+    """Whether the form's fonts cover every script of a register export's names.
+
+    The export is read as ``assign`` reads it; the check names scripts, code
+    points and counts of residents, never a name.
+    """
+    from rrnet_cli.form import GlyphCheck, load_layout
+    from rrnet_cli.ingest import read_export
+
+    export = read_export(path, encoding=encoding, sheet=sheet, delimiter=delimiter, mapping=mapping)
+    scripts = uncovered_scripts(export.frame, GlyphCheck(load_layout().fonts))
+    name = f"Scripts of {export.path.name}"
+    if not scripts:
+        return Check(name, True, "the form's fonts cover every name and address"), scripts
+    return Check(name, False, "; ".join(s.detail() for s in scripts)), scripts
+
+
+def run_doctor(register: Path | None = None, **reading: Any) -> DoctorReport:
+    """Every check, in the order a person would fix them; with ``register``, also
+    the scripts of its names that the form's fonts do not cover (``check_register``;
+    ``reading`` are its encoding, sheet, delimiter and mapping)."""
+    report = DoctorReport([check_pango(), check_harfbuzz_subset(), *check_fonts(load_notices())])
+    if register is not None:
+        check, report.scripts = check_register(register, **reading)
+        report.checks.append(check)
+    return report

@@ -793,7 +793,8 @@ def _is_private_use(char: str) -> bool:
     return unicodedata.category(char) == "Co"
 
 
-def _is_variation_selector(code: int) -> bool:
+def is_variation_selector(code: int) -> bool:
+    """Whether code point ``code`` is a variation selector (standard or ideographic)."""
     return 0xFE00 <= code <= 0xFE0F or 0xE0100 <= code <= 0xE01EF
 
 
@@ -843,26 +844,57 @@ class GlyphCheck:
             self.faces[key] = [face for face in faces if face is not None]
 
     def problem(self, text: str, font: str = "values") -> str | None:
-        """Why ``text`` cannot be printed in the ``font`` list, or None."""
+        """Why ``text`` cannot be printed in the ``font`` list, or None.
+
+        The reason names the character by its code point and script (never the
+        value around it): ``character U+0645 (Arabic) not in any of the form's
+        fonts (外字?)``.
+        """
         faces = self.faces[font]
         previous = 0
         for char in text:
             code = ord(char)
             category = unicodedata.category(char)
             if _is_private_use(char):
-                return "private-use character (外字)"
+                return f"private-use character {code_point(char)} (外字)"
             if category == "Cc" and not char.isspace():
-                return "control character"
-            if _is_variation_selector(code):
+                return f"control character {code_point(char)}"
+            if is_variation_selector(code):
                 if not any(previous in face.sequences.get(code, ()) for face in faces):
-                    return "character not in any of the form's fonts (外字?)"
+                    return (
+                        f"character {code_point(chr(previous))} with variation selector "
+                        f"{code_point(char)} not in any of the form's fonts (外字?)"
+                    )
                 continue
             previous = code
             if char.isspace() or category == "Cf":
                 continue
-            if not any(code in face.cmap for face in faces):
-                return "character not in any of the form's fonts (外字?)"
+            if not self.covers(code, font):
+                return (
+                    f"character {code_point(char)} ({script_of(char)}) not in any of the "
+                    "form's fonts (外字?)"
+                )
         return None
+
+    def covers(self, code: int, font: str = "values") -> bool:
+        """Whether one of the ``font`` list's fonts has a glyph for code point ``code``."""
+        return any(code in face.cmap for face in self.faces[font])
+
+
+def code_point(char: str) -> str:
+    """``U+0645``: how a character is named in a message (its value is never shown)."""
+    return f"U+{ord(char):04X}"
+
+
+def script_of(char: str) -> str:
+    """The Unicode script a character is written in, by name: ``Arabic``, ``Linear B``.
+
+    >>> script_of("م"), script_of("\U00010000"), script_of("漢")
+    ('Arabic', 'Linear B', 'Han')
+    """
+    from fontTools import unicodedata as font_unicodedata
+
+    return str(font_unicodedata.script_name(font_unicodedata.script(char)))
 
 
 # ---------------------------------------------------------------------------

@@ -901,6 +901,44 @@ _CARD_SEPARATORS = "[\\s\\-\u2010-\u2015\u2212\u30fc]"
 # Columns only checked for being empty: no need to build cleaned copies of them.
 _PRESENCE_ONLY = ("name", "address")
 
+#: 〓 (GETA MARK, U+3013): what a CP932 system writes in place of a 外字 it cannot
+#: hold. It is a real character, so fonts print it; on a notice it would stand
+#: in a resident's name or address instead of the character the register holds.
+GETA = "\u3013"
+GETA_REASON = (
+    "〓 stands for a character (外字) the export could not carry; enter the real "
+    "character in the register system and export again"
+)
+#: The text columns a notice prints, or that say who or where a resident is:
+#: none may hold 〓.
+GETA_COLUMNS = (
+    "name",
+    "name_kanji",
+    "alias",
+    "alias_kana",
+    "address",
+    "nationality",
+    "residence_status",
+)
+
+
+def geta_column(name: str) -> str:
+    """The working column: whether column ``name``'s raw value holds 〓."""
+    return f"__geta_{name}__"
+
+
+def geta_masks(frame: pl.DataFrame) -> pl.DataFrame:
+    """Per text column of ``frame`` (``GETA_COLUMNS``): where its raw value holds 〓."""
+    return frame.select(
+        pl.col(name)
+        .cast(pl.String)
+        .str.contains(GETA, literal=True)
+        .fill_null(False)
+        .alias(geta_column(name))
+        for name in GETA_COLUMNS
+        if name in frame.columns
+    )
+
 
 def _has_non_ascii(column: pl.Series) -> bool:
     """Whether any value has a non-ASCII character (byte length differs from chars)."""
@@ -1004,9 +1042,12 @@ def _rules(cols: set[str], today: date) -> list[tuple[str, pl.Expr, str]]:
             "not a language tag rrnet knows (use one such as vi, pt-BR, zh-TW or a language name)",
         ),
     ]
+    # A value holding 〓 gets that reason, not one about what it is written in.
+    geta = {name: c(geta_column(name)) for name in GETA_COLUMNS if name in cols}
+    rules += [(name, mask, GETA_REASON) for name, mask in geta.items()]
     # Optional columns are checked only where present and non-empty.
     rules += [
-        (name, c(name).is_not_null() & bad, reason)
+        (name, c(name).is_not_null() & bad & ~geta.get(name, pl.lit(False)), reason)
         for name, bad, reason in optional
         if name in cols
     ]
@@ -1030,7 +1071,7 @@ def validate_register(
     checked = sorted({name for name, _, _ in rules})
     cleaned = frame.select(
         ROW, *[_clean_expr(name, _has_non_ascii(frame[name])) for name in checked]
-    )
+    ).hstack(geta_masks(frame))
     cleaned = cleaned.with_columns(
         parse_dates(cleaned["birth_date"]).alias(parsed_date_column("birth_date"))
     )

@@ -60,9 +60,12 @@ from rrnet_cli.files import (
 )
 from rrnet_cli.form import Mark, format_postal_code
 from rrnet_cli.ingest import (
+    GETA_REASON,
     clean_resident_ids,
     code_errors,
     describe_errors,
+    geta_column,
+    geta_masks,
     read_export,
     require_columns,
 )
@@ -179,8 +182,10 @@ def check_rows(frame: pl.DataFrame, source: Path) -> None:
 
     A resident twice in the file would get two notices (and two records of
     one); a row without a name, an address, a real date of birth or a sex
-    would give a sheet nobody can deliver or read. ``assign`` refuses such
-    rows in an export; a file edited since, or made elsewhere, is checked again.
+    would give a sheet nobody can deliver or read, and a value holding 〓 (a
+    外字 the export could not carry) would print the mark instead of the
+    character. ``assign`` refuses such rows in an export; a file edited since,
+    or made elsewhere, is checked again.
     """
     ids = clean_resident_ids(frame["resident_id"])
     rows = frame[ROW]
@@ -207,6 +212,10 @@ def check_rows(frame: pl.DataFrame, source: Path) -> None:
     add(parse_dates(birth).is_null(), "birth_date", "is not a date rrnet reads", birth)
     sex = frame["sex"].cast(pl.String).str.normalize("NFKC").str.strip_chars()
     add(~sex.is_in(list(SEX_VALUES)).fill_null(False), "sex", "is not 男/女, M/F or 1/2", sex)
+    geta = geta_masks(frame)
+    for column in frame.columns:
+        if geta_column(column) in geta.columns:
+            add(geta[geta_column(column)], column, GETA_REASON, frame[column])
     if not problems:
         return
     errors = pl.concat(problems).sort("row")
@@ -250,19 +259,48 @@ def _address_key(address: str | None) -> str | None:
     return _DIGITS_RUN.sub(lambda m: m.group().lstrip("0").rjust(12, "0"), text)
 
 
-def mailing_order(frame: pl.DataFrame) -> pl.DataFrame:
+def mailing_order(frame: pl.DataFrame, *, households: bool = False) -> pl.DataFrame:
     """Sort for mailing: postal code, address (numbers as numbers), household, then the
-    export's own order, so that a household's first member (usually the householder,
-    the household notice's addressee) stays first."""
-    keys = [c for c in ("postal_code", "address", "household_id", ROW) if c in frame.columns]
-    if "address" in frame.columns:
-        natural = pl.Series(
-            "_address", [_address_key(a) for a in frame["address"].cast(pl.String).to_list()]
+    export's own order. A blank postal code (empty, or spaces) is unknown and sorts last.
+
+    With ``households`` (one envelope per household) a household is sorted as one,
+    by its first member's postal code and address (the envelope's), and its members
+    keep the export's order, so the first (usually the householder, the addressee)
+    stays first whatever the others' postal codes or addresses are.
+    """
+    helpers = {
+        # Few distinct postal codes: each is formatted once.
+        "_postal": pl.Series(_column_text(frame, "postal_code"), dtype=pl.String).replace_strict(
+            {p: format_postal_code(p) or None for p in set(_column_text(frame, "postal_code"))},
+            return_dtype=pl.String,
+        ),
+        "_address": pl.Series(
+            [_address_key(a) for a in _column_text(frame, "address")], dtype=pl.String
+        ),
+    }
+    keyed = frame.with_columns(pl.Series(name, values) for name, values in helpers.items())
+    keys = ["_postal", "_address", *(["household_id"] if "household_id" in frame.columns else [])]
+    if households and "household_id" in frame.columns:
+        household = pl.col("household_id").cast(pl.String).str.strip_chars()
+        group = (
+            pl.when(household.is_null() | (household == ""))
+            .then(pl.concat_str(pl.lit("\0"), pl.col(ROW).cast(pl.String)))
+            .otherwise(household)
         )
-        keys[keys.index("address")] = "_address"
-        frame = frame.with_columns(natural)
-    ordered = frame.sort(keys, nulls_last=True, maintain_order=True)
-    return ordered.drop("_address") if "_address" in ordered.columns else ordered
+        first = pl.col(ROW) == pl.col(ROW).min().over("_group")
+        keyed = keyed.with_columns(group.alias("_group")).with_columns(
+            pl.col(key).filter(first).first().over("_group") for key in ("_postal", "_address")
+        )
+        keys[-1] = "_group"
+    ordered = keyed.sort([*keys, ROW], nulls_last=True, maintain_order=True)
+    return ordered.drop(c for c in ("_postal", "_address", "_group") if c in ordered.columns)
+
+
+def _column_text(frame: pl.DataFrame, column: str) -> list[str | None]:
+    """A column's values as text (all None when the frame has no such column)."""
+    if column not in frame.columns:
+        return [None] * frame.height
+    return frame[column].cast(pl.String).to_list()
 
 
 def build_sheets(
@@ -465,14 +503,16 @@ def changed_rows(
     The change (rrnet change) is the ledger's: the latest one of each resident
     whose new code is the resident's active code here. Each row gets
     ``resident_code`` (the new code), ``old_code`` and ``changed_on`` (the date
-    of change in Japan). A row whose file code is neither of the two is a row
-    error: the file and the ledger disagree about who holds what.
+    of change in Japan). The old code is the one the resident was last notified
+    of (``notified_codes``), not an intermediate code of a second change they
+    never received. A row whose file code is neither the new code nor one the
+    change replaced is a row error: the file and the ledger disagree about who
+    holds what.
     """
     from rrnet_cli.change import recorded_changes
 
-    changes = (
-        recorded_changes(trail).sort("txn").group_by("resident_id", maintain_order=True).last()
-    )
+    history = recorded_changes(trail).sort("txn")
+    changes = history.group_by("resident_id", maintain_order=True).last()
     active = view.active_codes(municipality, changes["resident_id"])
     current = changes.join(
         active.select(
@@ -481,6 +521,17 @@ def changed_rows(
         ),
         on=["resident_id", "new_code"],
         how="semi",
+    )
+    notified = notified_codes(
+        history.join(current.select("resident_id"), on="resident_id", how="semi"),
+        current.select("resident_id", "new_code"),
+        view,
+        municipality,
+    )
+    current = (
+        current.rename({"old_code": "_replaced"})
+        .join(notified, on="resident_id", how="left", maintain_order="left")
+        .with_columns(pl.col("old_code").fill_null(pl.col("_replaced")))
     )
     rows = frame.with_columns(clean_resident_ids(frame["resident_id"]).alias("_resident")).join(
         current.rename({"resident_id": "_resident"}),
@@ -494,6 +545,7 @@ def changed_rows(
         & (given != "")
         & (given != pl.col("new_code"))
         & (given != pl.col("old_code"))
+        & (given != pl.col("_replaced"))
     )
     if wrong.height:
         errors = wrong.select(
@@ -517,7 +569,50 @@ def changed_rows(
         .dt.date()
         .cast(pl.String)
         .alias("changed_on"),
-    ).drop("_resident", "new_code", "reason", "changed_at", "txn")
+    ).drop("_resident", "new_code", "_replaced", "reason", "changed_at", "txn")
+
+
+def notified_codes(
+    history: pl.DataFrame, current: pl.DataFrame, view: LedgerView, municipality: str
+) -> pl.DataFrame:
+    """``resident_id, old_code``: the code each changed resident was last notified of.
+
+    ``history`` holds the residents' code changes (``change.recorded_changes``),
+    ``current`` each one's code now (``new_code``). Of the codes the resident held
+    before it, the one of their latest notice in the ledger (a first notice or a
+    change notice, of this municipality) is the code they know. A resident never
+    notified of any gets the code before their first change: the code the register
+    gave them, and the one any paper they hold shows.
+    """
+    held = (
+        pl.concat(
+            [
+                history.select("resident_id", pl.col("old_code").alias("code")),
+                history.select("resident_id", pl.col("new_code").alias("code")),
+            ]
+        )
+        .unique()
+        .join(current, on="resident_id")
+        .filter(pl.col("code") != pl.col("new_code"))
+        .select("resident_id", "code")
+    )
+    notices = view.notices_of(rcode.strings_to_codes(held["code"].to_arrow()))
+    ours = pl.col("municipality").is_null() | (pl.col("municipality") == municipality)
+    ours_only = notices.filter(ours)
+    latest = (
+        ours_only.with_columns(
+            pl.Series("code", rcode.codes_to_strings(ours_only["code"].to_numpy()), pl.String)
+        )
+        .join(held, on=["resident_id", "code"], how="semi")
+        .sort("issued_at", "txn")
+        .group_by("resident_id", maintain_order=True)
+        .last()
+        .select("resident_id", pl.col("code").alias("notified"))
+    )
+    first = history.sort("txn").group_by("resident_id", maintain_order=True).first()
+    return first.join(latest, on="resident_id", how="left").select(
+        "resident_id", pl.coalesce("notified", "old_code").alias("old_code")
+    )
 
 
 def _batches(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -724,7 +819,10 @@ def notify(
         )
     # Counted before the row's language is replaced by the one its notice is in.
     result.without_notice = languages_without_notice(frame)
-    frame = mailing_order(frame.with_columns(choose_languages(frame, default_language), recorded))
+    frame = mailing_order(
+        frame.with_columns(choose_languages(frame, default_language), recorded),
+        households=per_household,
+    )
     notices = load_notices()
     with steps.step("Preparing sheets"):
         dates: dict[str, str] | str = (
@@ -1015,6 +1113,11 @@ def group_households(sheets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(households.values())
 
 
+def _shown(references: list[str], limit: int = 5) -> str:
+    """The first ``limit`` references, comma-separated, "..." when there are more."""
+    return ", ".join(references[:limit]) + (" ..." if len(references) > limit else "")
+
+
 def _household_batches(
     households: list[dict[str, Any]], size: int
 ) -> Iterator[list[dict[str, Any]]]:
@@ -1151,17 +1254,27 @@ def _write_sheets(
     size: Any = len
     if per_household:
         households = group_households(sheets)
+        # A blank postal code is unknown, not a different one.
         apart = [
             str(h["household_id"])
             for h in households
-            if len({(m["postal_code"], m["address"]) for m in h["members"]}) > 1
+            if len({m["address"] for m in h["members"]}) > 1
+            or len({m["postal_code"] for m in h["members"] if m["postal_code"]}) > 1
         ]
         if apart:
-            shown = ", ".join(apart[:5]) + (" ..." if len(apart) > 5 else "")
             result.notes.append(
                 f"{len(apart)} household(s) have members registered at different addresses "
-                f"({shown}); each envelope goes to its first member's address. Check them "
-                "before mailing."
+                f"({_shown(apart)}); each envelope goes to its first member's address. Check "
+                "them before mailing."
+            )
+        # Named by the household's reference (its household_id, or the resident_id of a
+        # household of one), never by a person's name.
+        unposted = [str(h["reference"]) for h in households if not h["members"][0]["postal_code"]]
+        if unposted:
+            result.notes.append(
+                f"{len(unposted)} envelope(s) have no postal code ({_shown(unposted)}): the "
+                "addressee's postal code is blank in the register. Add it on the envelope "
+                "(〒) before mailing."
             )
         batches: list[Any] = list(_household_batches(households, batch_size))
 

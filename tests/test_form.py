@@ -444,9 +444,11 @@ def test_characters_no_font_of_the_form_has_are_rejections(renderer, notices) ->
     assert layer.rendered == [2, 4]
     found = {(r.resident_id, r.field): r.reason for r in layer.rejections}
     assert found == {
-        ("000000001", "name"): "private-use character (外字)",
-        ("000000002", "alias"): "character not in any of the form's fonts (外字?)",
-        ("000000004", "address"): "private-use character (外字)",
+        ("000000001", "name"): "private-use character U+E000 (外字)",
+        ("000000002", "alias"): (
+            "character U+13000 (Egyptian Hieroglyphs) not in any of the form's fonts (外字?)"
+        ),
+        ("000000004", "address"): "private-use character U+F0001 (外字)",
     }
 
 
@@ -454,7 +456,9 @@ def test_glyph_check_uses_the_fonts_fontconfig_resolves(layout) -> None:
     check = form.GlyphCheck(layout.fonts)
     assert check.problem("Nguyễn Thị Hương 王小明 महिला") is None
     assert check.problem("1234 5678 901", "code") is None
-    assert check.problem("A\ufe00") == "character not in any of the form's fonts (外字?)"
+    assert check.problem("A\ufe00") == (
+        "character U+0041 with variation selector U+FE00 not in any of the form's fonts (外字?)"
+    )
 
 
 # -- static pages and composition -------------------------------------------------

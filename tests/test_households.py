@@ -459,3 +459,43 @@ def test_the_lists_can_be_excel_workbooks_that_keep_leading_zeros(
     assert manifest["resident_id"].to_list()[0] == "100001"
     assert set(mailing["postal_code"].drop_nulls()) <= {"487-0801", "487-0802", "487-0803"}
     assert (sheets / "manifest.xlsx").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_blank_postal_code_is_unknown_and_the_householder_stays_the_addressee(
+    runner, ledger, tmp_path: Path
+) -> None:
+    rows = [
+        member("700001", "H7", "TRAN VAN HOUSEHOLDER", postal_code="441-3147"),
+        # No postal code for the second member (the export pads the empty field with a
+        # space): unknown, not another one.
+        member("700002", "H7", "TRAN THI BLANK", postal_code=" "),
+        member("700003", "H7", "TRAN VAN THIRD", postal_code="441-3147"),
+        # Nobody in this household has a postal code: its envelope has no 〒.
+        member("800001", "H8", "LE VAN NOCODE", postal_code=""),
+        member("800002", "H8", "LE THI NOCODE", postal_code="\u3000"),
+    ]
+    export = write_cp932(tmp_path / "register.csv", rows)
+    assigned = tmp_path / "assigned.csv"
+    code, output = run_cli(runner, "assign", export, "-l", ledger.path, "-o", assigned)
+    assert code == 0, output
+    sheets = tmp_path / "sheets"
+    code, output = notify(runner, ledger, assigned, sheets, "--per-household")
+    assert code == 0, output
+    text = " ".join(output.split())
+    assert "different addresses" not in text, output
+    # The household without any postal code is named; its members are not.
+    assert "1 envelope(s) have no postal code (H8)" in text, output
+    assert "NOCODE" not in text and "LE THI" not in text
+    mailing = pl.read_csv(sheets / "mailing.csv", infer_schema=False)
+    h7 = envelope_of({"mailing": mailing}, "H7")
+    assert h7["addressee"] == "TRAN VAN HOUSEHOLDER"
+    assert h7["postal_code"] == "441-3147"
+    (first, *_) = pages_of(sheets, h7)
+    # The window: 〒 and the household's postal code, then the householder's name.
+    window = squash(first)
+    assert squash("〒441-3147") in window
+    assert window.index(squash("TRAN VAN HOUSEHOLDER")) < window.index(squash("TRAN THI BLANK"))
+    h8 = envelope_of({"mailing": mailing}, "H8")
+    assert h8["addressee"] == "LE VAN NOCODE"
+    # Only the sender's 〒 is on the page: the window has none.
+    assert pages_of(sheets, h8)[0].count("〒") == 1

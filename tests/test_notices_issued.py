@@ -664,3 +664,82 @@ def test_dates_a_sheet_must_not_carry_are_refused(
     assert code == 2, output
     assert message in " ".join(output.split())
     assert not sheets.exists()
+
+
+def change_code(runner, location: str, resident: str, *extra: str) -> dict:
+    code, output = run_cli(
+        runner,
+        *("change", "--resident", resident, "-l", location, "--id-document", "passport"),
+        *extra,
+    )
+    assert code == 0, output
+    return json.loads(output) if "--json" in extra else {"output": output}
+
+
+def notify_at(runner, location: str, register: Path, profile, sheets, *extra: str) -> None:
+    code, output = run_cli(
+        runner,
+        *("notify", register, "-l", location, "--profile", profile, "-o", sheets),
+        *("--workers", "1", *extra),
+    )
+    assert code == 0, output
+
+
+def change_notice_text(runner, location, export, profile, sheets) -> str:
+    notify_at(runner, location, export, profile, sheets, "--changes")
+    (page,) = PdfReader(sheets / "sheets-0001.pdf").pages
+    return squash_words(page.extract_text())
+
+
+def test_a_code_changed_twice_gives_the_code_the_resident_was_told_of(
+    runner, backend, profile, tmp_path: Path
+) -> None:
+    export = write_cp932(tmp_path / "register.csv", register_rows())
+    assigned = tmp_path / "assigned.csv"
+    code, output = run_cli(runner, "assign", export, "-l", backend.location, "-o", assigned)
+    assert code == 0, output
+    first = dict(
+        pl.read_csv(assigned, infer_schema=False).select("resident_id", "resident_code").iter_rows()
+    )["200001"]
+    notify_at(runner, backend.location, assigned, profile, tmp_path / "first")
+    once = change_code(runner, backend.location, "200001", "--json")
+    assert once["warnings"] == []
+    between = once["changes"][0]["new_code"]
+    # Changed again before the first change's notice was printed: the office is warned.
+    twice = change_code(runner, backend.location, "200001")["output"]
+    assert "warning: resident 200001 was changed again before the notice of their previous" in (
+        " ".join(twice.split())
+    )
+    assert rcode.format(between) in " ".join(twice.split())
+    latest = change_code(runner, backend.location, "200001", "--json")
+    assert len(latest["warnings"]) == 1 and "200001" in latest["warnings"][0]
+    last = latest["changes"][0]["new_code"]
+    text = change_notice_text(runner, backend.location, export, profile, tmp_path / "changes")
+    # The old code is the one on the resident's first notice; the two codes in between
+    # were never sent to them.
+    assert first in text and last in text
+    assert between not in text
+    assert latest["changes"][0]["old_code"] not in text
+
+
+def test_a_change_notice_after_an_earlier_one_gives_the_code_that_notice_announced(
+    runner, backend, profile, tmp_path: Path
+) -> None:
+    export = write_cp932(tmp_path / "register.csv", register_rows())
+    assigned = tmp_path / "assigned.csv"
+    code, output = run_cli(runner, "assign", export, "-l", backend.location, "-o", assigned)
+    assert code == 0, output
+    notify_at(runner, backend.location, assigned, profile, tmp_path / "first")
+    first = dict(
+        pl.read_csv(assigned, infer_schema=False).select("resident_id", "resident_code").iter_rows()
+    )["200001"]
+    between = change_code(runner, backend.location, "200001", "--json")["changes"][0]["new_code"]
+    text = change_notice_text(runner, backend.location, export, profile, tmp_path / "change-1")
+    assert first in text and between in text
+    # Its notice is out: a second change is nothing to warn about.
+    again = change_code(runner, backend.location, "200001", "--json")
+    assert again["warnings"] == []
+    last = again["changes"][0]["new_code"]
+    text = change_notice_text(runner, backend.location, export, profile, tmp_path / "change-2")
+    assert between in text and last in text
+    assert first not in text

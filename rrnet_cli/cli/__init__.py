@@ -447,6 +447,8 @@ def change(
             pool=pool,
             waiting=say_waiting,
         )
+    for warning in result.warnings if not as_json else ():
+        err.print(f"warning: {warning}", markup=False, soft_wrap=True)
     finish(
         result,
         as_json,
@@ -798,6 +800,22 @@ def _write_test_page(profile: Any, output: Path) -> None:
 @app.command()
 @handle_errors(left="")
 def doctor(
+    register: Annotated[
+        Path | None,
+        typer.Option(
+            "--register",
+            metavar="FILE",
+            help="Also check a register export (.csv, .xlsx or .parquet, read as assign "
+            "reads it): report each script its names and addresses are written in that no "
+            "font of the form has, with example code points and the number of residents "
+            "affected (never a name).",
+            show_default=False,
+        ),
+    ] = None,
+    encoding: EncodingOpt = Encoding.AUTO,
+    delimiter: DelimiterOpt = "auto",
+    sheet: SheetOpt = None,
+    mapping: MappingOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -805,14 +823,22 @@ def doctor(
 
     Checks Pango, HarfBuzz font subsetting (without it each sheet takes ~60x
     longer) and, for every notice language, that its font is installed and has a
-    glyph for every character of its wording. Exits 0 when all is well, 1 when
-    something is missing, printing the apt-get command that installs it.
+    glyph for every character of its wording. With --register FILE, also that the
+    form's fonts cover every script of the register's names and addresses. Exits 0
+    when all is well, 1 when something is missing, printing the apt-get command
+    that installs it.
 
-    Example: `rrnet doctor`
+    Example: `rrnet doctor --register export.csv`
     """
     from rrnet_cli.doctor import run_doctor
 
-    report = run_doctor()
+    report = run_doctor(
+        register,
+        encoding=encoding.value,
+        sheet=sheet,
+        delimiter=delimiter,
+        mapping=load_mapping(mapping),
+    )
     finish(
         report,
         as_json,
