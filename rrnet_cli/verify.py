@@ -11,9 +11,11 @@ with resident_id and resident_code columns) and optionally a ledger:
   is not retired; and the ledger itself is sound (see ``LedgerStore.check_integrity``);
 - for a municipality in pool mode: each code drawn for it (the ledger's status
   ``assigned``, by assign or by a code change) is in its designated pool. Codes
-  carried over from other municipalities, or in use elsewhere, are exempt. A
-  code drawn freely before pool mode was turned on is flagged too: it lies
-  outside the pool all the same (``rrnet ledger pool-mode on`` warns of them).
+  carried over from other municipalities, or in use elsewhere, are exempt, and
+  so are codes drawn before the municipality's first designation: there was no
+  pool to draw from. A code drawn freely after it, before pool mode was turned
+  on, is flagged: it lies outside the pool all the same (``rrnet ledger
+  pool-mode on`` warns of them).
 """
 
 from __future__ import annotations

@@ -379,8 +379,9 @@ def ledger_pool_mode(
     more codes than are left before anything is written; `rrnet verify` then
     flags any code assigned here outside the pool. The switch is a ledger
     transaction of its own, in the audit trail. Turning it on needs a pool
-    (`rrnet ledger designate`), and warns of codes assigned before that lie
-    outside it. On a shared (PostgreSQL) ledger each municipality has its own
+    (`rrnet ledger designate`), and warns of codes assigned since the first
+    designation that lie outside it (codes assigned before any pool was
+    designated are not outside it). On a shared (PostgreSQL) ledger each municipality has its own
     mode: an office sets its own; the ledger's owner gives -m.
 
     Example: `rrnet ledger pool-mode on --ledger ledger`
