@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import stat
+from datetime import date
 from pathlib import Path
 
 import polars as pl
 import pytest
+import typer
 from helpers import SAMPLE_MUNICIPALITY
 from pypdf import PdfReader
 from typer.testing import CliRunner
@@ -201,6 +203,28 @@ def test_recorded_date_comes_from_the_ledger(printed) -> None:
     when = at.dt.convert_time_zone("Asia/Tokyo").dt.date()[0]
     expected = format_date(when, load_profile(PROFILE).date_style)
     assert re.search(f"記載日.*{expected}", text.replace("\n", " "))
+
+
+def test_recorded_on_help_says_what_it_does(printed, tmp_path: Path, runner: CliRunner) -> None:
+    """--recorded-on replaces the ledger's dates on the sheets, not the ledger itself."""
+    notify_command = getattr(typer.main.get_command(app), "commands", {})["notify"]
+    option = next(p for p in notify_command.params if p.name == "recorded_on")
+    help_text = getattr(option, "help", "") or ""
+    assert "instead of each code's date in the ledger" in help_text
+    assert "--ledger is still needed" in help_text
+    assigned = str(printed["work"] / "assigned.csv")
+    args = ["notify", assigned, "--profile", str(PROFILE), "--recorded-on", "2020-01-02"]
+    refused = runner.invoke(app, [*args, "-o", str(tmp_path / "none")])
+    assert refused.exit_code == 2 and "Give --ledger" in refused.output
+    out = tmp_path / "samples"
+    ledger = str(printed["ledger"].path)
+    done = runner.invoke(app, [*args, "-o", str(out), "--ledger", ledger, "--all"])
+    assert done.exit_code == 0, done.output
+    row = pl.read_csv(out / "manifest.csv", infer_schema=False).row(0, named=True)
+    expected = format_date(date(2020, 1, 2), load_profile(PROFILE).date_style)
+    assert re.search(
+        f"記載日.*{expected}", page_text(out, row["file"], row["page"]).replace("\n", " ")
+    )
 
 
 def test_refuses_a_used_folder_and_a_missing_recorded_date(printed, tmp_path: Path) -> None:

@@ -576,7 +576,9 @@ def notify(
             "--recorded-on",
             formats=DATE_FORMATS,
             metavar="YYYY-MM-DD",
-            help="Date the codes were recorded, instead of --ledger.",
+            help="Print this date on every sheet as the date its code was recorded "
+            "(記載日), instead of each code's date in the ledger. It cannot be after today "
+            "in Japan. --ledger is still needed: every code is checked against it.",
             show_default=False,
         ),
     ] = None,
