@@ -541,6 +541,17 @@ def notify(
             show_default=False,
         ),
     ],
+    layout: Annotated[
+        Path | None,
+        typer.Option(
+            "--layout",
+            metavar="FILE",
+            help="The office's own copy of the sheet's layout.toml (every box in mm), "
+            "instead of the profile's [sheet] layout or the one rrnet ships. The household "
+            "and change notices keep their own layouts.",
+            show_default=False,
+        ),
+    ] = None,
     assigned: Annotated[
         Path | None,
         typer.Argument(
@@ -734,8 +745,9 @@ def notify(
     harfbuzz = check_harfbuzz_subset()
     if not harfbuzz.ok and not slow_ok:
         raise UsageError(f"{harfbuzz.detail}. Install it ({harfbuzz.fix}) or pass --slow-ok.")
+    office = _with_layout(load_profile(profile), layout)
     if test_page:
-        _write_test_page(load_profile(profile), output)
+        _write_test_page(office, output)
         return
     if assigned is None or output == Path("."):
         raise UsageError(
@@ -746,7 +758,7 @@ def notify(
         result = run_notify(
             assigned,
             output,
-            profile=load_profile(profile),
+            profile=office,
             ledger=open_ledger(ledger) if ledger else None,
             recorded_on=recorded_on.date() if recorded_on else None,
             notice_date=notice_date.date() if notice_date else None,
@@ -776,6 +788,19 @@ def notify(
         out.print(f"Nothing to print: {result.nothing_to_print}. No folder was made.", markup=False)
         return
     finish(result, as_json, f"Notification sheets in {result.output}")
+
+
+def _with_layout(profile: Any, layout: Path | None) -> Any:
+    """The profile with --layout as its sheet layout; the layout is read and checked
+    against the profile's window here, before anything is laid out."""
+    import dataclasses
+
+    from rrnet_cli.form import load_layout
+
+    if layout is not None:
+        profile = dataclasses.replace(profile, layout_file=layout.absolute())
+    load_layout(profile.layout_file, profile)
+    return profile
 
 
 def _write_test_page(profile: Any, output: Path) -> None:
