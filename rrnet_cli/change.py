@@ -49,6 +49,7 @@ from rrnet_cli.assign import (
     random_source,
     redraw_refused,
 )
+from rrnet_cli.dates import in_japan
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, InputRowsError, UsageError
 from rrnet_cli.files import PendingFile, check_table_suffix, write_table_to
 from rrnet_cli.ingest import (
@@ -345,8 +346,9 @@ def stage_changes(txn: LedgerTransaction, plan: ChangePlan, random_bytes: Random
 
 
 def change_table(changes: list[Change], changed_at: datetime) -> pl.DataFrame:
-    """The ``-o`` file: resident_id, old_code, new_code, changed_at (UTC, ISO 8601)."""
-    stamp = changed_at.isoformat(timespec="seconds")
+    """The ``-o`` file: resident_id, old_code, new_code, changed_at (ISO 8601, in
+    Japan's time with its offset: 2026-04-01T05:00:00+09:00)."""
+    stamp = in_japan(changed_at).isoformat(timespec="seconds")
     return pl.DataFrame(
         {
             "resident_id": [c.resident_id for c in changes],
@@ -574,7 +576,7 @@ def change_codes(
             result.transaction = record_changes(
                 txn, plan, invocation, inputs=inputs, outputs=written
             )
-            result.changed_at = txn.recorded_at.isoformat(timespec="seconds")
+            result.changed_at = in_japan(txn.recorded_at).isoformat(timespec="seconds")
         # Committed; only now does the changes file appear.
         if pending is not None:
             pending.publish()

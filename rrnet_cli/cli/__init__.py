@@ -364,8 +364,9 @@ def change(
         typer.Option(
             "--output",
             "-o",
-            help="Also write the changes (resident_id, old_code, new_code, changed_at) to "
-            "this .csv, .parquet or .xlsx file (created 0600, after the ledger commits).",
+            help="Also write the changes (resident_id, old_code, new_code, changed_at: "
+            "Japan's time with its offset, 2026-04-01T09:30:00+09:00) to this .csv, "
+            ".parquet or .xlsx file (created 0600, after the ledger commits).",
             show_default=False,
         ),
     ] = None,
