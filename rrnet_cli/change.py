@@ -71,7 +71,14 @@ from rrnet_cli.ledger import (
     municipality_for,
 )
 from rrnet_cli.progress import QUIET, Steps
-from rrnet_cli.schema import ROW, ChangeReason, IdDocument, header_key, id_document_kind
+from rrnet_cli.schema import (
+    ID_DOCUMENT_CHOICES,
+    ROW,
+    ChangeReason,
+    IdDocument,
+    header_key,
+    id_document_kind,
+)
 
 #: Headers of a requests file's columns besides resident_id (compared as header_key does).
 ID_DOCUMENT_HEADERS = ("id_document", "本人確認書類", "確認書類")
@@ -439,8 +446,7 @@ def read_requests(
                     {
                         "row": row,
                         "column": "id_document",
-                        "reason": "not a kind of ID rrnet knows; use one of "
-                        + ", ".join(k.value for k in IdDocument),
+                        "reason": f"not a kind of ID rrnet knows; use one of {ID_DOCUMENT_CHOICES}",
                         "value": doc,
                     }
                 )

@@ -481,6 +481,27 @@ def test_a_retired_code_is_never_drawn_again(
         assert check_integrity(ledger).violations == []
 
 
+# -- --id-document as a requests file spells it ------------------------------------------
+
+
+def test_id_document_takes_the_japanese_names_a_requests_file_takes(
+    runner: CliRunner, ledger: Ledger, assigned: Path
+) -> None:
+    args = ["change", "--resident", "000000002", "-l", ledger.path, "--json"]
+    done = json.loads(cli_ok(runner, *args, "--id-document", "在留カード"))
+    assert [c["id_document"] for c in done["changes"]] == ["residence_card"]
+    done = json.loads(cli_ok(runner, *args, "--id-document", "Drivers-License"))
+    assert [c["id_document"] for c in done["changes"]] == ["drivers_license"]
+
+    before = folder_bytes(ledger.path)
+    code, output = run_cli(runner, *args, "--id-document", "免許")
+    flat = " ".join(output.replace("│", " ").split())
+    assert code == 2 and "Value error" not in flat, flat
+    assert "'免許' is not a kind of ID rrnet knows" in flat
+    assert "residence_card" in flat and "マイナンバーカード" in flat
+    assert folder_bytes(ledger.path) == before, "nothing changed"
+
+
 # -- times as staff see them ---------------------------------------------------------
 
 

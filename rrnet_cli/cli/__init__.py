@@ -46,7 +46,7 @@ from rrnet_cli.cli.ledger import ledger_app
 from rrnet_cli.cli.notices import ledger_notices  # noqa: F401  (registers `rrnet ledger notices`)
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, UsageError
 from rrnet_cli.progress import Steps
-from rrnet_cli.schema import IdDocument, ReprintReason
+from rrnet_cli.schema import ID_DOCUMENT_CHOICES, IdDocument, ReprintReason, id_document_kind
 
 app = typer.Typer(
     name="rrnet",
@@ -304,6 +304,16 @@ def assign(
 # -- change ------------------------------------------------------------------
 
 
+def _id_document(value: str) -> IdDocument:
+    """--id-document: any spelling a requests file may use (``schema.id_document_kind``)."""
+    kind = id_document_kind(value)
+    if kind is None:
+        raise typer.BadParameter(
+            f"{value!r} is not a kind of ID rrnet knows; use one of {ID_DOCUMENT_CHOICES}."
+        )
+    return kind
+
+
 @app.command()
 @handle_errors
 def change(
@@ -323,10 +333,12 @@ def change(
         typer.Option(
             "--id-document",
             metavar="KIND",
+            parser=_id_document,
             help="The resident asked for the change and showed this kind of official ID "
             "(its number is not recorded): residence_card, "
             "special_permanent_resident_certificate, passport, drivers_license, "
-            "health_insurance_card, my_number_card or other.",
+            "health_insurance_card, my_number_card or other, or its Japanese name as a "
+            "requests file may give it (在留カード, 旅券, マイナンバーカード ...).",
             show_default=False,
         ),
     ] = None,
