@@ -1268,6 +1268,7 @@ def _write_sheets(
     )
     _write_list(mailing, output / result.lists[1])
     result.by_language = dict(
-        sorted(manifest.group_by("language").len().iter_rows(), key=lambda kv: -kv[1])
+        # most sheets first; languages with as many in name order, the same every run
+        sorted(manifest.group_by("language").len().iter_rows(), key=lambda kv: (-kv[1], kv[0]))
     )
     return printed
