@@ -29,6 +29,7 @@ from rrnet_cli.cli._common import (
     MappingOpt,
     MunicipalityOpt,
     OperatorOpt,
+    OutputEncoding,
     PoolOpt,
     SheetOpt,
     VerboseOpt,
@@ -209,18 +210,28 @@ def assign(
         Encoding,
         typer.Option(
             "--encoding",
-            help="CSV encoding: auto (UTF-8, UTF-8 with BOM or CP932, detected), utf-8, "
-            "utf-8-sig or cp932. Given as cp932, the CSV output is written in CP932 too "
-            "(otherwise UTF-8 with a BOM, which Excel reads).",
+            help="The export's CSV encoding: auto (UTF-8, UTF-8 with BOM or CP932, "
+            "detected), utf-8, utf-8-sig or cp932. The output's is --output-encoding.",
         ),
     ] = Encoding.AUTO,
+    output_encoding: Annotated[
+        OutputEncoding,
+        typer.Option(
+            "--output-encoding",
+            help="The CSV output's encoding: auto (with --headers original the export's "
+            "own, e.g. CP932 in, CP932 with CRLF out; else UTF-8 with a BOM, which Excel "
+            "reads), utf-8-sig, utf-8 or cp932.",
+        ),
+    ] = OutputEncoding.AUTO,
     headers: Annotated[
         OutputHeaders,
         typer.Option(
             "--headers",
             help="Header names of the output: canonical (resident_id, name, ...) or "
             "original (the export's own, e.g. 宛名番号, with 住民票コード for the code), "
-            "to load the result back into the register system.",
+            "to load the result back into the register system: values are then written "
+            "exactly as the export had them, without the ' that keeps Excel from running "
+            "a cell such as =SUM(A1) or -1 as a formula.",
         ),
     ] = OutputHeaders.CANONICAL,
     delimiter: DelimiterOpt = "auto",
@@ -270,6 +281,7 @@ def assign(
             rejects=rejects,
             departed=departed,
             encoding=encoding.value,
+            output_encoding=output_encoding.value,
             headers=headers.value,
             mapping=load_mapping(mapping),
             municipality=municipality,
