@@ -816,12 +816,18 @@ def assign_register(
     invocation: Invocation | None = None,
     pool: bool = False,
     waiting: Waiting | None = None,
+    output_encoding: str = "auto",
 ) -> AssignResult:
     """Read, check, plan, record and publish one export (see the module doc).
 
-    ``headers="original"`` writes the output and rejects with the export's own
-    header names, and ``encoding="cp932"`` writes CSV in CP932, so that an
-    office can load the result back into its register system. The ledger's
+    ``encoding`` is the export's (``auto``: detected). ``headers="original"``
+    writes the output and rejects with the export's own header names, and the
+    output's values exactly as the export had them (no ``'`` before a value
+    Excel would take for a formula), so that an office can load the result
+    back into its register system. ``output_encoding`` is the CSV output's:
+    ``auto`` is the export's own with original headers (CP932 in, CP932 out),
+    else UTF-8 with a BOM, which Excel reads; or ``utf-8-sig``, ``utf-8``,
+    ``cp932``. The ledger's
     audit record names ``invocation`` (operator, command line) and the SHA-256
     of the export and of the files written. ``pool`` draws the new codes from
     the designated pool for this run (as pool mode does for every run).
@@ -831,6 +837,10 @@ def assign_register(
     started = time.perf_counter()
     if headers not in ("canonical", "original"):
         raise UsageError(f"Unknown --headers {headers!r}; use canonical or original.")
+    if output_encoding not in OUTPUT_ENCODINGS:
+        raise UsageError(
+            f"Unknown --output-encoding {output_encoding!r}; use {', '.join(OUTPUT_ENCODINGS)}."
+        )
     municipality = municipality_for(ledger, municipality)
     if output is None and not dry_run:
         raise UsageError("Give -o/--output for the assigned register (or use --dry-run).")
@@ -937,12 +947,14 @@ def assign_register(
                 assert out_file is not None and out_suffix is not None
                 with steps.step("Writing the assigned register"):
                     names = _output_names(export, headers)
-                    out_encoding = "cp932" if encoding == "cp932" else "utf-8-sig"
+                    out_encoding = _output_encoding(output_encoding, headers, export)
                     write_table_to(
                         _renamed(plan.output, names),
                         out_file.path,
                         out_suffix,
                         encoding=out_encoding,
+                        # back into the register system: every value as the export had it
+                        excel_safe=headers != "original",
                     )
                     if rej_file is not None and rej_suffix is not None:
                         write_table_to(
@@ -977,6 +989,21 @@ def assign_register(
             out_file.publish()
     result.seconds = round(time.perf_counter() - started, 3)
     return result
+
+
+#: ``--output-encoding`` values: ``auto`` (see ``_output_encoding``) or an encoding.
+OUTPUT_ENCODINGS = ("auto", "utf-8-sig", "utf-8", "cp932")
+
+
+def _output_encoding(requested: str, headers: str, export: Export) -> str:
+    """The CSV output's encoding: the one asked for, else (``auto``) the export's own
+    when the output goes back into the register system (original headers), else
+    UTF-8 with a BOM for Excel."""
+    if requested != "auto":
+        return requested
+    if headers == "original" and export.encoding in ("utf-8", "utf-8-sig", "cp932"):
+        return export.encoding
+    return "utf-8-sig"
 
 
 def _output_names(export: Export, headers: str) -> dict[str, str]:

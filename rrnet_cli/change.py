@@ -49,6 +49,7 @@ from rrnet_cli.assign import (
     random_source,
     redraw_refused,
 )
+from rrnet_cli.dates import JAPAN, in_japan
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, InputRowsError, UsageError
 from rrnet_cli.files import PendingFile, check_table_suffix, write_table_to
 from rrnet_cli.ingest import (
@@ -70,7 +71,14 @@ from rrnet_cli.ledger import (
     municipality_for,
 )
 from rrnet_cli.progress import QUIET, Steps
-from rrnet_cli.schema import ROW, ChangeReason, IdDocument, header_key, id_document_kind
+from rrnet_cli.schema import (
+    ID_DOCUMENT_CHOICES,
+    ROW,
+    ChangeReason,
+    IdDocument,
+    header_key,
+    id_document_kind,
+)
 
 #: Headers of a requests file's columns besides resident_id (compared as header_key does).
 ID_DOCUMENT_HEADERS = ("id_document", "本人確認書類", "確認書類")
@@ -353,8 +361,9 @@ def stage_changes(txn: LedgerTransaction, plan: ChangePlan, random_bytes: Random
 
 
 def change_table(changes: list[Change], changed_at: datetime) -> pl.DataFrame:
-    """The ``-o`` file: resident_id, old_code, new_code, changed_at (UTC, ISO 8601)."""
-    stamp = changed_at.isoformat(timespec="seconds")
+    """The ``-o`` file: resident_id, old_code, new_code, changed_at (ISO 8601, in
+    Japan's time with its offset: 2026-04-01T05:00:00+09:00)."""
+    stamp = in_japan(changed_at).isoformat(timespec="seconds")
     return pl.DataFrame(
         {
             "resident_id": [c.resident_id for c in changes],
@@ -445,8 +454,7 @@ def read_requests(
                     {
                         "row": row,
                         "column": "id_document",
-                        "reason": "not a kind of ID rrnet knows; use one of "
-                        + ", ".join(k.value for k in IdDocument),
+                        "reason": f"not a kind of ID rrnet knows; use one of {ID_DOCUMENT_CHOICES}",
                         "value": doc,
                     }
                 )
@@ -585,7 +593,7 @@ def change_codes(
             result.transaction = record_changes(
                 txn, plan, invocation, inputs=inputs, outputs=written
             )
-            result.changed_at = txn.recorded_at.isoformat(timespec="seconds")
+            result.changed_at = in_japan(txn.recorded_at).isoformat(timespec="seconds")
         # Committed; only now does the changes file appear.
         if pending is not None:
             pending.publish()
@@ -613,8 +621,6 @@ def unnotified_changes(
     just retired. ``rrnet notify --changes`` gives them as their old code the one
     they were last notified of, but the office should know (and check the request).
     """
-    from rrnet_cli.notify import JAPAN
-
     earlier = recorded_changes(ledger.audit_log().records).filter(pl.col("txn") != transaction)
     retired = pl.DataFrame(
         [(c.resident_id, c.old_code) for c in changes],

@@ -82,17 +82,31 @@ from dataclasses import dataclass
 
 import polars as pl
 
+#: Japan's time: UTC+9 all year (no daylight saving since 1951). Every date and
+#: time rrnet shows is Japan's, whatever the machine's own time zone.
+JAPAN = datetime.timezone(datetime.timedelta(hours=9), "JST")
+
 __all__ = [
     "DATE_FORMS_HELP",
     "ERAS",
+    "JAPAN",
     "Era",
     "InvalidDate",
     "date_problems",
     "format_date",
+    "in_japan",
     "parse_date",
     "parse_dates",
     "to_wareki",
 ]
+
+
+def in_japan(moment: datetime.datetime) -> datetime.datetime:
+    """``moment`` (aware; a naive one is taken as UTC, as the ledger stores times) in
+    Japan's time."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(JAPAN)
 
 
 @dataclass(frozen=True)

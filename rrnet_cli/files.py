@@ -158,30 +158,42 @@ EXCEL_MAX_CELL = 32_767
 
 
 def write_table_to(
-    frame: pl.DataFrame, path: Path, suffix: str, *, encoding: str = "utf-8-sig"
+    frame: pl.DataFrame,
+    path: Path,
+    suffix: str,
+    *,
+    encoding: str = "utf-8-sig",
+    excel_safe: bool = True,
 ) -> None:
     """Write ``frame`` to an already private ``path`` as ``.csv``, ``.parquet`` or ``.xlsx``.
 
-    CSV is UTF-8 with a byte-order mark (what Excel reads correctly), or CP932
-    with ``encoding="cp932"`` for register systems that read nothing else; a
-    value CP932 cannot hold stops the write with its row and column.
+    CSV is UTF-8 with a byte-order mark (what Excel reads correctly), UTF-8
+    without one (``encoding="utf-8"``), or CP932 with CRLF line ends
+    (``encoding="cp932"``) for register systems that read nothing else; a value
+    CP932 cannot hold stops the write with its row and column. ``excel_safe``:
+    a text cell Excel would run as a formula gets a ``'`` before it
+    (``neutralise_formulas``); without it every value is written as it is, for
+    a file that goes back into a register system rather than into Excel.
     """
     import polars as pl
+
+    def text_of(frame: pl.DataFrame) -> pl.DataFrame:
+        text = frame.with_columns(pl.all().cast(pl.String))
+        return neutralise_formulas(text) if excel_safe else text
 
     if suffix == ".parquet":
         frame.write_parquet(path, compression="zstd")
     elif suffix == ".xlsx":
-        _write_xlsx(neutralise_formulas(frame.with_columns(pl.all().cast(pl.String))), path)
+        _write_xlsx(text_of(frame), path)
     elif encoding == "cp932":
-        text = neutralise_formulas(frame.with_columns(pl.all().cast(pl.String)))
+        text = text_of(frame)
         _check_cp932(text)
         data = text.write_csv(quote_style="always", null_value="", line_terminator="\r\n")
         with open(path, "wb") as handle:
             handle.write(data.encode("cp932"))
     else:
-        text = frame.with_columns(pl.all().cast(pl.String))
-        neutralise_formulas(text).write_csv(
-            path, include_bom=True, quote_style="always", null_value=""
+        text_of(frame).write_csv(
+            path, include_bom=encoding != "utf-8", quote_style="always", null_value=""
         )
 
 
@@ -207,7 +219,7 @@ def _check_cp932(text: pl.DataFrame) -> None:
         raise UsageError(
             "Some values have characters that CP932 (Shift_JIS) cannot hold, such as "
             "letters with diacritics (" + "; ".join(bad) + "). Write UTF-8 instead "
-            "(leave out --encoding cp932), or .xlsx."
+            "(--output-encoding utf-8-sig), or .xlsx."
         )
 
 

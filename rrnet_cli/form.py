@@ -15,8 +15,9 @@ pikepdf (qpdf), as a Form XObject stored once per file, so a 50-page file
 holds each static page once.
 
 Every box (position and size in mm, font size, smallest font size, most lines)
-is in ``templates/form/layout.toml`` (:func:`load_layout`), which an office can
-adjust to its envelope and paper; the window's rectangle comes from the
+is in ``templates/form/layout.toml`` (:func:`load_layout`), of which an office can
+use its own copy, adjusted to its envelope and paper (the profile's ``[sheet]
+layout``, or ``rrnet notify --layout``); the window's rectangle comes from the
 municipality profile. Values fit by construction: each is set at its normal
 size; if WeasyPrint's layout shows that it overflows its box (more lines than
 allowed, a line wider than the box, or taller than the box), only that sheet is
@@ -59,7 +60,8 @@ LAYER_TEMPLATE = "form/layer.html.j2"
 STATIC_TEMPLATE = "form/static.html.j2"
 FORM_CSS = "form/form.css"
 TEST_PAGE_TEMPLATE = "form/test_page.html.j2"
-#: The layout an office gets unless its profile names its own.
+#: The layout an office gets unless its profile (``[sheet] layout``) or ``rrnet notify
+#: --layout`` names its own copy.
 DEFAULT_LAYOUT = TEMPLATES / FORM_FOLDER / "layout.toml"
 
 PX_PER_MM = 96 / 25.4
@@ -1117,7 +1119,7 @@ class FormRenderer:
 
         self.templates = Path(templates)
         self.profile = profile
-        self.layout = (layout or load_layout()).for_profile(profile)
+        self.layout = (layout or load_layout(profile.layout_file)).for_profile(profile)
         self.max_rounds = max_rounds
         self.env = _environment(self.templates)
         self.template = self.env.get_template(LAYER_TEMPLATE)
@@ -1603,7 +1605,7 @@ def render_static_pages(
     RrnetError naming the language. A form laid out like the sheet (the change
     notice) gives its own ``template_name``, notice ``points`` and ``context``.
     """
-    layout = (layout or load_layout()).for_profile(profile)
+    layout = (layout or load_layout(profile.layout_file)).for_profile(profile)
     wanted = list(dict.fromkeys(languages))
     unknown = [language for language in wanted if language not in notices]
     if unknown:
@@ -1843,7 +1845,7 @@ def render_test_page(profile: Profile, layout: FormLayout | None = None) -> byte
 
     from rrnet_cli.render import make_fetcher
 
-    layout = (layout or load_layout()).for_profile(profile)
+    layout = (layout or load_layout(profile.layout_file)).for_profile(profile)
     code = layout.boxes["code"].rect
     html = (
         _environment(TEMPLATES)

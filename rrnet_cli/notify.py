@@ -40,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from typing import Any
 import polars as pl
 
 from rrnet_cli import code as rcode
-from rrnet_cli.dates import format_date, parse_dates
+from rrnet_cli.dates import JAPAN, format_date, parse_dates
 from rrnet_cli.errors import InputRowsError, RrnetError, UsageError
 from rrnet_cli.files import (
     PRIVATE_DIR,
@@ -433,11 +433,6 @@ class NotifyResult:
         rows += [(f"no {name} notice, {used} used", n) for name, n in self.without_notice.items()]
         rows.append(("time", f"{self.seconds:.1f} s ({self.sheets_per_second} sheets/s)"))
         return rows
-
-
-#: Japan's time: UTC+9 all year (no daylight saving since 1951). Every date a
-#: sheet prints is a date in Japan, whatever the machine's own time zone.
-JAPAN = timezone(timedelta(hours=9), "JST")
 
 
 def today_in_japan() -> date:
@@ -1386,6 +1381,7 @@ def _write_sheets(
     )
     _write_list(mailing, output / result.lists[1])
     result.by_language = dict(
-        sorted(manifest.group_by("language").len().iter_rows(), key=lambda kv: -kv[1])
+        # most sheets first; languages with as many in name order, the same every run
+        sorted(manifest.group_by("language").len().iter_rows(), key=lambda kv: (-kv[1], kv[0]))
     )
     return printed

@@ -25,8 +25,9 @@ pool in the ledger:
   ``pool_mode``). In pool mode ``assign`` and
   ``change`` draw only from what is left of the pool (``assign.draw_codes``);
   ``assign --pool`` does so for one run. Turning it on needs a pool, and warns
-  when codes drawn here before lie outside the pool: in pool mode ``rrnet
-  verify`` flags each of them.
+  when codes drawn here since the first designation lie outside the pool: in
+  pool mode ``rrnet verify`` flags each of them. Codes drawn before any pool was
+  designated are not outside it (there was none to draw from).
 """
 
 from __future__ import annotations
@@ -225,7 +226,8 @@ class PoolModeResult:
     transaction: int | None = None
     pool_size: int = 0
     pool_left: int = 0
-    #: codes drawn here (current status assigned) that are not in the pool
+    #: codes drawn here (current status assigned) since the first designation that
+    #: are not in the pool
     assigned_outside_pool: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -277,7 +279,8 @@ def set_pool_mode(
     if on and result.assigned_outside_pool:
         result.warnings.append(
             f"{result.assigned_outside_pool:,} code(s) assigned here lie outside the designated "
-            "pool (drawn before pool mode); in pool mode `rrnet verify` flags each of them."
+            "pool (drawn freely after the pool was designated); in pool mode `rrnet verify` "
+            "flags each of them."
         )
     if on and not result.pool_left:
         result.warnings.append(

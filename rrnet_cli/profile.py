@@ -1,6 +1,8 @@
 """The municipality profile: who sends the notification sheets, where on the page
 the address block goes (millimetres, so it fits the office's window envelope), and
-how the office writes dates and addresses its mail.
+how the office writes dates and addresses its mail. ``[sheet] layout`` names the
+office's own copy of the sheet's layout (``templates/form/layout.toml``); a
+relative path is relative to the profile file.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class Profile:
     mailing: str = "person"
     #: ``[sheet] reprint``: whether this office reissues notices (再交付) at all
     reprint: bool = True
+    #: ``[sheet] layout`` (or ``rrnet notify --layout``): the office's own copy of the
+    #: sheet's layout file; None: the one rrnet ships (``form.DEFAULT_LAYOUT``)
+    layout_file: Path | None = None
 
 
 #: Every key a profile may have, by section: a misspelt key (``reprnt = false``)
@@ -58,7 +63,7 @@ class Profile:
 KNOWN_KEYS = {
     "municipality": MUNICIPALITY_KEYS,
     "layout": LAYOUT_KEYS,
-    "sheet": ("date_style", "addressee", "mail_class", "mailing", "reprint"),
+    "sheet": ("date_style", "addressee", "mail_class", "mailing", "reprint", "layout"),
 }
 
 
@@ -121,4 +126,17 @@ def load_profile(path: Path) -> Profile:
             f"Profile {path}: sheet.reprint must be true or false (it is {reprint!r})."
         )
     values["reprint"] = reprint
+    layout_file = sheet.get("layout")
+    if layout_file is not None:
+        if not isinstance(layout_file, str) or not layout_file.strip():
+            raise UsageError(
+                f"Profile {path}: sheet.layout must be the path of a layout file, in quotes "
+                f"(it is {layout_file!r})."
+            )
+        # Relative to the profile, wherever rrnet is run from.
+        values["layout_file"] = (path.parent / Path(layout_file.strip()).expanduser()).absolute()
+        if not values["layout_file"].is_file():
+            raise UsageError(
+                f"Profile {path}: sheet.layout names {values['layout_file']}, which is not a file."
+            )
     return Profile(**values)

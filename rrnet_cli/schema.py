@@ -334,6 +334,15 @@ ID_DOCUMENT_NAMES: dict[str, IdDocument] = {
 }
 
 
+#: Every spelling of a kind of ID that ``id_document_kind`` takes, for messages.
+ID_DOCUMENT_CHOICES = (
+    ", ".join(k.value for k in IdDocument)
+    + " (or in Japanese: "
+    + ", ".join(ID_DOCUMENT_NAMES)
+    + ")"
+)
+
+
 def id_document_kind(value: str) -> IdDocument | None:
     """The kind of ID a requests file names (``passport``, ``Drivers-License``, ``旅券``...).
 

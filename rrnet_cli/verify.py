@@ -11,9 +11,11 @@ with resident_id and resident_code columns) and optionally a ledger:
   is not retired; and the ledger itself is sound (see ``LedgerStore.check_integrity``);
 - for a municipality in pool mode: each code drawn for it (the ledger's status
   ``assigned``, by assign or by a code change) is in its designated pool. Codes
-  carried over from other municipalities, or in use elsewhere, are exempt. A
-  code drawn freely before pool mode was turned on is flagged too: it lies
-  outside the pool all the same (``rrnet ledger pool-mode on`` warns of them).
+  carried over from other municipalities, or in use elsewhere, are exempt, and
+  so are codes drawn before the municipality's first designation: there was no
+  pool to draw from. A code drawn freely after it, before pool mode was turned
+  on, is flagged: it lies outside the pool all the same (``rrnet ledger
+  pool-mode on`` warns of them).
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ def verify(
     """Run every check; never raises for a violation, only for unusable input."""
     if not paths and ledger is None:
         raise UsageError("Give one or more assigned registers to verify, or --ledger DIR.")
+    _refuse_repeated_files(paths)
     result = VerifyResult(files=[str(p) for p in paths])
     found: list[pl.DataFrame] = []
     if ledger is not None and municipality is not None:
@@ -184,6 +187,36 @@ def verify(
                 )
             )
     return result
+
+
+def _refuse_repeated_files(paths: list[Path]) -> None:
+    """Stop when one file is given twice (by the same path, or by two: ./f.csv and a
+    link to it): its rows would be counted twice, and by the same path each of its
+    codes reported as a duplicate of itself."""
+    seen: dict[tuple[int, int] | Path, Path] = {}
+    for path in map(Path, paths):
+        try:
+            stat = path.stat()
+            key: tuple[int, int] | Path = (stat.st_dev, stat.st_ino)
+        except OSError:  # not there: reading it says so
+            key = path.absolute()
+        first = seen.get(key)
+        if first is None:
+            seen[key] = path
+        else:
+            which = (
+                f"{path} was given twice"
+                if str(first) == str(path)
+                else f"{first} and {path} are the same file, given twice"
+            )
+            raise UsageError(
+                f"{which}: its rows would be counted, and its codes checked against each "
+                "other, twice. Give each assigned register once."
+            )
+            raise UsageError(
+                f"{which} given twice, its codes would all be reported as duplicates of "
+                "themselves. Give each assigned register once."
+            )
 
 
 def _violations(frame: pl.DataFrame, check: str, message: pl.Expr | str) -> pl.DataFrame:

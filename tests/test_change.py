@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from backends import LedgerBackend
 from helpers import MUNICIPALITY, cli_ok, folder_bytes, run_cli, write_export
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,6 +25,8 @@ from rrnet_cli.assign import random_source, tiny_code_space_for_tests
 from rrnet_cli.change import ChangeRequest, change_codes
 from rrnet_cli.errors import LedgerError
 from rrnet_cli.ledger import Ledger, check_integrity
+from rrnet_cli.ledger import folder as folder_module
+from rrnet_cli.ledger import postgres as postgres_module
 from rrnet_cli.schema import ChangeReason, IdDocument
 
 #: What the office wrote as its reason: personal data, never to be printed.
@@ -79,7 +85,7 @@ def test_a_change_on_request_retires_the_code_and_draws_a_new_one(
     row = pl.read_csv(changes, infer_schema=False).row(0, named=True)
     new = row["new_code"]
     assert (row["resident_id"], row["old_code"]) == (resident, old)
-    assert row["changed_at"].endswith("+00:00")
+    assert row["changed_at"].endswith("+09:00"), "Japan's time, with its offset"
     assert stat.S_IMODE(changes.stat().st_mode) == 0o600
     assert rcode.is_valid(new) and new != old
     assert not used_before.contains(rcode.strings_to_codes([new])).any(), "a used code"
@@ -473,3 +479,67 @@ def test_a_retired_code_is_never_drawn_again(
             assert now.active_by_resident().height == RESIDENTS
         assert len(ever) == len(set(ever)) == RESIDENTS + sum(map(len, batches))
         assert check_integrity(ledger).violations == []
+
+
+# -- --id-document as a requests file spells it ------------------------------------------
+
+
+def test_id_document_takes_the_japanese_names_a_requests_file_takes(
+    runner: CliRunner, ledger: Ledger, assigned: Path
+) -> None:
+    args = ["change", "--resident", "000000002", "-l", ledger.path, "--json"]
+    done = json.loads(cli_ok(runner, *args, "--id-document", "在留カード"))
+    assert [c["id_document"] for c in done["changes"]] == ["residence_card"]
+    done = json.loads(cli_ok(runner, *args, "--id-document", "Drivers-License"))
+    assert [c["id_document"] for c in done["changes"]] == ["drivers_license"]
+
+    before = folder_bytes(ledger.path)
+    code, output = run_cli(runner, *args, "--id-document", "免許")
+    flat = " ".join(output.replace("│", " ").split())
+    assert code == 2 and "Value error" not in flat, flat
+    assert "'免許' is not a kind of ID rrnet knows" in flat
+    assert "residence_card" in flat and "マイナンバーカード" in flat
+    assert folder_bytes(ledger.path) == before, "nothing changed"
+
+
+# -- times as staff see them ---------------------------------------------------------
+
+
+@pytest.fixture
+def utc_machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process runs in a machine set to UTC (TZ=UTC), as servers often are."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_times_staff_see_are_japans_whatever_the_machines_zone(
+    runner: CliRunner,
+    backend: LedgerBackend,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    utc_machine: None,
+) -> None:
+    # 20:30 UTC tomorrow is 05:30 the day after in Japan: the dates differ.
+    late = (datetime.now(UTC) + timedelta(days=1)).replace(
+        hour=20, minute=30, second=0, microsecond=0
+    )
+    in_japan = late + timedelta(hours=9)
+    monkeypatch.setattr(folder_module, "_now", lambda: late)
+    monkeypatch.setattr(postgres_module, "_now", lambda: late)
+    ledger = backend.location
+    assigned = tmp_path / "assigned.csv"
+    cli_ok(runner, "assign", write_export(tmp_path / "export.csv", 3), "-l", ledger, "-o", assigned)
+    changes = tmp_path / "changes.csv"
+    resident = "000000001"
+    args = ["change", "--resident", resident, "--id-document", "residence_card", "-l", ledger]
+    output = cli_ok(runner, *args, "-o", changes, "--json")
+
+    stamp = f"{in_japan:%Y-%m-%dT%H:%M:%S}+09:00"
+    assert pl.read_csv(changes, infer_schema=False)["changed_at"].to_list() == [stamp]
+    assert json.loads(output)["changed_at"] == stamp
+    log = cli_ok(runner, "ledger", "log", "-l", ledger)
+    assert f"{in_japan:%Y-%m-%d %H:%M:%S}" in log and "time (Japan)" in log
+    assert f"{late:%Y-%m-%d %H:%M}" not in log

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 import stat
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
+import typer
 from helpers import SAMPLE_MUNICIPALITY
 from pypdf import PdfReader
 from typer.testing import CliRunner
@@ -203,6 +206,28 @@ def test_recorded_date_comes_from_the_ledger(printed) -> None:
     assert re.search(f"記載日.*{expected}", text.replace("\n", " "))
 
 
+def test_recorded_on_help_says_what_it_does(printed, tmp_path: Path, runner: CliRunner) -> None:
+    """--recorded-on replaces the ledger's dates on the sheets, not the ledger itself."""
+    notify_command = getattr(typer.main.get_command(app), "commands", {})["notify"]
+    option = next(p for p in notify_command.params if p.name == "recorded_on")
+    help_text = getattr(option, "help", "") or ""
+    assert "instead of each code's date in the ledger" in help_text
+    assert "--ledger is still needed" in help_text
+    assigned = str(printed["work"] / "assigned.csv")
+    args = ["notify", assigned, "--profile", str(PROFILE), "--recorded-on", "2020-01-02"]
+    refused = runner.invoke(app, [*args, "-o", str(tmp_path / "none")])
+    assert refused.exit_code == 2 and "Give --ledger" in refused.output
+    out = tmp_path / "samples"
+    ledger = str(printed["ledger"].path)
+    done = runner.invoke(app, [*args, "-o", str(out), "--ledger", ledger, "--all"])
+    assert done.exit_code == 0, done.output
+    row = pl.read_csv(out / "manifest.csv", infer_schema=False).row(0, named=True)
+    expected = format_date(date(2020, 1, 2), load_profile(PROFILE).date_style)
+    assert re.search(
+        f"記載日.*{expected}", page_text(out, row["file"], row["page"]).replace("\n", " ")
+    )
+
+
 def test_refuses_a_used_folder_and_a_missing_recorded_date(printed, tmp_path: Path) -> None:
     assigned = printed["work"] / "assigned.csv"
     with pytest.raises(UsageError, match="not empty"):
@@ -267,3 +292,105 @@ def test_all_prints_every_coded_row_including_carried_over(printed, tmp_path: Pa
     assert result.sheets == assigned.height + 1
     assert carried_id in manifest["resident_id"].to_list()
     assert "800000002" not in manifest["resident_id"].to_list()
+
+
+# -- an office's own copy of the sheet's layout ---------------------------------------
+
+
+def office_layout(path: Path, left: float = 40, width: float = 150) -> Path:
+    """A copy of the layout rrnet ships with the code box moved (by default its left
+    edge 20 mm and its middle 10 mm to the right)."""
+    from rrnet_cli.form import DEFAULT_LAYOUT
+
+    text = DEFAULT_LAYOUT.read_text(encoding="utf-8")
+    box = "[boxes.code]\ntop = 107.5\nleft = {:g}\nwidth = {:g}\n"
+    moved = text.replace(box.format(20, 170), box.format(left, width))
+    assert moved != text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(moved, encoding="utf-8")
+    return path
+
+
+def text_starts(page: Any) -> dict[str, tuple[float, float]]:
+    """Where each text drawn on a pypdf page starts: (left, top) in mm from the top-left."""
+    starts: dict[str, tuple[float, float]] = {}
+
+    def visit(text: str, cm: list[float], tm: list[float], *_: object) -> None:
+        if text.strip():
+            x = tm[4] * cm[0] + cm[4]
+            y = tm[5] * cm[3] + cm[5]
+            starts.setdefault(text.strip(), (x * 25.4 / 72, 297 - y * 25.4 / 72))
+
+    page.extract_text(visitor_text=visit)
+    return starts
+
+
+def test_the_profile_names_the_offices_own_layout_relative_to_itself(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    office = tmp_path / "office"
+    office_layout(office / "forms" / "sheet.toml")
+    profile = office / "profile.toml"
+    text = PROFILE.read_text(encoding="utf-8")
+    profile.write_text(text.replace("[sheet]\n", '[sheet]\nlayout = "forms/sheet.toml"\n'))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the path is the profile's, not the working folder's
+
+    def code_box_tag(profile: Path, name: str) -> tuple[float, float]:
+        page_file = tmp_path / name
+        args = ["notify", "--test-page", "--profile", str(profile), "-o", str(page_file)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        starts = text_starts(PdfReader(page_file).pages[0])
+        return next(v for k, v in starts.items() if k.startswith("住民票コードの欄"))
+
+    default_left, default_top = code_box_tag(PROFILE, "default.pdf")
+    left, top = code_box_tag(profile, "office.pdf")
+    assert left == pytest.approx(default_left + 20, abs=0.2) and top == pytest.approx(default_top)
+
+
+def test_notify_layout_moves_the_code_on_every_sheet(
+    printed, runner: CliRunner, tmp_path: Path
+) -> None:
+    one = tmp_path / "one.csv"
+    printed["assigned"].head(1).write_csv(one)
+    code = printed["assigned"]["resident_code"][0]
+    first_group = code[:4]
+    args = ["notify", str(one), "--profile", str(PROFILE), "--all", "--workers", "1"]
+    args += ["--ledger", str(printed["ledger"].path)]
+
+    def code_start(out: Path, *extra: str) -> tuple[float, float]:
+        result = runner.invoke(app, [*args, "-o", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        row = pl.read_csv(out / "manifest.csv", infer_schema=False).row(0, named=True)
+        starts = text_starts(PdfReader(out / row["file"]).pages[int(row["page"]) - 1])
+        return next(v for k, v in starts.items() if k.startswith(first_group))
+
+    default_left, default_top = code_start(tmp_path / "default")
+    layout = office_layout(tmp_path / "office-layout.toml")
+    left, top = code_start(tmp_path / "office", "--layout", str(layout))
+    # Centred in a box whose middle moved 10 mm to the right.
+    assert left == pytest.approx(default_left + 10, abs=0.5) and top == pytest.approx(default_top)
+
+
+def test_a_bad_layout_file_is_named_in_a_clean_error(runner: CliRunner, tmp_path: Path) -> None:
+    def refused(*extra: str, profile: Path = PROFILE) -> str:
+        args = ["notify", "--test-page", "--profile", str(profile), "-o", str(tmp_path / "t.pdf")]
+        result = runner.invoke(app, [*args, *extra])
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and not (tmp_path / "t.pdf").exists()
+        return " ".join(result.output.split())
+
+    missing = tmp_path / "missing.toml"
+    assert f"Layout {missing} does not exist" in refused("--layout", str(missing))
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[boxes.code\n", encoding="utf-8")
+    assert f"Layout {broken} is not valid TOML" in refused("--layout", str(broken))
+    wrong = office_layout(tmp_path / "wrong.toml", width=-5)
+    assert f"Layout {wrong}: boxes.code.width must be" in refused("--layout", str(wrong))
+    profile = tmp_path / "profile.toml"
+    text = PROFILE.read_text(encoding="utf-8")
+    profile.write_text(text.replace("[sheet]\n", '[sheet]\nlayout = "nowhere.toml"\n'))
+    message = refused(profile=profile)
+    assert f"Profile {profile}: sheet.layout names {tmp_path / 'nowhere.toml'}" in message

@@ -176,22 +176,26 @@ def test_each_ward_designates_its_own_pool_and_draws_only_from_it(
     ]
 
 
-def test_pool_mode_on_flags_codes_drawn_before_and_verify_names_them(
+def test_pool_mode_on_flags_codes_drawn_outside_the_pool_and_verify_names_them(
     shared: Shared, runner: CliRunner, tmp_path: Path
 ) -> None:
     office_a = shared.url(shared.roles[WARD_A])
-    free = tmp_path / "free.csv"
-    cli_ok(runner, "assign", write_export(tmp_path / "e.csv", 4), "-l", office_a, "-o", free)
+    before = tmp_path / "before.csv"  # drawn before the ward had a pool: no violation
+    cli_ok(runner, "assign", write_export(tmp_path / "e.csv", 3), "-l", office_a, "-o", before)
     designate_ok(
         runner,
         jlis_file(tmp_path / "a.csv", pool_codes(20, 4)),
         "-l",
         office_a,
     )
+    free = tmp_path / "free.csv"  # drawn freely after the designation: outside the pool
+    export = write_export(tmp_path / "f.csv", 4, start=10)
+    cli_ok(runner, "assign", export, "-l", office_a, "-o", free)
     code, output = run_cli(runner, "ledger", "pool-mode", "on", "-l", office_a)
     assert code == 0 and "warning: 4 code(s) assigned here lie outside" in output
     check = json.loads(run_cli(runner, "verify", free, "-l", office_a, "--json")[1])
     assert sorted(v["row"] for v in check["violations"] if v["check"] == "pool") == [2, 3, 4, 5]
+    assert json.loads(cli_ok(runner, "verify", before, "-l", office_a, "--json"))["ok"] is True
     # The other ward is not in pool mode: its own free codes pass.
     office_b = shared.url(shared.roles[WARD_B])
     free_b = tmp_path / "free_b.csv"

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from backends import LedgerBackend
 from helpers import MUNICIPALITY, cli_ok, folder_bytes, rrnet, run_cli, write_export
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -584,41 +585,45 @@ def test_pool_invariants_hold_under_any_sequence(
 
 
 def test_verify_flags_codes_assigned_outside_the_pool_in_pool_mode(
-    runner: CliRunner, ledger: Ledger, tmp_path: Path
+    runner: CliRunner, backend: LedgerBackend, tmp_path: Path
 ) -> None:
+    """Codes drawn before the first designation are no violation (there was no pool
+    to draw from); codes drawn freely after it, outside the pool, are, once pool
+    mode is on."""
+    ledger = backend.location
     export = write_export(tmp_path / "export.csv", 6)
     frame = pl.read_csv(export, infer_schema=False).with_columns(
         pl.Series("resident_code", [pool_codes(1, 16)[0], "", "", "", "", ""])
     )
     frame.write_csv(export)
-    free = tmp_path / "free.csv"
-    cli_ok(runner, "assign", export, "-l", ledger.path, "-o", free)  # pool mode off: drawn freely
-    cli_ok(
-        runner,
-        "ledger",
-        "designate",
-        code_list(tmp_path / "p.txt", pool_codes(50, 17)),
-        "-l",
-        ledger.path,
-    )
-    assert rrnet("verify", free, "--ledger", ledger.path).returncode == 0, "off: no pool rule"
+    before = tmp_path / "before.csv"
+    cli_ok(runner, "assign", export, "-l", ledger, "-o", before)  # no pool yet: drawn freely
+    designated = code_list(tmp_path / "p.txt", pool_codes(50, 17))
+    cli_ok(runner, "ledger", "designate", designated, "-l", ledger)
+    after = tmp_path / "after.csv"  # pool mode off: drawn freely, though a pool exists
+    export = write_export(tmp_path / "a.csv", 3, start=50)
+    cli_ok(runner, "assign", export, "-l", ledger, "-o", after)
+    assert rrnet("verify", after, "--ledger", ledger).returncode == 0, "off: no pool rule"
 
-    code, output = run_cli(runner, "ledger", "pool-mode", "on", "-l", ledger.path)
+    code, output = run_cli(runner, "ledger", "pool-mode", "on", "-l", ledger)
     assert code == 0
-    assert "warning: 5 code(s) assigned here lie outside the designated pool" in output
+    assert "warning: 3 code(s) assigned here lie outside the designated pool" in output
 
-    check = rrnet("verify", free, "--ledger", ledger.path, "--json")
+    # Drawn before any pool was designated: not outside it.
+    check = rrnet("verify", before, "--ledger", ledger, "--json")
+    assert check.returncode == 0, check.stdout
+    check = rrnet("verify", after, "--ledger", ledger, "--json")
     assert check.returncode == 1
     violations = json.loads(check.stdout)["violations"]
-    # Rows 3..7 were drawn here; row 2 carried its code over from elsewhere: exempt.
-    assert sorted(v["row"] for v in violations) == [3, 4, 5, 6, 7]
+    assert sorted(v["row"] for v in violations) == [2, 3, 4]
     assert {(v["file"], v["check"], v["message"]) for v in violations} == {
-        (str(free), "pool", "assigned outside the designated pool")
+        (str(after), "pool", "assigned outside the designated pool")
     }
-    text = rrnet("verify", free, "--ledger", ledger.path).stdout
-    assert f"{free} row 3: [pool] assigned outside the designated pool" in text
+    text = rrnet("verify", before, after, "--ledger", ledger).stdout
+    assert f"{after} row 2: [pool] assigned outside the designated pool" in text
+    assert f"{before} row" not in text
     # The ledger itself is sound: those codes were drawn before pool mode, freely.
-    assert rrnet("verify", "--ledger", ledger.path).returncode == 0
+    assert rrnet("verify", "--ledger", ledger).returncode == 0
     # Codes drawn in pool mode pass.
     pooled = tmp_path / "pooled.csv"
     cli_ok(
@@ -626,11 +631,11 @@ def test_verify_flags_codes_assigned_outside_the_pool_in_pool_mode(
         "assign",
         write_export(tmp_path / "p.csv", 10, start=100),
         "-l",
-        ledger.path,
+        ledger,
         "-o",
         pooled,
     )
-    assert rrnet("verify", pooled, "--ledger", ledger.path).returncode == 0
+    assert rrnet("verify", pooled, "--ledger", ledger).returncode == 0
 
 
 def test_integrity_catches_pool_codes_misused(ledger: Ledger, tmp_path: Path) -> None:

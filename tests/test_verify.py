@@ -140,6 +140,36 @@ def test_code_on_two_residents_in_one_file(write_register) -> None:
     assert "row 4" in messages[2] and "row 2" in messages[4]
 
 
+def test_the_same_file_given_twice_is_refused(
+    write_register, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    path = write_register(
+        [
+            {"resident_id": "1", "resident_code": A, "code_status": "assigned"},
+            {"resident_id": "2", "resident_code": B, "code_status": "assigned"},
+        ]
+    )
+    (tmp_path / "link.csv").symlink_to(path)
+    monkeypatch.chdir(path.parent)
+    runner = CliRunner(env={"COLUMNS": "200"})
+    for first, second, message in [
+        (path.name, path.name, f"{path.name} was given twice"),
+        (f"./{path.name}", str(path), f"{path.name} and {path} are the same file, given twice"),
+        (path.name, str(tmp_path / "link.csv"), f"{path.name} and {tmp_path / 'link.csv'} are"),
+    ]:
+        result = runner.invoke(app, ["verify", first, second])
+        flat = " ".join(result.output.split())
+        assert result.exit_code == 2, flat
+        assert message in flat and "Give each assigned register once" in flat
+        assert "[duplicate]" not in flat
+    # Two files with the same contents are two files (a copy kept aside): verified.
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(path.read_bytes())
+    assert runner.invoke(app, ["verify", path.name, str(copy)]).exit_code == 0
+
+
 def test_code_on_two_residents_across_files(write_register) -> None:
     first = write_register([{"resident_id": "1", "resident_code": A}], name="ward-a.csv")
     second = write_register(

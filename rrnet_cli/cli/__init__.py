@@ -29,6 +29,7 @@ from rrnet_cli.cli._common import (
     MappingOpt,
     MunicipalityOpt,
     OperatorOpt,
+    OutputEncoding,
     PoolOpt,
     SheetOpt,
     VerboseOpt,
@@ -46,7 +47,7 @@ from rrnet_cli.cli.ledger import ledger_app
 from rrnet_cli.cli.notices import ledger_notices  # noqa: F401  (registers `rrnet ledger notices`)
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, UsageError
 from rrnet_cli.progress import Steps
-from rrnet_cli.schema import IdDocument, ReprintReason
+from rrnet_cli.schema import ID_DOCUMENT_CHOICES, IdDocument, ReprintReason, id_document_kind
 
 app = typer.Typer(
     name="rrnet",
@@ -209,18 +210,28 @@ def assign(
         Encoding,
         typer.Option(
             "--encoding",
-            help="CSV encoding: auto (UTF-8, UTF-8 with BOM or CP932, detected), utf-8, "
-            "utf-8-sig or cp932. Given as cp932, the CSV output is written in CP932 too "
-            "(otherwise UTF-8 with a BOM, which Excel reads).",
+            help="The export's CSV encoding: auto (UTF-8, UTF-8 with BOM or CP932, "
+            "detected), utf-8, utf-8-sig or cp932. The output's is --output-encoding.",
         ),
     ] = Encoding.AUTO,
+    output_encoding: Annotated[
+        OutputEncoding,
+        typer.Option(
+            "--output-encoding",
+            help="The CSV output's encoding: auto (with --headers original the export's "
+            "own, e.g. CP932 in, CP932 with CRLF out; else UTF-8 with a BOM, which Excel "
+            "reads), utf-8-sig, utf-8 or cp932.",
+        ),
+    ] = OutputEncoding.AUTO,
     headers: Annotated[
         OutputHeaders,
         typer.Option(
             "--headers",
             help="Header names of the output: canonical (resident_id, name, ...) or "
             "original (the export's own, e.g. 宛名番号, with 住民票コード for the code), "
-            "to load the result back into the register system.",
+            "to load the result back into the register system: values are then written "
+            "exactly as the export had them, without the ' that keeps Excel from running "
+            "a cell such as =SUM(A1) or -1 as a formula.",
         ),
     ] = OutputHeaders.CANONICAL,
     delimiter: DelimiterOpt = "auto",
@@ -270,6 +281,7 @@ def assign(
             rejects=rejects,
             departed=departed,
             encoding=encoding.value,
+            output_encoding=output_encoding.value,
             headers=headers.value,
             mapping=load_mapping(mapping),
             municipality=municipality,
@@ -304,6 +316,16 @@ def assign(
 # -- change ------------------------------------------------------------------
 
 
+def _id_document(value: str) -> IdDocument:
+    """--id-document: any spelling a requests file may use (``schema.id_document_kind``)."""
+    kind = id_document_kind(value)
+    if kind is None:
+        raise typer.BadParameter(
+            f"{value!r} is not a kind of ID rrnet knows; use one of {ID_DOCUMENT_CHOICES}."
+        )
+    return kind
+
+
 @app.command()
 @handle_errors
 def change(
@@ -323,10 +345,12 @@ def change(
         typer.Option(
             "--id-document",
             metavar="KIND",
+            parser=_id_document,
             help="The resident asked for the change and showed this kind of official ID "
             "(its number is not recorded): residence_card, "
             "special_permanent_resident_certificate, passport, drivers_license, "
-            "health_insurance_card, my_number_card or other.",
+            "health_insurance_card, my_number_card or other, or its Japanese name as a "
+            "requests file may give it (在留カード, 旅券, マイナンバーカード ...).",
             show_default=False,
         ),
     ] = None,
@@ -364,8 +388,9 @@ def change(
         typer.Option(
             "--output",
             "-o",
-            help="Also write the changes (resident_id, old_code, new_code, changed_at) to "
-            "this .csv, .parquet or .xlsx file (created 0600, after the ledger commits).",
+            help="Also write the changes (resident_id, old_code, new_code, changed_at: "
+            "Japan's time with its offset, 2026-04-01T09:30:00+09:00) to this .csv, "
+            ".parquet or .xlsx file (created 0600, after the ledger commits).",
             show_default=False,
         ),
     ] = None,
@@ -543,6 +568,17 @@ def notify(
             show_default=False,
         ),
     ],
+    layout: Annotated[
+        Path | None,
+        typer.Option(
+            "--layout",
+            metavar="FILE",
+            help="The office's own copy of the sheet's layout.toml (every box in mm), "
+            "instead of the profile's [sheet] layout or the one rrnet ships. The household "
+            "and change notices keep their own layouts.",
+            show_default=False,
+        ),
+    ] = None,
     assigned: Annotated[
         Path | None,
         typer.Argument(
@@ -578,7 +614,9 @@ def notify(
             "--recorded-on",
             formats=DATE_FORMATS,
             metavar="YYYY-MM-DD",
-            help="Date the codes were recorded, instead of --ledger.",
+            help="Print this date on every sheet as the date its code was recorded "
+            "(記載日), instead of each code's date in the ledger. It cannot be after today "
+            "in Japan. --ledger is still needed: every code is checked against it.",
             show_default=False,
         ),
     ] = None,
@@ -734,8 +772,9 @@ def notify(
     harfbuzz = check_harfbuzz_subset()
     if not harfbuzz.ok and not slow_ok:
         raise UsageError(f"{harfbuzz.detail}. Install it ({harfbuzz.fix}) or pass --slow-ok.")
+    office = _with_layout(load_profile(profile), layout)
     if test_page:
-        _write_test_page(load_profile(profile), output)
+        _write_test_page(office, output)
         return
     if assigned is None or output == Path("."):
         raise UsageError(
@@ -746,7 +785,7 @@ def notify(
         result = run_notify(
             assigned,
             output,
-            profile=load_profile(profile),
+            profile=office,
             ledger=open_ledger(ledger, writes=True) if ledger else None,
             recorded_on=recorded_on.date() if recorded_on else None,
             notice_date=notice_date.date() if notice_date else None,
@@ -776,6 +815,19 @@ def notify(
         out.print(f"Nothing to print: {result.nothing_to_print}. No folder was made.", markup=False)
         return
     finish(result, as_json, f"Notification sheets in {result.output}")
+
+
+def _with_layout(profile: Any, layout: Path | None) -> Any:
+    """The profile with --layout as its sheet layout; the layout is read and checked
+    against the profile's window here, before anything is laid out."""
+    import dataclasses
+
+    from rrnet_cli.form import load_layout
+
+    if layout is not None:
+        profile = dataclasses.replace(profile, layout_file=layout.absolute())
+    load_layout(profile.layout_file, profile)
+    return profile
 
 
 def _write_test_page(profile: Any, output: Path) -> None:

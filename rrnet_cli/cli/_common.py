@@ -78,6 +78,15 @@ class Encoding(StrEnum):
     CP932 = "cp932"
 
 
+class OutputEncoding(StrEnum):
+    """How assign's CSV output is encoded (``assign.OUTPUT_ENCODINGS``)."""
+
+    AUTO = "auto"
+    UTF8_SIG = "utf-8-sig"
+    UTF8 = "utf-8"
+    CP932 = "cp932"
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON for scripts.")]
 VerboseRowsOpt = Annotated[
     bool,

@@ -31,6 +31,7 @@ from rrnet_cli.cli._common import (
     say_waiting,
     size_text,
 )
+from rrnet_cli.dates import in_japan
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ class _Log:
         # A shared ledger's runs for several municipalities: whose each run was.
         whose = {r.get("municipality") for r in shown if isinstance(r, dict)}
         several = len(whose - {None}) > 1
-        columns = ["txn", "time (UTC)", *(["for"] if several else []), "operator", "command"]
+        columns = ["txn", "time (Japan)", *(["for"] if several else []), "operator", "command"]
         for name in (*columns, "counts", "hash"):
             wrap = name in ("operator", "command", "counts")
             grid.add_column(
@@ -187,8 +188,9 @@ class _Log:
 
 
 def _time(value: Any) -> str:
+    """A record's time (stored in UTC) as Japan's, whatever the machine's time zone."""
     try:
-        return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M:%S")
+        return in_japan(datetime.fromisoformat(str(value))).strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
         return str(value)
 
@@ -436,8 +438,9 @@ def ledger_pool_mode(
     more codes than are left before anything is written; `rrnet verify` then
     flags any code assigned here outside the pool. The switch is a ledger
     transaction of its own, in the audit trail. Turning it on needs a pool
-    (`rrnet ledger designate`), and warns of codes assigned before that lie
-    outside it. On a shared (PostgreSQL) ledger each municipality has its own
+    (`rrnet ledger designate`), and warns of codes assigned since the first
+    designation that lie outside it (codes assigned before any pool was
+    designated are not outside it). On a shared (PostgreSQL) ledger each municipality has its own
     mode: an office sets its own; the ledger's owner gives -m.
 
     Example: `rrnet ledger pool-mode on --ledger ledger`

@@ -282,7 +282,8 @@ class PoolCounts:
     designated: int
     #: of those, the codes a record uses (any status)
     used: int
-    #: its current ``assigned`` codes that are not in its pool (drawn before pool mode)
+    #: its current ``assigned`` codes drawn since its first designation that are not
+    #: in its pool (codes drawn before any pool was designated are not counted)
     assigned_outside: int
     #: the mode the audit trail set last (``mode`` differs only after a hand edit)
     recorded_mode: bool = False
@@ -316,6 +317,33 @@ class LedgerState:
     def pool_mode(self) -> bool:
         """Whether new codes come only from the designated pool (``rrnet ledger pool-mode``)."""
         return bool(self.manifest.get(POOL_MODE, False))
+
+    @property
+    def first_designation(self) -> int | None:
+        """The transaction of the first designation (None: no pool is designated)."""
+        txns = [
+            int(s["txn"])
+            for s in self.manifest["segments"]
+            if not s.get("has_residents") and list(s.get("statuses") or {}) == [DESIGNATED]
+        ]
+        return min(txns) if txns else None
+
+    def drawn_outside_pool(self, codes: np.ndarray) -> np.ndarray:
+        """Which of these codes were drawn here (current status ``assigned``) since the
+        first designation, yet are not in the pool: a boolean mask. A code drawn
+        before any pool was designated is not outside it: there was none to draw from."""
+        codes = np.asarray(codes, dtype=np.uint64)
+        first = self.first_designation
+        if first is None or not len(codes):
+            return np.zeros(len(codes), dtype=bool)
+        current = self.current_records().select("code", "status", "txn")
+        found = pl.DataFrame({"code": codes}).join(
+            current, on="code", how="left", maintain_order="left"
+        )
+        since = ((found["status"] == Status.ASSIGNED.value) & (found["txn"] > first)).fill_null(
+            False
+        )
+        return since.to_numpy() & ~sorted_member(self.pool, codes)
 
     def pool_used(self) -> np.ndarray:
         """Boolean mask over ``pool``: which designated codes are used (any status)."""
@@ -378,7 +406,7 @@ class LedgerState:
         here outside it."""
         used = int(np.count_nonzero(self.pool_used()))
         current = self.current_records().filter(pl.col("status") == Status.ASSIGNED.value)
-        outside = ~sorted_member(self.pool, current["code"].to_numpy())
+        outside = self.drawn_outside_pool(current["code"].to_numpy())
         return PoolCounts(
             mode=self.pool_mode,
             designated=len(self.pool),
@@ -403,12 +431,12 @@ class LedgerState:
 
     def outside_pool(self, codes: np.ndarray) -> np.ndarray:
         """Which of these codes were drawn here (current status ``assigned``) for a
-        municipality in pool mode, yet are not in its pool: a boolean mask."""
+        municipality in pool mode since its first designation, yet are not in its
+        pool: a boolean mask (``drawn_outside_pool``)."""
         codes = np.asarray(codes, dtype=np.uint64)
         if not self.pool_mode:
             return np.zeros(len(codes), dtype=bool)
-        assigned = (self.lookup(codes)["status"] == Status.ASSIGNED.value).fill_null(False)
-        return assigned.to_numpy() & ~sorted_member(self.pool, codes)
+        return self.drawn_outside_pool(codes)
 
     def _active_in(self, municipality: str) -> pl.DataFrame:
         """``resident_id, code, status`` of every active code in ``municipality``."""
@@ -525,7 +553,8 @@ class LedgerView(Protocol):
 
     def outside_pool(self, codes: np.ndarray) -> np.ndarray:
         """Which of these codes were drawn here (status ``assigned``) for a municipality
-        in pool mode, though not designated to it (a boolean mask)."""
+        in pool mode, after its first designation, though not designated to it (a
+        boolean mask). Codes drawn before any pool was designated are not outside it."""
         ...
 
     def lookup(self, codes: np.ndarray) -> pl.DataFrame:

@@ -1498,7 +1498,8 @@ class PostgresView:
 
     def pool_counts(self, municipality: str) -> PoolCounts:
         """The pool's size and use, and the municipality's assigned codes outside it
-        (through the partial index of its active codes), in one query; and the mode."""
+        drawn since its first designation (through the partial index of its active
+        codes), in one query; and the mode."""
         row = self.conn.execute(
             sql.SQL(
                 "SELECT (SELECT count(*) FROM {schema}.pool WHERE municipality = %(m)s),"
@@ -1506,6 +1507,8 @@ class PostgresView:
                 "  USING (code) WHERE p.municipality = %(m)s),"
                 " (SELECT count(*) FROM {schema}.codes c WHERE c.municipality = %(m)s"
                 "  AND c.status = 'assigned' AND c.resident_id IS NOT NULL"
+                "  AND c.txn > (SELECT min(p.txn) FROM {schema}.pool p"
+                "   WHERE p.municipality = %(m)s)"
                 "  AND NOT EXISTS (SELECT 1 FROM {schema}.pool p"
                 "   WHERE p.code = c.code AND p.municipality = %(m)s))"
             ).format(schema=sql.Identifier(SCHEMA)),
@@ -1542,12 +1545,19 @@ class PostgresView:
         )["municipality"]
 
     def outside_pool(self, codes: np.ndarray) -> np.ndarray:
+        # A code drawn before the municipality's first designation is exempt: there
+        # was no pool to draw from. Its transaction is read from ``codes``, which an
+        # office's role sees for its own municipality only; another's code, whose
+        # transaction it cannot see, is flagged as before.
         found = self._probe(
             codes,
             "SELECT o.code, true FROM rrnet_probe q JOIN {schema}.code_owners o USING (code)"
             " JOIN {schema}.municipalities m ON m.code = o.municipality AND m.pool_mode"
             " WHERE o.status = 'assigned' AND NOT EXISTS (SELECT 1 FROM {schema}.pool p"
-            "  WHERE p.code = o.code AND p.municipality = o.municipality)",
+            "  WHERE p.code = o.code AND p.municipality = o.municipality)"
+            " AND NOT EXISTS (SELECT 1 FROM {schema}.codes c WHERE c.code = o.code"
+            "  AND c.txn < (SELECT min(p.txn) FROM {schema}.pool p"
+            "   WHERE p.municipality = o.municipality))",
             ["code", "outside"],
         )
         return found["outside"].is_not_null().to_numpy()
