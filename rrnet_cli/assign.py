@@ -79,6 +79,7 @@ from rrnet_cli.ingest import (
     Export,
     describe_errors,
     read_export,
+    unrecognised_languages,
     validate_register,
 )
 from rrnet_cli.ledger import (
@@ -885,6 +886,7 @@ def assign_register(
                 with steps.step("Validating rows", total=export.rows) as advance:
                     frame, errors = validate_register(export, today=today)
                     advance(export.rows)
+                result.warnings = [*export.warnings, *_language_warnings(frame)]
                 if errors.height and rejects is None:
                     _refuse(errors, export.path, verbose, export.warnings)
                 with steps.step("Loading the ledger"):
@@ -954,6 +956,21 @@ def assign_register(
             out_file.publish()
     result.seconds = round(time.perf_counter() - started, 3)
     return result
+
+
+def _language_warnings(frame: pl.DataFrame) -> list[str]:
+    """A warning naming the rows whose language rrnet does not recognise (never their
+    values): their codes are assigned all the same."""
+    rows = unrecognised_languages(frame)
+    if rows.is_empty():
+        return []
+    shown = ", ".join(map(str, rows.head(10).to_list())) + (" ..." if rows.len() > 10 else "")
+    return [
+        f"{rows.len()} row(s) name a notice language rrnet does not recognise (row {shown}): "
+        "they get their codes; rrnet notify prints their notices in the default language "
+        "(English unless --default-language says otherwise). Write the language as a tag "
+        "such as th or vi, or its English or Japanese name, to have rrnet recognise it."
+    ]
 
 
 def _output_names(export: Export, headers: str) -> dict[str, str]:

@@ -67,6 +67,7 @@ from rrnet_cli.ingest import (
     require_columns,
 )
 from rrnet_cli.languages import (
+    NOT_RECOGNISED,
     NoticeText,
     choose_languages,
     english_name,
@@ -398,7 +399,15 @@ class NotifyResult:
         elif self.issue == "sample":
             rows.append(("preview: pages marked 見本 / SAMPLE", "nothing recorded"))
         used = english_name(self.default_language)
-        rows += [(f"no {name} notice, {used} used", n) for name, n in self.without_notice.items()]
+        rows += [
+            (
+                f"language {name}, {used} used"
+                if name == NOT_RECOGNISED
+                else f"no {name} notice, {used} used",
+                n,
+            )
+            for name, n in self.without_notice.items()
+        ]
         rows.append(("time", f"{self.seconds:.1f} s ({self.sheets_per_second} sheets/s)"))
         return rows
 
