@@ -81,6 +81,7 @@ from rrnet_cli.ingest import (
     describe_errors,
     read_export,
     stripped_first,
+    unrecognised_languages,
     validate_register,
 )
 from rrnet_cli.ledger import (
@@ -915,6 +916,7 @@ def assign_register(
                 with steps.step("Validating rows", total=export.rows) as advance:
                     frame, errors = validate_register(export, today=today)
                     advance(export.rows)
+                result.warnings = [*export.warnings, *_language_warnings(frame)]
                 if export.zero_stripped.height:
                     _refuse_number_ids(errors, export, verbose)
                 if errors.height and rejects is None:
@@ -1004,6 +1006,21 @@ def _output_encoding(requested: str, headers: str, export: Export) -> str:
     if headers == "original" and export.encoding in ("utf-8", "utf-8-sig", "cp932"):
         return export.encoding
     return "utf-8-sig"
+
+
+def _language_warnings(frame: pl.DataFrame) -> list[str]:
+    """A warning naming the rows whose language rrnet does not recognise (never their
+    values): their codes are assigned all the same."""
+    rows = unrecognised_languages(frame)
+    if rows.is_empty():
+        return []
+    shown = ", ".join(map(str, rows.head(10).to_list())) + (" ..." if rows.len() > 10 else "")
+    return [
+        f"{rows.len()} row(s) name a notice language rrnet does not recognise (row {shown}): "
+        "they get their codes; rrnet notify prints their notices in the default language "
+        "(English unless --default-language says otherwise). Write the language as a tag "
+        "such as th or vi, or its English or Japanese name, to have rrnet recognise it."
+    ]
 
 
 def _output_names(export: Export, headers: str) -> dict[str, str]:

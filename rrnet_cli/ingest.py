@@ -981,7 +981,6 @@ def _iso_countries() -> list[str]:
 
 def _rules(cols: set[str], today: date) -> list[tuple[str, pl.Expr, str]]:
     """(column, bad-row mask over cleaned values, reason) for every column rule (README: Input)."""
-    from rrnet_cli import languages  # notify's language parser; here, not at import time
 
     c = pl.col
     rules: list[tuple[str, pl.Expr, str]] = [
@@ -1032,19 +1031,12 @@ def _rules(cols: set[str], today: date) -> list[tuple[str, pl.Expr, str]]:
             ~c("alias_kana").str.contains(r"^[\p{Hiragana}\p{Katakana}ー・\s]+$"),
             "the alias reading is written in kana only",
         ),
-        (
-            "language",
-            # The parser notify uses, once per distinct tag (a register has few).
-            ~c("language").map_batches(
-                lambda tags: languages.map_distinct(tags, languages.is_language, pl.Boolean),
-                return_dtype=pl.Boolean,
-            ),
-            "not a language tag rrnet knows (use one such as vi, pt-BR, zh-TW or a language name)",
-        ),
     ]
     # A value holding 〓 gets that reason, not one about what it is written in.
     geta = {name: c(geta_column(name)) for name in GETA_COLUMNS if name in cols}
     rules += [(name, mask, GETA_REASON) for name, mask in geta.items()]
+    # No rule for language: a value rrnet does not recognise must never block a code
+    # (see ``unrecognised_languages``); its notice falls back to the default language.
     # Optional columns are checked only where present and non-empty.
     rules += [
         (name, c(name).is_not_null() & bad & ~geta.get(name, pl.lit(False)), reason)
@@ -1052,6 +1044,25 @@ def _rules(cols: set[str], today: date) -> list[tuple[str, pl.Expr, str]]:
         if name in cols
     ]
     return rules
+
+
+def unrecognised_languages(frame: pl.DataFrame) -> pl.Series:
+    """The rows (``ROW``) whose ``language`` names no language rrnet recognises.
+
+    Not an error: notify prints such a resident's notice in the default language
+    and says so; assign warns, naming the rows, never the values.
+    """
+    from rrnet_cli import languages  # notify's language parser; here, not at import time
+
+    if "language" not in frame.columns:
+        return frame[ROW].clear()
+    # The parser notify uses, once per distinct value (a register has few).
+    known = languages.map_distinct(
+        frame["language"].cast(pl.String),
+        lambda tag: not (tag or "").strip() or languages.is_language(tag),
+        pl.Boolean,
+    )
+    return frame[ROW].filter(~known.fill_null(True))
 
 
 def validate_register(

@@ -359,14 +359,27 @@ def english_name(language: str) -> str:
     return LANGUAGE_NAMES.get(language, language)
 
 
+#: ``languages_without_notice``'s name for values that name no language rrnet knows
+#: (``ไทย``, a typo): the value itself is not repeated, as it may be anything.
+NOT_RECOGNISED = "not recognised"
+
+
+def _without_notice(tag: str | None) -> str | None:
+    """The name a row's language is counted under when it has no notice, else None."""
+    if tag is None or not tag.strip() or normalise_language(tag) is not None:
+        return None
+    return language_name(tag) or NOT_RECOGNISED
+
+
 def languages_without_notice(frame: pl.DataFrame) -> dict[str, int]:
-    """Residents per language named in ``language`` that has no notice (e.g. Burmese: 23).
+    """Residents per language named in ``language`` that has no notice (e.g. Burmese: 23),
+    those whose value names no language rrnet knows under ``NOT_RECOGNISED``.
 
     Most residents first, then by name.
     """
     if "language" not in frame.columns:
         return {}
-    names = map_distinct(frame["language"], language_name).drop_nulls()
+    names = map_distinct(frame["language"], _without_notice).drop_nulls()
     return dict(sorted(names.value_counts().iter_rows(), key=lambda kv: (-kv[1], kv[0])))
 
 
@@ -415,8 +428,10 @@ def language_for_nationality(nationality: str | None) -> str | None:
 def choose_languages(frame: pl.DataFrame, default: str = DEFAULT_LANGUAGE) -> pl.Series:
     """Each row's notice language: its ``language``, else its nationality's, else default.
 
-    A row whose ``language`` names a language with no notice (``my``) gets the
-    default, whatever its nationality. Works per distinct value, so a million
+    A row whose ``language`` names a language with no notice (``my``), or names
+    none rrnet recognises (``ไทย``, a typo), gets the default, whatever its
+    nationality: a language cell never blocks a notice, and the run counts such
+    rows (``languages_without_notice``). Works per distinct value, so a million
     rows cost a few hundred lookups.
     """
     import polars as pl  # here, so that rendering workers never load Polars
@@ -432,7 +447,7 @@ def choose_languages(frame: pl.DataFrame, default: str = DEFAULT_LANGUAGE) -> pl
             frame["language"],
             lambda tag: (
                 normalise_language(tag)
-                or (chosen_default if language_name(tag) is not None else None)
+                or (chosen_default if _without_notice(tag) is not None else None)
             ),
         )
     by_nationality = pl.repeat(None, frame.height, dtype=pl.String, eager=True)

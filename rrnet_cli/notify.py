@@ -70,6 +70,7 @@ from rrnet_cli.ingest import (
     require_columns,
 )
 from rrnet_cli.languages import (
+    NOT_RECOGNISED,
     NoticeText,
     choose_languages,
     english_name,
@@ -84,6 +85,7 @@ from rrnet_cli.ledger import (
     LedgerView,
     NoticeKind,
     ReprintReason,
+    Status,
     file_digest,
     ownership_problems,
 )
@@ -401,8 +403,11 @@ class NotifyResult:
     #: "new" (first notices), "reprint" (reissued, with reprint_reason) or "sample"
     issue: str = "new"
     reprint_reason: str | None = None
-    #: newly assigned rows skipped because their notice was already issued
+    #: rows skipped because their notice was already issued
     already_issued: int = 0
+    #: rows the file says are newly assigned whose code this ledger did not draw here
+    #: (carried over, or brought by a code change): no first notice
+    not_drawn_here: int = 0
     #: what was done with the folder of an earlier run killed midway (nothing else ran)
     recovered: str | None = None
     #: things the office must know (sheets of a killed run waiting elsewhere)
@@ -424,13 +429,23 @@ class NotifyResult:
             rows.append(("sheets set aside (rejects)", self.rejected))
         if self.already_issued:
             rows.append(("already issued, not printed again", self.already_issued))
+        if self.not_drawn_here:
+            rows.append(("code not drawn here (carried over or changed)", self.not_drawn_here))
         if self.batch is not None:
             what = "reprints" if self.issue == "reprint" else "notices"
             rows.append((f"{what} recorded in the ledger, batch", self.batch))
         elif self.issue == "sample":
             rows.append(("preview: pages marked 見本 / SAMPLE", "nothing recorded"))
         used = english_name(self.default_language)
-        rows += [(f"no {name} notice, {used} used", n) for name, n in self.without_notice.items()]
+        rows += [
+            (
+                f"language {name}, {used} used"
+                if name == NOT_RECOGNISED
+                else f"no {name} notice, {used} used",
+                n,
+            )
+            for name, n in self.without_notice.items()
+        ]
         rows.append(("time", f"{self.seconds:.1f} s ({self.sheets_per_second} sheets/s)"))
         return rows
 
@@ -440,26 +455,48 @@ def today_in_japan() -> date:
     return datetime.now(JAPAN).date()
 
 
+#: Why a row set aside with --rejects was not printed: its code changed since the file.
+CHANGED_SINCE = (
+    "the ledger says this code is retired: it was changed (rrnet change) or retired since "
+    "the file was written; print the change notice with --changes"
+)
+
+
 def check_against_ledger(
-    frame: pl.DataFrame, view: LedgerView, municipality: str, source: Path
-) -> pl.Series:
-    """Each row's recorded date (text, in Japan) once its code is proven to be its own.
+    frame: pl.DataFrame,
+    view: LedgerView,
+    municipality: str,
+    source: Path,
+    *,
+    set_aside: bool = False,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows whose code is proven to be their resident's, each with its recorded
+    date (``recorded_on``, text, in Japan); and the rows set aside.
 
     A code the ledger does not know, a retired code, a code in use elsewhere, or
     a code the ledger holds for another resident is a row error, and nothing is
     printed: two codes swapped in a spreadsheet must never reach an envelope.
+    With ``set_aside`` (--rejects), a row whose code the ledger retired from that
+    same resident (changed since the file was written) is set aside instead:
+    ``resident_id, field, reason`` for the rejects file.
     """
     codes = rcode.strings_to_codes(frame["resident_code"].to_arrow())
     owners = view.lookup(codes)
     recorded = view.recorded_times(codes).unique(subset="code")
-    reasons = ownership_problems(owners, clean_resident_ids(frame["resident_id"]), municipality)
+    ids = clean_resident_ids(frame["resident_id"])
+    reasons = ownership_problems(owners, ids, municipality)
     checked = frame.select(
         pl.col(ROW).alias("row"),
         pl.col("resident_code").alias("value"),
         owners["code"],
         reasons,
+        # The ledger retired this resident's own code: changed since the file was written.
+        ((owners["status"] == Status.RETIRED.value) & (owners["resident_id"] == ids))
+        .fill_null(False)
+        .alias("changed"),
     ).join(recorded, on="code", how="left", maintain_order="left")
-    errors = checked.filter(pl.col("reason").is_not_null()).select(
+    aside = checked["changed"] & set_aside
+    errors = checked.filter(pl.col("reason").is_not_null() & ~aside).select(
         "row", pl.lit("resident_code").alias("column"), "reason", "value"
     )
     if errors.height:
@@ -467,19 +504,26 @@ def check_against_ledger(
             f"{errors.height} row(s) of {source} carry a code the ledger does not hold for "
             "that resident, so no sheet was printed (were cells moved or sorted in a "
             "spreadsheet, or resident ids stripped of their leading zeros? A code changed "
-            "with rrnet change since the file was made is retired: take that resident's row "
-            "out of the file to print the others, and print the change notice with "
-            "--changes). Run rrnet verify on the file with the ledger to see every problem.",
+            "with rrnet change since the file was made is retired: pass --rejects FILE to "
+            "set such rows aside and print the others, or take that resident's row out of "
+            "the file, and print the change notice with --changes). Run rrnet verify on "
+            "the file with the ledger to see every problem.",
             errors=errors.select("row", "column", "reason").to_dicts(),
             details=describe_errors(errors, source),
         )
-    return (
+    kept = frame.with_columns(
         checked["recorded_at"]
         .dt.convert_time_zone("Asia/Tokyo")
         .dt.date()
         .cast(pl.String)
         .alias("recorded_on")
+    ).filter(~aside)
+    set_apart = frame.filter(aside).select(
+        pl.col("resident_id").cast(pl.String),
+        pl.lit("resident_code").alias("field"),
+        pl.lit(CHANGED_SINCE).alias("reason"),
     )
+    return kept, set_apart
 
 
 def _with_row_codes(frame: pl.DataFrame) -> pl.DataFrame:
@@ -610,6 +654,46 @@ def notified_codes(
     )
 
 
+#: Why a first-notice run prints nothing when no resident of the file is due one.
+NOTHING_DUE = (
+    "no resident of the file holds a code this ledger drew that has no first notice yet "
+    "(a carried-over code gets none; a changed one gets a change notice, --changes; to "
+    "print a notice again use --reprint REASON --resident ID; --all previews every coded row)"
+)
+
+
+def _keyed(frame: pl.DataFrame) -> pl.DataFrame:
+    """``row, resident_id, code`` of each row: its id as the ledger keys it, its code."""
+    return frame.select(
+        pl.col(ROW).alias("row"),
+        clean_resident_ids(frame["resident_id"]).alias("resident_id"),
+        pl.Series("code", rcode.strings_to_codes(frame["resident_code"].to_arrow())),
+    )
+
+
+def first_notice_rows(
+    frame: pl.DataFrame, view: LedgerView, municipality: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows that may need a first notice, and the residents' codes due one.
+
+    Due: every resident of the file whose current code this ledger drew here and
+    has no first notice yet (``LedgerView.first_notice_due``), whatever the
+    file's code_status says: a second assign run over the same -o, an output
+    lost after its commit, or a migration done in several runs leaves such
+    residents ``already_assigned`` in the file. The rows the file says are
+    ``assigned`` are kept too, so that a row whose code changed since is
+    checked against the ledger rather than skipped in silence. A row due whose
+    code is not the resident's current one is refused by
+    ``check_against_ledger``.
+    """
+    ids = clean_resident_ids(frame["resident_id"])
+    due = view.first_notice_due(municipality, ids.unique())
+    wanted = ids.is_in(due["resident_id"].implode())
+    if "code_status" in frame.columns:
+        wanted = wanted | (frame["code_status"] == CodeStatus.ASSIGNED).fill_null(False)
+    return frame.filter(wanted), due
+
+
 def _batches(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -727,10 +811,16 @@ def notify(
             frame = _with_row_codes(export.frame)
             if residents:
                 frame = select_residents(frame, False, residents, coded_only=False)
-        else:
+        elif include_all or residents:
             frame = select_residents(
                 _checked_codes(export.frame, export.path), include_all, residents
             )
+        else:
+            # First notices: the ledger, not the file's code_status, says whose (below).
+            frame = _checked_codes(export.frame, export.path).filter(
+                pl.col("resident_code").is_not_null() & (pl.col("resident_code") != "")
+            )
+    first_notices = not (changes or include_all or reprint is not None)
     result = NotifyResult(
         assigned=str(assigned),
         output=str(output),
@@ -743,11 +833,7 @@ def notify(
         lists=[f"manifest.{lists}", f"mailing.{lists}"],
     )
     if frame.height == 0 and not changes:
-        result.nothing_to_print = (
-            "no row has a code"
-            if include_all
-            else "no row is newly assigned (use --all to print every coded row)"
-        )
+        result.nothing_to_print = "no row has a code"
         result.seconds = round(time.perf_counter() - started, 3)
         return result
     trail = ledger.audit_log().records if changes else []
@@ -760,6 +846,13 @@ def notify(
                     f"{len(unchanged)} resident(s) given with --resident have no code change "
                     f"in the ledger that is still their code: {', '.join(unchanged[:10])}."
                 )
+        due: pl.DataFrame | None = None
+        if first_notices:
+            frame, due = first_notice_rows(frame, view, profile.code)
+            if frame.height == 0:
+                result.nothing_to_print = NOTHING_DUE
+                result.seconds = round(time.perf_counter() - started, 3)
+                return result
         check_rows(frame, export.path)
         if changes and frame.height == 0:
             result.nothing_to_print = (
@@ -793,7 +886,11 @@ def notify(
             if frame.height == 0:
                 last = issued.sort("issued_at").row(-1, named=True)
                 when_issued = last["issued_at"].astimezone(JAPAN).date().isoformat()
-                whose = "residents whose code changed" if changes else "newly assigned residents"
+                whose = (
+                    "residents whose code changed"
+                    if changes
+                    else "residents with a code this ledger drew"
+                )
                 result.nothing_to_print = (
                     f"the notices of all {issued.height} {whose} were already issued (last "
                     f"in batch {last['batch']} on {when_issued}); a notice is issued once: "
@@ -801,10 +898,31 @@ def notify(
                 )
                 result.seconds = round(time.perf_counter() - started, 3)
                 return result
+        aside = None
         if changes:
-            recorded = frame["changed_on"].alias("recorded_on")
+            frame = frame.with_columns(pl.col("changed_on").alias("recorded_on"))
         else:
-            recorded = check_against_ledger(frame, view, profile.code, export.path)
+            frame, aside = check_against_ledger(
+                frame, view, profile.code, export.path, set_aside=rejects is not None
+            )
+        if due is not None:
+            # A row the file says is newly assigned whose code the ledger did not draw
+            # here (carried over, or brought by a code change) gets no first notice.
+            drawn = _keyed(frame).join(due, on=["resident_id", "code"], how="semi")["row"]
+            result.not_drawn_here = frame.height - drawn.len()
+            frame = frame.filter(pl.col(ROW).is_in(drawn.implode()))
+    if aside is not None and aside.height and frame.height == 0:
+        assert rejects is not None
+        write_table(aside, rejects)
+        result.rejected, result.rejects = aside.height, str(rejects)
+        result.nothing_to_print = f"every sheet was set aside; the reasons are in {rejects}"
+        result.seconds = round(time.perf_counter() - started, 3)
+        return result
+    if frame.height == 0:
+        result.nothing_to_print = NOTHING_DUE
+        result.seconds = round(time.perf_counter() - started, 3)
+        return result
+    recorded = frame["recorded_on"]
     _check_dates(recorded_on, notice_date, recorded)
     bad_ids = frame.filter(~pl.col("resident_id").str.contains(_SAFE_ID))
     if per_resident and bad_ids.height:
@@ -815,7 +933,7 @@ def notify(
     # Counted before the row's language is replaced by the one its notice is in.
     result.without_notice = languages_without_notice(frame)
     frame = mailing_order(
-        frame.with_columns(choose_languages(frame, default_language), recorded),
+        frame.with_columns(choose_languages(frame, default_language)),
         households=per_household,
     )
     notices = load_notices()
@@ -862,6 +980,7 @@ def notify(
             rejects,
             "household" if per_household else "change" if changes else "sheet",
             mark,
+            aside=aside.to_dicts() if aside is not None else [],
         )
         if not include_all and printed.residents:
             with steps.step("Recording the notices in the ledger"):
@@ -1226,6 +1345,7 @@ def _write_sheets(
     rejects: Path | None = None,
     form_kind: str = "sheet",
     mark: Mark | None = None,
+    aside: Sequence[dict[str, Any]] = (),
 ) -> _Printed:
     """Lay out and compose the sheets (the fixed form), publish them, write the lists.
 
@@ -1331,14 +1451,15 @@ def _write_sheets(
     result.sheets = len(printed.residents)
     result.envelopes = len(printed.envelopes)
     if rejects is not None:
+        # Rows set aside before printing (a code changed since), then sheets that did not fit.
+        rows = [*aside, *(vars(r) for r in rejections)]
         write_table(
             pl.DataFrame(
-                [vars(r) for r in rejections],
-                schema={"resident_id": pl.String, "field": pl.String, "reason": pl.String},
+                rows, schema={"resident_id": pl.String, "field": pl.String, "reason": pl.String}
             ),
             rejects,
         )
-        result.rejected = len(rejections)
+        result.rejected = len(rows)
         result.rejects = str(rejects)
     residents = printed.residents
     manifest = pl.DataFrame(

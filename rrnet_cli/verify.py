@@ -32,6 +32,7 @@ from rrnet_cli.errors import UsageError
 from rrnet_cli.ingest import EXCEL_SUFFIXES, clean_resident_ids, read_export, require_columns
 from rrnet_cli.ledger import (
     LedgerStore,
+    first_notices_due,
     municipality_for,
     ownership_problems,
 )
@@ -60,6 +61,8 @@ class VerifyResult:
     ledger_records: int | None = None
     violations: list[Violation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: with a ledger: the codes drawn here with no first notice yet (not a violation)
+    first_notice_due: list[dict[str, Any]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -78,6 +81,8 @@ class VerifyResult:
         ]
         if self.ledger:
             rows.append(("ledger records checked", self.ledger_records or 0))
+        if self.first_notice_due is not None:
+            rows.append(("drawn here, no first notice yet", len(self.first_notice_due)))
         rows.append(("violations", len(self.violations)))
         return rows
 
@@ -154,6 +159,8 @@ def verify(
                     message=v["reason"],
                 )
             )
+    if ledger is not None and not result.violations:
+        _first_notices_due(result, ledger, municipality)
     if not paths:
         return result
     rows = pl.concat([_load(Path(p), encoding, mapping, sheet, delimiter) for p in paths])
@@ -217,6 +224,25 @@ def _refuse_repeated_files(paths: list[Path]) -> None:
                 f"{which} given twice, its codes would all be reported as duplicates of "
                 "themselves. Give each assigned register once."
             )
+
+
+def _first_notices_due(result: VerifyResult, ledger: LedgerStore, municipality: str | None) -> None:
+    """Say how many codes drawn here have no first notice yet (listed with --json).
+
+    Not a violation: a notify run has not printed them yet. It is what a second
+    assign over the same output, an output lost after its commit, or a
+    migration in several runs leaves, and what notify on the latest assigned
+    register prints.
+    """
+    served = (municipality,) if municipality is not None else ledger.municipalities
+    with ledger.reading() as view:
+        due = first_notices_due(view, served)
+    result.first_notice_due = due["codes"]
+    if due["count"]:
+        result.notes.append(
+            f"{due['count']} code(s) drawn here have no first notice yet: rrnet notify on the "
+            "latest assigned register prints them (rrnet ledger stats --json lists them)"
+        )
 
 
 def _violations(frame: pl.DataFrame, check: str, message: pl.Expr | str) -> pl.DataFrame:

@@ -593,9 +593,6 @@ INVALID_CASES = [
     ("alias", "山田1号", "kana and kanji only"),
     ("alias_kana", "山田", "kana only"),
     ("alias_kana", "Yamada", "kana only"),
-    ("language", "klingon-xx", "not a language tag rrnet knows"),
-    ("language", "abc123", "not a language tag rrnet knows"),
-    ("language", "xx", "not a language tag rrnet knows"),
     ("resident_code", "1234567890", "does not have 11 digits"),
     ("resident_code", "123456789031", "does not have 11 digits"),
     ("resident_code", "1234567890A", "other than digits"),
@@ -672,14 +669,14 @@ def test_several_errors_are_all_reported_sorted_by_row(tmp_path: Path) -> None:
         person(0, sex="X"),
         person(1),
         person(2, birth_date="2099-01-01", postal_code="1"),
-        person(3, language="klingon-xx"),
+        person(3, residence_card_number="AB1234567CD"),
     ]
     _, errors = check(write_export(tmp_path / "e.csv", people))
     assert sorted((r, c) for r, c, _ in errors) == [
         (2, "sex"),
         (4, "birth_date"),
         (4, "postal_code"),
-        (5, "language"),
+        (5, "residence_card_number"),
     ]
     assert [r for r, _, _ in errors] == sorted(r for r, _, _ in errors)
 

@@ -4,6 +4,8 @@
 (``zh-CN``, ``pt-BR``, ``fil``, ``Vietnamese``, ``日本語`` ...) and every real
 language rrnet has no notice for (``my``, ``th``); ``notify`` gives the latter the
 default language's notice and counts them ("no Burmese notice, English used").
+A value that names no language rrnet recognises (ไทย) never blocks a code either:
+assign warns, and notify gives it the default language too.
 """
 
 from __future__ import annotations
@@ -129,9 +131,10 @@ def test_a_language_without_notice_gets_the_default_not_the_nationality() -> Non
             "nationality": ["ベトナム", "BRA", "CHN", "KOR", "BRA"],
         }
     )
-    assert choose_languages(frame).to_list() == ["en", "en", "vi", "ko", "pt"]
-    assert choose_languages(frame, default="ja").to_list() == ["ja", "ja", "vi", "ko", "pt"]
-    assert languages_without_notice(frame) == {"Burmese": 1, "Thai": 1}
+    # "bogus" names no language: the default too (a language was named, not recognised).
+    assert choose_languages(frame).to_list() == ["en", "en", "vi", "ko", "en"]
+    assert choose_languages(frame, default="ja").to_list() == ["ja", "ja", "vi", "ko", "ja"]
+    assert languages_without_notice(frame) == {"Burmese": 1, "Thai": 1, "not recognised": 1}
     assert languages_without_notice(frame.drop("language")) == {}
 
 
@@ -234,19 +237,38 @@ def test_the_summary_says_which_language_was_used_instead(
     assert sorted(manifest["language"]) == ["ja", "ja", "ja", "vi"]
 
 
-@pytest.mark.parametrize("bad", ["klingon-xx", "abc123"])
-def test_assign_refuses_a_string_that_names_no_language(
+@pytest.mark.parametrize("bad", ["ไทย", "klingon-xx"])
+def test_a_language_rrnet_does_not_recognise_never_blocks_a_code(
     runner, ledger, write_register, resident, tmp_path: Path, bad: str
 ) -> None:
+    """A language cell rrnet does not recognise (Thai written in Thai, a typo) is no
+    reason to withhold a code: assign gives it and warns, naming the rows; notify
+    prints that resident's notice in English, whatever the nationality, and says so."""
     rows = [
         resident("000001", language="pt-BR"),
         resident("000002", language=bad),
-        resident("000003", language="my"),
+        resident("000003", language="th"),
+        resident("000004", language=bad, nationality="タイ"),
     ]
     output = tmp_path / "assigned.csv"
     result = _assign(runner, write_register(rows), ledger, output)
-    assert result.exit_code != 0
-    assert "row 3" in result.output and "language" in result.output
-    assert "not a language tag rrnet knows" in result.output
-    assert "row 2" not in result.output and "row 4" not in result.output
-    assert not output.exists()
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "does not recognise (row 3, 5)" in flat and "default language" in flat
+    assert bad not in result.output
+    frame = pl.read_csv(output, infer_schema=False)
+    assert frame["code_status"].to_list() == ["assigned"] * 4
+    assert frame["resident_code"].str.len_chars().to_list() == [11] * 4
+
+    result = _notify(runner, output, ledger, tmp_path / "sheets", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["sheets"] == 4
+    assert report["without_notice"] == {"not recognised": 2, "Thai": 1}
+    manifest = pl.read_csv(tmp_path / "sheets" / "manifest.csv", infer_schema=False)
+    chosen = dict(zip(manifest["resident_id"], manifest["language"], strict=True))
+    # English, not the Vietnamese of 000002's nationality: the row named a language.
+    assert chosen == {"000001": "pt", "000002": "en", "000003": "en", "000004": "en"}
+    preview = _notify(runner, output, ledger, tmp_path / "preview", "--all")
+    assert preview.exit_code == 0, preview.output
+    assert "language not recognised, English used" in " ".join(preview.output.split())

@@ -22,6 +22,7 @@ from test_households import register_rows, write_cp932
 
 from rrnet_cli import code as rcode
 from rrnet_cli import notify as notify_module
+from rrnet_cli.cli import app
 from rrnet_cli.dates import format_date
 from rrnet_cli.errors import RrnetError
 from rrnet_cli.languages import load_notices
@@ -743,3 +744,32 @@ def test_a_change_notice_after_an_earlier_one_gives_the_code_that_notice_announc
     text = change_notice_text(runner, backend.location, export, profile, tmp_path / "change-2")
     assert between in text and last in text
     assert first not in text
+
+
+@pytest.mark.parametrize("columns", ["80", "120"])
+def test_the_notices_table_shows_whole_batch_ids_operator_and_folder(
+    runner, ledger, assigned, profile, tmp_path: Path, columns: str
+) -> None:
+    """On an office terminal (80 or 120 columns) the batch id is printed whole, on one
+    line, so that it can be typed back into --batch; and the listing says who printed
+    the notices and into which folder."""
+    sheets = tmp_path / "notices-of-december"
+    code, output = run_notify(runner, ledger, assigned, profile, sheets, "--operator", "tanaka")
+    assert code == 0, output
+    batch = listed(runner, ledger)["issued"][0]["batch"]
+    shown = runner.invoke(
+        app, ["ledger", "notices", "-l", str(ledger.path)], env={"COLUMNS": columns}
+    )
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert max(len(line) for line in lines) <= int(columns)
+    assert any(batch in line for line in lines), shown.output
+    assert "by tanaka" in shown.output
+    # The folder may fold over lines; every character of it is there.
+    squashed = "".join(line.strip() for line in lines)
+    assert "into" in shown.output and str(sheets) in squashed, shown.output
+    for resident in ("100001", "300001"):
+        assert resident in shown.output
+    # The listing's JSON (and -o files) carry the operator and folder too.
+    first = listed(runner, ledger)["issued"][0]
+    assert (first["operator"], first["folder"]) == ("tanaka", str(sheets))

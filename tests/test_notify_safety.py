@@ -85,7 +85,9 @@ def test_nothing_new_to_print_says_so_and_makes_no_folder(
     runner: CliRunner, ledger: Ledger, write_register, resident, tmp_path: Path
 ) -> None:
     export = write_register([resident(f"{i:06d}") for i in range(1, 4)])
-    _assigned(runner, ledger, export, tmp_path / "first.csv")
+    first = _assigned(runner, ledger, export, tmp_path / "first.csv")
+    printed = _notify(runner, first, ledger, tmp_path / "printed")
+    assert printed.exit_code == 0, printed.output
     again = _assigned(runner, ledger, export, tmp_path / "again.csv")  # all already_assigned
     sheets = tmp_path / "sheets"
     result = _notify(runner, again, ledger, sheets)

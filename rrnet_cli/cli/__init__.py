@@ -636,8 +636,10 @@ def notify(
             "--rejects",
             help="Set aside in this file (.csv/.parquet/.xlsx) the sheets that cannot be "
             "printed (a value too long for its box even at the smallest size, or a "
-            "character no font of the form has), with resident_id, field and reason, and "
-            "print the rest. Without it, such a sheet stops the run and nothing is printed.",
+            "character no font of the form has), and the rows whose code was changed "
+            "(rrnet change) since the file was written, with resident_id, field and "
+            "reason, and print the rest. Without it, such a sheet or row stops the run and "
+            "nothing is printed.",
             show_default=False,
         ),
     ] = None,
@@ -749,11 +751,13 @@ def notify(
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Print a Resident Record Code Notification Sheet for each newly assigned resident.
+    """Print a Resident Record Code Notification Sheet for each resident given a code.
 
-    A notice is issued once: notify prints the newly assigned residents whose code
-    has no notice yet, and records each notice in the ledger (batch, file, page);
-    a second run on the same file prints nothing and says why. --reprint reissues
+    A notice is issued once: notify prints each resident of the file whose code
+    this ledger drew and has no first notice yet, whatever the file's
+    code_status says (not a carried-over code, nor one from rrnet change: that
+    is --changes), and records each notice in the ledger (batch, file, page); a
+    second run on the same file prints nothing and says why. --reprint reissues
     on purpose; --all previews (marked 見本 / SAMPLE, recorded nowhere).
 
     One A4 page per resident, in Japanese and in the resident's language (their

@@ -94,6 +94,10 @@ class _Stats:
                     ("  left", pool["left"]),
                     ("  pool mode" if of else "pool mode", pool["mode"]),
                 ]
+        due = stats.get("first_notice_due")
+        if due is not None:
+            # Not an error: rrnet notify prints them (the list is in --json).
+            rows.append(("drawn here, no first notice yet", due["count"]))
         rows.append(("transactions", stats["transactions"]))
         if "segments" in stats:  # a folder ledger's files (a database has none)
             rows.append(("segments", stats["segments"]))
@@ -607,6 +611,8 @@ def ledger_stats(
     With a designated pool, also its size, how many of its codes are used and
     left, and whether pool mode is on. On a shared (PostgreSQL) ledger the
     counts of codes are every municipality's; the pool is one municipality's.
+    Also how many codes drawn here (for your municipality) have no first
+    notice yet: `rrnet notify` prints them; --json lists each one.
 
     Example: `rrnet ledger stats --ledger ledger`
     """
@@ -619,6 +625,9 @@ def ledger_stats(
         stats["pool"] = (stats.get("pools") or {}).get(chosen, stats["pool"])
         stats["municipality"] = chosen
         stats.pop("pools", None)
+        if "first_notice_due" in stats:
+            codes = [c for c in stats["first_notice_due"]["codes"] if c["municipality"] == chosen]
+            stats["first_notice_due"] = {"count": len(codes), "codes": codes}
     finish(_Stats(stats), as_json, f"Ledger {stats['ledger']}")
 
 

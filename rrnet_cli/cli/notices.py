@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from rrnet_cli.cli._common import (
     JsonOpt,
@@ -103,7 +105,7 @@ def ledger_notices(
     verbose: VerboseOpt = False,
 ) -> None:
     """List the notices issued: when, which batch and kind, for which resident and
-    code, in which file and on which page, and by whom.
+    code, in which folder, file and page, and by whom.
 
     rrnet notify records every notice it prints (previews with --all are not
     notices and are not recorded). Reprints show their reason. Dates are Japan's.
@@ -132,26 +134,53 @@ def ledger_notices(
         shown = listing.head(SHOWN)
         # A shared ledger's owner sees several municipalities, whose resident ids repeat.
         several = "municipality" in listing.columns and listing["municipality"].n_unique() > 1
-        grid = Table(title=f"Notices issued ({listing.height})", title_justify="left")
-        headings = ["issued (JST)", "batch", "kind", "resident_id", "file", "page"]
-        if several:
-            headings.insert(3, "municipality")
-        for heading in headings:
-            grid.add_column(heading, no_wrap=heading in ("kind", "resident_id", "page"))
-        for r in shown.iter_rows(named=True):
-            kind = r["kind"] + (f", reprint: {r['reprint_reason']}" if r["reprint_reason"] else "")
-            cells = [
-                r["issued_at"][:16].replace("T", " "),
-                r["batch"],
-                kind,
-                r["resident_id"],
-                r["file"] or "",
-                r["page"] if r["page"] is not None else "",
-            ]
-            if several:
-                cells.insert(3, r["municipality"])
-            grid.add_row(*(escape(str(v)) for v in cells))
-        out.print(grid)
+        out.print(f"Notices issued ({listing.height})", markup=False)
+        for rows in _by_batch(shown.to_dicts()):
+            out.print(_notice_table(rows, several))
         if listing.height > SHOWN:
             out.print(f"... and {listing.height - SHOWN} more: -o FILE writes them all.")
     finish(result, as_json, f"Notices in {store.location}")
+
+
+def _by_batch(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The rows (oldest first) in runs of one batch each."""
+    runs: list[list[dict[str, Any]]] = []
+    for row in rows:
+        if runs and runs[-1][0]["batch"] == row["batch"]:
+            runs[-1].append(row)
+        else:
+            runs.append([row])
+    return runs
+
+
+def _notice_table(rows: list[dict[str, Any]], several: bool) -> Table:
+    """One batch's notices: the batch id whole in the title (it is what --batch takes
+    back), with who printed them into which folder; one line per notice below.
+
+    A batch per table keeps the table narrow enough for an 80-column terminal; a
+    long folder or operator name folds onto more lines, never loses characters.
+    """
+    first = rows[0]
+    title = Text(f"batch {first['batch']}", style="bold")
+    title.append(f"  by {first['operator'] or '?'}", style="")
+    title.append(f"  into {first['folder'] or '?'}", style="")
+    grid = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    headings = ["issued (JST)", "kind", "resident_id", "file", "page"]
+    if several:
+        headings.insert(2, "municipality")
+    for heading in headings:
+        whole = heading in ("issued (JST)", "page")
+        grid.add_column(heading, no_wrap=whole, overflow="ellipsis" if whole else "fold")
+    for r in rows:
+        kind = r["kind"] + (f", reprint: {r['reprint_reason']}" if r["reprint_reason"] else "")
+        cells = [
+            r["issued_at"][:16].replace("T", " "),
+            kind,
+            r["resident_id"],
+            r["file"] or "",
+            r["page"] if r["page"] is not None else "",
+        ]
+        if several:
+            cells.insert(2, r["municipality"])
+        grid.add_row(*(escape(str(v)) for v in cells))
+    return grid

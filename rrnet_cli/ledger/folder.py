@@ -106,6 +106,7 @@ from rrnet_cli.ledger.interface import (
     Status,
     Waiting,
     file_sha256,
+    first_notices_due,
     on_off,
 )
 from rrnet_cli.ledger.interface import failpoint as _failpoint
@@ -725,6 +726,8 @@ class Ledger:
                 "left": len(state.pool) - pool_used,
             },
             "bytes_on_disk": size,
+            # codes drawn here that no notify run has printed a first notice of yet
+            "first_notice_due": first_notices_due(state, self.municipalities),
         }
 
 

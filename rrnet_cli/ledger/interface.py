@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, UsageError
 from rrnet_cli.ledger.notices import empty_notices
+from rrnet_cli.schema import NoticeKind
 
 if TYPE_CHECKING:
     from rrnet_cli.ledger.audit import AuditLog
@@ -503,6 +504,34 @@ class LedgerState:
         """Whether the ledger records notices of this notify batch."""
         return bool((self.notices["batch"] == batch).any())
 
+    def first_notice_due(
+        self, municipality: str, resident_ids: pl.Series | None = None
+    ) -> pl.DataFrame:
+        """``resident_id, code`` of the codes drawn here with no first notice yet.
+
+        A code drawn here is one whose current record is ``assigned`` in
+        ``municipality`` and that no code change brought (a change retires the
+        resident's code and records the new one in the same transaction: that
+        resident gets a change notice). Of these residents, or of all of them.
+        """
+        drawn = self.current_records().filter(
+            (pl.col("status") == Status.ASSIGNED.value) & (pl.col("municipality") == municipality)
+        )
+        if resident_ids is not None:
+            drawn = drawn.join(
+                resident_ids.rename("resident_id").to_frame(), on="resident_id", how="semi"
+            )
+        changed = self.records.filter(
+            (pl.col("status") == Status.RETIRED.value) & (pl.col("municipality") == municipality)
+        ).select("resident_id", "txn")
+        first = self.notices.filter(pl.col("kind") == NoticeKind.NEW.value)
+        return (
+            drawn.join(changed, on=["resident_id", "txn"], how="anti")
+            .join(first.select("code"), on="code", how="anti")
+            .select("resident_id", "code")
+            .sort("resident_id")
+        )
+
 
 def without_leading_zeros(resident_id: pl.Expr) -> pl.Expr:
     """A resident id without its leading zeros ("0" for an id of zeros only)."""
@@ -590,6 +619,15 @@ class LedgerView(Protocol):
 
     def has_batch(self, batch: str) -> bool:
         """Whether the ledger records notices of this notify batch."""
+        ...
+
+    def first_notice_due(
+        self, municipality: str, resident_ids: pl.Series | None = None
+    ) -> pl.DataFrame:
+        """``resident_id, code`` of the codes drawn here (current status ``assigned`` in
+        ``municipality``, not brought by a code change) that have no first notice yet
+        (a notice of kind ``new``): of these residents, or of every resident when
+        ``resident_ids`` is None; sorted by resident_id."""
         ...
 
 
@@ -827,6 +865,23 @@ def ownership_problems(
         )
         .to_series()
     )
+
+
+def first_notices_due(view: LedgerView, municipalities: Sequence[str]) -> dict[str, Any]:
+    """The codes drawn here that have no first notice yet, as ``ledger stats`` and
+    ``verify --ledger`` report them: ``count``, and ``codes`` (municipality,
+    resident_id and 11-digit code of each), for each of ``municipalities``."""
+    from rrnet_cli import code as rcode
+
+    listed: list[dict[str, Any]] = []
+    for municipality in municipalities:
+        due = view.first_notice_due(municipality)
+        codes = rcode.codes_to_strings(due["code"].to_numpy()).to_pylist()
+        listed += [
+            {"municipality": municipality, "resident_id": resident, "code": code}
+            for resident, code in zip(due["resident_id"].to_list(), codes, strict=True)
+        ]
+    return {"count": len(listed), "codes": listed}
 
 
 def municipality_for(ledger: LedgerStore, given: str | None) -> str:

@@ -105,17 +105,20 @@ def notice_listing(
 
     ``issued_at`` and the ``since``/``until`` dates are in Japan's time (every
     date rrnet prints is); the operator is the one its transaction's audit
-    record names. Codes are 11-digit strings.
+    record names, and the folder is the one its notify run wrote (where its
+    audit record's outputs are in). Codes are 11-digit strings.
     """
     from rrnet_cli import code as rcode
 
     records = [
-        (int(r["txn"]), str(r.get("operator", "")))
+        (int(r["txn"]), str(r.get("operator", "")), _output_folder(r.get("outputs")))
         for r in transactions
         if isinstance(r, dict) and isinstance(r.get("txn"), int)
     ]
     operators = pl.DataFrame(
-        records, schema={"txn": pl.UInt64, "operator": pl.String}, orient="row"
+        records,
+        schema={"txn": pl.UInt64, "operator": pl.String, "folder": pl.String},
+        orient="row",
     )
     frame = notices.sort(["issued_at", "batch", "file", "page"], maintain_order=True)
     local = pl.col("issued_at").dt.convert_time_zone("Asia/Tokyo")
@@ -139,3 +142,17 @@ def notice_listing(
         "page",
         "txn",
     ).join(operators, on="txn", how="left", maintain_order="left")
+
+
+def _output_folder(outputs: Any) -> str | None:
+    """The folder a notify run wrote its files into, from its audit record's outputs."""
+    from pathlib import PurePath
+
+    if not isinstance(outputs, list):
+        return None
+    folders = {
+        str(PurePath(o["path"]).parent)
+        for o in outputs
+        if isinstance(o, dict) and isinstance(o.get("path"), str)
+    }
+    return folders.pop() if len(folders) == 1 else None

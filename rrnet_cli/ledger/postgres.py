@@ -162,6 +162,7 @@ from rrnet_cli.ledger.interface import (
     Status,
     Waiting,
     failpoint,
+    first_notices_due,
     not_yet_supported,
     on_off,
 )
@@ -931,6 +932,8 @@ class PostgresLedger:
             ).fetchone()
             view = PostgresView(self, conn)
             pools = {m: _pool_json(view.pool_counts(m)) for m in self._serves or ()}
+            # this role's municipalities' codes drawn with no first notice yet
+            due = first_notices_due(view, self._serves or ())
         mine = self.municipality
         return {
             "ledger": self.location,
@@ -947,6 +950,7 @@ class PostgresLedger:
             "pool": pools.get(mine) if mine is not None else None,
             **({"pools": pools} if mine is None else {}),
             "bytes_on_disk": int(size[0]) if size else 0,
+            "first_notice_due": due,
         }
 
     # -- writing --------------------------------------------------------------------
@@ -1672,6 +1676,39 @@ class PostgresView:
             (batch,),
         ).fetchone()
         return bool(row and row[0])
+
+    def first_notice_due(
+        self, municipality: str, resident_ids: pl.Series | None = None
+    ) -> pl.DataFrame:
+        """One query: the municipality's ``assigned`` codes (through the partial index of
+        its active codes, joined with ``rrnet_ids`` when ids are given), less those with
+        a first notice (the unique index of first notices) and the new codes of code
+        changes (read from the change runs' audit records: few rows, each a small
+        list). Its cost is the municipality's active codes, never the history."""
+        schema = sql.Identifier(SCHEMA)
+        among = sql.SQL("")
+        if resident_ids is not None:
+            self._fill_ids(resident_ids)
+            among = sql.SQL(" AND c.resident_id IN (SELECT i.resident_id FROM rrnet_ids i)")
+        return (
+            self._frame(
+                sql.SQL(
+                    "WITH changed AS MATERIALIZED ("
+                    " SELECT (ch ->> 'new_code')::bigint AS code FROM {schema}.transactions t"
+                    " CROSS JOIN LATERAL jsonb_array_elements(t.details -> 'changes') ch"
+                    " WHERE t.municipality = {m} AND t.counts ? 'retired'"
+                    " AND jsonb_typeof(t.details -> 'changes') = 'array')"
+                    " SELECT c.resident_id, c.code FROM {schema}.codes c"
+                    " WHERE c.municipality = {m} AND c.status = 'assigned'{among}"
+                    " AND NOT EXISTS (SELECT 1 FROM {schema}.notices n WHERE n.code = c.code"
+                    "  AND n.kind = 'new' AND n.reprint_reason IS NULL)"
+                    " AND NOT EXISTS (SELECT 1 FROM changed x WHERE x.code = c.code)"
+                ).format(schema=schema, m=sql.Literal(municipality), among=among),
+                ["resident_id", "code"],
+            )
+            .with_columns(pl.col("code").cast(pl.UInt64))
+            .sort("resident_id")
+        )
 
     # -- temporary tables and results --------------------------------------------
 
