@@ -50,7 +50,13 @@ from rrnet_cli.assign import (
     redraw_refused,
 )
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, InputRowsError, UsageError
-from rrnet_cli.files import PendingFile, check_table_suffix, write_table_to
+from rrnet_cli.files import (
+    PendingFile,
+    check_table_suffix,
+    refuse_existing,
+    remove_stale_parts,
+    write_table_to,
+)
 from rrnet_cli.ingest import (
     ERROR_SCHEMA,
     clean_resident_ids,
@@ -485,6 +491,10 @@ class ChangeResult:
     changes: list[dict[str, Any]] = field(default_factory=list)
     #: the new codes came from the designated pool (pool mode, or --pool)
     from_pool: bool = False
+    #: partial changes files (personal data) of stopped runs, removed before this run wrote
+    stale_parts_removed: list[str] = field(default_factory=list)
+    #: such files found but left in place, each with the reason
+    stale_parts_not_removed: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -528,6 +538,7 @@ def change_codes(
     steps: Steps = QUIET,
     pool: bool = False,
     waiting: Waiting | None = None,
+    overwrite: bool = False,
 ) -> ChangeResult:
     """Change every requested code in one ledger transaction, or none (see module doc).
 
@@ -537,6 +548,8 @@ def change_codes(
     is for tests; the default is the operating system's CSPRNG. ``pool`` draws
     the new codes from the designated pool for this run (as pool mode does).
     ``waiting`` is told when another run holds the ledger and this one waits.
+    An existing ``output`` is refused unless ``overwrite``; partial changes files
+    that stopped runs left beside it are removed first (and named in the result).
     """
     started = time.perf_counter()
     municipality = municipality_for(ledger, municipality)
@@ -546,6 +559,7 @@ def change_codes(
     suffix = check_table_suffix(output, excel=True) if output is not None else None
     if output is not None and source is not None and output.resolve() == source.resolve():
         raise UsageError(f"{output} is the requests file itself; write the changes elsewhere.")
+    refuse_existing([("-o", output)], overwrite, "Nothing was changed.")
     result = ChangeResult(
         ledger=ledger.location,
         municipality=municipality,
@@ -553,6 +567,10 @@ def change_codes(
         output=None,
         operator=invocation.operator,
     )
+    if output is not None:
+        stale = remove_stale_parts([output])
+        result.stale_parts_removed = stale.removed
+        result.stale_parts_not_removed = stale.not_removed
     inputs = [file_digest(source)] if source is not None else []
     with contextlib.ExitStack() as outputs:
         pending = outputs.enter_context(PendingFile(output)) if output is not None else None

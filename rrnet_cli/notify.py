@@ -52,13 +52,15 @@ from rrnet_cli.dates import format_date, parse_dates
 from rrnet_cli.errors import InputRowsError, RrnetError, UsageError
 from rrnet_cli.files import (
     PRIVATE_DIR,
+    PendingFile,
     atomic_output,
     check_table_suffix,
     fsync_dir,
-    write_table,
+    remove_stale_parts,
+    stale_part_notes,
     write_table_to,
 )
-from rrnet_cli.form import Mark, format_postal_code
+from rrnet_cli.form import Mark, format_postal_code, starting_processes
 from rrnet_cli.ingest import (
     clean_resident_ids,
     code_errors,
@@ -612,7 +614,12 @@ def notify(
             f"{ledger.location} does not serve for you ({', '.join(serves)}). Give the "
             "profile of your municipality."
         )
+    if rejects is not None:
+        check_table_suffix(rejects, excel=True)
     recovered, stale_notes = recover_interrupted(output, ledger)
+    if rejects is not None:
+        stale = remove_stale_parts([rejects])
+        stale_notes += stale_part_notes(stale.removed, stale.not_removed)
     if recovered is not None:
         result = NotifyResult(assigned=str(assigned), output=str(output), workers=workers)
         result.recovered = recovered
@@ -754,9 +761,11 @@ def notify(
     elif reprint is not None:
         mark = Mark("reissued", format_date(today, profile.date_style))
     # Written apart, then recorded, then published: a crash or Ctrl-C before the
-    # commit leaves no output folder and no notice recorded.
+    # commit leaves no output folder, no rejects file and no notice recorded.
     staging = output.parent / f".{output.name}.rrnet-{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
+    rejects_file: PendingFile | None = None
     try:
+        rejects_file = PendingFile(rejects) if rejects is not None else None
         printed = _write_sheets(
             staging,
             sheets,
@@ -766,7 +775,7 @@ def notify(
             per_resident,
             batch_size,
             steps,
-            rejects,
+            rejects_file,
             "household" if per_household else "change" if changes else "sheet",
             mark,
         )
@@ -786,6 +795,8 @@ def notify(
         if not printed.residents:
             # Every sheet was set aside (--rejects): nothing to hand over, no folder.
             shutil.rmtree(staging, ignore_errors=True)
+            if rejects_file is not None:
+                rejects_file.publish()
             result.nothing_to_print = (
                 f"every sheet was set aside; the reasons are in {rejects}"
                 if rejects is not None
@@ -794,8 +805,12 @@ def notify(
             result.seconds = round(time.perf_counter() - started, 3)
             return result
         _publish(staging, output)
+        if rejects_file is not None:
+            rejects_file.publish()
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if rejects_file is not None:
+            rejects_file.discard()
         raise
     (output / BATCH_MARKER).unlink(missing_ok=True)
     result.seconds = round(time.perf_counter() - started, 3)
@@ -1086,7 +1101,9 @@ def _render_batches(
             initargs=initargs,
         )
         try:
-            for batch, result in zip(batches, pool.map(render, batches), strict=True):
+            with starting_processes():  # map starts the workers
+                rendered = pool.map(render, batches)
+            for batch, result in zip(batches, rendered, strict=True):
                 results.append(result)
                 advance(size(batch))
         except (BrokenProcessPool, BrokenPipeError, ConnectionResetError, EOFError):
@@ -1125,7 +1142,7 @@ def _write_sheets(
     per_resident: bool,
     batch_size: int,
     steps: Steps,
-    rejects: Path | None = None,
+    rejects: PendingFile | None = None,
     form_kind: str = "sheet",
     mark: Mark | None = None,
 ) -> _Printed:
@@ -1222,16 +1239,17 @@ def _write_sheets(
     result.per_resident = len(printed.residents) if per_dir is not None else 0
     result.sheets = len(printed.residents)
     result.envelopes = len(printed.envelopes)
-    if rejects is not None:
-        write_table(
+    if rejects is not None:  # published by the caller, once the notices are recorded
+        write_table_to(
             pl.DataFrame(
                 [vars(r) for r in rejections],
                 schema={"resident_id": pl.String, "field": pl.String, "reason": pl.String},
             ),
-            rejects,
+            rejects.path,
+            check_table_suffix(rejects.destination, excel=True),
         )
         result.rejected = len(rejections)
-        result.rejects = str(rejects)
+        result.rejects = str(rejects.destination)
     residents = printed.residents
     manifest = pl.DataFrame(
         {

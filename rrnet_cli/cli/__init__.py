@@ -29,6 +29,7 @@ from rrnet_cli.cli._common import (
     MappingOpt,
     MunicipalityOpt,
     OperatorOpt,
+    OverwriteOpt,
     PoolOpt,
     SheetOpt,
     VerboseOpt,
@@ -40,6 +41,7 @@ from rrnet_cli.cli._common import (
     load_mapping,
     open_ledger,
     out,
+    say_stale_parts,
     say_waiting,
 )
 from rrnet_cli.cli.ledger import ledger_app
@@ -181,7 +183,8 @@ def assign(
             "--output",
             "-o",
             help="Where to write the assigned register (.csv, .parquet or .xlsx by extension; "
-            "created 0600). Required, unless --dry-run.",
+            "created 0600; an existing file is refused unless --overwrite). Required, unless "
+            "--dry-run.",
             show_default=False,
         ),
     ] = None,
@@ -244,6 +247,7 @@ def assign(
         ),
     ] = False,
     pool: PoolOpt = False,
+    overwrite: OverwriteOpt = False,
     lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
     operator: OperatorOpt = None,
     as_json: JsonOpt = False,
@@ -283,9 +287,11 @@ def assign(
             invocation=invocation,
             pool=pool,
             waiting=say_waiting,
+            overwrite=overwrite,
         )
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False, soft_wrap=True)
+    say_stale_parts(result.stale_parts_removed, result.stale_parts_not_removed, as_json)
     finish(
         result,
         as_json,
@@ -365,7 +371,8 @@ def change(
             "--output",
             "-o",
             help="Also write the changes (resident_id, old_code, new_code, changed_at) to "
-            "this .csv, .parquet or .xlsx file (created 0600, after the ledger commits).",
+            "this .csv, .parquet or .xlsx file (created 0600, after the ledger commits; an "
+            "existing file is refused unless --overwrite).",
             show_default=False,
         ),
     ] = None,
@@ -374,6 +381,7 @@ def change(
     delimiter: DelimiterOpt = "auto",
     sheet: SheetOpt = None,
     pool: PoolOpt = False,
+    overwrite: OverwriteOpt = False,
     lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
     operator: OperatorOpt = None,
     as_json: JsonOpt = False,
@@ -446,7 +454,9 @@ def change(
             steps=steps,
             pool=pool,
             waiting=say_waiting,
+            overwrite=overwrite,
         )
+    say_stale_parts(result.stale_parts_removed, result.stale_parts_not_removed, as_json)
     finish(
         result,
         as_json,
