@@ -125,7 +125,16 @@ def main() -> None:
                 shutil.rmtree(copy, ignore_errors=True)
                 shutil.copytree(ledger, copy)
                 out = work / f"{label}-{i}.parquet"
-                command = [*rrnet, "assign", str(export), "-l", str(copy), "-o", str(out)]
+                command = [
+                    *rrnet,
+                    "assign",
+                    str(export),
+                    "-l",
+                    str(copy),
+                    "-o",
+                    str(out),
+                    "--overwrite",
+                ]
                 secs, _, _ = run(command + extra)
                 times.append(secs)
                 shutil.rmtree(copy)
