@@ -200,7 +200,11 @@ def timed_assign(export: str, ledger: str, output: str) -> None:
         view._frame = timing("  db: queries (incl. the conflict insert)", view._frame)  # type: ignore[method-assign]
     started = time.perf_counter()
     assign_register(
-        Path(export), ledger=open_store(ledger), output=Path(output), steps=TimedSteps()
+        Path(export),
+        ledger=open_store(ledger),
+        output=Path(output),
+        steps=TimedSteps(),
+        overwrite=True,
     )
     times["total (in process)"] = time.perf_counter() - started
     print(json.dumps(times))
@@ -297,7 +301,18 @@ def main() -> None:
         run([*rrnet, "ledger", "relocate", "--ledger", str(ledger)])
         out = work / f"assigned-{i}.parquet"
         assigns.append(
-            run([*rrnet, "assign", str(export), "--ledger", str(ledger), "-o", str(out)])
+            run(
+                [
+                    *rrnet,
+                    "assign",
+                    str(export),
+                    "--ledger",
+                    str(ledger),
+                    "-o",
+                    str(out),
+                    "--overwrite",
+                ]
+            )
         )
     floor = min(floors)
     assign = min(assigns)
@@ -350,6 +365,7 @@ def bench_postgres(
                     url,
                     "-o",
                     str(work / f"pg-{i}.parquet"),
+                    "--overwrite",
                 ]
             )
         runs.append((secs, rss, peak[0]))

@@ -58,7 +58,7 @@ def build_input(work: Path, rows: int) -> tuple[Path, list[dict[str, Any]]]:
     for args in (
         ["sample", str(export), "--rows", str(rows), "--seed", "9"],
         ["ledger", "init", str(ledger), "-m", "139998"],
-        ["assign", str(export), "-l", str(ledger), "-o", str(assigned)],
+        ["assign", str(export), "-l", str(ledger), "-o", str(assigned), "--overwrite"],
     ):
         subprocess.run([*rrnet, *args], check=True, capture_output=True)
     from rrnet_cli.ingest import read_export

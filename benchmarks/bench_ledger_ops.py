@@ -207,7 +207,9 @@ def main() -> None:
     print(f"folder ledger import: {secs:.1f} s, peak RSS {rss:,.0f} MB", flush=True)
     figures.append(("folder ledger import", f"{secs:.1f}", f"{rss:,.0f}", "", "", "", ""))
     out = work / "assigned.parquet"
-    secs, rss, _ = run([*rrnet, "assign", str(export), "--ledger", str(folder), "-o", str(out)])
+    secs, rss, _ = run(
+        [*rrnet, "assign", str(export), "--ledger", str(folder), "-o", str(out), "--overwrite"]
+    )
     size = folder_mb(folder)
     print(
         f"folder assign of {args.rows:,} rows: {secs:.1f} s, peak RSS {rss:,.0f} MB, "

@@ -121,7 +121,7 @@ def main() -> None:
         [*rrnet, "ledger", "init", str(ledger), "-m", "139998"], check=True, capture_output=True
     )
     subprocess.run(
-        [*rrnet, "assign", str(export), "-l", str(ledger), "-o", str(assigned)],
+        [*rrnet, "assign", str(export), "-l", str(ledger), "-o", str(assigned), "--overwrite"],
         check=True,
         capture_output=True,
     )

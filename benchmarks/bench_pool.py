@@ -127,7 +127,16 @@ def main() -> None:
                 # A copy made by hand refuses writes until it is made the ledger.
                 run([*rrnet, "ledger", "relocate", "--ledger", str(copy)])
                 out = work / f"{label}-{i}.parquet"
-                command = [*rrnet, "assign", str(export), "-l", str(copy), "-o", str(out)]
+                command = [
+                    *rrnet,
+                    "assign",
+                    str(export),
+                    "-l",
+                    str(copy),
+                    "-o",
+                    str(out),
+                    "--overwrite",
+                ]
                 secs, _, _ = run(command + extra)
                 times.append(secs)
                 shutil.rmtree(copy)

@@ -73,7 +73,13 @@ import polars as pl
 from rrnet_cli import code as rcode
 from rrnet_cli import schema
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, InputRowsError, LedgerError, UsageError
-from rrnet_cli.files import PendingFile, check_table_suffix, write_table_to
+from rrnet_cli.files import (
+    PendingFile,
+    check_table_suffix,
+    refuse_existing,
+    remove_stale_parts,
+    write_table_to,
+)
 from rrnet_cli.ingest import (
     ERROR_SCHEMA,
     NUMBER_ID_REASON,
@@ -367,6 +373,10 @@ class AssignResult:
     departed_file: str | None = None
     #: new codes came from the designated pool (pool mode, or --pool)
     from_pool: bool = False
+    #: partial outputs (personal data) of stopped runs, removed before this run wrote
+    stale_parts_removed: list[str] = field(default_factory=list)
+    #: such files found but left in place, each with the reason
+    stale_parts_not_removed: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -397,6 +407,11 @@ class AssignResult:
             ),
             ("known to the ledger, not in the export", self.departed),
             ("ledger records after the run", self.ledger_records_after),
+            *(
+                [("stale partial outputs removed", len(self.stale_parts_removed))]
+                if self.stale_parts_removed
+                else []
+            ),
             ("time", f"{self.seconds:.2f} s"),
         ]
         return rows
@@ -818,6 +833,7 @@ def assign_register(
     pool: bool = False,
     waiting: Waiting | None = None,
     output_encoding: str = "auto",
+    overwrite: bool = False,
 ) -> AssignResult:
     """Read, check, plan, record and publish one export (see the module doc).
 
@@ -833,7 +849,10 @@ def assign_register(
     of the export and of the files written. ``pool`` draws the new codes from
     the designated pool for this run (as pool mode does for every run).
     ``waiting`` is told once when the run waits for another to let go of the
-    ledger (after about a second).
+    ledger (after about a second). A file that ``output``, ``rejects`` or
+    ``departed`` names and that exists already is refused unless ``overwrite``.
+    Partial outputs that stopped runs left beside them are removed first (see
+    ``files.remove_stale_parts``) and named in the result.
     """
     started = time.perf_counter()
     if headers not in ("canonical", "original"):
@@ -863,6 +882,7 @@ def assign_register(
     for target in (output, rejects, departed):
         if target is not None and Path(target).resolve() == Path(export_path).resolve():
             raise UsageError(f"{target} is the export itself; write the output elsewhere.")
+    refuse_existing(named, overwrite, "Nothing was written and no code was recorded.")
     result = AssignResult(
         export=str(export_path),
         output=None if dry_run else str(output),
@@ -871,6 +891,10 @@ def assign_register(
         municipality=municipality,
         dry_run=dry_run,
     )
+    if not dry_run:
+        stale = remove_stale_parts([output, rejects, departed])
+        result.stale_parts_removed = stale.removed
+        result.stale_parts_not_removed = stale.not_removed
     random_bytes = random_source(seed)
     with contextlib.ExitStack() as outputs:
         out_file = outputs.enter_context(PendingFile(output)) if output and not dry_run else None

@@ -51,7 +51,13 @@ from rrnet_cli.assign import (
 )
 from rrnet_cli.dates import JAPAN, in_japan
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, InputRowsError, UsageError
-from rrnet_cli.files import PendingFile, check_table_suffix, write_table_to
+from rrnet_cli.files import (
+    PendingFile,
+    check_table_suffix,
+    refuse_existing,
+    remove_stale_parts,
+    write_table_to,
+)
 from rrnet_cli.ingest import (
     ERROR_SCHEMA,
     clean_resident_ids,
@@ -504,6 +510,10 @@ class ChangeResult:
     #: things the office must know: a resident changed again before being told of
     #: their previous change (``unnotified_changes``)
     warnings: list[str] = field(default_factory=list)
+    #: partial changes files (personal data) of stopped runs, removed before this run wrote
+    stale_parts_removed: list[str] = field(default_factory=list)
+    #: such files found but left in place, each with the reason
+    stale_parts_not_removed: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -547,6 +557,7 @@ def change_codes(
     steps: Steps = QUIET,
     pool: bool = False,
     waiting: Waiting | None = None,
+    overwrite: bool = False,
 ) -> ChangeResult:
     """Change every requested code in one ledger transaction, or none (see module doc).
 
@@ -556,6 +567,8 @@ def change_codes(
     is for tests; the default is the operating system's CSPRNG. ``pool`` draws
     the new codes from the designated pool for this run (as pool mode does).
     ``waiting`` is told when another run holds the ledger and this one waits.
+    An existing ``output`` is refused unless ``overwrite``; partial changes files
+    that stopped runs left beside it are removed first (and named in the result).
     """
     started = time.perf_counter()
     municipality = municipality_for(ledger, municipality)
@@ -565,6 +578,7 @@ def change_codes(
     suffix = check_table_suffix(output, excel=True) if output is not None else None
     if output is not None and source is not None and output.resolve() == source.resolve():
         raise UsageError(f"{output} is the requests file itself; write the changes elsewhere.")
+    refuse_existing([("-o", output)], overwrite, "Nothing was changed.")
     result = ChangeResult(
         ledger=ledger.location,
         municipality=municipality,
@@ -572,6 +586,10 @@ def change_codes(
         output=None,
         operator=invocation.operator,
     )
+    if output is not None:
+        stale = remove_stale_parts([output])
+        result.stale_parts_removed = stale.removed
+        result.stale_parts_not_removed = stale.not_removed
     inputs = [file_digest(source)] if source is not None else []
     with contextlib.ExitStack() as outputs:
         pending = outputs.enter_context(PendingFile(output)) if output is not None else None

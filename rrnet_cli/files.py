@@ -4,14 +4,24 @@ Every output goes to a temporary file beside its destination, created 0600
 whatever the umask, is flushed to disk, and only then renamed into place: a
 reader sees the old file, no file, or the complete new one, never a truncated
 one.
+
+A temporary file is named ``.NAME.rrnet-HOST-PID-XXXXXXXX.part`` (NAME the
+destination's, HOST and PID the writing run's), so that a run killed before it
+could remove its own is recognised later: ``remove_stale_parts`` removes those
+of runs on this machine that are no longer alive, and never one a live run (of
+this or another machine) is writing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +47,126 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def host_name() -> str:
+    """This machine's name as a temporary file's name carries it (letters, digits, _)."""
+    return "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine is running (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+_PART_MARK = ".rrnet-"
+#: A temporary file of an older rrnet: ``.NAME.`` + 8 random characters + ``.part``.
+_OLD_PART = re.compile(r"[a-z0-9_]{8}\.part")
+#: A temporary file's or folder's name: its destination's name is the first group.
+_PART_NAME = re.compile(r"\.(.+)\.rrnet-(?:[A-Za-z0-9_]+-)?\d+-[^/]*\.part")
+
+
+def part_prefix(destination: Path) -> str:
+    """How the name of this run's temporary file for ``destination`` begins."""
+    return f".{Path(destination).name}{_PART_MARK}{host_name()}-{os.getpid()}-"
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as a person knows it: a temporary file or folder of a run is named
+    by its destination (``OUT/.assigned.csv.rrnet-host-12-ab.part`` is
+    ``OUT/assigned.csv``)."""
+    parts = Path(path).parts
+    return str(Path(*[m.group(1) if (m := _PART_NAME.fullmatch(p)) else p for p in parts]))
+
+
+@dataclass
+class StaleParts:
+    """What ``remove_stale_parts`` found: removed, and left in place with the reason."""
+
+    removed: list[str] = field(default_factory=list)
+    not_removed: list[str] = field(default_factory=list)
+
+
+def stale_part_notes(removed: Iterable[str], not_removed: Iterable[str]) -> list[str]:
+    """One line for a person per partial output of a stopped run found."""
+    return [
+        f"removed {p}, a partial output (personal data) left by an earlier run that was stopped"
+        for p in removed
+    ] + [f"not removed: {p}" for p in not_removed]
+
+
+def remove_stale_parts(destinations: Iterable[Path | None]) -> StaleParts:
+    """Remove the temporary files that stopped runs left beside ``destinations``.
+
+    A temporary file is stale when the run that wrote it was on this machine and
+    is no longer alive (killed, or the machine restarted): it is removed, or
+    named with the reason it could not be. One of a live run, or of another
+    machine's run, is left alone. One of an older rrnet (whose name says no run)
+    is left in place and named: whether a run still writes it cannot be told.
+    """
+    found = StaleParts()
+    host = host_name()
+    for destination in destinations:
+        if destination is None:
+            continue
+        destination = Path(destination)
+        prefix = f".{destination.name}{_PART_MARK}"
+        parent = destination.parent
+        for part in sorted(parent.glob(glob.escape(prefix) + "*.part")):
+            writer, _, rest = part.name[len(prefix) :].partition("-")
+            pid = rest.partition("-")[0]
+            if writer != host or not pid.isdigit() or pid_alive(int(pid)):
+                continue
+            try:
+                os.unlink(part)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                found.not_removed.append(f"{part} ({os_reason(exc)})")
+                continue
+            found.removed.append(str(part))
+        old = glob.escape(f".{destination.name}.") + "*.part"
+        for part in sorted(parent.glob(old)):
+            if _OLD_PART.fullmatch(part.name[len(destination.name) + 2 :]):
+                found.not_removed.append(
+                    f"{part} (a partial output of an older rrnet, which cannot say whether a "
+                    "run still writes it; it holds personal data: delete it once no run is "
+                    "writing to this folder)"
+                )
+    if found.removed:
+        with contextlib.suppress(OSError):
+            fsync_dir(Path(found.removed[0]).parent)
+    return found
+
+
+def os_reason(exc: OSError) -> str:
+    """The operating system's reason for ``exc`` in plain words ("read-only file system")."""
+    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+    return reason[:1].lower() + reason[1:]
+
+
+def refuse_existing(
+    targets: Iterable[tuple[str, Path | None]], overwrite: bool, nothing: str
+) -> None:
+    """Refuse a file an option names that exists already, unless ``overwrite``.
+
+    ``targets``: (option, path) pairs; ``nothing`` says what the refusal left
+    undone ("Nothing was written and no code was recorded.").
+    """
+    if overwrite:
+        return
+    for option, path in targets:
+        if path is not None and os.path.lexists(path) and not Path(path).is_dir():
+            raise UsageError(
+                f"{path} (given with {option}) already exists. Give a new file name, or pass "
+                f"--overwrite to replace it. {nothing}"
+            )
+
+
 class PendingFile:
     """A private temporary file that becomes ``destination`` only on ``publish()``.
 
@@ -52,7 +182,7 @@ class PendingFile:
             raise UsageError(f"{destination} is a folder; give a file name for the output.")
         if not parent.is_dir():
             raise UsageError(f"Cannot write {destination}: folder {parent} does not exist.")
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=part_prefix(destination), suffix=".part", dir=parent)
         os.close(fd)
         os.chmod(tmp_name, PRIVATE_FILE)
         self.destination = destination
@@ -175,6 +305,33 @@ def write_table_to(
     (``neutralise_formulas``); without it every value is written as it is, for
     a file that goes back into a register system rather than into Excel.
     """
+    try:
+        _write_table_to(frame, path, suffix, encoding, excel_safe)
+    except Exception as exc:
+        number = os_errno(exc)
+        if number is None or (isinstance(exc, OSError) and exc.filename):
+            raise
+        # Name the file: Polars, Arrow and xlsxwriter report the operating system's
+        # error without it ("No space left on device (os error 28)").
+        raise OSError(number, os.strerror(number), str(path)) from exc
+
+
+def os_errno(exc: BaseException) -> int | None:
+    """The operating system's error number behind ``exc``, however it was wrapped."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return seen.errno
+        match = re.search(r"\(os error (\d+)\)|\[Errno (\d+)\]", str(seen))
+        if match is not None:
+            return int(match.group(1) or match.group(2))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _write_table_to(
+    frame: pl.DataFrame, path: Path, suffix: str, encoding: str, excel_safe: bool
+) -> None:
     import polars as pl
 
     def text_of(frame: pl.DataFrame) -> pl.DataFrame:

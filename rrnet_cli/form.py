@@ -36,11 +36,14 @@ resident_id, the field and the reason, and that sheet is left out.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import re
+import signal
+import threading
 import unicodedata
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -1808,6 +1811,34 @@ def _static_job(
     return render(profile, load_notices(), languages, notice_date_text, mark=mark)
 
 
+@contextlib.contextmanager
+def starting_processes() -> Iterator[None]:
+    """Hold Ctrl-C while worker processes start; the processes never see it.
+
+    A SIGINT that strikes while a ProcessPoolExecutor starts a worker, after the
+    worker exists but before the executor knows it, leaves a worker the
+    executor cannot wait for: it fails and prints a traceback. Inside this
+    block Ctrl-C is held and raised as KeyboardInterrupt when it ends. The
+    processes started inside it (among them the forkserver, which starts every
+    later worker) inherit SIGINT blocked: Ctrl-C at the terminal reaches the
+    whole process group, and is the parent's to handle (it stops the workers
+    and removes every partial file).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a SIGINT pending here is raised
+    if held:
+        raise KeyboardInterrupt
+
+
 def run_apart(job: Callable[..., StaticPages], *args: Any) -> StaticPages:
     """``job(*args)`` in a process of its own, which then ends.
 
@@ -1819,7 +1850,9 @@ def run_apart(job: Callable[..., StaticPages], *args: Any) -> StaticPages:
     from multiprocessing import get_context
 
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("forkserver")) as pool:
-        return pool.submit(job, *args).result()
+        with starting_processes():
+            laid_out = pool.submit(job, *args)
+        return laid_out.result()
 
 
 def render_static_pages_apart(

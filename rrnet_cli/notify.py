@@ -52,13 +52,16 @@ from rrnet_cli.dates import JAPAN, format_date, parse_dates
 from rrnet_cli.errors import InputRowsError, RrnetError, UsageError
 from rrnet_cli.files import (
     PRIVATE_DIR,
+    PendingFile,
     atomic_output,
     check_table_suffix,
     fsync_dir,
+    remove_stale_parts,
+    stale_part_notes,
     write_table,
     write_table_to,
 )
-from rrnet_cli.form import Mark, format_postal_code
+from rrnet_cli.form import Mark, format_postal_code, starting_processes
 from rrnet_cli.ingest import (
     GETA_REASON,
     clean_resident_ids,
@@ -786,7 +789,12 @@ def notify(
             f"{ledger.location} does not serve for you ({', '.join(serves)}). Give the "
             "profile of your municipality."
         )
+    if rejects is not None:
+        check_table_suffix(rejects, excel=True)
     recovered, stale_notes = recover_interrupted(output, ledger)
+    if rejects is not None:
+        stale = remove_stale_parts([rejects])
+        stale_notes += stale_part_notes(stale.removed, stale.not_removed)
     if recovered is not None:
         result = NotifyResult(assigned=str(assigned), output=str(output), workers=workers)
         result.recovered = recovered
@@ -965,9 +973,11 @@ def notify(
     elif reprint is not None:
         mark = Mark("reissued", format_date(today, profile.date_style))
     # Written apart, then recorded, then published: a crash or Ctrl-C before the
-    # commit leaves no output folder and no notice recorded.
+    # commit leaves no output folder, no rejects file and no notice recorded.
     staging = output.parent / f".{output.name}.rrnet-{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
+    rejects_file: PendingFile | None = None
     try:
+        rejects_file = PendingFile(rejects) if rejects is not None else None
         printed = _write_sheets(
             staging,
             sheets,
@@ -977,7 +987,7 @@ def notify(
             per_resident,
             batch_size,
             steps,
-            rejects,
+            rejects_file,
             "household" if per_household else "change" if changes else "sheet",
             mark,
             aside=aside.to_dicts() if aside is not None else [],
@@ -998,6 +1008,8 @@ def notify(
         if not printed.residents:
             # Every sheet was set aside (--rejects): nothing to hand over, no folder.
             shutil.rmtree(staging, ignore_errors=True)
+            if rejects_file is not None:
+                rejects_file.publish()
             result.nothing_to_print = (
                 f"every sheet was set aside; the reasons are in {rejects}"
                 if rejects is not None
@@ -1006,8 +1018,12 @@ def notify(
             result.seconds = round(time.perf_counter() - started, 3)
             return result
         _publish(staging, output)
+        if rejects_file is not None:
+            rejects_file.publish()
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if rejects_file is not None:
+            rejects_file.discard()
         raise
     (output / BATCH_MARKER).unlink(missing_ok=True)
     result.seconds = round(time.perf_counter() - started, 3)
@@ -1303,7 +1319,9 @@ def _render_batches(
             initargs=initargs,
         )
         try:
-            for batch, result in zip(batches, pool.map(render, batches), strict=True):
+            with starting_processes():  # map starts the workers
+                rendered = pool.map(render, batches)
+            for batch, result in zip(batches, rendered, strict=True):
                 results.append(result)
                 advance(size(batch))
         except (BrokenProcessPool, BrokenPipeError, ConnectionResetError, EOFError):
@@ -1342,7 +1360,7 @@ def _write_sheets(
     per_resident: bool,
     batch_size: int,
     steps: Steps,
-    rejects: Path | None = None,
+    rejects: PendingFile | None = None,
     form_kind: str = "sheet",
     mark: Mark | None = None,
     aside: Sequence[dict[str, Any]] = (),
@@ -1450,17 +1468,18 @@ def _write_sheets(
     result.per_resident = len(printed.residents) if per_dir is not None else 0
     result.sheets = len(printed.residents)
     result.envelopes = len(printed.envelopes)
-    if rejects is not None:
+    if rejects is not None:  # published by the caller, once the notices are recorded
         # Rows set aside before printing (a code changed since), then sheets that did not fit.
         rows = [*aside, *(vars(r) for r in rejections)]
-        write_table(
+        write_table_to(
             pl.DataFrame(
                 rows, schema={"resident_id": pl.String, "field": pl.String, "reason": pl.String}
             ),
-            rejects,
+            rejects.path,
+            check_table_suffix(rejects.destination, excel=True),
         )
         result.rejected = len(rows)
-        result.rejects = str(rejects)
+        result.rejects = str(rejects.destination)
     residents = printed.residents
     manifest = pl.DataFrame(
         {

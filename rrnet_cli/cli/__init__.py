@@ -30,6 +30,7 @@ from rrnet_cli.cli._common import (
     MunicipalityOpt,
     OperatorOpt,
     OutputEncoding,
+    OverwriteOpt,
     PoolOpt,
     SheetOpt,
     VerboseOpt,
@@ -41,6 +42,7 @@ from rrnet_cli.cli._common import (
     load_mapping,
     open_ledger,
     out,
+    say_stale_parts,
     say_waiting,
 )
 from rrnet_cli.cli.ledger import ledger_app
@@ -182,7 +184,8 @@ def assign(
             "--output",
             "-o",
             help="Where to write the assigned register (.csv, .parquet or .xlsx by extension; "
-            "created 0600). Required, unless --dry-run.",
+            "created 0600; an existing file is refused unless --overwrite). Required, unless "
+            "--dry-run.",
             show_default=False,
         ),
     ] = None,
@@ -255,6 +258,7 @@ def assign(
         ),
     ] = False,
     pool: PoolOpt = False,
+    overwrite: OverwriteOpt = False,
     lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
     operator: OperatorOpt = None,
     as_json: JsonOpt = False,
@@ -295,9 +299,11 @@ def assign(
             invocation=invocation,
             pool=pool,
             waiting=say_waiting,
+            overwrite=overwrite,
         )
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False, soft_wrap=True)
+    say_stale_parts(result.stale_parts_removed, result.stale_parts_not_removed, as_json)
     finish(
         result,
         as_json,
@@ -390,7 +396,8 @@ def change(
             "-o",
             help="Also write the changes (resident_id, old_code, new_code, changed_at: "
             "Japan's time with its offset, 2026-04-01T09:30:00+09:00) to this .csv, "
-            ".parquet or .xlsx file (created 0600, after the ledger commits).",
+            ".parquet or .xlsx file (created 0600, after the ledger commits; an existing "
+            "file is refused unless --overwrite).",
             show_default=False,
         ),
     ] = None,
@@ -399,6 +406,7 @@ def change(
     delimiter: DelimiterOpt = "auto",
     sheet: SheetOpt = None,
     pool: PoolOpt = False,
+    overwrite: OverwriteOpt = False,
     lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
     operator: OperatorOpt = None,
     as_json: JsonOpt = False,
@@ -471,9 +479,11 @@ def change(
             steps=steps,
             pool=pool,
             waiting=say_waiting,
+            overwrite=overwrite,
         )
     for warning in result.warnings if not as_json else ():
         err.print(f"warning: {warning}", markup=False, soft_wrap=True)
+    say_stale_parts(result.stale_parts_removed, result.stale_parts_not_removed, as_json)
     finish(
         result,
         as_json,

@@ -8,10 +8,13 @@ their exit code in ``handle_errors``; a failed check exits 1.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
-import re
+import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterable
 from datetime import date, datetime
@@ -197,6 +200,14 @@ OperatorOpt = Annotated[
         show_default=False,
     ),
 ]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace output files that exist already (without it, an existing file is "
+        "refused before anything is done).",
+    ),
+]
 
 
 # -- results -----------------------------------------------------------------
@@ -288,6 +299,11 @@ def handle_errors(func: F | None = None, *, left: str = LEDGER_UNCHANGED) -> Any
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         as_json = bool(kwargs.get("as_json"))
         verbose = bool(kwargs.get("verbose"))
+        # Ctrl-C raises KeyboardInterrupt inside the command, so that what it started
+        # is cleaned up and reported below (``rrnet_cli.__main__`` handles it before
+        # and after).
+        main_thread = threading.current_thread() is threading.main_thread()
+        before = signal.signal(signal.SIGINT, signal.default_int_handler) if main_thread else None
         try:
             return func(*args, **kwargs)
         except RrnetError as exc:
@@ -309,10 +325,7 @@ def handle_errors(func: F | None = None, *, left: str = LEDGER_UNCHANGED) -> Any
         except Exception as exc:
             reason = io_failure(exc)
             if reason is not None:
-                message = (
-                    f"a file could not be read or written ({escape(reason)}). {escape(left)} "
-                    "Free disk space or fix the path, then run again."
-                )
+                message = f"{escape(reason)}. {escape(left)} {_io_advice(exc)}"
             else:  # a bug: say so without echoing data the exception may hold
                 message = f"unexpected internal error ({type(exc).__name__}). {escape(left)} " + (
                     "" if verbose else "Run again with --verbose for details."
@@ -321,21 +334,39 @@ def handle_errors(func: F | None = None, *, left: str = LEDGER_UNCHANGED) -> Any
             if verbose:
                 err.print(traceback.format_exc(), markup=False)
             raise typer.Exit(EXIT_USAGE) from None
+        finally:
+            if before is not None:
+                signal.signal(signal.SIGINT, before)
 
     return wrapper
 
 
 def io_failure(exc: BaseException) -> str | None:
-    """The operating system's reason when ``exc`` is a failed read or write, else None.
+    """The operating system's reason when ``exc`` is a failed read or write, and the
+    file it was about when known ("read-only file system: OUT/assigned.csv"), else None.
 
-    Polars and Arrow wrap OS errors in their own exception types; their text ends
-    with the OS reason, e.g. "File too large (os error 27)".
+    Polars, Arrow and xlsxwriter wrap OS errors in their own exception types; their
+    text holds the OS error number, e.g. "File too large (os error 27)".
     """
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = str(exc)
-    match = re.search(r"([A-Za-z][A-Za-z ,']+) \(os error \d+\)", text)
-    return match.group(1).strip() if match else None
+    from rrnet_cli.files import os_errno, os_reason, shown_path
+
+    if isinstance(exc, OSError) and (exc.strerror or exc.errno):
+        reason = os_reason(exc)
+        return f"{reason}: {shown_path(exc.filename)}" if exc.filename else reason
+    number = os_errno(exc)
+    return None if number is None else os_reason(OSError(number, os.strerror(number)))
+
+
+def _io_advice(exc: BaseException) -> str:
+    """What to do about a failed read or write, by its cause."""
+    from rrnet_cli.files import os_errno
+
+    number = os_errno(exc)
+    if number in (errno.ENOSPC, errno.EDQUOT):
+        return "Free disk space (or write elsewhere), then run again."
+    if number in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "Write to a folder you may write to (or ask for the rights), then run again."
+    return "Free disk space or fix the path, then run again."
 
 
 # -- the audit trail ---------------------------------------------------------
@@ -396,6 +427,16 @@ def audit_invocation(ctx: typer.Context, operator: str | None) -> Invocation:
 
 
 # -- loading what options name ----------------------------------------------
+
+
+def say_stale_parts(removed: list[str], not_removed: list[str], as_json: bool) -> None:
+    """Tell the person at the terminal which partial outputs of stopped runs were
+    removed, and which could not be (stderr; ``--json`` has them in the result)."""
+    from rrnet_cli.files import stale_part_notes
+
+    if not as_json:
+        for note in stale_part_notes(removed, not_removed):
+            err.print(f"note: {note}.", markup=False, soft_wrap=True)
 
 
 def say_waiting(message: str) -> None:

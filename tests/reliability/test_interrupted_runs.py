@@ -1,0 +1,139 @@
+"""What a run stopped from outside leaves behind, on both backends: a SIGKILLed
+assign leaves partial outputs that the next run removes, and Ctrl-C (SIGINT) at
+any instant, from the first tenths of a second on, and to notify's parent alone,
+gives one clean line, exit code 130 and no file with personal data."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from backends import LedgerBackend
+from helpers import (
+    SAMPLE_MUNICIPALITY,
+    SAMPLE_PROFILE,
+    assign_in_subprocess,
+    rrnet,
+    start_assign_in_subprocess,
+    write_export,
+)
+
+from rrnet_cli.ledger import Ledger
+from rrnet_cli.verify import verify
+
+#: The ``rrnet`` command as installed (the console script), as a person starts it.
+RRNET = Path(sys.executable).with_name("rrnet")
+
+
+def _parts(folder: Path) -> list[Path]:
+    return sorted(folder.glob(".*.part"))
+
+
+def test_a_killed_assign_leaves_parts_the_next_run_removes(
+    backend: LedgerBackend, tmp_path: Path
+) -> None:
+    export = write_export(tmp_path / "export.csv", 20_000)
+    out, rejects = tmp_path / "assigned.csv", tmp_path / "rejects.csv"
+    rng = random.Random(20240601)
+    parts: list[Path] = []
+    for _ in range(10):  # kill while the outputs are being written, at a random instant
+        proc = start_assign_in_subprocess(
+            export, backend.location, out, "--rejects", rejects, "--overwrite"
+        )
+        while proc.poll() is None and not _parts(tmp_path):
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.05))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        backend.settle()
+        parts = _parts(tmp_path)
+        if proc.returncode == -signal.SIGKILL and parts:
+            break
+    else:
+        pytest.fail("no kill landed while the outputs were being written")
+    assert {p.name.split(".rrnet-")[0] for p in parts} <= {".assigned.csv", ".rejects.csv"}
+    if out.exists():  # a run before finished; what this one wrote was not published
+        out.unlink()
+
+    run = assign_in_subprocess(export, backend.location, out, "--rejects", rejects, "--json")
+    assert run.returncode == 0, run.stderr
+    assert sorted(json.loads(run.stdout)["stale_parts_removed"]) == [str(p) for p in parts]
+    assert _parts(tmp_path) == []
+    checked = verify([out], ledger=backend.store())
+    assert checked.ok and checked.rows == 20_000
+
+
+def _startup_seconds() -> float:
+    """How long this interpreter takes to start, before any of rrnet's code runs."""
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append(time.perf_counter() - started)
+    return max(times)
+
+
+def _interrupt(command: list[str], after: float, *, group: bool = False) -> tuple[int, str]:
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    time.sleep(after)
+    if group:  # what Ctrl-C at a terminal does: the whole process group
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    return proc.returncode, stderr
+
+
+def test_ctrl_c_at_any_instant_of_assign_is_clean(backend: LedgerBackend, tmp_path: Path) -> None:
+    export = write_export(tmp_path / "export.csv", 20_000)
+    start = _startup_seconds()
+    before = backend.transactions()
+    for trial, delay in enumerate((0.0, 0.05, 0.1, 0.15, 0.2, 0.4, 0.8, 1.6)):
+        out = tmp_path / f"assigned{trial}.csv"
+        command = [str(RRNET), "assign", str(export), "--ledger", backend.location, "-o", str(out)]
+        code, stderr = _interrupt(command, start + delay)
+        backend.settle()
+        assert "Traceback" not in stderr, (delay, stderr)
+        assert _parts(tmp_path) == [], delay
+        if code == 0:  # finished before the signal came
+            assert verify([out], ledger=backend.store()).ok
+            continue
+        assert code == 130, (delay, code, stderr)
+        assert stderr.startswith("Interrupted."), (delay, stderr)
+        assert not out.exists()
+        assert backend.transactions() in (before, before + 1)
+    assert backend.integrity() == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_notify_or_its_parent_alone_is_clean(tmp_path: Path) -> None:
+    ledger = Ledger.init(tmp_path / "ledger", municipality=SAMPLE_MUNICIPALITY)
+    assigned = tmp_path / "assigned.csv"
+    sample = Path(__file__).resolve().parents[2] / "sample_data" / "register_ja_cp932.csv"
+    rrnet("assign", sample, "--ledger", ledger.path, "-o", assigned, check=True)
+    start = _startup_seconds()
+    parent_alone = [(0.05, False), (0.15, False), (0.6, False), (1.5, False), (2.5, False)]
+    whole_group = [(0.1, True), (2.0, True), (3.0, True)]
+    for trial, (delay, group) in enumerate([*parent_alone, (4.0, False), *whole_group]):
+        sheets, rejects = tmp_path / f"sheets{trial}", tmp_path / f"rejects{trial}.csv"
+        command = [
+            *(str(RRNET), "notify", str(assigned), "--ledger", str(ledger.path)),
+            *("--profile", str(SAMPLE_PROFILE), "-o", str(sheets), "--rejects", str(rejects)),
+            *("--batch-size", "10", "--workers", "2"),
+        ]
+        code, stderr = _interrupt(command, start + delay, group=group)
+        assert "Traceback" not in stderr and "Error" not in stderr, (delay, group, stderr)
+        assert code == 130, (delay, group, code, stderr)
+        assert stderr.startswith("Interrupted."), (delay, stderr)
+        assert not sheets.exists() and not rejects.exists()
+        assert list(tmp_path.glob(".*.part")) == []
+        assert Ledger.open(ledger.path).snapshot().notices.height == 0
