@@ -91,6 +91,7 @@ from rrnet_cli.ledger import (
     Status,
     file_digest,
     ownership_problems,
+    without_leading_zeros,
 )
 from rrnet_cli.profile import Profile
 from rrnet_cli.progress import QUIET, Steps
@@ -234,14 +235,20 @@ def check_rows(frame: pl.DataFrame, source: Path) -> None:
 
 def issued_notices(frame: pl.DataFrame, notices: pl.DataFrame) -> pl.DataFrame:
     """The notices already issued for each row's code and resident: ``row`` (of
-    ``frame``), ``batch`` and ``issued_at`` of the latest one, rows without one left out."""
+    ``frame``), ``batch`` and ``issued_at`` of the latest one, rows without one left out.
+
+    A notice is the row's when it names the row's code and resident. The resident
+    id is compared without leading zeros: ``ledger fix-ids`` gives back the zeros
+    an export lost, and the notices recorded before it name the stripped id.
+    """
     keyed = frame.select(
         pl.col(ROW).alias("row"),
         pl.Series("code", rcode.strings_to_codes(frame["resident_code"].to_arrow())),
         clean_resident_ids(frame["resident_id"]).alias("resident_id"),
-    )
+    ).with_columns(without_leading_zeros(pl.col("resident_id")))
     latest = (
-        notices.sort("issued_at")
+        notices.with_columns(without_leading_zeros(pl.col("resident_id")))
+        .sort("issued_at")
         .group_by("code", "resident_id", maintain_order=True)
         .agg(pl.col("batch").last(), pl.col("issued_at").last())
     )
@@ -553,7 +560,7 @@ def changed_rows(
     """
     from rrnet_cli.change import recorded_changes
 
-    history = recorded_changes(trail).sort("txn")
+    history = as_current_residents(recorded_changes(trail).sort("txn"), view)
     changes = history.group_by("resident_id", maintain_order=True).last()
     active = view.active_codes(municipality, changes["resident_id"])
     current = changes.join(
@@ -614,6 +621,38 @@ def changed_rows(
     ).drop("_resident", "new_code", "_replaced", "reason", "changed_at", "txn")
 
 
+def as_current_residents(history: pl.DataFrame, view: LedgerView) -> pl.DataFrame:
+    """The code changes (``change.recorded_changes``, oldest first) with each one's
+    resident named as the ledger names them now.
+
+    The audit trail names a resident by the id of the day of the change; ``ledger
+    fix-ids`` may since have given that id its leading zeros back. A resident's
+    changes form a chain (each one's old code is the previous one's new code), so
+    each chain is followed by its codes and named by the holder of its latest code.
+    """
+    if history.is_empty():
+        return history
+    chain_of: dict[str, int] = {}
+    chains: list[int] = []
+    for old, new in zip(history["old_code"], history["new_code"], strict=True):
+        chain = chain_of.get(old, len(chains))
+        chain_of[new] = chain
+        chains.append(chain)
+    chained = history.with_columns(pl.Series("_chain", chains, dtype=pl.Int64))
+    latest = chained.group_by("_chain", maintain_order=True).agg(
+        pl.col("new_code").last(), pl.col("resident_id").last().alias("_trail_id")
+    )
+    owners = view.lookup(rcode.strings_to_codes(latest["new_code"].to_arrow()))
+    named = latest.with_columns(
+        pl.coalesce(owners["resident_id"], pl.col("_trail_id")).alias("_holder")
+    ).select("_chain", "_holder")
+    return (
+        chained.join(named, on="_chain", how="left", maintain_order="left")
+        .with_columns(pl.col("_holder").alias("resident_id"))
+        .drop("_chain", "_holder")
+    )
+
+
 def notified_codes(
     history: pl.DataFrame, current: pl.DataFrame, view: LedgerView, municipality: str
 ) -> pl.DataFrame:
@@ -641,11 +680,14 @@ def notified_codes(
     notices = view.notices_of(rcode.strings_to_codes(held["code"].to_arrow()))
     ours = pl.col("municipality").is_null() | (pl.col("municipality") == municipality)
     ours_only = notices.filter(ours)
+    # By code alone: the codes of ``held`` are the resident's by the ledger's own
+    # changes, and a notice recorded before ``ledger fix-ids`` names the old id.
     latest = (
         ours_only.with_columns(
             pl.Series("code", rcode.codes_to_strings(ours_only["code"].to_numpy()), pl.String)
         )
-        .join(held, on=["resident_id", "code"], how="semi")
+        .drop("resident_id")
+        .join(held, on="code", how="inner")
         .sort("issued_at", "txn")
         .group_by("resident_id", maintain_order=True)
         .last()

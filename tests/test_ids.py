@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 import xlsxwriter
 from backends import LedgerBackend
 from conftest import make_resident
+from helpers import MUNICIPALITY, cli_ok, profile_for, run_cli
+from pypdf import PdfReader
 from typer.testing import CliRunner
 
 from rrnet_cli.cli import app
@@ -279,3 +281,59 @@ def test_a_ledger_whose_ids_were_fixed_copies_both_ways(
     result = assign(runner, right, back, "--dry-run", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["already_assigned"] == 3
+
+
+def notify_json(runner: CliRunner, location: str, assigned: Path, out: Path, *extra: str) -> dict:
+    profile = profile_for(MUNICIPALITY, out.parent)
+    code, output = run_cli(
+        runner,
+        *("notify", assigned, "-l", location, "--profile", profile, "-o", out),
+        *("--workers", "1", "--json", *extra),
+    )
+    assert code == 0, output
+    return json.loads(output)
+
+
+def test_notices_follow_the_residents_through_fix_ids(
+    runner: CliRunner, backend: LedgerBackend, tmp_path: Path
+) -> None:
+    """The notices and code changes recorded under the stripped ids are the residents'
+    still once fix-ids gave the ids their zeros back: nobody gets a second first
+    notice, a reprint finds the first, and a change made before the repair gives
+    its change notice under the correct id, with the code the resident was told of."""
+    first = stripped_ledger(runner, backend, tmp_path)
+    printed = notify_json(runner, backend.location, tmp_path / "first.csv", tmp_path / "n1")
+    assert printed["sheets"] == 3
+    changed = run_cli(
+        runner,
+        *("change", "--resident", "5971", "--by-office", "--reason", "漏えいのおそれ"),
+        *("-l", backend.location, "--json"),
+    )
+    assert changed[0] == 0, changed[1]
+    new_code = json.loads(changed[1])["changes"][0]["new_code"]
+    ids = write_map(
+        tmp_path / "ids.csv",
+        [("5971", "000005971"), ("5972", "000005972"), ("5973", "000005973")],
+    )
+    cli_ok(runner, "ledger", "fix-ids", "--map", ids, "--ledger", backend.location)
+    right = write_csv(tmp_path / "right.csv", ["000005971", "000005972", "000005973"])
+    second = tmp_path / "second.csv"
+    assert assign(runner, right, backend.location, "-o", str(second)).exit_code == 0
+
+    again = notify_json(runner, backend.location, second, tmp_path / "n2")
+    assert again["sheets"] == 0 and again["nothing_to_print"], again
+
+    reprint = notify_json(
+        runner, backend.location, second, tmp_path / "n3",
+        *("--reprint", "lost", "--resident", "000005972"),
+    )  # fmt: skip
+    assert reprint["sheets"] == 1
+
+    changes = notify_json(runner, backend.location, second, tmp_path / "n4", "--changes")
+    assert changes["sheets"] == 1
+    text = "".join(
+        page.extract_text() for page in PdfReader(tmp_path / "n4" / "sheets-0001.pdf").pages
+    )
+    squashed = text.replace(" ", "")
+    assert first["5971"] in squashed and new_code in squashed
+    assert "000005971" in text

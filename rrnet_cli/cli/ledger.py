@@ -397,7 +397,7 @@ def ledger_fix_ids(
     from rrnet_cli.fix_ids import fix_resident_ids
 
     result = fix_resident_ids(
-        open_ledger(ledger),
+        open_ledger(ledger, writes=True),
         map_file,
         municipality=municipality,
         lock_timeout=lock_timeout,

@@ -521,12 +521,22 @@ class LedgerState:
             drawn = drawn.join(
                 resident_ids.rename("resident_id").to_frame(), on="resident_id", how="semi"
             )
-        changed = self.records.filter(
+        # A code change's new code is first recorded in the transaction that retired
+        # the old one. Told by the code's first record, not its current one, which a
+        # later ``ledger fix-ids`` re-keys in a transaction of its own.
+        change_txns = self.records.filter(
             (pl.col("status") == Status.RETIRED.value) & (pl.col("municipality") == municipality)
-        ).select("resident_id", "txn")
+        )["txn"].unique()
+        brought = (
+            self.records.filter(pl.col("code").is_in(drawn["code"].implode()))
+            .sort("txn", maintain_order=True)
+            .unique(subset="code", keep="first", maintain_order=True)
+            .filter(pl.col("txn").is_in(change_txns.implode()))
+            .select("code")
+        )
         first = self.notices.filter(pl.col("kind") == NoticeKind.NEW.value)
         return (
-            drawn.join(changed, on=["resident_id", "txn"], how="anti")
+            drawn.join(brought, on="code", how="anti")
             .join(first.select("code"), on="code", how="anti")
             .select("resident_id", "code")
             .sort("resident_id")
