@@ -56,6 +56,7 @@ from rrnet_cli.files import (
     atomic_output,
     check_table_suffix,
     fsync_dir,
+    pid_alive,
     remove_stale_parts,
     stale_part_notes,
     write_table,
@@ -1078,16 +1079,6 @@ def notify(
 BATCH_MARKER = ".rrnet-batch"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover_interrupted(output: Path, ledger: LedgerStore) -> tuple[str | None, list[str]]:
     """Finish or remove what killed notify runs left beside ``output``; say what.
 
@@ -1110,7 +1101,7 @@ def recover_interrupted(output: Path, ledger: LedgerStore) -> tuple[str | None, 
         name, _, rest = stale.name[1:].rpartition(".rrnet-")
         pid = rest.split("-", 1)[0]
         # A folder of a live process (this one included) is a run still at work.
-        if not stale.is_dir() or (pid.isdigit() and _pid_alive(int(pid))):
+        if not stale.is_dir() or (pid.isdigit() and pid_alive(int(pid))):
             continue
         marker = stale / BATCH_MARKER
         try:

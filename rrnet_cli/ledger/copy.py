@@ -77,7 +77,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -93,7 +92,7 @@ import pyarrow.parquet as pq
 from psycopg import sql
 
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, EXIT_CHECK_FAILED, LedgerError, UsageError
-from rrnet_cli.files import PRIVATE_DIR, PRIVATE_FILE, fsync_dir
+from rrnet_cli.files import PRIVATE_DIR, PRIVATE_FILE, fsync_dir, host_name, pid_alive
 from rrnet_cli.ledger import folder as folder_mod
 from rrnet_cli.ledger.audit import COPIED_FROM, MOVED_TO, PLACE, TRANSACTIONS, AuditLog, seal
 from rrnet_cli.ledger.folder import (
@@ -729,21 +728,6 @@ def _refuse_unsound(location: str, report: IntegrityReport) -> None:
         )
 
 
-def _host() -> str:
-    """This machine's name as a temporary folder's name carries it (no dashes)."""
-    return "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
-
-
 def _sweep_unfinished(path: Path) -> list[str]:
     """Remove the temporary folders of copies into ``path`` that were killed on this
     machine (their process is gone); the notes to show, naming what was removed and
@@ -753,7 +737,7 @@ def _sweep_unfinished(path: Path) -> list[str]:
     for leftover in sorted(path.parent.glob(f"{prefix}*")):
         host, _, rest = leftover.name[len(prefix) :].partition("-")
         pid = rest.partition("-")[0]
-        if host == _host() and pid.isdigit() and not _alive(int(pid)):
+        if host == host_name() and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
             if not leftover.exists():
                 notes.append(f"Removed {leftover}, left by an earlier copy that was stopped.")
@@ -1248,7 +1232,7 @@ def _into_folder(
     """Write into a temporary folder, check it, and rename it into place."""
     path = _folder_target(location)
     temporary = path.parent / (
-        f".{path.name}.copying-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        f".{path.name}.copying-{host_name()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     )
     try:
         _write_folder(source, temporary, summary, invocation, steps, path)
