@@ -174,7 +174,7 @@ class _Log:
                 *([str(record.get("municipality") or "-")] if several else []),
                 str(record.get("operator", "")),
                 said,
-                ", ".join(f"{k} {v:,}" for k, v in counts.items())
+                ", ".join(f"{k} {counts[k]:,}" for k in sorted(counts, key=_count_order))
                 if isinstance(counts, dict) and counts
                 else f"pool mode {'on' if mode else 'off'}"
                 if isinstance(mode, bool)
@@ -189,6 +189,16 @@ class _Log:
         head = [f"latest hash: {self.log.head}"] if self.log.head else []
         problems = [f"problem: {p}" for p in self.log.problems]
         return head + problems + [f"note: {n}" for n in self.log.notes]
+
+
+def _count_order(name: str) -> tuple[int, str]:
+    """Counts in the order of a code's life (assigned, carried over, imported,
+    retired), then the others by name: the same order for every record, whatever
+    order the run that wrote it counted in."""
+    from rrnet_cli.ledger import Status
+
+    order = [status.value for status in Status]
+    return (order.index(name), "") if name in order else (len(order), name)
 
 
 def _time(value: Any) -> str:
