@@ -67,6 +67,25 @@ def _high_water_mb(pid: int) -> float | None:
     return None
 
 
+def scratch_ledger(master: Path, scratch: Path, rrnet: list[str]) -> None:
+    """A scratch copy of ``master`` that accepts writes, ``master`` left as it was.
+
+    A copy made by hand refuses writes, and ``ledger relocate`` refuses it while
+    the original is in place and open: while the copy is bound, the master is
+    renamed aside (a rename keeps it bound to its folder once it is back).
+    """
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(master, scratch)
+    aside = master.with_name(master.name + ".aside")
+    master.rename(aside)
+    try:
+        *_, code = run([*rrnet, "ledger", "relocate", "--ledger", str(scratch)])
+        if code:
+            raise SystemExit(f"ledger relocate of the scratch ledger {scratch} failed")
+    finally:
+        aside.rename(master)
+
+
 def run(cmd: list[str]) -> tuple[float, float, int]:
     """Run a command; return (seconds, peak RSS in MB, exit code) of that process alone.
 
@@ -295,10 +314,7 @@ def main() -> None:
     for i in range(args.repeat):
         floors.append(run(floor_cmd))
         ledger = work / f"ledger-{i}"
-        shutil.rmtree(ledger, ignore_errors=True)
-        shutil.copytree(base, ledger)
-        # A copy made by hand refuses writes until it is made the ledger (a scratch one).
-        run([*rrnet, "ledger", "relocate", "--ledger", str(ledger)])
+        scratch_ledger(base, ledger, rrnet)
         out = work / f"assigned-{i}.parquet"
         assigns.append(
             run(

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 # The script's own folder is on sys.path: share bench_assign's helpers.
-from bench_assign import national_extract, run
+from bench_assign import national_extract, run, scratch_ledger
 
 from rrnet_cli.assign import draw_codes
 from rrnet_cli.ledger import Ledger, LedgerState
@@ -122,10 +122,7 @@ def main() -> None:
             times = []
             for i in range(min(args.repeat, 3)):
                 copy = work / f"{label}-{i}"
-                shutil.rmtree(copy, ignore_errors=True)
-                shutil.copytree(ledger, copy)
-                # A copy made by hand refuses writes until it is made the ledger.
-                run([*rrnet, "ledger", "relocate", "--ledger", str(copy)])
+                scratch_ledger(ledger, copy, rrnet)
                 out = work / f"{label}-{i}.parquet"
                 command = [
                     *rrnet,

@@ -201,17 +201,37 @@ def test_a_backup_restored_is_refused_until_relocated(runner: CliRunner, tmp_pat
     assert code == 0 and "or a restored backup of the ledger that was at" in output, output
 
 
-def test_relocating_a_copy_while_the_original_works_says_so(
+def test_relocating_a_copy_while_the_original_works_is_refused_unless_it_is_closed(
     runner: CliRunner, tmp_path: Path
 ) -> None:
+    """Two folders that both accept writes give one resident two codes: relocate of a
+    hand copy refuses while the original is open, and --close-original closes it."""
     ledger, _ = made_ledger(runner, tmp_path)
     copy = tmp_path / "copy"
     copy_by_hand(ledger, copy, "cp -a")
-    output = cli_ok(runner, "ledger", "relocate", "-l", copy)
-    assert f"warning: {ledger} still holds this ledger and still accepts writes" in output
+    original_before, copy_before = folder_bytes(ledger), folder_bytes(copy)
+    code, output = run_cli(runner, "ledger", "relocate", "-l", copy)
+    assert code == 2, output
+    text = " ".join(output.split())
+    assert f"{ledger} still holds this ledger and accepts writes" in text
+    assert f"rrnet ledger relocate --ledger {copy} --close-original" in text
+    assert "Nothing was changed." in text
+    assert folder_bytes(ledger) == original_before and folder_bytes(copy) == copy_before
+
+    output = cli_ok(runner, "ledger", "relocate", "-l", copy, "--close-original")
+    assert f"{ledger} is closed" in " ".join(output.split())
+    assert log_of(runner, copy)["transactions"][-1]["place"]["path"] == os.path.realpath(copy)
+    assert log_of(runner, ledger)["transactions"][-1]["moved_to"]["ledger"] == str(copy)
+    # The same arrivals on both: the original refuses, so nobody gets a second code.
+    new = arrivals(tmp_path)
+    code, output = run_cli(runner, "assign", new, "-l", ledger, "-o", tmp_path / "old.csv")
+    assert code == 2 and f"was moved to {copy}" in " ".join(output.split()), output
+    cli_ok(runner, "assign", new, "-l", copy, "-o", tmp_path / "new.csv")
+    cli_ok(runner, "verify", tmp_path / "new.csv", "-l", copy)  # exit 0: no violation
+    # The closed original still reads.
+    assert cli_ok(runner, "ledger", "stats", "-l", ledger)
     result = json.loads(cli_ok(runner, "ledger", "relocate", "-l", copy, "--json"))
     assert result["relocated"] is False  # done already
-    assert log_of(runner, copy)["transactions"][-1]["place"]["path"] == os.path.realpath(copy)
 
 
 def test_a_symbolic_link_to_the_ledger_is_the_ledger(runner: CliRunner, tmp_path: Path) -> None:

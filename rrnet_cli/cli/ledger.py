@@ -686,6 +686,7 @@ class _Relocated:
     moved_from: str | None
     transaction: int | None
     original_in_place: bool
+    closed_original: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -695,6 +696,7 @@ class _Relocated:
             "from": self.moved_from,
             "transaction": self.transaction,
             "original_in_place": self.original_in_place,
+            "closed_original": self.closed_original,
         }
 
     def summary_rows(self) -> list[tuple[str, Any]]:
@@ -713,6 +715,11 @@ class _Relocated:
             "elsewhere, so two copies both relocated would both work and draw codes without "
             "seeing each other's (docs/reliability.md)."
         ]
+        if self.closed_original:
+            lines.append(
+                f"{self.moved_from} is closed: it refuses every write and says where the "
+                "ledger went; it can still be read (stats, log, verify)."
+            )
         if self.original_in_place:
             lines.append(
                 f"warning: {self.moved_from} still holds this ledger and still accepts writes. "
@@ -728,6 +735,16 @@ class _Relocated:
 def ledger_relocate(
     ctx: typer.Context,
     ledger: LedgerOpt,
+    close_original: Annotated[
+        bool,
+        typer.Option(
+            "--close-original",
+            help="When the folder the ledger is bound to still holds it and accepts "
+            "writes (this folder is a copy of it), close that folder for writing first "
+            "(recorded in its audit trail; it stays readable). Without this, relocate "
+            "refuses: two folders that both accept writes hand out second codes.",
+        ),
+    ] = False,
     lock_timeout: LockTimeoutOpt = DEFAULT_LOCK_TIMEOUT,
     operator: OperatorOpt = None,
     as_json: JsonOpt = False,
@@ -740,9 +757,11 @@ def ledger_relocate(
     codes beside the original. When this folder is to be the ledger from now on,
     run this once: it binds the ledger to this folder, recorded in the audit trail
     (`rrnet ledger log`), in one transaction under the lock. Every other copy of
-    the ledger must then be retired. After a restore, first bring in the codes
-    assigned since the backup was made (`rrnet ledger import`). To make a second,
-    new ledger from an old one, use `rrnet ledger copy` instead.
+    the ledger must then be retired. While the folder it was bound to still holds
+    it and accepts writes, relocate refuses unless --close-original closes that
+    folder. After a restore, first bring in the codes assigned since the backup
+    was made (`rrnet ledger import`). To make a second, new ledger from an old
+    one, use `rrnet ledger copy` instead.
 
     Example: `rrnet ledger relocate --ledger /srv/rrnet/ledger`
     """
@@ -755,10 +774,18 @@ def ledger_relocate(
             "its database and has no folder to bind."
         )
     done = Ledger.open(Path(ledger)).relocate(
-        timeout=lock_timeout, invocation=audit_invocation(ctx, operator), waiting=say_waiting
+        close_original=close_original,
+        timeout=lock_timeout,
+        invocation=audit_invocation(ctx, operator),
+        waiting=say_waiting,
     )
     result = _Relocated(
-        done.ledger, done.ledger_id, done.moved_from, done.transaction, done.original_in_place
+        done.ledger,
+        done.ledger_id,
+        done.moved_from,
+        done.transaction,
+        done.original_in_place,
+        done.closed_original,
     )
     if not done.changed:
         if as_json:

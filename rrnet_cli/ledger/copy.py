@@ -1264,14 +1264,7 @@ def _close_source(source: _FolderSource, target: str, invocation: Invocation) ->
     the ledger went (``MOVED_TO``). Its writers then refuse (``folder.refuse_moved``).
     A crash before this leaves SRC open and DST complete: close it by hand then, or
     delete DST and copy again."""
-    txn = folder_mod.Transaction(source.ledger, source.ledger.read_manifest())
-    txn.describe(invocation)
-    txn.settings[MOVED_TO] = {"ledger": target, "at": txn.recorded_at.isoformat()}
-    try:
-        txn.commit()
-    except BaseException:
-        txn.abort()
-        raise
+    source.ledger.close_locked(source.ledger.read_manifest(), target, invocation)
 
 
 # ---------------------------------------------------------------------------

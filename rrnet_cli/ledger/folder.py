@@ -426,13 +426,21 @@ class Ledger:
     def relocate(
         self,
         *,
+        close_original: bool = False,
         timeout: float = DEFAULT_LOCK_TIMEOUT,
         invocation: Invocation | None = None,
         waiting: Waiting | None = None,
     ) -> Relocation:
         """Bind the ledger to this folder (``rrnet ledger relocate``), in a transaction
         of its own under the lock: a fresh place mark, and a record naming it and the
-        place before. A ledger at its place already is left as it is."""
+        place before. A ledger at its place already is left as it is.
+
+        While the folder it is bound to still holds it and accepts writes, this is
+        refused: two folders that both accept writes hand out second codes. With
+        ``close_original`` that folder is closed first (``close``, in its own audit
+        trail; it stays readable), then this one is bound. A crash between the two
+        leaves the original closed and this folder unbound: run it again.
+        """
         with self.lock(timeout, waiting):
             manifest = self.read_manifest()
             refuse_moved(manifest, self.path)
@@ -442,6 +450,25 @@ class Ledger:
                 return Relocation(
                     str(self.path), str(before.get("ledger")), None, None, False, False
                 )
+            closed_original = False
+            if problem is not None and problem.original_in_place:
+                original = Ledger(Path(problem.bound))
+                if MOVED_TO not in original.read_manifest():
+                    if not close_original:
+                        raise LedgerError(
+                            f"{problem.bound} still holds this ledger and accepts writes: "
+                            "two folders that both accept writes hand out second codes. If "
+                            "the ledger is to live here from now on, run `rrnet ledger "
+                            f"relocate --ledger {problem.here} --close-original`: it closes "
+                            f"{problem.bound} (kept for reading only) and binds this folder, "
+                            f"recorded in both audit trails. If {problem.bound} is the "
+                            "ledger, go on using it and delete this copy; for a second, new "
+                            "ledger use `rrnet ledger copy`. Nothing was changed."
+                        )
+                    original.close(
+                        problem.here, timeout=timeout, invocation=invocation, waiting=waiting
+                    )
+                    closed_original = True
             self._sweep(manifest)
             txn = Transaction(self, manifest)
             txn.describe(invocation)
@@ -457,9 +484,41 @@ class Ledger:
                 ledger_id,
                 None if before is None else str(before.get("path")),
                 txn.number,
-                problem is not None and problem.original_in_place,
+                problem is not None and problem.original_in_place and not closed_original,
                 True,
+                closed_original,
             )
+
+    def close(
+        self,
+        moved_to: str,
+        *,
+        timeout: float = DEFAULT_LOCK_TIMEOUT,
+        invocation: Invocation | None = None,
+        waiting: Waiting | None = None,
+    ) -> int:
+        """Close this ledger for writing because it now lives at ``moved_to``: one
+        transaction of its own, under the lock, whose record and manifest say where it
+        went (``MOVED_TO``). Its writers then refuse (``refuse_moved``); it stays
+        readable. Returns the transaction's number."""
+        with self.lock(timeout, waiting):
+            manifest = self.read_manifest()
+            refuse_moved(manifest, self.path)
+            return self.close_locked(manifest, moved_to, invocation)
+
+    def close_locked(
+        self, manifest: dict[str, Any], moved_to: str, invocation: Invocation | None
+    ) -> int:
+        """``close``, for a caller that holds the lock already (``ledger copy --move``)."""
+        txn = Transaction(self, manifest)
+        txn.describe(invocation)
+        txn.settings[MOVED_TO] = {"ledger": moved_to, "at": txn.recorded_at.isoformat()}
+        try:
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        return txn.number
 
     @property
     def municipality(self) -> str | None:
@@ -998,9 +1057,9 @@ def refuse_moved(manifest: Mapping[str, Any], path: Path) -> None:
     when = moved.get("at") if isinstance(moved, dict) else None
     raise LedgerError(
         f"The ledger {path} was moved to {where} ({when}, with `rrnet ledger copy "
-        "--move`) and is closed: run this against that ledger. This one is kept for "
-        "reading only (stats, log, verify): two ledgers in use is how duplicate codes "
-        "happen."
+        "--move` or `rrnet ledger relocate --close-original`) and is closed: run this "
+        "against that ledger. This one is kept for reading only (stats, log, verify): "
+        "two ledgers in use is how duplicate codes happen."
     )
 
 
@@ -1017,6 +1076,8 @@ class Relocation:
     #: the place before still holds the ledger, bound there: it still accepts writes
     original_in_place: bool
     changed: bool
+    #: the place before was closed for writing (``--close-original``)
+    closed_original: bool = False
 
 
 def _relocates(record: Any) -> bool:
