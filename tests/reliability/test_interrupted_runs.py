@@ -80,6 +80,17 @@ def _startup_seconds() -> float:
     return max(times)
 
 
+def _before_python_ran(code: int, stderr: str) -> bool:
+    """Whether the signal came before the interpreter had set up its own handling.
+
+    Until then no code of Python's or rrnet's runs, and SIGINT ends the process
+    the default way: killed by the signal, nothing printed and nothing written
+    (each caller checks that nothing was). On a loaded machine that start can
+    outlast the start-up time measured beforehand, so any trial may meet it.
+    """
+    return code == -signal.SIGINT and stderr == ""
+
+
 def _interrupt(command: list[str], after: float, *, group: bool = False) -> tuple[int, str]:
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
@@ -107,6 +118,9 @@ def test_ctrl_c_at_any_instant_of_assign_is_clean(backend: LedgerBackend, tmp_pa
         if code == 0:  # finished before the signal came
             assert verify([out], ledger=backend.store()).ok
             continue
+        if _before_python_ran(code, stderr):
+            assert not out.exists() and backend.transactions() == before
+            continue
         assert code == 130, (delay, code, stderr)
         assert stderr.startswith("Interrupted."), (delay, stderr)
         assert not out.exists()
@@ -132,8 +146,9 @@ def test_ctrl_c_to_notify_or_its_parent_alone_is_clean(tmp_path: Path) -> None:
         ]
         code, stderr = _interrupt(command, start + delay, group=group)
         assert "Traceback" not in stderr and "Error" not in stderr, (delay, group, stderr)
-        assert code == 130, (delay, group, code, stderr)
-        assert stderr.startswith("Interrupted."), (delay, stderr)
+        if not _before_python_ran(code, stderr):
+            assert code == 130, (delay, group, code, stderr)
+            assert stderr.startswith("Interrupted."), (delay, stderr)
         assert not sheets.exists() and not rejects.exists()
         assert list(tmp_path.glob(".*.part")) == []
         assert Ledger.open(ledger.path).snapshot().notices.height == 0
