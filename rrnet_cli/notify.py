@@ -114,8 +114,8 @@ def _sex(value: str | None, notice: NoticeText, ja: NoticeText) -> str:
         key = "female"
     else:
         return text
-    if notice.language == "ja":
-        return ja.labels[key]
+    if notice.language == "ja" or notice.labels[key] == ja.labels[key]:
+        return ja.labels[key]  # once: Chinese writes 男 and 女 as Japanese does
     return f"{ja.labels[key]} / {notice.labels[key]}"
 
 
