@@ -1041,9 +1041,10 @@ def _language_warnings(frame: pl.DataFrame) -> list[str]:
     shown = ", ".join(map(str, rows.head(10).to_list())) + (" ..." if rows.len() > 10 else "")
     return [
         f"{rows.len()} row(s) name a notice language rrnet does not recognise (row {shown}): "
-        "they get their codes; rrnet notify prints their notices in the default language "
-        "(English unless --default-language says otherwise). Write the language as a tag "
-        "such as th or vi, or its English or Japanese name, to have rrnet recognise it."
+        "they get their codes; rrnet notify prints their notices in their nationality's "
+        "language where rrnet knows it, else in the default language (English unless "
+        "--default-language says otherwise). Write the language as a tag such as th or vi, "
+        "or its English or Japanese name, to have rrnet recognise it."
     ]
 
 

@@ -1036,7 +1036,8 @@ def _rules(cols: set[str], today: date) -> list[tuple[str, pl.Expr, str]]:
     geta = {name: c(geta_column(name)) for name in GETA_COLUMNS if name in cols}
     rules += [(name, mask, GETA_REASON) for name, mask in geta.items()]
     # No rule for language: a value rrnet does not recognise must never block a code
-    # (see ``unrecognised_languages``); its notice falls back to the default language.
+    # (see ``unrecognised_languages``); its notice falls back to the nationality's
+    # language, else the default one.
     # Optional columns are checked only where present and non-empty.
     rules += [
         (name, c(name).is_not_null() & bad & ~geta.get(name, pl.lit(False)), reason)
@@ -1049,8 +1050,9 @@ def _rules(cols: set[str], today: date) -> list[tuple[str, pl.Expr, str]]:
 def unrecognised_languages(frame: pl.DataFrame) -> pl.Series:
     """The rows (``ROW``) whose ``language`` names no language rrnet recognises.
 
-    Not an error: notify prints such a resident's notice in the default language
-    and says so; assign warns, naming the rows, never the values.
+    Not an error: notify prints such a resident's notice in their nationality's
+    language, else the default one, and says so; assign warns, naming the rows,
+    never the values.
     """
     from rrnet_cli import languages  # notify's language parser; here, not at import time
 

@@ -7,13 +7,15 @@ the same keys as the Japanese one.
 
 The language for a resident is chosen in this order:
 
-1. the row's ``language`` column, when it names a supported language
-   (``zh-CN``, ``pt-BR``, ``fil``, ``Vietnamese``, ``日本語`` and similar tags
-   are understood); when it names a language rrnet has no notice for (``my``,
-   ``th``, ``Burmese``), the default, and the run counts them by language;
-2. else the language of their nationality: a country name as residence cards
-   print it (ベトナム, 中国, 韓国, 朝鮮, 台湾 ...), a Japanese or English country
-   name that pycountry knows, or an ISO 3166 code;
+1. the row's ``language`` column, when it names a supported language: a tag
+   (``zh-CN``, ``pt-BR``, ``fil``) or a name as a register writes it
+   (``Vietnamese``, ``ネパール語``, ``中国語（繁体字）``, ``한국어``: see
+   ``LANGUAGE_NAMES_WRITTEN``); when it names a language rrnet has no notice for
+   (``my``, ``th``, ``Burmese``), the default, and the run counts them by language;
+2. else (no language, or one rrnet does not recognise) the language of their
+   nationality: a country name as residence cards print it (ベトナム, 中国, 韓国,
+   朝鮮, 台湾 ...), a Japanese or English country name that pycountry knows, or an
+   ISO 3166 code;
 3. else the default (``--default-language``, English unless told otherwise).
 
 ``assign`` accepts in the ``language`` column exactly what :func:`is_language` does.
@@ -72,21 +74,15 @@ TEMPLATES = _template_folder()
 NOTICES = TEMPLATES / "notices"
 DEFAULT_LANGUAGE = "en"
 
-# Language tags people write, mapped to the supported ones (compared case-folded).
+# Language tags and codes people write, mapped to the supported ones (compared case-folded).
 _TAG_ALIASES = {
     "jp": "ja",
     "jpn": "ja",
-    "japanese": "ja",
-    "日本語": "ja",
     "en-us": "en",
     "en-gb": "en",
     "eng": "en",
-    "english": "en",
     "kor": "ko",
     "ko-kr": "ko",
-    "korean": "ko",
-    "한국어": "ko",
-    "韓国語": "ko",
     "zh": "zh-Hans",
     "zh-cn": "zh-Hans",
     "zh-sg": "zh-Hans",
@@ -94,44 +90,92 @@ _TAG_ALIASES = {
     "chs": "zh-Hans",
     "cmn": "zh-Hans",
     "zho": "zh-Hans",
-    "中国語": "zh-Hans",
-    "简体中文": "zh-Hans",
     "zh-tw": "zh-Hant",
     "zh-hk": "zh-Hant",
     "zh-mo": "zh-Hant",
     "zh-hant-tw": "zh-Hant",
     "cht": "zh-Hant",
     "yue": "zh-Hant",
-    "繁體中文": "zh-Hant",
     "es-es": "es",
     "es-mx": "es",
     "es-pe": "es",
     "spa": "es",
-    "spanish": "es",
-    "español": "es",
     "pt-br": "pt",
     "pt-pt": "pt",
     "por": "pt",
-    "portuguese": "pt",
-    "português": "pt",
     "vi-vn": "vi",
     "vie": "vi",
-    "vietnamese": "vi",
-    "tiếng việt": "vi",
     "fil": "tl",
     "tl-ph": "tl",
     "tgl": "tl",
-    "tagalog": "tl",
-    "filipino": "tl",
     "ne-np": "ne",
     "nep": "ne",
-    "nepali": "ne",
-    "नेपाली": "ne",
     "id-id": "id",
     "ind": "id",
     "in": "id",
-    "indonesian": "id",
-    "bahasa indonesia": "id",
+}
+
+# Chinese, without saying which script (simplified, unless a bracket says otherwise).
+_CHINESE = (
+    *("中国語", "中文", "汉语", "漢語", "華語", "华语", "普通話", "普通话", "北京語"),
+    *("標準中国語", "chinese", "mandarin", "mandarin chinese", "putonghua"),
+)
+# Chinese in simplified characters, however it is said.
+_SIMPLIFIED = (
+    *("簡体字", "簡体", "简体字", "简体", "簡化字", "简化字", "简体中文", "簡体中文"),
+    *("中国語簡体字", "簡体字中国語", "中文简体", "simplified chinese", "chinese simplified"),
+    "simplified",
+)
+# Chinese in traditional characters; Cantonese and Taiwanese are written in them.
+_TRADITIONAL = (
+    *("繁体字", "繁体", "繁體字", "繁體", "正體字", "正体字", "繁體中文", "繁体中文"),
+    *("中国語繁体字", "繁体字中国語", "中文繁體", "中文繁体", "正體中文"),
+    *("traditional chinese", "chinese traditional", "traditional"),
+    *("広東語", "廣東話", "广东话", "粤語", "粵語", "cantonese", "台湾語", "臺灣話", "台湾華語"),
+)
+
+#: The names a register writes for each supported language: the Japanese names
+#: municipal systems print (with 語; a variant in brackets, such as 中国語（簡体字）,
+#: is understood from its parts), the English names and the language's own names.
+#: Compared after NFKC (full- and half-width alike) and case-folding.
+LANGUAGE_NAMES_WRITTEN: dict[str, tuple[str, ...]] = {
+    "ja": ("日本語", "にほんご", "japanese", "nihongo", "日语", "일본어"),
+    "en": ("英語", "えいご", "english", "英语", "영어"),
+    "ko": (
+        *("韓国語", "朝鮮語", "韓国・朝鮮語", "韓国朝鮮語", "韓国/朝鮮語", "コリア語", "ハングル"),
+        *("korean", "한국어", "한국말", "조선어", "조선말", "韩语", "韓語", "朝鲜语"),
+    ),
+    "zh-Hans": (*_CHINESE, *_SIMPLIFIED),
+    "zh-Hant": _TRADITIONAL,
+    "es": ("スペイン語", "spanish", "español", "espanol", "castellano", "castilian", "西班牙语"),
+    "pt": (
+        *("ポルトガル語", "ブラジルポルトガル語", "ブラジル・ポルトガル語", "portuguese"),
+        *("brazilian portuguese", "português", "portugues", "português brasileiro"),
+    ),
+    "vi": ("ベトナム語", "ヴェトナム語", "vietnamese", "tiếng việt", "tieng viet", "越南语"),
+    "tl": (
+        *("タガログ語", "フィリピノ語", "フィリピン語", "ピリピノ語", "tagalog", "filipino"),
+        *("pilipino", "wikang filipino", "wikang tagalog"),
+    ),
+    "ne": ("ネパール語", "ネパリ語", "nepali", "nepalese", "नेपाली", "नेपाली भाषा", "尼泊尔语"),
+    "id": (
+        *("インドネシア語", "indonesian", "bahasa indonesia", "indonesia", "bahasa indonesian"),
+        "印尼语",
+    ),
+}
+
+# Where a Chinese name's bracket says which Chinese: the place, or one character.
+_CHINESE_PLACES = {
+    **dict.fromkeys(
+        ["台湾", "臺灣", "台灣", "香港", "マカオ", "澳門", "澳门", "taiwan", "hong kong"],
+        "zh-Hant",
+    ),
+    **dict.fromkeys(["macau", "macao", "tw", "hk", "mo", "繁", "正"], "zh-Hant"),
+    **dict.fromkeys(
+        ["中国", "中国大陸", "大陸", "大陆", "中国大陆", "china", "mainland", "prc", "cn"],
+        "zh-Hans",
+    ),
+    **dict.fromkeys(["シンガポール", "新加坡", "singapore", "sg", "簡", "简"], "zh-Hans"),
 }
 
 # Country (ISO 3166-1 alpha-2) to notice language; others get the default.
@@ -292,6 +336,14 @@ def _known_language(key: str) -> Any:
     return found
 
 
+@cache
+def _written_names() -> dict[str, str]:
+    """Every name in ``LANGUAGE_NAMES_WRITTEN`` (as ``_key`` makes it) -> its language."""
+    return {
+        _key(name): language for language, names in LANGUAGE_NAMES_WRITTEN.items() for name in names
+    }
+
+
 def _supported(key: str) -> str | None:
     """The supported language a whole case-folded tag or name means, or None."""
     for language in LANGUAGES:
@@ -299,8 +351,93 @@ def _supported(key: str) -> str | None:
             return language
     if key in _TAG_ALIASES:
         return _TAG_ALIASES[key]
+    if key in _written_names():
+        return _written_names()[key]
     found = _language_index().get(key)
     return _NOTICE_BY_ISO.get(getattr(found, "alpha_2", "")) if found is not None else None
+
+
+# Brackets of every kind (after NFKC) become round ones; these split a name's parts.
+_BRACKETS = str.maketrans(
+    dict.fromkeys("[{【〔〈《「『", "(") | dict.fromkeys("]}】〕〉》」』", ")")
+)
+_PARTS = re.compile(r"[()・/,、;|]+")
+
+
+def _parts(key: str) -> list[str]:
+    """A name's parts: what is in and outside its brackets, split at ・ / , and the like.
+
+    >>> _parts("中国語(簡体字)"), _parts("韓国・朝鮮語"), _parts("vi")
+    (['中国語', '簡体字'], ['韓国', '朝鮮語'], ['vi'])
+    """
+    text = " ".join(key.translate(_BRACKETS).split())
+    return [part.strip() for part in _PARTS.split(text) if part.strip()]
+
+
+def _by_parts(key: str) -> str | None:
+    """The supported language a name with variants means, from its parts, or None.
+
+    Each part is a name or tag (``中国語``, ``pt-BR``), or else its words are
+    (``Brazilian Portuguese``); a part that names no language (``ブラジル``, ``米国``,
+    ``BR``) only qualifies. The parts must name one language: Chinese in the
+    script a part says (``簡体字``, ``繁體``, ``台湾``), simplified when none does.
+    A value that names two languages (``英語/日本語``, ``英語/タイ語``) is not
+    recognised.
+
+    >>> _by_parts("中国語(繁体字)"), _by_parts("ポルトガル語(ブラジル)"), _by_parts("英語/日本語")
+    ('zh-Hant', 'pt', None)
+    """
+    named, scripts = _named_in_parts(key)
+    if len(named) != 1 or not isinstance(language := next(iter(named)), str):
+        return None
+    if language != "zh":
+        return language
+    return "zh-Hant" if scripts - {""} == {"zh-Hant"} else "zh-Hans"
+
+
+def _named_in_parts(key: str) -> tuple[set[Any], set[str]]:
+    """The languages a name's parts name (supported ones by tag, all Chinese as
+    ``zh``; others as pycountry's language), and the Chinese scripts they say.
+
+    Nothing when the name has a single part (a whole name is looked up whole).
+    """
+    parts = _parts(key)
+    if len(parts) == 1 and " " in parts[0]:
+        parts = parts[0].split()
+    named: set[Any] = set()
+    scripts: set[str] = set()
+    if len(parts) < 2:
+        return named, scripts
+    for part in parts:
+        words = [part] if _supported(part) else part.split()
+        for word in words:
+            found = _supported(word)
+            if found is not None:
+                named.add("zh" if found.startswith("zh") else found)
+                scripts.add(_script_said(word, found))
+            elif word in _CHINESE_PLACES:
+                scripts.add(_CHINESE_PLACES[word])
+            elif not _CODE.fullmatch(word) and (other := _known_language(word)) is not None:
+                named.add(other)  # a language rrnet has no notice for (タイ語)
+    return named, scripts
+
+
+# A short code in a bracket (BR, US) is a region more often than a language.
+_CODE = re.compile(r"[a-z]{2,3}")
+
+
+def _script_said(key: str, language: str) -> str:
+    """The Chinese script a name or tag of ``language`` says: "" for one that says
+    none (``中国語``, ``Chinese``, ``zh``)."""
+    if language == "zh-Hant":
+        return language
+    specific = key.startswith("zh-") or key == "chs" or key in _simplified_names()
+    return language if language == "zh-Hans" and specific else ""
+
+
+@cache
+def _simplified_names() -> frozenset[str]:
+    return frozenset(map(_key, _SIMPLIFIED))
 
 
 @cache
@@ -319,7 +456,7 @@ def normalise_language(tag: str | None) -> str | None:
     if tag is None or not tag.strip():
         return None
     key = _key(tag).replace("_", "-")
-    found = _supported(key)
+    found = _supported(key) or _by_parts(key)
     if found is not None or not _SUBTAGS.match(key):
         return found
     first, *rest = key.split("-")
@@ -345,7 +482,11 @@ def language_name(tag: str | None) -> str | None:
     """
     if tag is None or not tag.strip() or normalise_language(tag) is not None:
         return None
-    found = _known_language(_key(tag).replace("_", "-"))
+    key = _key(tag).replace("_", "-")
+    found = _known_language(key)
+    if found is None:  # ビルマ語（ミャンマー）
+        named = _named_in_parts(key)[0]
+        found = next(iter(named)) if len(named) == 1 else None
     return str(found.name).removesuffix(" (macrolanguage)") if found is not None else None
 
 
@@ -360,8 +501,11 @@ def english_name(language: str) -> str:
 
 
 #: ``languages_without_notice``'s name for values that name no language rrnet knows
-#: (``ไทย``, a typo): the value itself is not repeated, as it may be anything.
+#: (``ไทย``, a typo) of residents whose nationality gives none either: their notice
+#: is in the default language. The value itself is not repeated, as it may be anything.
 NOT_RECOGNISED = "not recognised"
+#: ... and of residents whose notice is in their nationality's language instead.
+NOT_RECOGNISED_NATIONALITY = "not recognised, nationality's language"
 
 
 def _without_notice(tag: str | None) -> str | None:
@@ -372,15 +516,26 @@ def _without_notice(tag: str | None) -> str | None:
 
 
 def languages_without_notice(frame: pl.DataFrame) -> dict[str, int]:
-    """Residents per language named in ``language`` that has no notice (e.g. Burmese: 23),
-    those whose value names no language rrnet knows under ``NOT_RECOGNISED``.
+    """Residents per language named in ``language`` that has no notice (e.g. Burmese: 23);
+    those whose value names no language rrnet knows under ``NOT_RECOGNISED``, or
+    ``NOT_RECOGNISED_NATIONALITY`` when their nationality's language is used.
 
     Most residents first, then by name.
     """
+    import polars as pl
+
     if "language" not in frame.columns:
         return {}
-    names = map_distinct(frame["language"], _without_notice).drop_nulls()
-    return dict(sorted(names.value_counts().iter_rows(), key=lambda kv: (-kv[1], kv[0])))
+    names = map_distinct(frame["language"], _without_notice)
+    if "nationality" in frame.columns:
+        by_nationality = map_distinct(frame["nationality"], language_for_nationality)
+        names = pl.select(
+            pl.when((names == NOT_RECOGNISED) & by_nationality.is_not_null())
+            .then(pl.lit(NOT_RECOGNISED_NATIONALITY))
+            .otherwise(names)
+        ).to_series()
+    counts = names.drop_nulls().value_counts().iter_rows()
+    return dict(sorted(counts, key=lambda kv: (-kv[1], kv[0])))
 
 
 @cache
@@ -428,11 +583,12 @@ def language_for_nationality(nationality: str | None) -> str | None:
 def choose_languages(frame: pl.DataFrame, default: str = DEFAULT_LANGUAGE) -> pl.Series:
     """Each row's notice language: its ``language``, else its nationality's, else default.
 
-    A row whose ``language`` names a language with no notice (``my``), or names
-    none rrnet recognises (``ไทย``, a typo), gets the default, whatever its
-    nationality: a language cell never blocks a notice, and the run counts such
-    rows (``languages_without_notice``). Works per distinct value, so a million
-    rows cost a few hundred lookups.
+    A row whose ``language`` names a language with no notice (``my``) gets the
+    default, whatever its nationality (the resident reads neither). One whose
+    ``language`` names none rrnet recognises (``ไทย``, a typo) gets its
+    nationality's language, else the default. A language cell never blocks a
+    notice, and the run counts such rows (``languages_without_notice``). Works per
+    distinct value, so a million rows cost a few hundred lookups.
     """
     import polars as pl  # here, so that rendering workers never load Polars
 
@@ -445,10 +601,7 @@ def choose_languages(frame: pl.DataFrame, default: str = DEFAULT_LANGUAGE) -> pl
     if "language" in frame.columns:
         by_row = map_distinct(
             frame["language"],
-            lambda tag: (
-                normalise_language(tag)
-                or (chosen_default if _without_notice(tag) is not None else None)
-            ),
+            lambda tag: normalise_language(tag) or (chosen_default if language_name(tag) else None),
         )
     by_nationality = pl.repeat(None, frame.height, dtype=pl.String, eager=True)
     if "nationality" in frame.columns:

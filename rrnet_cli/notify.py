@@ -75,6 +75,7 @@ from rrnet_cli.ingest import (
 )
 from rrnet_cli.languages import (
     NOT_RECOGNISED,
+    NOT_RECOGNISED_NATIONALITY,
     NoticeText,
     choose_languages,
     english_name,
@@ -113,8 +114,8 @@ def _sex(value: str | None, notice: NoticeText, ja: NoticeText) -> str:
         key = "female"
     else:
         return text
-    if notice.language == "ja":
-        return ja.labels[key]
+    if notice.language == "ja" or notice.labels[key] == ja.labels[key]:
+        return ja.labels[key]  # once: Chinese writes 男 and 女 as Japanese does
     return f"{ja.labels[key]} / {notice.labels[key]}"
 
 
@@ -397,7 +398,9 @@ class NotifyResult:
     #: one document and envelope per household
     per_household: bool = False
     by_language: dict[str, int] = field(default_factory=dict)
-    #: residents whose language has no notice, by language name ({"Burmese": 23})
+    #: residents whose language has no notice, by language name ({"Burmese": 23}); those
+    #: whose language rrnet does not recognise under "not recognised" (the default
+    #: language used) or "not recognised, nationality's language"
     without_notice: dict[str, int] = field(default_factory=dict)
     #: the language they got instead (--default-language)
     default_language: str = "en"
@@ -448,13 +451,12 @@ class NotifyResult:
         elif self.issue == "sample":
             rows.append(("preview: pages marked 見本 / SAMPLE", "nothing recorded"))
         used = english_name(self.default_language)
+        said = {
+            NOT_RECOGNISED: f"language not recognised, {used} used",
+            NOT_RECOGNISED_NATIONALITY: "language not recognised, nationality's language used",
+        }
         rows += [
-            (
-                f"language {name}, {used} used"
-                if name == NOT_RECOGNISED
-                else f"no {name} notice, {used} used",
-                n,
-            )
+            (said.get(name, f"no {name} notice, {used} used"), n)
             for name, n in self.without_notice.items()
         ]
         rows.append(("time", f"{self.seconds:.1f} s ({self.sheets_per_second} sheets/s)"))

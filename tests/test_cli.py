@@ -255,6 +255,30 @@ def test_assign_happy_path(runner, export: Path, backend: LedgerBackend, tmp_pat
     assert (stats["by_status"]["assigned"], stats["by_status"]["carried_over"]) == (2, 1)
 
 
+def test_ledger_stats_counts_the_transactions_ledger_log_lists(
+    runner, backend, export: Path, tmp_path: Path
+) -> None:
+    """`ledger log` lists init as record 0 and each run after it; `ledger stats` says
+    that its count is of the runs after init, so the two agree."""
+
+    def table(*args: str) -> set[str]:
+        result = runner.invoke(app, ["ledger", *args, "--ledger", backend.location])
+        assert result.exit_code == 0, result.output
+        return {" ".join(line.replace("│", " ").split()) for line in result.stdout.splitlines()}
+
+    assert "transactions (after init) 0" in table("stats")
+    assert "records 1" in table("log")
+    for run in (1, 2):
+        assert assign(runner, export, backend, tmp_path / f"out{run}.csv").exit_code == 0
+    # The second run drew nothing new: no transaction.
+    log = table("log")
+    assert "records 2" in log
+    assert "transactions (after init) 1" in table("stats")
+    logged = run_json(runner, ["ledger", "log", "--ledger", backend.location])["transactions"]
+    assert [record["txn"] for record in logged] == [0, 1]
+    assert run_json(runner, ["ledger", "stats", "--ledger", backend.location])["transactions"] == 1
+
+
 def test_assign_table_output_shows_the_figures(
     runner, export: Path, ledger: Ledger, tmp_path: Path
 ) -> None:

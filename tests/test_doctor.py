@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from helpers import rrnet
+from test_characters import arabic_register, person, write_cp932
 from typer.testing import CliRunner
 
 from rrnet_cli import doctor
@@ -70,3 +73,17 @@ def test_cli_reports_and_exits_by_outcome(monkeypatch: pytest.MonkeyPatch) -> No
     result = runner.invoke(app, ["doctor"])
     assert result.exit_code == 1
     assert "Fix (as root): apt-get install -y" in result.output
+
+
+def test_a_script_no_font_has_fails_doctor_in_a_shell(tmp_path: Path) -> None:
+    """Run as an office runs it (the rrnet command, its exit code read by a script):
+    a register whose names need a script the form has no font for fails the check
+    (exit 1, as `rrnet verify` does for violations); one without passes (exit 0)."""
+    arabic = arabic_register(tmp_path / "arabic.csv")
+    done = rrnet("doctor", "--register", arabic)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "MISSING: Arabic (U+" in " ".join(done.stdout.split())
+    plain = write_cp932(tmp_path / "plain.csv", [person("000001"), person("000002")])
+    done = rrnet("doctor", "--register", plain)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "MISSING" not in done.stdout

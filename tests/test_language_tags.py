@@ -5,23 +5,27 @@
 language rrnet has no notice for (``my``, ``th``); ``notify`` gives the latter the
 default language's notice and counts them ("no Burmese notice, English used").
 A value that names no language rrnet recognises (ไทย) never blocks a code either:
-assign warns, and notify gives it the default language too.
+assign warns, and notify gives it the nationality's language, else the default.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import MUNICIPALITY, profile_for
+from helpers import MUNICIPALITY, profile_for, run_cli
+from test_households import member, write_cp932
 from typer.testing import CliRunner
 
 from rrnet_cli.cli import app
 from rrnet_cli.languages import (
     LANGUAGE_NAMES,
+    LANGUAGE_NAMES_WRITTEN,
     choose_languages,
+    english_name,
     is_language,
     language_name,
     languages_without_notice,
@@ -49,6 +53,30 @@ TAGS = [
 ]
 
 
+#: (the 通知言語 cell as municipal systems print it, the notice language). All of
+#: them fit in CP932.
+WRITTEN = [
+    ("ネパール語", "ne"),
+    ("Nepalese", "ne"),
+    ("フィリピノ語", "tl"),
+    ("フィリピン語", "tl"),
+    ("ﾀｶﾞﾛｸﾞ語", "tl"),  # half-width katakana
+    ("韓国・朝鮮語", "ko"),
+    ("朝鮮語", "ko"),
+    ("中国語（簡体字）", "zh-Hans"),
+    ("中国語(繁体字)", "zh-Hant"),
+    ("中国語（繁体字）", "zh-Hant"),
+    ("簡体字", "zh-Hans"),
+    ("繁体字", "zh-Hant"),
+    ("中文", "zh-Hans"),
+    ("ポルトガル語（ブラジル）", "pt"),
+    ("スペイン語", "es"),
+    ("インドネシア語", "id"),
+    ("ベトナム語", "vi"),
+    ("英語", "en"),
+]
+
+
 # -- the parser --------------------------------------------------------------
 
 
@@ -70,6 +98,69 @@ TAGS = [
 )
 def test_tags_people_write_name_a_notice_language(tag: str, language: str | None) -> None:
     assert normalise_language(tag) == language
+
+
+@pytest.mark.parametrize(
+    ("written", "language"),
+    [
+        *WRITTEN,
+        ("ネパール語（ネパール）", "ne"),
+        ("中文(简体)", "zh-Hans"),
+        ("中文（繁體）", "zh-Hant"),
+        ("中国語【繁体字】", "zh-Hant"),
+        ("中国語・繁体字", "zh-Hant"),
+        ("中国語 (台湾)", "zh-Hant"),
+        ("中国語(TW)", "zh-Hant"),
+        ("中国語(簡)", "zh-Hans"),
+        ("Chinese (Simplified)", "zh-Hans"),
+        ("Chinese (Traditional)", "zh-Hant"),
+        ("Mandarin (Taiwan)", "zh-Hant"),
+        ("繁體中文", "zh-Hant"),
+        ("広東語", "zh-Hant"),
+        ("한국어", "ko"),
+        ("조선어", "ko"),
+        ("ＫＯＲＥＡＮ", "ko"),
+        ("Portuguese (Brazil)", "pt"),
+        ("Portuguese (BR)", "pt"),
+        ("Brazilian Portuguese", "pt"),
+        ("Português", "pt"),
+        ("英語（米国）", "en"),
+        ("Español", "es"),
+        ("Filipino", "tl"),
+        ("Pilipino", "tl"),
+        ("Tagalog / Filipino", "tl"),
+        ("नेपाली", "ne"),
+        ("Bahasa Indonesia", "id"),
+        ("Tiếng Việt", "vi"),
+        # two languages, or none: not recognised
+        ("英語/日本語", None),
+        ("英語/タイ語", None),
+        ("ネパール", None),
+        ("ビルマ語（ミャンマー）", None),
+    ],
+)
+def test_names_registers_write_name_a_notice_language(written: str, language: str | None) -> None:
+    assert normalise_language(written) == language
+
+
+def test_every_written_name_means_its_language_whatever_its_width_or_bracket() -> None:
+    for language, names in LANGUAGE_NAMES_WRITTEN.items():
+        # Each language has its Japanese name with 語 (or 字); its English name counts.
+        assert any(name.endswith(("語", "字")) for name in names), language
+        assert normalise_language(english_name(language)) == language
+        for name in names:
+            assert normalise_language(name) == language, name
+            wide = unicodedata.normalize("NFKC", name).translate(WIDE)
+            assert normalise_language(wide) == language, wide
+            assert normalise_language(f"{name}（ブラジル）") == language, name
+            assert normalise_language(f" {name.upper()} (US) ") == language, name
+    # No name is written for two languages.
+    written = [name for names in LANGUAGE_NAMES_WRITTEN.values() for name in names]
+    assert len(written) == len(set(written))
+
+
+# ASCII to full width, as a register system may write it.
+WIDE = {code: code + 0xFEE0 for code in range(0x21, 0x7F)}
 
 
 @pytest.mark.parametrize(
@@ -127,14 +218,19 @@ def test_map_distinct_gives_booleans_and_keeps_nulls() -> None:
 def test_a_language_without_notice_gets_the_default_not_the_nationality() -> None:
     frame = pl.DataFrame(
         {
-            "language": ["my", "th-TH", "vi", None, "bogus"],
-            "nationality": ["ベトナム", "BRA", "CHN", "KOR", "BRA"],
+            "language": ["my", "th-TH", "vi", None, "bogus", "bogus"],
+            "nationality": ["ベトナム", "BRA", "CHN", "KOR", "BRA", "フランス"],
         }
     )
-    # "bogus" names no language: the default too (a language was named, not recognised).
-    assert choose_languages(frame).to_list() == ["en", "en", "vi", "ko", "en"]
-    assert choose_languages(frame, default="ja").to_list() == ["ja", "ja", "vi", "ko", "ja"]
-    assert languages_without_notice(frame) == {"Burmese": 1, "Thai": 1, "not recognised": 1}
+    # "bogus" names no language rrnet knows: the nationality's, else the default.
+    assert choose_languages(frame).to_list() == ["en", "en", "vi", "ko", "pt", "en"]
+    assert choose_languages(frame, default="ja").to_list() == ["ja", "ja", "vi", "ko", "pt", "ja"]
+    assert languages_without_notice(frame) == {
+        "Burmese": 1,
+        "Thai": 1,
+        "not recognised": 1,
+        "not recognised, nationality's language": 1,
+    }
     assert languages_without_notice(frame.drop("language")) == {}
 
 
@@ -243,7 +339,8 @@ def test_a_language_rrnet_does_not_recognise_never_blocks_a_code(
 ) -> None:
     """A language cell rrnet does not recognise (Thai written in Thai, a typo) is no
     reason to withhold a code: assign gives it and warns, naming the rows; notify
-    prints that resident's notice in English, whatever the nationality, and says so."""
+    prints that resident's notice in their nationality's language, else in English,
+    and says so."""
     rows = [
         resident("000001", language="pt-BR"),
         resident("000002", language=bad),
@@ -264,11 +361,51 @@ def test_a_language_rrnet_does_not_recognise_never_blocks_a_code(
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["sheets"] == 4
-    assert report["without_notice"] == {"not recognised": 2, "Thai": 1}
+    assert report["without_notice"] == {
+        "Thai": 1,
+        "not recognised": 1,
+        "not recognised, nationality's language": 1,
+    }
     manifest = pl.read_csv(tmp_path / "sheets" / "manifest.csv", infer_schema=False)
     chosen = dict(zip(manifest["resident_id"], manifest["language"], strict=True))
-    # English, not the Vietnamese of 000002's nationality: the row named a language.
-    assert chosen == {"000001": "pt", "000002": "en", "000003": "en", "000004": "en"}
+    # 000002's nationality is Vietnamese; rrnet has no Thai notice for 000004's.
+    assert chosen == {"000001": "pt", "000002": "vi", "000003": "en", "000004": "en"}
     preview = _notify(runner, output, ledger, tmp_path / "preview", "--all")
     assert preview.exit_code == 0, preview.output
-    assert "language not recognised, English used" in " ".join(preview.output.split())
+    said = " ".join(preview.output.split())
+    assert "language not recognised, English used" in said
+    assert "language not recognised, nationality's language used" in said
+
+
+def test_japanese_language_names_choose_the_notice_through_the_cli(
+    runner, ledger, tmp_path: Path
+) -> None:
+    """A CP932, CRLF register with Japanese headers, one resident per way a register
+    writes a language; French by nationality, so only the 通知言語 cell can choose. A
+    Nepali whose cell rrnet cannot read (a typo) gets Nepali from the nationality."""
+    rows = [
+        member(f"{i:06d}", "", f"RESIDENT {i}", language=value, nationality="フランス")
+        for i, (value, _) in enumerate(WRITTEN, start=1)
+    ]
+    rows.append(member("000099", "", "GURUNG RAM", language="ネパール後", nationality="ネパール"))
+    export = write_cp932(tmp_path / "register.csv", rows)
+    assigned = tmp_path / "assigned.csv"
+    code, output = run_cli(runner, "assign", export, "-l", ledger.path, "-o", assigned)
+    assert code == 0, output
+    said = " ".join(output.split())
+    # Only the typo is warned about, by its row (header is row 1), never its value.
+    assert f"1 row(s) name a notice language rrnet does not recognise (row {len(rows) + 1})" in said
+    assert "nationality's language" in said and "ネパール後" not in output
+
+    sheets = tmp_path / "sheets"
+    code, output = run_cli(
+        runner,
+        *("notify", assigned, "-l", ledger.path, "-o", sheets, "--workers", "1", "--json"),
+        *("--profile", profile_for(MUNICIPALITY, tmp_path)),
+    )
+    assert code == 0, output
+    assert json.loads(output)["without_notice"] == {"not recognised, nationality's language": 1}
+    manifest = pl.read_csv(sheets / "manifest.csv", infer_schema=False)
+    chosen = dict(zip(manifest["resident_id"], manifest["language"], strict=True))
+    expected = {f"{i:06d}": language for i, (_, language) in enumerate(WRITTEN, start=1)}
+    assert chosen == {**expected, "000099": "ne"}

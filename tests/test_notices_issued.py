@@ -773,3 +773,50 @@ def test_the_notices_table_shows_whole_batch_ids_operator_and_folder(
     # The listing's JSON (and -o files) carry the operator and folder too.
     first = listed(runner, ledger)["issued"][0]
     assert (first["operator"], first["folder"]) == ("tanaka", str(sheets))
+
+
+def test_a_batch_is_found_by_the_beginning_of_its_id(
+    runner, backend, profile, tmp_path: Path
+) -> None:
+    """--batch takes a batch id's beginning (2026, as a person types it) when that names
+    one batch; one that names several is refused with them, and one that names none
+    says what batch ids look like, instead of listing nothing."""
+    export = write_cp932(tmp_path / "register.csv", register_rows())
+    assigned = tmp_path / "assigned.csv"
+    code, output = run_cli(runner, "assign", export, "-l", backend.location, "-o", assigned)
+    assert code == 0, output
+
+    def notices(*extra: str) -> tuple[int, str]:
+        return run_cli(runner, "ledger", "notices", "-l", backend.location, *extra)
+
+    code, output = notices("--batch", "2026")
+    assert code == 2 and "No batch 2026: the ledger has recorded no notices yet" in output
+    notify_at(runner, backend.location, assigned, profile, tmp_path / "first")
+    code, output = notices("--json")
+    (first,) = {n["batch"] for n in json.loads(output)["issued"]}
+    year = first[:4]
+    code, output = notices("--batch", year, "--json")
+    assert code == 0, output
+    assert len(json.loads(output)["issued"]) == 16
+
+    notify_at(
+        runner,
+        *(backend.location, assigned, profile, tmp_path / "reprint"),
+        *("--reprint", "returned_mail", "--resident", "200003"),
+    )
+    code, output = notices("--json")
+    (second,) = {n["batch"] for n in json.loads(output)["issued"]} - {first}
+    code, output = notices("--batch", year)
+    flat = " ".join(output.split())
+    assert code == 2, output
+    assert f"--batch {year} begins 2 batches: {', '.join(sorted([first, second]))}" in flat
+    assert "Give more of the batch id" in flat
+    for batch, count in ((first, 16), (second, 1)):
+        code, output = notices("--batch", batch[:-1], "--json")
+        assert code == 0, output
+        assert {n["batch"] for n in json.loads(output)["issued"]} == {batch}
+        assert len(json.loads(output)["issued"]) == count
+    code, output = notices("--batch", "1999")
+    assert code == 2, output
+    latest = max(first, second)
+    assert f"No batch 1999 in the ledger; batch ids look like {latest}" in " ".join(output.split())

@@ -891,8 +891,9 @@ def doctor(
     longer) and, for every notice language, that its font is installed and has a
     glyph for every character of its wording. With --register FILE, also that the
     form's fonts cover every script of the register's names and addresses. Exits 0
-    when all is well, 1 when something is missing, printing the apt-get command
-    that installs it.
+    when all is well, 1 when something is missing (a library, a font, or a script
+    of the register's names: those residents' sheets cannot be printed), printing
+    the apt-get command that installs what a package can.
 
     Example: `rrnet doctor --register export.csv`
     """

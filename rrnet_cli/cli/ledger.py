@@ -98,7 +98,8 @@ class _Stats:
         if due is not None:
             # Not an error: rrnet notify prints them (the list is in --json).
             rows.append(("drawn here, no first notice yet", due["count"]))
-        rows.append(("transactions", stats["transactions"]))
+        # `ledger log` lists `ledger init` too, as record 0: this counts the ones after it.
+        rows.append(("transactions (after init)", stats["transactions"]))
         if "segments" in stats:  # a folder ledger's files (a database has none)
             rows.append(("segments", stats["segments"]))
         rows.append(("size on disk", size_text(stats["bytes_on_disk"])))

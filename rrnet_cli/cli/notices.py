@@ -83,7 +83,12 @@ def ledger_notices(
     ] = None,
     batch: Annotated[
         str | None,
-        typer.Option("--batch", help="Only this batch (one notify run).", show_default=False),
+        typer.Option(
+            "--batch",
+            help="Only this batch (one notify run): its id, or the beginning of it "
+            "(20261208-1002) when that names one batch.",
+            show_default=False,
+        ),
     ] = None,
     kind: Annotated[
         NoticeKind | None,

@@ -127,7 +127,7 @@ def notice_listing(
     if until is not None:
         frame = frame.filter(local.dt.date() <= until)
     if batch is not None:
-        frame = frame.filter(pl.col("batch") == batch)
+        frame = frame.filter(pl.col("batch") == whole_batch(notices, batch))
     if kind is not None:
         frame = frame.filter(pl.col("kind") == kind.value)
     return frame.select(
@@ -142,6 +142,41 @@ def notice_listing(
         "page",
         "txn",
     ).join(operators, on="txn", how="left", maintain_order="left")
+
+
+#: Batches named when a --batch prefix is ambiguous.
+SHOWN_BATCHES = 10
+
+
+def whole_batch(notices: pl.DataFrame, batch: str) -> str:
+    """The batch id ``batch`` names: itself, or the one batch whose id begins with it.
+
+    Batch ids are long (``20261208-100200-ea4a42``); a prefix (``20261208-1002``)
+    names the one batch it begins. A prefix of several is refused with the
+    candidates, and one of none with what batch ids look like: a silent empty
+    listing would read as "no notices issued".
+    """
+    from rrnet_cli.errors import UsageError
+
+    batches = notices["batch"].unique().sort()
+    if batch in batches:
+        return batch
+    matching = batches.filter(batches.str.starts_with(batch)).to_list()
+    if len(matching) == 1:
+        return str(matching[0])
+    if matching:
+        shown = ", ".join(matching[:SHOWN_BATCHES])
+        more = f" and {len(matching) - SHOWN_BATCHES} more" if len(matching) > SHOWN_BATCHES else ""
+        raise UsageError(
+            f"--batch {batch} begins {len(matching)} batches: {shown}{more}. "
+            "Give more of the batch id."
+        )
+    if batches.is_empty():
+        raise UsageError(f"No batch {batch}: the ledger has recorded no notices yet.")
+    raise UsageError(
+        f"No batch {batch} in the ledger; batch ids look like {batches[-1]} "
+        "(rrnet ledger notices lists them; --batch takes a whole id or its beginning)."
+    )
 
 
 def _output_folder(outputs: Any) -> str | None:
