@@ -8,8 +8,9 @@ one.
 A temporary file is named ``.NAME.rrnet-HOST-PID-XXXXXXXX.part`` (NAME the
 destination's, HOST and PID the writing run's), so that a run killed before it
 could remove its own is recognised later: ``remove_stale_parts`` removes those
-of runs on this machine that are no longer alive, and never one a live run (of
-this or another machine) is writing.
+in the folders a run writes to (whatever output they were for) of runs on this
+machine that are no longer alive, and never one a live run (of this or another
+machine) is writing, nor any file not named so.
 """
 
 from __future__ import annotations
@@ -99,47 +100,75 @@ def stale_part_notes(removed: Iterable[str], not_removed: Iterable[str]) -> list
     ] + [f"not removed: {p}" for p in not_removed]
 
 
-def remove_stale_parts(destinations: Iterable[Path | None]) -> StaleParts:
-    """Remove the temporary files that stopped runs left beside ``destinations``.
+#: A temporary file of a run: ``.NAME.rrnet-HOST-PID-XXXXXXXX.part`` (the random
+#: part as ``tempfile.mkstemp`` makes it).
+_RUN_PART = re.compile(r"\.(?P<name>.+)\.rrnet-(?P<host>[^-/]+)-(?P<pid>\d+)-[a-z0-9_]{8}\.part")
 
-    A temporary file is stale when the run that wrote it was on this machine and
-    is no longer alive (killed, or the machine restarted): it is removed, or
-    named with the reason it could not be. One of a live run, or of another
-    machine's run, is left alone. One of an older rrnet (whose name says no run)
+
+def find_stale_parts(folders: Iterable[Path]) -> list[Path]:
+    """The temporary files in ``folders`` that stopped runs of this machine left.
+
+    Whatever destination a file was for: its name says it is an rrnet run's
+    temporary file (``.NAME.rrnet-HOST-PID-XXXXXXXX.part``), written on this
+    machine by a run that is no longer alive. A file of a live run or of
+    another machine, a folder (notify's, which notify itself recovers) and any
+    other file are never among them.
+    """
+    host = host_name()
+    stale: list[Path] = []
+    seen: set[Path] = set()
+    for folder in folders:
+        folder = Path(folder)
+        if folder.absolute() in seen:
+            continue
+        seen.add(folder.absolute())
+        try:
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError:  # not there, or not readable: writing there says why
+            continue
+        for entry in entries:
+            match = _RUN_PART.fullmatch(entry.name)
+            if match is None or match["host"] != host or pid_alive(int(match["pid"])):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False):
+                    stale.append(folder / entry.name)
+    return stale
+
+
+def remove_stale_parts(destinations: Iterable[Path | None]) -> StaleParts:
+    """Remove the temporary files that stopped runs left in the folders of ``destinations``.
+
+    Every one ``find_stale_parts`` finds there, whichever output it was for (a
+    run killed while writing ``assigned.csv`` leaves its part beside the
+    ``assigned_retry.csv`` of the next): it is removed, or named with the reason
+    it could not be. One of a live run, or of another machine's run, is left
+    alone. One of an older rrnet (whose name says no run) beside a destination
     is left in place and named: whether a run still writes it cannot be told.
     """
     found = StaleParts()
-    host = host_name()
-    for destination in destinations:
-        if destination is None:
+    named = [Path(d) for d in destinations if d is not None]
+    for part in find_stale_parts(d.parent for d in named):
+        try:
+            os.unlink(part)
+        except FileNotFoundError:
             continue
-        destination = Path(destination)
-        prefix = f".{destination.name}{_PART_MARK}"
-        parent = destination.parent
-        for part in sorted(parent.glob(glob.escape(prefix) + "*.part")):
-            writer, _, rest = part.name[len(prefix) :].partition("-")
-            pid = rest.partition("-")[0]
-            if writer != host or not pid.isdigit() or pid_alive(int(pid)):
-                continue
-            try:
-                os.unlink(part)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                found.not_removed.append(f"{part} ({os_reason(exc)})")
-                continue
-            found.removed.append(str(part))
+        except OSError as exc:
+            found.not_removed.append(f"{part} ({os_reason(exc)})")
+            continue
+        found.removed.append(str(part))
+    for destination in named:
         old = glob.escape(f".{destination.name}.") + "*.part"
-        for part in sorted(parent.glob(old)):
+        for part in sorted(destination.parent.glob(old)):
             if _OLD_PART.fullmatch(part.name[len(destination.name) + 2 :]):
                 found.not_removed.append(
                     f"{part} (a partial output of an older rrnet, which cannot say whether a "
                     "run still writes it; it holds personal data: delete it once no run is "
                     "writing to this folder)"
                 )
-    if found.removed:
+    for folder in {Path(p).parent for p in found.removed}:
         with contextlib.suppress(OSError):
-            fsync_dir(Path(found.removed[0]).parent)
+            fsync_dir(folder)
     return found
 
 

@@ -122,31 +122,115 @@ def test_assign_removes_the_parts_of_stopped_runs_and_spares_live_ones(
     stale = [_part(out, dead), _part(rejects, dead)]
     live = _part(out, files.os.getpid())  # a run of this machine still at work
     elsewhere = _part(out, dead, host="anothermachine")  # a run of another machine
-    not_ours = _part(tmp_path / "other.csv", dead)  # another output's: not this run's
     result = _assign(runner, export, ledger, "-o", out, "--rejects", rejects, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert sorted(report["stale_parts_removed"]) == sorted(map(str, stale))
     assert report["stale_parts_not_removed"] == []
     assert not any(p.exists() for p in stale)
-    assert live.exists() and elsewhere.exists() and not_ours.exists()
+    assert live.exists() and elsewhere.exists()
 
 
-def test_a_part_that_cannot_be_removed_is_named(
+def test_a_run_removes_the_stale_parts_of_any_output_in_the_folders_it_writes_to(
+    runner: CliRunner, ledger: Ledger, tmp_path: Path
+) -> None:
+    """A retry under another name (assigned_retry.csv after a killed run's
+    assigned.csv) still removes the killed run's part: every rrnet part of a
+    stopped run of this machine, in each folder -o, --rejects and --departed
+    name, whatever it was for. Nothing else is touched."""
+    export = write_export(tmp_path / "export.csv", 20)
+    outs, asides = tmp_path / "out", tmp_path / "asides"
+    outs.mkdir()
+    asides.mkdir()
+    dead = _dead_pid()
+    stale = [
+        _part(outs / "assigned.csv", dead),
+        _part(outs / "changes.csv", _dead_pid()),
+        _part(asides / "rejects_monday.csv", dead),
+    ]
+    spared = [
+        _part(outs / "assigned.csv", files.os.getpid()),  # a live run's
+        _part(outs / "assigned.csv", dead, host="anothermachine"),  # another machine's
+        _part(tmp_path / "assigned.csv", dead),  # in a folder this run does not write to
+    ]
+    for name in (".foo.part", ".assigned.csv.part", ".notes.rrnet-draft.part", "a.rrnet.part"):
+        (outs / name).write_text("the user's own file", encoding="utf-8")
+        spared.append(outs / name)
+    folder = outs / f".sheets.rrnet-{files.host_name()}-{dead}-k2x9q0ab.part"
+    folder.mkdir()  # a folder (notify's, which notify recovers itself): left alone
+    spared.append(folder)
+    result = _assign(
+        runner,
+        export,
+        ledger,
+        *("-o", outs / "assigned_retry.csv", "--rejects", asides / "rejects.csv"),
+        *("--departed", outs / "departed.csv"),
+    )
+    assert result.exit_code == 0, result.output
+    for part in stale:
+        assert f"note: removed {part}, a partial output (personal data)" in result.output
+        assert not part.exists()
+    assert all(p.exists() for p in spared)
+    assert "not removed" not in result.output
+    assert (outs / "assigned_retry.csv").exists()
+
+
+def test_notify_removes_stale_parts_beside_its_output_folder(
+    runner: CliRunner, ledger: Ledger, write_register, resident, tmp_path: Path
+) -> None:
+    assigned = tmp_path / "assigned.csv"
+    register = write_register([resident("000001")])
+    assert _assign(runner, register, ledger, "-o", assigned).exit_code == 0
+    stale = _part(tmp_path / "assigned_old.csv", _dead_pid())
+    notify = [
+        *("notify", str(assigned), "-l", str(ledger.path), "-o", str(tmp_path / "sheets")),
+        *("--profile", str(profile_for(MUNICIPALITY, tmp_path)), "--workers", "1"),
+    ]
+    result = runner.invoke(app, notify)
+    assert result.exit_code == 0, result.output
+    assert f"removed {stale}" in result.output
+    assert not stale.exists()
+
+
+def test_verify_names_the_stale_parts_beside_the_files_it_is_given(
     runner: CliRunner, ledger: Ledger, tmp_path: Path
 ) -> None:
     export = write_export(tmp_path / "export.csv", 20)
+    out = tmp_path / "assigned_retry.csv"
+    assert _assign(runner, export, ledger, "-o", out).exit_code == 0
+    stale = _part(tmp_path / "assigned.csv", _dead_pid())
+    live = _part(tmp_path / "assigned.csv", files.os.getpid())
+    result = runner.invoke(app, ["verify", str(out), "--ledger", str(ledger.path)])
+    assert result.exit_code == 0, result.output  # a note, not a violation
+    assert f"note: {stale} is a partial output (personal data)" in result.output
+    assert str(live) not in result.output
+    assert stale.exists()  # verify only reads
+    report = runner.invoke(app, ["verify", str(out), "--json"])
+    assert any(str(stale) in note for note in json.loads(report.output)["notes"])
+
+
+def test_a_part_that_cannot_be_removed_is_named(
+    runner: CliRunner, ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    export = write_export(tmp_path / "export.csv", 20)
     out = tmp_path / "assigned.csv"
-    stuck = out.parent / f".{out.name}.rrnet-{files.host_name()}-{_dead_pid()}-zz.part"
-    stuck.mkdir()  # a folder: unlink refuses it
-    (stuck / "inside").write_text("x", encoding="utf-8")
+    stuck = _part(tmp_path / "assigned_old.csv", _dead_pid())
+    real = files.os.unlink
+
+    def immutable(path: object, *args: object, **kwargs: object) -> None:
+        # What removing an immutable file (chattr +i) does; root is not stopped by chmod.
+        if Path(str(path)) == stuck:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(files.os, "unlink", immutable)
     removable = _part(out, _dead_pid())
     older = out.parent / f".{out.name}.a1b2c3d4.part"  # an older rrnet's: no run named
     older.write_text("personal data", encoding="utf-8")
     result = _assign(runner, export, ledger, "-o", out)
     assert result.exit_code == 0, result.output
     assert f"removed {removable}" in result.output
-    assert f"not removed: {stuck} (is a directory)" in result.output
+    assert f"not removed: {stuck} (operation not permitted)" in result.output
     assert f"not removed: {older} (a partial output of an older rrnet" in result.output
     assert stuck.exists() and older.exists() and not removable.exists()
 
