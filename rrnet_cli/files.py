@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rrnet_cli.errors import UsageError
+from rrnet_cli.errors import RrnetError, UsageError
 
 if TYPE_CHECKING:  # imported where used, so sheet-rendering workers never load Polars
     import polars as pl
@@ -173,9 +173,34 @@ def remove_stale_parts(destinations: Iterable[Path | None]) -> StaleParts:
 
 
 def os_reason(exc: OSError) -> str:
-    """The operating system's reason for ``exc`` in plain words ("read-only file system")."""
-    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+    """The operating system's reason for ``exc`` in plain words ("read-only file system").
+
+    By its error number where it has one: Arrow's text for a full disk is "Error
+    writing bytes to file. Detail: [errno 28] No space left on device".
+    """
+    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
     return reason[:1].lower() + reason[1:]
+
+
+@contextlib.contextmanager
+def naming(path: Path | str) -> Iterator[None]:
+    """Name ``path`` in an operating system's error that escapes without a file name.
+
+    A ``write()`` on a full disk, Polars, Arrow and xlsxwriter report the error
+    without the file ("No space left on device (os error 28)"): it is raised
+    again as an ``OSError`` of the same number that names ``path``. An error
+    that names its file already, is no operating system's, or is rrnet's own
+    message, goes on as it is.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, RrnetError):
+            raise
+        number = os_errno(exc)
+        if number is None or (isinstance(exc, OSError) and exc.filename):
+            raise
+        raise OSError(number, os.strerror(number), str(path)) from exc
 
 
 def refuse_existing(
@@ -220,7 +245,7 @@ class PendingFile:
 
     def publish(self) -> None:
         """Flush the temporary file to disk and rename it into place."""
-        with open(self.path, "rb+") as handle:
+        with naming(self.path), open(self.path, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(self.path, PRIVATE_FILE)
         os.replace(self.path, self.destination)
@@ -248,7 +273,8 @@ def atomic_output(destination: Path) -> Iterator[Path]:
     as it was.
     """
     with PendingFile(destination) as pending:
-        yield pending.path
+        with naming(pending.path):
+            yield pending.path
         pending.publish()
 
 
@@ -334,15 +360,8 @@ def write_table_to(
     (``neutralise_formulas``); without it every value is written as it is, for
     a file that goes back into a register system rather than into Excel.
     """
-    try:
+    with naming(path):
         _write_table_to(frame, path, suffix, encoding, excel_safe)
-    except Exception as exc:
-        number = os_errno(exc)
-        if number is None or (isinstance(exc, OSError) and exc.filename):
-            raise
-        # Name the file: Polars, Arrow and xlsxwriter report the operating system's
-        # error without it ("No space left on device (os error 28)").
-        raise OSError(number, os.strerror(number), str(path)) from exc
 
 
 def os_errno(exc: BaseException) -> int | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from backends import LedgerBackend
 from helpers import MUNICIPALITY, folder_bytes, profile_for, rrnet, write_export
 from typer.testing import CliRunner
 
@@ -352,3 +353,115 @@ def test_a_full_disk_or_read_only_mount_is_named_with_the_reason(
         assert "Traceback" not in run.stderr and "internal error" not in run.stderr
         assert list(folder.iterdir()) == []  # not even a part left
     assert folder_bytes(ledger.path) == before
+
+
+def _notify_args(assigned: Path, location: str, sheets: Path, tmp_path: Path) -> list[str]:
+    return [
+        *("notify", str(assigned), "--ledger", location, "-o", str(sheets)),
+        *("--profile", str(profile_for(MUNICIPALITY, tmp_path)), "--workers", "1"),
+    ]
+
+
+def test_notify_onto_a_full_disk_names_the_file(
+    backend: LedgerBackend, write_register, resident, tmp_path: Path, mounted: tuple[Path, Path]
+) -> None:
+    small, _ = mounted
+    assigned = tmp_path / "assigned.csv"
+    register = write_register([resident(f"{i:06d}") for i in range(1, 7)])
+    assert rrnet("assign", register, "--ledger", backend.location, "-o", assigned).returncode == 0
+    before = backend.contents()
+    sheets = small / "s"
+    run = rrnet(*_notify_args(assigned, backend.location, sheets, tmp_path))
+    assert run.returncode == 2, run.stderr
+    assert f"error: no space left on device: {sheets}/" in run.stderr
+    assert "No sheet was written" in run.stderr and "Traceback" not in run.stderr
+    assert list(small.iterdir()) == []
+    assert backend.contents() == before  # no notice recorded
+
+
+def test_a_ledger_on_a_full_disk_is_named_and_left_as_before(
+    tmp_path: Path, mounted: tuple[Path, Path]
+) -> None:
+    small, _ = mounted
+    ledger = Ledger.init(small / "ledger", municipality=MUNICIPALITY)
+    before = folder_bytes(ledger.path)
+    export = write_export(tmp_path / "export.csv", 20_000)
+    run = rrnet("assign", export, "--ledger", ledger.path, "-o", tmp_path / "assigned.csv")
+    assert run.returncode == 2, run.stderr
+    assert f"error: no space left on device: {ledger.path}/segments/" in run.stderr
+    assert "The ledger was left as it was before this run." in run.stderr
+    assert "Traceback" not in run.stderr and "error writing bytes" not in run.stderr
+    assert folder_bytes(ledger.path) == before
+    assert list((ledger.path / "segments").iterdir()) == []
+    assert list(tmp_path.glob("*assigned.csv*")) == []
+    assert rrnet("verify", "--ledger", ledger.path).returncode == 0
+
+
+# -- the same, simulated: where this machine cannot mount --------------------------------
+
+
+def _no_space(*_args: object, **_kwargs: object) -> None:
+    # What a write() on a full disk raises: the error number, no file name.
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_notify_onto_a_full_disk_names_the_file_simulated(
+    runner: CliRunner,
+    backend: LedgerBackend,
+    write_register,
+    resident,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assigned = tmp_path / "assigned.csv"
+    register = write_register([resident("000001"), resident("000002")])
+    assign = ["assign", str(register), "--ledger", backend.location, "-o", str(assigned)]
+    assert runner.invoke(app, assign).exit_code == 0
+    before = backend.contents()
+    real = Path.write_bytes
+
+    def full(self: Path, data: bytes) -> int:  # the output's disk is full
+        if self.name.endswith(".part"):
+            _no_space()
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    sheets = tmp_path / "sheets"
+    result = runner.invoke(app, _notify_args(assigned, backend.location, sheets, tmp_path))
+    assert result.exit_code == 2, result.output
+    assert f"error: no space left on device: {sheets}/" in result.output
+    assert "No sheet was written" in result.output
+    assert not sheets.exists() and list(tmp_path.glob(".sheets*")) == []
+    assert backend.contents() == before
+
+
+@pytest.mark.parametrize("where", ["segment", "manifest"])
+def test_a_ledger_on_a_full_disk_is_named_and_left_as_before_simulated(
+    runner: CliRunner, ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    before = folder_bytes(ledger.path)
+    export = write_export(tmp_path / "export.csv", 200)
+    if where == "segment":
+
+        def full(table: object, path: str | Path, **_options: object) -> None:
+            # What Arrow raises when the disk fills under it: errno 28, its own
+            # words, no file name; part of the segment written.
+            Path(path).write_bytes(b"PAR1" + b"\0" * 100)
+            raise OSError(
+                errno.ENOSPC,
+                "Error writing bytes to file. Detail: [errno 28] No space left on device",
+            )
+
+        monkeypatch.setattr(folder_store.pq, "write_table", full)
+        named = f"{ledger.path}/segments/"
+    else:
+        monkeypatch.setattr(folder_store.json, "dump", _no_space)
+        named = f"{ledger.path / 'manifest.json'}."
+    result = _assign(runner, export, ledger, "-o", tmp_path / "assigned.csv")
+    assert result.exit_code == 2, result.output
+    assert f"error: no space left on device: {named}" in result.output
+    assert "The ledger was left as it was before this run." in result.output
+    assert "error writing bytes" not in result.output
+    monkeypatch.undo()
+    assert folder_bytes(ledger.path) == before
+    assert list(tmp_path.glob("*assigned.csv*")) == []
