@@ -851,7 +851,7 @@ def assign_register(
     ``waiting`` is told once when the run waits for another to let go of the
     ledger (after about a second). A file that ``output``, ``rejects`` or
     ``departed`` names and that exists already is refused unless ``overwrite``.
-    Partial outputs that stopped runs left beside them are removed first (see
+    Partial outputs that stopped runs left in their folders are removed first (see
     ``files.remove_stale_parts``) and named in the result.
     """
     started = time.perf_counter()

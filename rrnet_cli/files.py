@@ -8,8 +8,9 @@ one.
 A temporary file is named ``.NAME.rrnet-HOST-PID-XXXXXXXX.part`` (NAME the
 destination's, HOST and PID the writing run's), so that a run killed before it
 could remove its own is recognised later: ``remove_stale_parts`` removes those
-of runs on this machine that are no longer alive, and never one a live run (of
-this or another machine) is writing.
+in the folders a run writes to (whatever output they were for) of runs on this
+machine that are no longer alive, and never one a live run (of this or another
+machine) is writing, nor any file not named so.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rrnet_cli.errors import UsageError
+from rrnet_cli.errors import RrnetError, UsageError
 
 if TYPE_CHECKING:  # imported where used, so sheet-rendering workers never load Polars
     import polars as pl
@@ -99,54 +100,107 @@ def stale_part_notes(removed: Iterable[str], not_removed: Iterable[str]) -> list
     ] + [f"not removed: {p}" for p in not_removed]
 
 
-def remove_stale_parts(destinations: Iterable[Path | None]) -> StaleParts:
-    """Remove the temporary files that stopped runs left beside ``destinations``.
+#: A temporary file of a run: ``.NAME.rrnet-HOST-PID-XXXXXXXX.part`` (the random
+#: part as ``tempfile.mkstemp`` makes it).
+_RUN_PART = re.compile(r"\.(?P<name>.+)\.rrnet-(?P<host>[^-/]+)-(?P<pid>\d+)-[a-z0-9_]{8}\.part")
 
-    A temporary file is stale when the run that wrote it was on this machine and
-    is no longer alive (killed, or the machine restarted): it is removed, or
-    named with the reason it could not be. One of a live run, or of another
-    machine's run, is left alone. One of an older rrnet (whose name says no run)
+
+def find_stale_parts(folders: Iterable[Path]) -> list[Path]:
+    """The temporary files in ``folders`` that stopped runs of this machine left.
+
+    Whatever destination a file was for: its name says it is an rrnet run's
+    temporary file (``.NAME.rrnet-HOST-PID-XXXXXXXX.part``), written on this
+    machine by a run that is no longer alive. A file of a live run or of
+    another machine, a folder (notify's, which notify itself recovers) and any
+    other file are never among them.
+    """
+    host = host_name()
+    stale: list[Path] = []
+    seen: set[Path] = set()
+    for folder in folders:
+        folder = Path(folder)
+        if folder.absolute() in seen:
+            continue
+        seen.add(folder.absolute())
+        try:
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError:  # not there, or not readable: writing there says why
+            continue
+        for entry in entries:
+            match = _RUN_PART.fullmatch(entry.name)
+            if match is None or match["host"] != host or pid_alive(int(match["pid"])):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False):
+                    stale.append(folder / entry.name)
+    return stale
+
+
+def remove_stale_parts(destinations: Iterable[Path | None]) -> StaleParts:
+    """Remove the temporary files that stopped runs left in the folders of ``destinations``.
+
+    Every one ``find_stale_parts`` finds there, whichever output it was for (a
+    run killed while writing ``assigned.csv`` leaves its part beside the
+    ``assigned_retry.csv`` of the next): it is removed, or named with the reason
+    it could not be. One of a live run, or of another machine's run, is left
+    alone. One of an older rrnet (whose name says no run) beside a destination
     is left in place and named: whether a run still writes it cannot be told.
     """
     found = StaleParts()
-    host = host_name()
-    for destination in destinations:
-        if destination is None:
+    named = [Path(d) for d in destinations if d is not None]
+    for part in find_stale_parts(d.parent for d in named):
+        try:
+            os.unlink(part)
+        except FileNotFoundError:
             continue
-        destination = Path(destination)
-        prefix = f".{destination.name}{_PART_MARK}"
-        parent = destination.parent
-        for part in sorted(parent.glob(glob.escape(prefix) + "*.part")):
-            writer, _, rest = part.name[len(prefix) :].partition("-")
-            pid = rest.partition("-")[0]
-            if writer != host or not pid.isdigit() or pid_alive(int(pid)):
-                continue
-            try:
-                os.unlink(part)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                found.not_removed.append(f"{part} ({os_reason(exc)})")
-                continue
-            found.removed.append(str(part))
+        except OSError as exc:
+            found.not_removed.append(f"{part} ({os_reason(exc)})")
+            continue
+        found.removed.append(str(part))
+    for destination in named:
         old = glob.escape(f".{destination.name}.") + "*.part"
-        for part in sorted(parent.glob(old)):
+        for part in sorted(destination.parent.glob(old)):
             if _OLD_PART.fullmatch(part.name[len(destination.name) + 2 :]):
                 found.not_removed.append(
                     f"{part} (a partial output of an older rrnet, which cannot say whether a "
                     "run still writes it; it holds personal data: delete it once no run is "
                     "writing to this folder)"
                 )
-    if found.removed:
+    for folder in {Path(p).parent for p in found.removed}:
         with contextlib.suppress(OSError):
-            fsync_dir(Path(found.removed[0]).parent)
+            fsync_dir(folder)
     return found
 
 
 def os_reason(exc: OSError) -> str:
-    """The operating system's reason for ``exc`` in plain words ("read-only file system")."""
-    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+    """The operating system's reason for ``exc`` in plain words ("read-only file system").
+
+    By its error number where it has one: Arrow's text for a full disk is "Error
+    writing bytes to file. Detail: [errno 28] No space left on device".
+    """
+    reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
     return reason[:1].lower() + reason[1:]
+
+
+@contextlib.contextmanager
+def naming(path: Path | str) -> Iterator[None]:
+    """Name ``path`` in an operating system's error that escapes without a file name.
+
+    A ``write()`` on a full disk, Polars, Arrow and xlsxwriter report the error
+    without the file ("No space left on device (os error 28)"): it is raised
+    again as an ``OSError`` of the same number that names ``path``. An error
+    that names its file already, is no operating system's, or is rrnet's own
+    message, goes on as it is.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, RrnetError):
+            raise
+        number = os_errno(exc)
+        if number is None or (isinstance(exc, OSError) and exc.filename):
+            raise
+        raise OSError(number, os.strerror(number), str(path)) from exc
 
 
 def refuse_existing(
@@ -191,7 +245,7 @@ class PendingFile:
 
     def publish(self) -> None:
         """Flush the temporary file to disk and rename it into place."""
-        with open(self.path, "rb+") as handle:
+        with naming(self.path), open(self.path, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(self.path, PRIVATE_FILE)
         os.replace(self.path, self.destination)
@@ -219,7 +273,8 @@ def atomic_output(destination: Path) -> Iterator[Path]:
     as it was.
     """
     with PendingFile(destination) as pending:
-        yield pending.path
+        with naming(pending.path):
+            yield pending.path
         pending.publish()
 
 
@@ -305,15 +360,8 @@ def write_table_to(
     (``neutralise_formulas``); without it every value is written as it is, for
     a file that goes back into a register system rather than into Excel.
     """
-    try:
+    with naming(path):
         _write_table_to(frame, path, suffix, encoding, excel_safe)
-    except Exception as exc:
-        number = os_errno(exc)
-        if number is None or (isinstance(exc, OSError) and exc.filename):
-            raise
-        # Name the file: Polars, Arrow and xlsxwriter report the operating system's
-        # error without it ("No space left on device (os error 28)").
-        raise OSError(number, os.strerror(number), str(path)) from exc
 
 
 def os_errno(exc: BaseException) -> int | None:

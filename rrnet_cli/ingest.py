@@ -239,7 +239,34 @@ def check_input_file(path: Path, what: str) -> Path:
         raise UsageError(f"{path} does not exist.")
     if path.is_dir():
         raise UsageError(f"{path} is a folder; give {what}.")
+    _refuse_lock_file(path)
     return path
+
+
+def _refuse_lock_file(path: Path) -> None:
+    """Refuse the lock file Excel keeps beside an open workbook, naming the workbook.
+
+    Excel names it ``~$`` + the workbook's name; it is a small binary file (165
+    bytes; 162 on a Mac) that starts with the length of the user's name and the
+    name, padded with spaces and zeros. Picked by mistake in a file dialog, it
+    would otherwise be read as a damaged workbook or a CSV.
+    """
+    if not path.name.startswith("~$") or len(path.name) <= 2:
+        return
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4097)
+    except OSError:
+        return  # reading it says why
+    if len(head) > 4096 or not head or head.startswith((_ZIP_MAGIC, _OLE_MAGIC)):
+        return
+    if not 0 < head[0] < len(head):  # the length of the user's name
+        return
+    workbook = path.with_name(path.name[2:])
+    raise UsageError(
+        f"{path} is Excel's lock file for {workbook.name} (the workbook is open in Excel), "
+        f"not the workbook: give {workbook} itself, or close Excel."
+    )
 
 
 def detect_encoding(data: bytes, requested: str, source: Path, *, head: bool = False) -> str:

@@ -837,9 +837,8 @@ def notify(
     if rejects is not None:
         check_table_suffix(rejects, excel=True)
     recovered, stale_notes = recover_interrupted(output, ledger)
-    if rejects is not None:
-        stale = remove_stale_parts([rejects])
-        stale_notes += stale_part_notes(stale.removed, stale.not_removed)
+    stale = remove_stale_parts([output, rejects])
+    stale_notes += stale_part_notes(stale.removed, stale.not_removed)
     if recovered is not None:
         result = NotifyResult(assigned=str(assigned), output=str(output), workers=workers)
         result.recovered = recovered

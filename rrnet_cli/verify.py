@@ -9,6 +9,8 @@ with resident_id and resident_code columns) and optionally a ledger:
 - no excluded row carries a code, and every row marked as coded has one;
 - with a ledger: each code is known to it, belongs to that resident there and
   is not retired; and the ledger itself is sound (see ``LedgerStore.check_integrity``);
+- partial outputs that stopped runs left beside the files given are named (a
+  note, not a violation: see ``files.find_stale_parts``);
 - for a municipality in pool mode: each code drawn for it (the ledger's status
   ``assigned``, by assign or by a code change) is in its designated pool. Codes
   carried over from other municipalities, or in use elsewhere, are exempt, and
@@ -29,6 +31,7 @@ import polars as pl
 from rrnet_cli import code as rcode
 from rrnet_cli import schema
 from rrnet_cli.errors import UsageError
+from rrnet_cli.files import find_stale_parts
 from rrnet_cli.ingest import EXCEL_SUFFIXES, clean_resident_ids, read_export, require_columns
 from rrnet_cli.ledger import (
     LedgerStore,
@@ -164,6 +167,12 @@ def verify(
     if not paths:
         return result
     rows = pl.concat([_load(Path(p), encoding, mapping, sheet, delimiter) for p in paths])
+    for part in find_stale_parts(Path(p).parent for p in paths):
+        result.notes.append(
+            f"{part} is a partial output (personal data) that a stopped rrnet run left "
+            "beside the files given: the next assign, change or notify writing to that "
+            "folder removes it, or delete it"
+        )
     result.rows = rows.height
     coded = rows.filter(pl.col("code").is_not_null())
     result.codes = coded.height

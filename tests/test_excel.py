@@ -459,3 +459,44 @@ def test_an_xlsx_named_xls_is_read_by_content(tmp_path: Path) -> None:
     misnamed = tmp_path / "r.xls"
     misnamed.write_bytes(book.read_bytes())
     assert ingest.read_export(misnamed).rows == 6
+
+
+def _excel_lock_file(workbook: Path, user: str, padding: bytes) -> Path:
+    """The owner file Excel keeps beside an open workbook, made as Excel makes it:
+    ``~$`` + the name, 165 bytes: the user name's length and the name (padded with
+    spaces to 54 bytes), then its length and the name in UTF-16, padded."""
+    ansi = bytes([len(user)]) + user.encode("ascii")
+    wide = len(user).to_bytes(2, "little") + user.encode("utf-16-le")
+    data = ansi.ljust(54, b" ") + wide
+    lock = workbook.with_name("~$" + workbook.name)
+    lock.write_bytes(data.ljust(165, padding))
+    return lock
+
+
+@pytest.mark.parametrize("padding", [b"\0", b" "])
+@pytest.mark.parametrize("command", ["assign", "verify"])
+def test_excels_lock_file_is_named_for_what_it_is(
+    runner: CliRunner, ledger: Ledger, tmp_path: Path, padding: bytes, command: str
+) -> None:
+    workbook = write_xlsx(tmp_path / "x.xlsx", register_rows())
+    lock = _excel_lock_file(workbook, "tanaka.hanako", padding)
+    assert lock.stat().st_size == 165
+    args = ["-o", str(tmp_path / "out.csv")] if command == "assign" else []
+    result = runner.invoke(app, [command, str(lock), "--ledger", str(ledger.path), *args])
+    assert result.exit_code == 2, result.output
+    assert (
+        f"{lock} is Excel's lock file for x.xlsx (the workbook is open in Excel), not the "
+        f"workbook: give {workbook} itself, or close Excel." in result.output
+    )
+    assert "tanaka" not in result.output  # the lock file's user name is not echoed
+    assert "text file" not in result.output and "other kind of file" not in result.output
+    no_crash(result.output)
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_workbook_whose_name_starts_like_a_lock_file_is_read(
+    runner: CliRunner, ledger: Ledger, tmp_path: Path
+) -> None:
+    workbook = write_xlsx(tmp_path / "~$register.xlsx", register_rows())
+    result = assign(runner, workbook, ledger.path, "-o", str(tmp_path / "out.csv"))
+    assert result.exit_code == 0, result.output

@@ -80,7 +80,7 @@ import pyarrow.parquet as pq
 
 from rrnet_cli import code as rcode
 from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, LedgerBusy, LedgerError
-from rrnet_cli.files import PRIVATE_DIR, PRIVATE_FILE, fsync_dir
+from rrnet_cli.files import PRIVATE_DIR, PRIVATE_FILE, fsync_dir, naming
 from rrnet_cli.ledger.audit import (
     COPIED_FROM,
     MOVED_TO,
@@ -158,7 +158,7 @@ def _write_private_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with naming(path), os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle, ensure_ascii=False, indent=1)
             handle.flush()
             os.fsync(handle.fileno())
@@ -675,7 +675,8 @@ class Ledger:
             txn.bind = latest_place(manifest.get(TRANSACTIONS) or []) is None
             try:
                 yield txn
-                txn.commit()
+                with naming(self.path):  # a full disk names the ledger
+                    txn.commit()
             except BaseException:
                 txn.abort()  # staged segments go; the manifest never named them
                 raise
@@ -993,16 +994,17 @@ class Transaction:
         self.staged.append(info)  # staged first, so abort() removes a half-written file
         # Sorted codes delta-encode to ~1.6 bytes each and decode fastest without
         # a general-purpose codec on top (measured: 100M codes, 161 MB, 0.5 s).
-        pq.write_table(
-            table,
-            path,
-            compression={n: ("none" if n == "code" else "zstd") for n in table.column_names},
-            use_dictionary=[n for n in table.column_names if n != "code"],
-            column_encoding={"code": "DELTA_BINARY_PACKED"},
-            row_group_size=8_000_000,
-        )
-        with open(path, "rb+") as handle:
-            os.fsync(handle.fileno())
+        with naming(path):  # Arrow names no file: "Error writing bytes to file..."
+            pq.write_table(
+                table,
+                path,
+                compression={n: ("none" if n == "code" else "zstd") for n in table.column_names},
+                use_dictionary=[n for n in table.column_names if n != "code"],
+                column_encoding={"code": "DELTA_BINARY_PACKED"},
+                row_group_size=8_000_000,
+            )
+            with open(path, "rb+") as handle:
+                os.fsync(handle.fileno())
         info.bytes = path.stat().st_size
         info.sha256 = file_sha256(path)
         return info

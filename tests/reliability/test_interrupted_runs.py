@@ -5,6 +5,7 @@ gives one clean line, exit code 130 and no file with personal data."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -68,6 +69,63 @@ def test_a_killed_assign_leaves_parts_the_next_run_removes(
     assert _parts(tmp_path) == []
     checked = verify([out], ledger=backend.store())
     assert checked.ok and checked.rows == 20_000
+
+
+def _written(parts: list[Path]) -> int:
+    """How many bytes ``parts`` hold now (one may be renamed away meanwhile)."""
+    size = 0
+    for part in parts:
+        with contextlib.suppress(FileNotFoundError):
+            size += part.stat().st_size
+    return size
+
+
+def test_a_retry_under_another_name_removes_the_killed_runs_part(
+    backend: LedgerBackend, tmp_path: Path
+) -> None:
+    """kill -9 while assign writes outD/assigned.csv, then assign -o
+    outD/assigned_retry.csv: the killed run's part (names, addresses, codes the
+    ledger never recorded) is removed and named, and verify names one before."""
+    export = write_export(tmp_path / "export.csv", 100_000)
+    folder = tmp_path / "outD"
+    folder.mkdir()
+    out, retry = folder / "assigned.csv", folder / "assigned_retry.csv"
+    earlier = folder / "earlier.csv"  # an output of the day before, in the same folder
+    done = assign_in_subprocess(
+        write_export(tmp_path / "e.csv", 5, start=10**6), backend.location, earlier
+    )
+    assert done.returncode == 0, done.stderr
+    rng = random.Random(20240602)
+    parts: list[Path] = []
+    for _ in range(10):  # kill once the part holds rows, at a random instant after
+        proc = start_assign_in_subprocess(export, backend.location, out, "--overwrite")
+        while proc.poll() is None and _written(_parts(folder)) < 1_000_000:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.01))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        backend.settle()
+        parts = _parts(folder)
+        if proc.returncode == -signal.SIGKILL and _written(parts) >= 1_000_000:
+            break
+    else:
+        pytest.fail("no kill landed while the output was being written")
+    assert [p.name.split(".rrnet-")[0] for p in parts] == [".assigned.csv"]
+    own = folder / ".notes.part"  # the user's own hidden file: never touched
+    own.write_text("mine", encoding="utf-8")
+    checked = rrnet("verify", earlier, "--ledger", backend.location)
+    assert checked.returncode == 0, checked.stderr
+    assert f"note: {parts[0]} is a partial output" in checked.stdout
+    assert parts[0].exists()
+
+    run = assign_in_subprocess(export, backend.location, retry)
+    assert run.returncode == 0, run.stderr
+    for part in parts:
+        assert f"note: removed {part}, a partial output (personal data)" in run.stderr
+    assert _parts(folder) == [own]
+    checked = rrnet("verify", retry, "--ledger", backend.location)
+    assert checked.returncode == 0, checked.stderr
+    assert ".part" not in checked.stdout + checked.stderr
 
 
 def _startup_seconds() -> float:
