@@ -1226,8 +1226,11 @@ def _record_notices(
     result.batch = batch
 
 
-def _init_worker(profile: Profile, static: Any, kind: str, worker: bool = True) -> None:
-    """Build this process's renderer of form ``kind``; a worker leaves Ctrl-C to its parent.
+def _init_worker(
+    profile: Profile, static: Any, kind: str, parent: int, worker: bool = True
+) -> None:
+    """Build this process's renderer of form ``kind``; a worker leaves Ctrl-C to its
+    parent, and ends when its parent (the run, ``parent``) ends, however it ended.
 
     The parent cancels the batches not yet started, waits for the running ones
     and removes every partial file; a worker that died of the same SIGINT
@@ -1237,6 +1240,7 @@ def _init_worker(profile: Profile, static: Any, kind: str, worker: bool = True) 
 
     if worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        form.exit_with(parent)
     form.init_worker(profile, static, kind)
 
 
@@ -1453,7 +1457,7 @@ def _write_sheets(
         batches,
         form.render_batch,
         _init_worker,
-        (profile, static, form_kind),
+        (profile, static, form_kind, os.getpid()),
         result.workers,
         steps,
         len(sheets),

@@ -5,6 +5,7 @@ gives one clean line, exit code 130 and no file with personal data."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -137,3 +138,65 @@ def test_ctrl_c_to_notify_or_its_parent_alone_is_clean(tmp_path: Path) -> None:
         assert not sheets.exists() and not rejects.exists()
         assert list(tmp_path.glob(".*.part")) == []
         assert Ledger.open(ledger.path).snapshot().notices.height == 0
+
+
+def _session(sid: int) -> dict[int, tuple[int, str]]:
+    """The processes of session ``sid`` (a run started with start_new_session): pid ->
+    (ppid, command line), read from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            found[int(entry.name)] = (int(fields[1]), command)
+    return found
+
+
+def test_kill_9_of_notify_leaves_no_rendering_process_behind(tmp_path: Path) -> None:
+    ledger = Ledger.init(tmp_path / "ledger", municipality=SAMPLE_MUNICIPALITY)
+    assigned = tmp_path / "assigned.csv"
+    sample = Path(__file__).resolve().parents[2] / "sample_data" / "register_ja_cp932.csv"
+    rrnet("assign", sample, "--ledger", ledger.path, "-o", assigned, check=True)
+    proc = subprocess.Popen(
+        [
+            *(str(RRNET), "notify", str(assigned), "--ledger", str(ledger.path)),
+            *("--profile", str(SAMPLE_PROFILE), "-o", str(tmp_path / "sheets")),
+            *("--batch-size", "5", "--workers", "2"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until both rendering workers of the pool are at work
+            processes = _session(proc.pid)
+            servers = {
+                pid
+                for pid, (ppid, command) in processes.items()
+                if ppid == proc.pid and "forkserver" in command
+            }
+            workers = [pid for pid, (ppid, _) in processes.items() if ppid in servers]
+            if len(workers) >= 2 or proc.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "notify ended before its workers were seen"
+        assert len(workers) >= 2, processes
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _session(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # Nothing of the run is left: no worker holding residents' data, no forkserver,
+        # no resource tracker.
+        assert _session(proc.pid) == {}
+    finally:
+        for pid in _session(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
