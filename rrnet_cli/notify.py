@@ -94,6 +94,7 @@ from rrnet_cli.ledger import (
     ownership_problems,
     without_leading_zeros,
 )
+from rrnet_cli.ledger.interface import failpoint
 from rrnet_cli.profile import Profile
 from rrnet_cli.progress import QUIET, Steps
 from rrnet_cli.schema import BIRTH_TEXT, FEMALE, MALE, ROW, SEX_VALUES, CodeStatus
@@ -421,8 +422,12 @@ class NotifyResult:
     not_drawn_here: int = 0
     #: what was done with the folder of an earlier run killed midway (nothing else ran)
     recovered: str | None = None
-    #: things the office must know (sheets of a killed run waiting elsewhere)
+    #: things the office must know
     notes: list[str] = field(default_factory=list)
+    #: sheets of killed runs given the folder the ledger records for them
+    handed_over: list[str] = field(default_factory=list)
+    #: notices recorded whose sheets are still under a hidden name (``stranded_warning``)
+    stranded: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -834,13 +839,15 @@ def notify(
         )
     if rejects is not None:
         check_table_suffix(rejects, excel=True)
-    recovered, stale_notes = recover_interrupted(output, ledger)
+    recovery = recover_interrupted(output, ledger, profile.code)
+    stale_notes = recovery.notes
     if rejects is not None:
         stale = remove_stale_parts([rejects])
         stale_notes += stale_part_notes(stale.removed, stale.not_removed)
-    if recovered is not None:
+    if recovery.recovered is not None:
         result = NotifyResult(assigned=str(assigned), output=str(output), workers=workers)
-        result.recovered = recovered
+        result.recovered = recovery.recovered
+        result.handed_over, result.stranded = recovery.handed_over, recovery.stranded
         result.seconds = round(time.perf_counter() - started, 3)
         return result
     if changes and per_household:
@@ -882,6 +889,8 @@ def notify(
         reprint_reason=reprint.value if reprint is not None else None,
         notes=stale_notes,
         lists=[f"manifest.{lists}", f"mailing.{lists}"],
+        handed_over=recovery.handed_over,
+        stranded=recovery.stranded,
     )
     if frame.height == 0 and not changes:
         result.nothing_to_print = "no row has a code"
@@ -1060,6 +1069,7 @@ def notify(
             )
             result.seconds = round(time.perf_counter() - started, 3)
             return result
+        failpoint("notify-after-commit")
         _publish(staging, output)
         if rejects_file is not None:
             rejects_file.publish()
@@ -1079,59 +1089,134 @@ def notify(
 BATCH_MARKER = ".rrnet-batch"
 
 
-def recover_interrupted(output: Path, ledger: LedgerStore) -> tuple[str | None, list[str]]:
-    """Finish or remove what killed notify runs left beside ``output``; say what.
+@dataclass
+class Recovery:
+    """What ``recover_interrupted`` did with the folders killed notify runs left."""
 
-    A run writes into a hidden folder ``.NAME.rrnet-PID-*.part``, writes the
-    batch and the ledger into it (``BATCH_MARKER``), records its notices in the
-    ledger, then renames the folder to NAME. So a folder of a run that is no
-    longer alive is:
+    #: the folder of a run meant for this run's -o, now given that name (nothing else runs)
+    recovered: str | None = None
+    #: issued sheets of killed runs, now in the folder the ledger records for them
+    handed_over: list[str] = field(default_factory=list)
+    #: issued sheets still under a hidden name: batch, residents, where, meant for
+    stranded: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def notify_batches(ledger: LedgerStore, municipality: str) -> dict[str, tuple[Path, int | None]]:
+    """The folder each notify batch of ``municipality`` went into, as the ledger's audit
+    trail records it, and how many notices it recorded.
+
+    A run records the folder whole (``notice_folder``); a record of an older rrnet
+    has only its outputs' paths, as given on the command line (a relative one is
+    taken from here: the marker in the hidden folder says whether it is the batch's).
+    """
+    from rrnet_cli.ledger.notices import output_folder
+
+    found: dict[str, tuple[Path, int | None]] = {}
+    for record in ledger.audit_log().records:
+        if not isinstance(record, dict) or not isinstance(record.get("notice_batch"), str):
+            continue
+        if record.get("municipality") not in (None, municipality):
+            continue
+        folder = record.get("notice_folder") or output_folder(record.get("outputs"))
+        if not isinstance(folder, str):
+            continue
+        counts = record.get("counts")
+        count = counts.get("notice") if isinstance(counts, dict) else None
+        found[record["notice_batch"]] = (Path(folder), count if isinstance(count, int) else None)
+    return found
+
+
+def _residents(count: int | None) -> str:
+    return f"{count} resident(s)" if count is not None else "its residents"
+
+
+def recover_interrupted(output: Path, ledger: LedgerStore, municipality: str) -> Recovery:
+    """Finish or remove what killed notify runs left; say what.
+
+    A run writes into a hidden folder ``.NAME.rrnet-PID-*.part`` beside its -o,
+    writes the batch and the ledger into it (``BATCH_MARKER``), records its
+    notices in the ledger (the audit record names the folder), then renames the
+    hidden folder to NAME. So a folder of a run that is no longer alive, beside
+    ``output`` or beside any folder the ledger records a batch of
+    ``municipality`` went into, is:
 
     - without the marker, or with this ledger's marker and a batch the ledger
-      does not hold: sheets never issued. It is removed (it holds personal data);
-    - with a batch this ledger holds: sheets issued but never handed over. If it
-      was meant for ``output`` and that name is free, it gets that name (what
-      the run would have done; returned as the first value, and nothing else
-      runs); otherwise a note says where it is;
+      does not hold: sheets never issued. Beside ``output`` it is removed (it
+      holds personal data);
+    - with a batch this ledger holds: sheets issued but never handed over. If
+      the folder it was meant for is free, it gets that name (what the run
+      would have done): for ``output`` nothing else runs; otherwise it is
+      ``stranded``: which batch, how many residents, where the sheets are;
     - with another ledger's marker: left alone.
     """
-    handed_over: str | None = None
-    notes: list[str] = []
-    for stale in sorted(output.parent.glob(".*.rrnet-*.part")):
-        name, _, rest = stale.name[1:].rpartition(".rrnet-")
-        pid = rest.split("-", 1)[0]
-        # A folder of a live process (this one included) is a run still at work.
-        if not stale.is_dir() or (pid.isdigit() and pid_alive(int(pid))):
-            continue
-        marker = stale / BATCH_MARKER
-        try:
-            said = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
-        except (OSError, ValueError):
-            said = {}
-        batch, where = said.get("batch"), said.get("ledger")
-        if where is not None and where != ledger.location:
-            continue
-        if not isinstance(batch, str) or not _batch_recorded(ledger, batch):
-            shutil.rmtree(stale, ignore_errors=True)
-            continue
-        target = output.parent / name
-        free = not target.exists() or (target.is_dir() and not any(target.iterdir()))
-        if target == output and free:
-            _publish(stale, output)
-            (output / BATCH_MARKER).unlink(missing_ok=True)
-            handed_over = (
-                f"An earlier notify run was stopped after it recorded its notices (batch "
-                f"{batch}) but before it named its folder: its sheets are now in {output}. "
-                "Print those; run notify again with another -o for anything not yet issued"
-            )
-        else:
-            notes.append(
-                f"an earlier notify run was stopped after it recorded its notices (batch "
-                f"{batch}) but before it named its folder: its sheets are in {stale}. "
-                f"Rename that folder (to {target.name}, or run notify with -o {target} "
-                "to have it done) and print them"
-            )
-    return handed_over, notes
+    done = Recovery()
+    batches = notify_batches(ledger, municipality)
+    output = Path(os.path.abspath(output))
+    places = {Path(os.path.abspath(f.parent)) for f, _ in batches.values()} | {output.parent}
+    for place in sorted(places):
+        here = place == output.parent
+        for stale in sorted(place.glob(".*.rrnet-*.part")):
+            name, _, rest = stale.name[1:].rpartition(".rrnet-")
+            pid = rest.split("-", 1)[0]
+            # A folder of a live process (this one included) is a run still at work.
+            if not stale.is_dir() or (pid.isdigit() and pid_alive(int(pid))):
+                continue
+            marker = stale / BATCH_MARKER
+            try:
+                said = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+            except (OSError, ValueError):
+                said = {}
+            batch, where = said.get("batch"), said.get("ledger")
+            if where is not None and where != ledger.location:
+                continue
+            if not here and batch not in batches:
+                continue  # not this municipality's batch, nor beside this run's -o
+            if not isinstance(batch, str) or not _batch_recorded(ledger, batch):
+                if here:
+                    shutil.rmtree(stale, ignore_errors=True)
+                continue
+            count = batches.get(batch, (None, None))[1]
+            target = stale.parent / name
+            free = not target.exists() or (target.is_dir() and not any(target.iterdir()))
+            if free:
+                _publish(stale, target)
+                (target / BATCH_MARKER).unlink(missing_ok=True)
+            if free and target == output:
+                done.recovered = (
+                    f"An earlier notify run was stopped after it recorded its notices (batch "
+                    f"{batch}, {_residents(count)}) but before it named its folder: its "
+                    f"sheets are now in {output}. Print those; run notify again with another "
+                    "-o for anything not yet issued"
+                )
+            elif free:
+                done.handed_over.append(
+                    f"An earlier notify run was stopped after it recorded its notices (batch "
+                    f"{batch}, {_residents(count)}) but before it named its folder: its "
+                    f"sheets are now in {target}, the folder the ledger records. Print those"
+                )
+            else:
+                done.stranded.append(
+                    {
+                        "batch": batch,
+                        "residents": count,
+                        "folder": str(stale),
+                        "meant_for": str(target),
+                    }
+                )
+    return done
+
+
+def stranded_warning(stranded: dict[str, Any]) -> str:
+    """What an office must do about issued sheets that nobody was given."""
+    return (
+        f"the notices of batch {stranded['batch']} ({_residents(stranded['residents'])}) "
+        "are recorded as issued, but their sheets were never handed over: the notify run "
+        "was stopped after it recorded them and before it named its folder, and "
+        f"{stranded['meant_for']}, the folder meant for them, now holds other files. The "
+        f"sheets are in {stranded['folder']}: move that folder to a new name and print "
+        "them (notify warns and exits 1 until then)"
+    )
 
 
 def _write_list(frame: pl.DataFrame, destination: Path) -> None:
@@ -1196,7 +1281,7 @@ def _record_notices(
             invocation,
             inputs=[file_digest(assigned)],
             outputs=outputs,
-            details={"notice_batch": batch},
+            details={"notice_batch": batch, "notice_folder": str(output.absolute())},
         )
         view = txn.view()
         current = view.lookup(notices["code"].to_numpy())

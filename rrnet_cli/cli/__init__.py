@@ -47,7 +47,7 @@ from rrnet_cli.cli._common import (
 )
 from rrnet_cli.cli.ledger import ledger_app
 from rrnet_cli.cli.notices import ledger_notices  # noqa: F401  (registers `rrnet ledger notices`)
-from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, UsageError
+from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, EXIT_CHECK_FAILED, UsageError
 from rrnet_cli.progress import Steps
 from rrnet_cli.schema import ID_DOCUMENT_CHOICES, IdDocument, ReprintReason, id_document_kind
 
@@ -820,15 +820,32 @@ def notify(
             mapping=load_mapping(mapping),
             lists=lists.value,
         )
-    if result.recovered and not as_json:
-        out.print(f"{result.recovered}.", markup=False)
+    _say_notify(result, as_json)
+
+
+def _say_notify(result: Any, as_json: bool) -> None:
+    """notify's ending. Notices recorded whose sheets nobody was given (a run killed
+    before it named its folder, whose folder could not be handed over) are a warning
+    on every run and exit code 1, even when the run itself did all it had to."""
+    from rrnet_cli.notify import stranded_warning
+
+    ok = not result.stranded
+    if as_json:
+        finish(result, as_json, "", ok=ok)
         return
-    for note in result.notes if not as_json else ():
+    for line in [result.recovered, *result.handed_over]:
+        if line:
+            out.print(f"{line}.", markup=False, soft_wrap=True)
+    for note in result.notes:
         err.print(f"note: {note}", markup=False)
-    if result.nothing_to_print and not as_json:
+    if result.nothing_to_print:
         out.print(f"Nothing to print: {result.nothing_to_print}. No folder was made.", markup=False)
-        return
-    finish(result, as_json, f"Notification sheets in {result.output}")
+    elif not result.recovered:
+        finish(result, as_json, f"Notification sheets in {result.output}")
+    for stranded in result.stranded:
+        err.print(f"[bold red]warning:[/] {escape(stranded_warning(stranded))}.", soft_wrap=True)
+    if not ok:
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def _with_layout(profile: Any, layout: Path | None) -> Any:
