@@ -415,6 +415,9 @@ class NotifyResult:
     #: "new" (first notices), "reprint" (reissued, with reprint_reason) or "sample"
     issue: str = "new"
     reprint_reason: str | None = None
+    #: rows without a code (the register export) printed with their resident's code
+    #: from the ledger
+    codes_from_ledger: int = 0
     #: rows skipped because their notice was already issued
     already_issued: int = 0
     #: rows the file says are newly assigned whose code this ledger did not draw here
@@ -443,6 +446,8 @@ class NotifyResult:
         rows += [(f"  {language}", n) for language, n in self.by_language.items()]
         if self.rejects is not None:
             rows.append(("sheets set aside (rejects)", self.rejected))
+        if self.codes_from_ledger:
+            rows.append(("rows without a code: the ledger's code printed", self.codes_from_ledger))
         if self.already_issued:
             rows.append(("already issued, not printed again", self.already_issued))
         if self.not_drawn_here:
@@ -745,6 +750,54 @@ def first_notice_rows(
     return frame.filter(wanted), due
 
 
+def with_ledger_codes(
+    frame: pl.DataFrame, due: pl.DataFrame, view: LedgerView, municipality: str, source: Path
+) -> tuple[pl.DataFrame, int]:
+    """The rows to print a first notice for, a row without a code given its resident's
+    code due one (``first_notice_rows``) from the ledger; and how many were given one.
+
+    The register export, given instead of what rrnet assign wrote, has no codes
+    (or only those residents arrived with): the ledger holds the code drawn for
+    each resident, found by the resident's id exactly as the ledger keys it (an
+    id that lost its leading zeros finds nothing), and the file gives the name
+    and address, as for a change notice. The code printed is the ledger's. A
+    file that is not rrnet assign's (no code_status column) none of whose
+    residents is due a notice, while codes drawn here wait for theirs, is
+    refused: most likely the wrong register, and an office must not read
+    "nothing to print" as "everyone has been notified".
+    """
+    given = pl.col("resident_code")
+    missing = given.is_null() | (given == "")
+    codes = pl.DataFrame(
+        {
+            "_resident": due["resident_id"],
+            "_due": pl.Series(rcode.codes_to_strings(due["code"].to_numpy())),
+        },
+        schema={"_resident": pl.String, "_due": pl.String},
+    )
+    keyed = frame.with_columns(clean_resident_ids(frame["resident_id"]).alias("_resident")).join(
+        codes, on="_resident", how="left", maintain_order="left"
+    )
+    filled = keyed.select((missing & pl.col("_due").is_not_null()).sum()).item()
+    rows = (
+        keyed.with_columns(
+            pl.when(missing).then(pl.col("_due")).otherwise(given).alias("resident_code")
+        )
+        .filter(given.is_not_null() & (given != ""))
+        .drop("_resident", "_due")
+    )
+    if rows.height == 0 and "code_status" not in frame.columns:
+        waiting = view.first_notice_due(municipality).height
+        if waiting:
+            raise UsageError(
+                f"{source} looks like the register export, not the output of rrnet assign "
+                f"(it has no code_status column), and none of its residents has a code drawn "
+                f"here that waits for its first notice, while {waiting} code(s) drawn here "
+                "still have no first notice. Give the file rrnet assign wrote (its -o)."
+            )
+    return rows, int(filled)
+
+
 def _batches(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -864,8 +917,13 @@ def notify(
             mapping=mapping,
         )
         needed = ("resident_id", "name", "birth_date", "sex", "address")
-        require_columns(export, needed if changes else ("resident_code", *needed))
-        if changes:
+        first_notices = not (changes or include_all or reprint is not None)
+        # First notices take a row without a code (the register export itself, not
+        # what rrnet assign wrote) to be the resident's, the code the ledger's (below).
+        require_columns(export, needed if changes or first_notices else ("resident_code", *needed))
+        if first_notices:
+            frame = _checked_codes(_with_row_codes(export.frame), export.path)
+        elif changes:
             frame = _with_row_codes(export.frame)
             if residents:
                 frame = select_residents(frame, False, residents, coded_only=False)
@@ -873,12 +931,6 @@ def notify(
             frame = select_residents(
                 _checked_codes(export.frame, export.path), include_all, residents
             )
-        else:
-            # First notices: the ledger, not the file's code_status, says whose (below).
-            frame = _checked_codes(export.frame, export.path).filter(
-                pl.col("resident_code").is_not_null() & (pl.col("resident_code") != "")
-            )
-    first_notices = not (changes or include_all or reprint is not None)
     result = NotifyResult(
         assigned=str(assigned),
         output=str(output),
@@ -909,6 +961,9 @@ def notify(
         due: pl.DataFrame | None = None
         if first_notices:
             frame, due = first_notice_rows(frame, view, profile.code)
+            frame, result.codes_from_ledger = with_ledger_codes(
+                frame, due, view, profile.code, export.path
+            )
             if frame.height == 0:
                 result.nothing_to_print = NOTHING_DUE
                 result.seconds = round(time.perf_counter() - started, 3)

@@ -593,7 +593,9 @@ def notify(
         Path | None,
         typer.Argument(
             metavar="ASSIGNED",
-            help="An assigned register written by `rrnet assign` (.csv, .parquet or .xlsx).",
+            help="An assigned register written by `rrnet assign` (.csv, .parquet or .xlsx); "
+            "for first notices, the register export will do: a row without a code gets the "
+            "code the ledger drew for its resident.",
             show_default=False,
         ),
     ] = None,
