@@ -36,7 +36,7 @@ import signal
 import time
 import unicodedata
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
@@ -828,6 +828,7 @@ def notify(
     changes: bool = False,
     mapping: dict[str, str] | None = None,
     lists: str = "csv",
+    settled: Callable[[], None] | None = None,
 ) -> NotifyResult:
     """Check every row against the ledger, then render, record and publish the notices.
 
@@ -842,7 +843,9 @@ def notify(
     The files are written into a hidden folder beside ``output``, the notices
     are committed to the ledger, and only then is the folder renamed to
     ``output``. On any failure, or Ctrl-C, before the commit, the hidden folder
-    is removed and the ledger is unchanged.
+    is removed and the ledger is unchanged. ``settled`` is called once the
+    notices are recorded (or the samples published): what is left is to name
+    the folder, which Ctrl-C no longer stops.
     """
     started = time.perf_counter()
     if lists not in ("csv", "xlsx"):
@@ -1083,6 +1086,7 @@ def notify(
     # commit leaves no output folder, no rejects file and no notice recorded.
     staging = output.parent / f".{output.name}.rrnet-{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
     rejects_file: PendingFile | None = None
+    published = False
     try:
         rejects_file = PendingFile(rejects) if rejects is not None else None
         printed = _write_sheets(
@@ -1112,6 +1116,8 @@ def notify(
                     invocation,
                     kind,
                 )
+            if settled is not None:
+                settled()
         if not printed.residents:
             # Every sheet was set aside (--rejects): nothing to hand over, no folder.
             shutil.rmtree(staging, ignore_errors=True)
@@ -1126,13 +1132,33 @@ def notify(
             return result
         failpoint("notify-after-commit")
         _publish(staging, output)
+        published = True
+        if settled is not None:
+            settled()
         if rejects_file is not None:
             rejects_file.publish()
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if rejects_file is not None:
-            rejects_file.discard()
-        raise
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        if not published and not _issued(staging, ledger):
+            shutil.rmtree(staging, ignore_errors=True)
+            if rejects_file is not None:
+                rejects_file.discard()
+            raise
+        if not published and (not interrupted or not _hand_over(staging, output)):
+            # The notices are recorded: their sheets are issued, and the next run
+            # hands them over.
+            raise RrnetError(
+                f"The notices were recorded in the ledger (batch {result.batch or '?'}), "
+                f"but their folder could not be named {output}: the sheets are in {staging}. "
+                "Run notify again (with any -o) to have them handed over."
+            ) from exc
+        if not interrupted:
+            if rejects_file is not None:
+                rejects_file.discard()
+            raise
+        # Ctrl-C once the notices are recorded: the run finishes what is left.
+        if rejects_file is not None and not rejects_file.published:
+            rejects_file.publish()
     (output / BATCH_MARKER).unlink(missing_ok=True)
     result.seconds = round(time.perf_counter() - started, 3)
     result.sheets_per_second = round(len(sheets) / result.seconds, 1) if result.seconds else 0.0
@@ -1286,6 +1312,31 @@ def _publish(staging: Path, output: Path) -> None:
     """Give the finished folder its name (an empty folder of that name is replaced)."""
     os.replace(staging, output)
     fsync_dir(output.parent)
+
+
+def _issued(staging: Path, ledger: LedgerStore) -> bool:
+    """Whether the folder being written holds notices the ledger recorded (its run
+    stopped after the commit); True when the ledger cannot say (the next run, which
+    asks again, removes the folder if not)."""
+    marker = staging / BATCH_MARKER
+    if not marker.is_file():  # not yet recording (or already named: the caller knows)
+        return False
+    try:
+        batch = json.loads(marker.read_text(encoding="utf-8")).get("batch")
+        return isinstance(batch, str) and _batch_recorded(ledger, batch)
+    except (OSError, ValueError):
+        return False
+    except Exception:  # the ledger cannot be read now
+        return True
+
+
+def _hand_over(staging: Path, output: Path) -> bool:
+    """Give the finished folder its name; whether it has it now."""
+    try:
+        _publish(staging, output)
+    except OSError:
+        return False
+    return True
 
 
 def _batch_recorded(ledger: LedgerStore, batch: str) -> bool:

@@ -44,6 +44,7 @@ from rrnet_cli.cli._common import (
     out,
     say_stale_parts,
     say_waiting,
+    work_done,
 )
 from rrnet_cli.cli.ledger import ledger_app
 from rrnet_cli.cli.notices import ledger_notices  # noqa: F401  (registers `rrnet ledger notices`)
@@ -821,8 +822,23 @@ def notify(
             delimiter=delimiter,
             mapping=load_mapping(mapping),
             lists=lists.value,
+            settled=work_done,
         )
+    work_done(_what_notify_did(result))
     _say_notify(result, as_json)
+
+
+def _what_notify_did(result: Any) -> str:
+    """notify's work in a few words, for a Ctrl-C that comes once it is done."""
+    if result.recovered:
+        return "the sheets of an earlier run were handed over"
+    if result.nothing_to_print:
+        return "nothing to print"
+    if result.batch is not None:
+        return (
+            f"{result.sheets} notice(s) recorded (batch {result.batch}), sheets in {result.output}"
+        )
+    return f"{result.sheets} sheet(s) in {result.output}"
 
 
 def _say_notify(result: Any, as_json: bool) -> None:

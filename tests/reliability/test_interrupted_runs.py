@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 from backends import LedgerBackend
 from helpers import (
+    MUNICIPALITY,
     SAMPLE_MUNICIPALITY,
     SAMPLE_PROFILE,
     assign_in_subprocess,
+    profile_for,
     rrnet,
     start_assign_in_subprocess,
     write_export,
@@ -200,3 +202,42 @@ def test_kill_9_of_notify_leaves_no_rendering_process_behind(tmp_path: Path) -> 
         for pid in _session(proc.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_ctrl_c_after_notify_has_done_its_work_does_not_make_it_a_failure(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C right after the summary: the notices are recorded and the sheets named,
+    so the run is a success (exit 0), and says it was interrupted after the work."""
+    ledger = Ledger.init(tmp_path / "ledger", municipality=MUNICIPALITY)
+    profile = profile_for(MUNICIPALITY, tmp_path)
+    for trial in range(3):  # new residents each time: each run records its notices
+        export = write_export(tmp_path / f"export{trial}.csv", 20, start=trial * 20)
+        assigned = tmp_path / f"assigned{trial}.csv"
+        rrnet("assign", export, "--ledger", ledger.path, "-o", assigned, check=True)
+        sheets = tmp_path / f"sheets{trial}"
+        proc = subprocess.Popen(
+            [
+                *(str(RRNET), "notify", str(assigned), "--ledger", str(ledger.path)),
+                *("--profile", str(profile), "-o", str(sheets), "--workers", "2"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        printed = []
+        for line in proc.stdout:  # the summary's last line: the work is done
+            printed.append(line)
+            if line.startswith("└"):
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, stderr = proc.communicate(timeout=60)
+        summary = " ".join("".join([*printed, rest]).split())
+        assert "notices recorded in the ledger, batch" in summary, [*printed, stderr]
+        assert proc.returncode == 0, (trial, proc.returncode, stderr)
+        assert "Traceback" not in stderr and (sheets / "manifest.csv").is_file()
+        if stderr:  # the signal came before the run had ended
+            assert stderr.startswith("Interrupted after the work was done: 20 notice(s)"), stderr
+    assert Ledger.open(ledger.path).snapshot().notices.height == 60
