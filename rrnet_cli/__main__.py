@@ -5,7 +5,8 @@ Loading the CLI takes a few tenths of a second (Polars, Arrow, Typer). Ctrl-C
 meanwhile, or after the command has ended, must not show a traceback: until a
 command starts its work (``handle_errors`` takes Ctrl-C over then, and cleans
 up what the command started), Ctrl-C ends rrnet with a one-line message and
-exit code 130, before anything was written.
+exit code 130, before anything was written. A command whose work is done
+(``_common.work_done``) keeps its exit code whenever Ctrl-C comes after.
 """
 
 import os
@@ -30,6 +31,12 @@ def stop_quietly(_signum: int, _frame: object) -> None:
 def main() -> None:
     """Console-script entry point: install the Ctrl-C handler, then load and run the CLI."""
     signal.signal(signal.SIGINT, stop_quietly)
+    import atexit
+
+    # The first registered, so the last run: from here to the end of the process
+    # (the interpreter's own teardown, where no Python handler runs any more), a
+    # Ctrl-C cannot turn a finished run into one killed by SIGINT.
+    atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
     import logging
 
     # psycopg logs, for its developers, a rollback it could not do on a connection

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import re
 import signal
 import threading
@@ -1839,6 +1840,42 @@ def starting_processes() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+def exit_with(parent: int) -> None:
+    """End this process as soon as ``parent`` (the rrnet run that started it) ends.
+
+    A rendering process is the forkserver's child, not the run's, and waits on a
+    queue it holds both ends of: when the run is killed (kill -9, the OOM killer)
+    nothing tells it, and it would stay, holding residents' data in memory, with
+    the forkserver and the resource tracker it keeps alive. A thread here waits
+    on the run's process (a pidfd, readable once the run has ended; polled
+    where pidfds are missing) and ends this process at once.
+    """
+    if parent == os.getpid():  # rendering in the run's own process
+        return
+
+    def watch() -> None:
+        import select
+        import time
+
+        try:
+            fd = os.pidfd_open(parent)
+        except ProcessLookupError:
+            os._exit(1)
+        except (AttributeError, OSError):  # no pidfd here: look every half second
+            while True:
+                try:
+                    os.kill(parent, 0)
+                except ProcessLookupError:
+                    os._exit(1)
+                except OSError:
+                    pass
+                time.sleep(0.5)
+        select.select([fd], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="rrnet-parent-watch", daemon=True).start()
+
+
 def run_apart(job: Callable[..., StaticPages], *args: Any) -> StaticPages:
     """``job(*args)`` in a process of its own, which then ends.
 
@@ -1849,7 +1886,12 @@ def run_apart(job: Callable[..., StaticPages], *args: Any) -> StaticPages:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("forkserver")) as pool:
+    with ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=get_context("forkserver"),
+        initializer=exit_with,
+        initargs=(os.getpid(),),
+    ) as pool:
         with starting_processes():
             laid_out = pool.submit(job, *args)
         return laid_out.result()

@@ -36,7 +36,7 @@ import signal
 import time
 import unicodedata
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
@@ -95,6 +95,7 @@ from rrnet_cli.ledger import (
     ownership_problems,
     without_leading_zeros,
 )
+from rrnet_cli.ledger.interface import failpoint
 from rrnet_cli.profile import Profile
 from rrnet_cli.progress import QUIET, Steps
 from rrnet_cli.schema import BIRTH_TEXT, FEMALE, MALE, ROW, SEX_VALUES, CodeStatus
@@ -417,6 +418,9 @@ class NotifyResult:
     #: "new" (first notices), "reprint" (reissued, with reprint_reason) or "sample"
     issue: str = "new"
     reprint_reason: str | None = None
+    #: rows without a code (the register export) printed with their resident's code
+    #: from the ledger
+    codes_from_ledger: int = 0
     #: rows skipped because their notice was already issued
     already_issued: int = 0
     #: rows the file says are newly assigned whose code this ledger did not draw here
@@ -424,8 +428,12 @@ class NotifyResult:
     not_drawn_here: int = 0
     #: what was done with the folder of an earlier run killed midway (nothing else ran)
     recovered: str | None = None
-    #: things the office must know (sheets of a killed run waiting elsewhere)
+    #: things the office must know
     notes: list[str] = field(default_factory=list)
+    #: sheets of killed runs given the folder the ledger records for them
+    handed_over: list[str] = field(default_factory=list)
+    #: notices recorded whose sheets are still under a hidden name (``stranded_warning``)
+    stranded: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -441,6 +449,8 @@ class NotifyResult:
         rows += [(f"  {language}", n) for language, n in self.by_language.items()]
         if self.rejects is not None:
             rows.append(("sheets set aside (rejects)", self.rejected))
+        if self.codes_from_ledger:
+            rows.append(("rows without a code: the ledger's code printed", self.codes_from_ledger))
         if self.already_issued:
             rows.append(("already issued, not printed again", self.already_issued))
         if self.not_drawn_here:
@@ -742,6 +752,54 @@ def first_notice_rows(
     return frame.filter(wanted), due
 
 
+def with_ledger_codes(
+    frame: pl.DataFrame, due: pl.DataFrame, view: LedgerView, municipality: str, source: Path
+) -> tuple[pl.DataFrame, int]:
+    """The rows to print a first notice for, a row without a code given its resident's
+    code due one (``first_notice_rows``) from the ledger; and how many were given one.
+
+    The register export, given instead of what rrnet assign wrote, has no codes
+    (or only those residents arrived with): the ledger holds the code drawn for
+    each resident, found by the resident's id exactly as the ledger keys it (an
+    id that lost its leading zeros finds nothing), and the file gives the name
+    and address, as for a change notice. The code printed is the ledger's. A
+    file that is not rrnet assign's (no code_status column) none of whose
+    residents is due a notice, while codes drawn here wait for theirs, is
+    refused: most likely the wrong register, and an office must not read
+    "nothing to print" as "everyone has been notified".
+    """
+    given = pl.col("resident_code")
+    missing = given.is_null() | (given == "")
+    codes = pl.DataFrame(
+        {
+            "_resident": due["resident_id"],
+            "_due": pl.Series(rcode.codes_to_strings(due["code"].to_numpy())),
+        },
+        schema={"_resident": pl.String, "_due": pl.String},
+    )
+    keyed = frame.with_columns(clean_resident_ids(frame["resident_id"]).alias("_resident")).join(
+        codes, on="_resident", how="left", maintain_order="left"
+    )
+    filled = keyed.select((missing & pl.col("_due").is_not_null()).sum()).item()
+    rows = (
+        keyed.with_columns(
+            pl.when(missing).then(pl.col("_due")).otherwise(given).alias("resident_code")
+        )
+        .filter(given.is_not_null() & (given != ""))
+        .drop("_resident", "_due")
+    )
+    if rows.height == 0 and "code_status" not in frame.columns:
+        waiting = view.first_notice_due(municipality).height
+        if waiting:
+            raise UsageError(
+                f"{source} looks like the register export, not the output of rrnet assign "
+                f"(it has no code_status column), and none of its residents has a code drawn "
+                f"here that waits for its first notice, while {waiting} code(s) drawn here "
+                "still have no first notice. Give the file rrnet assign wrote (its -o)."
+            )
+    return rows, int(filled)
+
+
 def _batches(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -772,6 +830,7 @@ def notify(
     changes: bool = False,
     mapping: dict[str, str] | None = None,
     lists: str = "csv",
+    settled: Callable[[], None] | None = None,
 ) -> NotifyResult:
     """Check every row against the ledger, then render, record and publish the notices.
 
@@ -786,7 +845,9 @@ def notify(
     The files are written into a hidden folder beside ``output``, the notices
     are committed to the ledger, and only then is the folder renamed to
     ``output``. On any failure, or Ctrl-C, before the commit, the hidden folder
-    is removed and the ledger is unchanged.
+    is removed and the ledger is unchanged. ``settled`` is called once the
+    notices are recorded (or the samples published): what is left is to name
+    the folder, which Ctrl-C no longer stops.
     """
     started = time.perf_counter()
     if lists not in ("csv", "xlsx"):
@@ -836,12 +897,14 @@ def notify(
         )
     if rejects is not None:
         check_table_suffix(rejects, excel=True)
-    recovered, stale_notes = recover_interrupted(output, ledger)
+    recovery = recover_interrupted(output, ledger, profile.code)
+    stale_notes = recovery.notes
     stale = remove_stale_parts([output, rejects])
     stale_notes += stale_part_notes(stale.removed, stale.not_removed)
-    if recovered is not None:
+    if recovery.recovered is not None:
         result = NotifyResult(assigned=str(assigned), output=str(output), workers=workers)
-        result.recovered = recovered
+        result.recovered = recovery.recovered
+        result.handed_over, result.stranded = recovery.handed_over, recovery.stranded
         result.seconds = round(time.perf_counter() - started, 3)
         return result
     if changes and per_household:
@@ -858,8 +921,13 @@ def notify(
             mapping=mapping,
         )
         needed = ("resident_id", "name", "birth_date", "sex", "address")
-        require_columns(export, needed if changes else ("resident_code", *needed))
-        if changes:
+        first_notices = not (changes or include_all or reprint is not None)
+        # First notices take a row without a code (the register export itself, not
+        # what rrnet assign wrote) to be the resident's, the code the ledger's (below).
+        require_columns(export, needed if changes or first_notices else ("resident_code", *needed))
+        if first_notices:
+            frame = _checked_codes(_with_row_codes(export.frame), export.path)
+        elif changes:
             frame = _with_row_codes(export.frame)
             if residents:
                 frame = select_residents(frame, False, residents, coded_only=False)
@@ -867,12 +935,6 @@ def notify(
             frame = select_residents(
                 _checked_codes(export.frame, export.path), include_all, residents
             )
-        else:
-            # First notices: the ledger, not the file's code_status, says whose (below).
-            frame = _checked_codes(export.frame, export.path).filter(
-                pl.col("resident_code").is_not_null() & (pl.col("resident_code") != "")
-            )
-    first_notices = not (changes or include_all or reprint is not None)
     result = NotifyResult(
         assigned=str(assigned),
         output=str(output),
@@ -883,6 +945,8 @@ def notify(
         reprint_reason=reprint.value if reprint is not None else None,
         notes=stale_notes,
         lists=[f"manifest.{lists}", f"mailing.{lists}"],
+        handed_over=recovery.handed_over,
+        stranded=recovery.stranded,
     )
     if frame.height == 0 and not changes:
         result.nothing_to_print = "no row has a code"
@@ -901,6 +965,9 @@ def notify(
         due: pl.DataFrame | None = None
         if first_notices:
             frame, due = first_notice_rows(frame, view, profile.code)
+            frame, result.codes_from_ledger = with_ledger_codes(
+                frame, due, view, profile.code, export.path
+            )
             if frame.height == 0:
                 result.nothing_to_print = NOTHING_DUE
                 result.seconds = round(time.perf_counter() - started, 3)
@@ -1020,6 +1087,7 @@ def notify(
     # commit leaves no output folder, no rejects file and no notice recorded.
     staging = output.parent / f".{output.name}.rrnet-{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
     rejects_file: PendingFile | None = None
+    published = False
     try:
         rejects_file = PendingFile(rejects) if rejects is not None else None
         printed = _write_sheets(
@@ -1049,6 +1117,8 @@ def notify(
                     invocation,
                     kind,
                 )
+            if settled is not None:
+                settled()
         if not printed.residents:
             # Every sheet was set aside (--rejects): nothing to hand over, no folder.
             shutil.rmtree(staging, ignore_errors=True)
@@ -1061,14 +1131,35 @@ def notify(
             )
             result.seconds = round(time.perf_counter() - started, 3)
             return result
+        failpoint("notify-after-commit")
         _publish(staging, output)
+        published = True
+        if settled is not None:
+            settled()
         if rejects_file is not None:
             rejects_file.publish()
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if rejects_file is not None:
-            rejects_file.discard()
-        raise
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        if not published and not _issued(staging, ledger):
+            shutil.rmtree(staging, ignore_errors=True)
+            if rejects_file is not None:
+                rejects_file.discard()
+            raise
+        if not published and (not interrupted or not _hand_over(staging, output)):
+            # The notices are recorded: their sheets are issued, and the next run
+            # hands them over.
+            raise RrnetError(
+                f"The notices were recorded in the ledger (batch {result.batch or '?'}), "
+                f"but their folder could not be named {output}: the sheets are in {staging}. "
+                "Run notify again (with any -o) to have them handed over."
+            ) from exc
+        if not interrupted:
+            if rejects_file is not None:
+                rejects_file.discard()
+            raise
+        # Ctrl-C once the notices are recorded: the run finishes what is left.
+        if rejects_file is not None and not rejects_file.published:
+            rejects_file.publish()
     (output / BATCH_MARKER).unlink(missing_ok=True)
     result.seconds = round(time.perf_counter() - started, 3)
     result.sheets_per_second = round(len(sheets) / result.seconds, 1) if result.seconds else 0.0
@@ -1080,59 +1171,134 @@ def notify(
 BATCH_MARKER = ".rrnet-batch"
 
 
-def recover_interrupted(output: Path, ledger: LedgerStore) -> tuple[str | None, list[str]]:
-    """Finish or remove what killed notify runs left beside ``output``; say what.
+@dataclass
+class Recovery:
+    """What ``recover_interrupted`` did with the folders killed notify runs left."""
 
-    A run writes into a hidden folder ``.NAME.rrnet-PID-*.part``, writes the
-    batch and the ledger into it (``BATCH_MARKER``), records its notices in the
-    ledger, then renames the folder to NAME. So a folder of a run that is no
-    longer alive is:
+    #: the folder of a run meant for this run's -o, now given that name (nothing else runs)
+    recovered: str | None = None
+    #: issued sheets of killed runs, now in the folder the ledger records for them
+    handed_over: list[str] = field(default_factory=list)
+    #: issued sheets still under a hidden name: batch, residents, where, meant for
+    stranded: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def notify_batches(ledger: LedgerStore, municipality: str) -> dict[str, tuple[Path, int | None]]:
+    """The folder each notify batch of ``municipality`` went into, as the ledger's audit
+    trail records it, and how many notices it recorded.
+
+    A run records the folder whole (``notice_folder``); a record of an older rrnet
+    has only its outputs' paths, as given on the command line (a relative one is
+    taken from here: the marker in the hidden folder says whether it is the batch's).
+    """
+    from rrnet_cli.ledger.notices import output_folder
+
+    found: dict[str, tuple[Path, int | None]] = {}
+    for record in ledger.audit_log().records:
+        if not isinstance(record, dict) or not isinstance(record.get("notice_batch"), str):
+            continue
+        if record.get("municipality") not in (None, municipality):
+            continue
+        folder = record.get("notice_folder") or output_folder(record.get("outputs"))
+        if not isinstance(folder, str):
+            continue
+        counts = record.get("counts")
+        count = counts.get("notice") if isinstance(counts, dict) else None
+        found[record["notice_batch"]] = (Path(folder), count if isinstance(count, int) else None)
+    return found
+
+
+def _residents(count: int | None) -> str:
+    return f"{count} resident(s)" if count is not None else "its residents"
+
+
+def recover_interrupted(output: Path, ledger: LedgerStore, municipality: str) -> Recovery:
+    """Finish or remove what killed notify runs left; say what.
+
+    A run writes into a hidden folder ``.NAME.rrnet-PID-*.part`` beside its -o,
+    writes the batch and the ledger into it (``BATCH_MARKER``), records its
+    notices in the ledger (the audit record names the folder), then renames the
+    hidden folder to NAME. So a folder of a run that is no longer alive, beside
+    ``output`` or beside any folder the ledger records a batch of
+    ``municipality`` went into, is:
 
     - without the marker, or with this ledger's marker and a batch the ledger
-      does not hold: sheets never issued. It is removed (it holds personal data);
-    - with a batch this ledger holds: sheets issued but never handed over. If it
-      was meant for ``output`` and that name is free, it gets that name (what
-      the run would have done; returned as the first value, and nothing else
-      runs); otherwise a note says where it is;
+      does not hold: sheets never issued. Beside ``output`` it is removed (it
+      holds personal data);
+    - with a batch this ledger holds: sheets issued but never handed over. If
+      the folder it was meant for is free, it gets that name (what the run
+      would have done): for ``output`` nothing else runs; otherwise it is
+      ``stranded``: which batch, how many residents, where the sheets are;
     - with another ledger's marker: left alone.
     """
-    handed_over: str | None = None
-    notes: list[str] = []
-    for stale in sorted(output.parent.glob(".*.rrnet-*.part")):
-        name, _, rest = stale.name[1:].rpartition(".rrnet-")
-        pid = rest.split("-", 1)[0]
-        # A folder of a live process (this one included) is a run still at work.
-        if not stale.is_dir() or (pid.isdigit() and pid_alive(int(pid))):
-            continue
-        marker = stale / BATCH_MARKER
-        try:
-            said = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
-        except (OSError, ValueError):
-            said = {}
-        batch, where = said.get("batch"), said.get("ledger")
-        if where is not None and where != ledger.location:
-            continue
-        if not isinstance(batch, str) or not _batch_recorded(ledger, batch):
-            shutil.rmtree(stale, ignore_errors=True)
-            continue
-        target = output.parent / name
-        free = not target.exists() or (target.is_dir() and not any(target.iterdir()))
-        if target == output and free:
-            _publish(stale, output)
-            (output / BATCH_MARKER).unlink(missing_ok=True)
-            handed_over = (
-                f"An earlier notify run was stopped after it recorded its notices (batch "
-                f"{batch}) but before it named its folder: its sheets are now in {output}. "
-                "Print those; run notify again with another -o for anything not yet issued"
-            )
-        else:
-            notes.append(
-                f"an earlier notify run was stopped after it recorded its notices (batch "
-                f"{batch}) but before it named its folder: its sheets are in {stale}. "
-                f"Rename that folder (to {target.name}, or run notify with -o {target} "
-                "to have it done) and print them"
-            )
-    return handed_over, notes
+    done = Recovery()
+    batches = notify_batches(ledger, municipality)
+    output = Path(os.path.abspath(output))
+    places = {Path(os.path.abspath(f.parent)) for f, _ in batches.values()} | {output.parent}
+    for place in sorted(places):
+        here = place == output.parent
+        for stale in sorted(place.glob(".*.rrnet-*.part")):
+            name, _, rest = stale.name[1:].rpartition(".rrnet-")
+            pid = rest.split("-", 1)[0]
+            # A folder of a live process (this one included) is a run still at work.
+            if not stale.is_dir() or (pid.isdigit() and pid_alive(int(pid))):
+                continue
+            marker = stale / BATCH_MARKER
+            try:
+                said = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+            except (OSError, ValueError):
+                said = {}
+            batch, where = said.get("batch"), said.get("ledger")
+            if where is not None and where != ledger.location:
+                continue
+            if not here and batch not in batches:
+                continue  # not this municipality's batch, nor beside this run's -o
+            if not isinstance(batch, str) or not _batch_recorded(ledger, batch):
+                if here:
+                    shutil.rmtree(stale, ignore_errors=True)
+                continue
+            count = batches.get(batch, (None, None))[1]
+            target = stale.parent / name
+            free = not target.exists() or (target.is_dir() and not any(target.iterdir()))
+            if free:
+                _publish(stale, target)
+                (target / BATCH_MARKER).unlink(missing_ok=True)
+            if free and target == output:
+                done.recovered = (
+                    f"An earlier notify run was stopped after it recorded its notices (batch "
+                    f"{batch}, {_residents(count)}) but before it named its folder: its "
+                    f"sheets are now in {output}. Print those; run notify again with another "
+                    "-o for anything not yet issued"
+                )
+            elif free:
+                done.handed_over.append(
+                    f"An earlier notify run was stopped after it recorded its notices (batch "
+                    f"{batch}, {_residents(count)}) but before it named its folder: its "
+                    f"sheets are now in {target}, the folder the ledger records. Print those"
+                )
+            else:
+                done.stranded.append(
+                    {
+                        "batch": batch,
+                        "residents": count,
+                        "folder": str(stale),
+                        "meant_for": str(target),
+                    }
+                )
+    return done
+
+
+def stranded_warning(stranded: dict[str, Any]) -> str:
+    """What an office must do about issued sheets that nobody was given."""
+    return (
+        f"the notices of batch {stranded['batch']} ({_residents(stranded['residents'])}) "
+        "are recorded as issued, but their sheets were never handed over: the notify run "
+        "was stopped after it recorded them and before it named its folder, and "
+        f"{stranded['meant_for']}, the folder meant for them, now holds other files. The "
+        f"sheets are in {stranded['folder']}: move that folder to a new name and print "
+        "them (notify warns and exits 1 until then)"
+    )
 
 
 def _write_list(frame: pl.DataFrame, destination: Path) -> None:
@@ -1147,6 +1313,31 @@ def _publish(staging: Path, output: Path) -> None:
     """Give the finished folder its name (an empty folder of that name is replaced)."""
     os.replace(staging, output)
     fsync_dir(output.parent)
+
+
+def _issued(staging: Path, ledger: LedgerStore) -> bool:
+    """Whether the folder being written holds notices the ledger recorded (its run
+    stopped after the commit); True when the ledger cannot say (the next run, which
+    asks again, removes the folder if not)."""
+    marker = staging / BATCH_MARKER
+    if not marker.is_file():  # not yet recording (or already named: the caller knows)
+        return False
+    try:
+        batch = json.loads(marker.read_text(encoding="utf-8")).get("batch")
+        return isinstance(batch, str) and _batch_recorded(ledger, batch)
+    except (OSError, ValueError):
+        return False
+    except Exception:  # the ledger cannot be read now
+        return True
+
+
+def _hand_over(staging: Path, output: Path) -> bool:
+    """Give the finished folder its name; whether it has it now."""
+    try:
+        _publish(staging, output)
+    except OSError:
+        return False
+    return True
 
 
 def _batch_recorded(ledger: LedgerStore, batch: str) -> bool:
@@ -1197,7 +1388,7 @@ def _record_notices(
             invocation,
             inputs=[file_digest(assigned)],
             outputs=outputs,
-            details={"notice_batch": batch},
+            details={"notice_batch": batch, "notice_folder": str(output.absolute())},
         )
         view = txn.view()
         current = view.lookup(notices["code"].to_numpy())
@@ -1227,8 +1418,11 @@ def _record_notices(
     result.batch = batch
 
 
-def _init_worker(profile: Profile, static: Any, kind: str, worker: bool = True) -> None:
-    """Build this process's renderer of form ``kind``; a worker leaves Ctrl-C to its parent.
+def _init_worker(
+    profile: Profile, static: Any, kind: str, parent: int, worker: bool = True
+) -> None:
+    """Build this process's renderer of form ``kind``; a worker leaves Ctrl-C to its
+    parent, and ends when its parent (the run, ``parent``) ends, however it ended.
 
     The parent cancels the batches not yet started, waits for the running ones
     and removes every partial file; a worker that died of the same SIGINT
@@ -1238,6 +1432,7 @@ def _init_worker(profile: Profile, static: Any, kind: str, worker: bool = True) 
 
     if worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        form.exit_with(parent)
     form.init_worker(profile, static, kind)
 
 
@@ -1454,7 +1649,7 @@ def _write_sheets(
         batches,
         form.render_batch,
         _init_worker,
-        (profile, static, form_kind),
+        (profile, static, form_kind, os.getpid()),
         result.workers,
         steps,
         len(sheets),

@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 from backends import LedgerBackend
 from helpers import MUNICIPALITY, assign_in_subprocess, profile_for, run_cli
+from pypdf import PdfReader
 from test_households import HEADERS, register_rows
 
 from rrnet_cli import code as rcode
@@ -234,3 +235,50 @@ def test_rejects_sets_aside_a_row_whose_code_changed(
     code, output = notify(runner, backend, out, tmp_path / "changes", "--changes", "--json")
     assert code == 0 and json.loads(output)["sheets"] == 1, output
     assert stats(runner, backend)["count"] == 0
+
+
+def test_the_register_export_given_instead_of_the_assigned_file(
+    runner, backend: LedgerBackend, tmp_path: Path
+) -> None:
+    """A new user gives notify the export rrnet assign read, not the file it wrote: no
+    code for the new residents (the carried-over ones arrive with theirs). The ledger
+    holds each resident's code: the sheets carry the ledger's code, and the file's
+    name and address. An export of other residents is refused, saying how many codes
+    wait for their first notice, instead of "nothing to print"."""
+    export = register(tmp_path / "register.csv")
+    assigned = tmp_path / "assigned.csv"
+    assign(runner, backend, export, assigned)
+    drawn = dict(
+        pl.read_csv(assigned, infer_schema=False, encoding="utf8-lossy")
+        .filter(pl.col("resident_id").is_in(DRAWN))
+        .select("resident_id", "resident_code")
+        .iter_rows()
+    )
+    # Another export (no 住民票コード column at all) holding none of the new residents.
+    lines = export.read_bytes().decode("cp932").split("\r\n")
+    cells = [line.split(",") for line in lines if line]
+    others = [",".join(row[:-1]) for row in cells if row[0] in ("宛名番号", *CARRIED)]
+    other = tmp_path / "other.csv"
+    other.write_bytes(("\r\n".join(others) + "\r\n").encode("cp932"))
+    code, out = notify(runner, backend, other, tmp_path / "none")
+    assert code == 2, out
+    flat = " ".join(out.split())
+    assert "looks like the register export, not the output of rrnet assign" in flat
+    assert f"while {len(DRAWN)} code(s) drawn here still have no first notice" in flat
+    assert not (tmp_path / "none").exists()
+
+    sheets = tmp_path / "sheets"
+    code, out = notify(runner, backend, export, sheets, "--json")
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["sheets"] == len(DRAWN) and result["codes_from_ledger"] == len(DRAWN)
+    code, out = run_cli(runner, "ledger", "notices", "-l", backend.location, "--json")
+    assert code == 0, out
+    issued = json.loads(out)["issued"]
+    assert {n["resident_id"]: n["code"] for n in issued} == drawn
+    # Each sheet prints its resident's code as the ledger holds it.
+    manifest = pl.read_csv(sheets / "manifest.csv", infer_schema=False)
+    for resident, file, page in manifest.select("resident_id", "file", "page").iter_rows():
+        text = "".join(PdfReader(sheets / file).pages[int(page) - 1].extract_text().split())
+        assert drawn[resident] in text, resident
+    assert stats(runner, backend) == {"count": 0, "codes": []}

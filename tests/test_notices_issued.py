@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from datetime import date
 from pathlib import Path
 
 import polars as pl
 import pytest
+from backends import LedgerBackend
 from helpers import MUNICIPALITY, profile_for, rrnet, run_cli
 from pypdf import PdfReader
 from test_households import register_rows, write_cp932
@@ -451,7 +453,7 @@ def test_a_killed_runs_folder_is_found_whatever_the_next_run_is_called(
     assert code == 0, output
     assert list(tmp_path.glob(".first.rrnet-*")) == []
     # Killed after its commit: its issued sheets wait under a hidden name, and a run
-    # under another name says where they are instead of leaving them unseen.
+    # under another name gives them the folder the ledger records for them.
     code, output = run_cli(
         runner,
         *("change", "--resident", "200002", "-l", ledger.path, "--by-office", "--reason", "x"),
@@ -468,8 +470,9 @@ def test_a_killed_runs_folder_is_found_whatever_the_next_run_is_called(
     code, output = run_notify(runner, ledger, export, profile, tmp_path / "again", "--changes")
     assert code == 0, output
     flat = " ".join(output.split())
-    assert "Nothing to print" in flat and f"its sheets are in {waiting}" in flat
-    assert waiting.exists()
+    changes = tmp_path / "changes"
+    assert "Nothing to print" in flat and f"its sheets are now in {changes}" in flat
+    assert not waiting.exists() and (changes / "manifest.csv").is_file()
 
 
 # -- what a new user ran into ------------------------------------------------------
@@ -820,3 +823,68 @@ def test_a_batch_is_found_by_the_beginning_of_its_id(
     assert code == 2, output
     latest = max(first, second)
     assert f"No batch 1999 in the ledger; batch ids look like {latest}" in " ".join(output.split())
+
+
+# -- notices recorded whose sheets were never handed over: found from any -o ------
+
+
+def test_a_killed_runs_issued_sheets_are_found_from_another_folder(
+    runner, backend: LedgerBackend, tmp_path: Path
+) -> None:
+    """Killed after its commit, before it named its folder: a run with another -o in
+    another folder, started from another directory, finds the batch through the ledger,
+    hands its sheets over in the folder the ledger records, or says plainly where they
+    are and exits 1 while it cannot."""
+    export = write_cp932(tmp_path / "register.csv", register_rows())
+    assigned = tmp_path / "assigned.csv"
+    code, output = run_cli(runner, "assign", export, "-l", backend.location, "-o", assigned)
+    assert code == 0, output
+    profile = profile_for(MUNICIPALITY, tmp_path)
+    (tmp_path / "day1").mkdir()
+    killed = rrnet(
+        *("notify", assigned, "-l", backend.location, "--profile", profile),
+        *("-o", Path("out1") / "sheets", "--workers", "1"),
+        env={"RRNET_FAILPOINT": "notify-after-commit"},
+        cwd=tmp_path / "day1",
+    )
+    assert killed.returncode == -signal.SIGKILL
+    backend.settle()
+    meant = tmp_path / "day1" / "out1" / "sheets"
+    (hidden,) = meant.parent.glob(".sheets.rrnet-*.part")
+    code, output = run_cli(runner, "ledger", "notices", "-l", backend.location, "--json")
+    issued = json.loads(output)["issued"]
+    assert len(issued) == 16 and {n["folder"] for n in issued} == {str(meant)}
+
+    def again(name: str) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "day2").mkdir(exist_ok=True)
+        return rrnet(
+            *("notify", assigned, "-l", backend.location, "--profile", profile),
+            *("-o", tmp_path / name / "sheets", "--workers", "1"),
+            cwd=tmp_path / "day2",
+        )
+
+    # Someone made the recorded folder meanwhile: the sheets cannot go there. Nothing
+    # new to print, but the run says which batch, how many residents and where the
+    # sheets are, and does not end as a success.
+    meant.mkdir()
+    (meant / "other.txt").write_text("other files", encoding="utf-8")
+    run = again("out2")
+    assert run.returncode == 1, run.stdout + run.stderr
+    flat = " ".join((run.stdout + run.stderr).split())
+    assert "Nothing to print" in flat
+    assert f"the notices of batch {issued[0]['batch']} (16 resident(s)) are recorded" in flat
+    assert f"The sheets are in {hidden}" in flat and str(meant) in flat
+    assert hidden.is_dir() and not (tmp_path / "out2").exists()
+    # The folder made free, the next run (another -o again) hands the sheets over.
+    (meant / "other.txt").unlink()
+    run = again("out3")
+    assert run.returncode == 0, run.stdout + run.stderr
+    flat = " ".join(run.stdout.split())
+    assert f"(batch {issued[0]['batch']}, 16 resident(s))" in flat
+    assert f"its sheets are now in {meant}" in flat and "Nothing to print" in flat
+    manifest = pl.read_csv(meant / "manifest.csv", infer_schema=False)
+    assert sorted(manifest["resident_id"]) == sorted(n["resident_id"] for n in issued)
+    assert len(PdfReader(meant / "sheets-0001.pdf").pages) == 16
+    assert not (meant / ".rrnet-batch").exists() and not hidden.exists()
+    run = again("out4")
+    assert run.returncode == 0 and "its sheets are now" not in run.stdout, run.stdout

@@ -44,10 +44,11 @@ from rrnet_cli.cli._common import (
     out,
     say_stale_parts,
     say_waiting,
+    work_done,
 )
 from rrnet_cli.cli.ledger import ledger_app
 from rrnet_cli.cli.notices import ledger_notices  # noqa: F401  (registers `rrnet ledger notices`)
-from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, UsageError
+from rrnet_cli.errors import DEFAULT_LOCK_TIMEOUT, EXIT_CHECK_FAILED, UsageError
 from rrnet_cli.progress import Steps
 from rrnet_cli.schema import ID_DOCUMENT_CHOICES, IdDocument, ReprintReason, id_document_kind
 
@@ -593,7 +594,9 @@ def notify(
         Path | None,
         typer.Argument(
             metavar="ASSIGNED",
-            help="An assigned register written by `rrnet assign` (.csv, .parquet or .xlsx).",
+            help="An assigned register written by `rrnet assign` (.csv, .parquet or .xlsx); "
+            "for first notices, the register export will do: a row without a code gets the "
+            "code the ledger drew for its resident.",
             show_default=False,
         ),
     ] = None,
@@ -819,16 +822,48 @@ def notify(
             delimiter=delimiter,
             mapping=load_mapping(mapping),
             lists=lists.value,
+            settled=work_done,
         )
-    if result.recovered and not as_json:
-        out.print(f"{result.recovered}.", markup=False)
+    work_done(_what_notify_did(result))
+    _say_notify(result, as_json)
+
+
+def _what_notify_did(result: Any) -> str:
+    """notify's work in a few words, for a Ctrl-C that comes once it is done."""
+    if result.recovered:
+        return "the sheets of an earlier run were handed over"
+    if result.nothing_to_print:
+        return "nothing to print"
+    if result.batch is not None:
+        return (
+            f"{result.sheets} notice(s) recorded (batch {result.batch}), sheets in {result.output}"
+        )
+    return f"{result.sheets} sheet(s) in {result.output}"
+
+
+def _say_notify(result: Any, as_json: bool) -> None:
+    """notify's ending. Notices recorded whose sheets nobody was given (a run killed
+    before it named its folder, whose folder could not be handed over) are a warning
+    on every run and exit code 1, even when the run itself did all it had to."""
+    from rrnet_cli.notify import stranded_warning
+
+    ok = not result.stranded
+    if as_json:
+        finish(result, as_json, "", ok=ok)
         return
-    for note in result.notes if not as_json else ():
+    for line in [result.recovered, *result.handed_over]:
+        if line:
+            out.print(f"{line}.", markup=False, soft_wrap=True)
+    for note in result.notes:
         err.print(f"note: {note}", markup=False)
-    if result.nothing_to_print and not as_json:
+    if result.nothing_to_print:
         out.print(f"Nothing to print: {result.nothing_to_print}. No folder was made.", markup=False)
-        return
-    finish(result, as_json, f"Notification sheets in {result.output}")
+    elif not result.recovered:
+        finish(result, as_json, f"Notification sheets in {result.output}")
+    for stranded in result.stranded:
+        err.print(f"[bold red]warning:[/] {escape(stranded_warning(stranded))}.", soft_wrap=True)
+    if not ok:
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def _with_layout(profile: Any, layout: Path | None) -> Any:

@@ -277,6 +277,44 @@ F = TypeVar("F", bound=Callable[..., Any])
 LEDGER_UNCHANGED = "The ledger was left as it was before this run."
 
 
+#: What a command whose work is done says when Ctrl-C comes after it (``work_done``).
+_done: list[str] = []
+_late: list[int] = []
+
+
+def work_done(said: str = "") -> None:
+    """The command's work is done (recorded, or published): from here on, Ctrl-C no
+    longer turns it into a failure. Called again, it says what was done (``said``).
+
+    Until the command ends (it may still be naming its files, and prints its
+    summary), Ctrl-C is noted and said after it; afterwards, it ends rrnet at
+    once, with the command's own exit code and a line saying the work was done.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if not _done:
+        signal.signal(signal.SIGINT, lambda signum, _frame: _late.append(signum))
+    _done[:] = [said]
+
+
+def _after_the_work(code: int) -> None:
+    """Ctrl-C once the command has ended, its work done: exit ``code``, not 130."""
+    said = _done[0] or "it is complete"
+
+    def stop(_signum: int, _frame: object) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # a stream closed or busy: nothing more to save
+                pass
+        os.write(2, f"Interrupted after the work was done: {said}.\n".encode())
+        os._exit(code)
+
+    if _late:
+        err.print(f"Interrupted after the work was done: {said}.", markup=False)
+    signal.signal(signal.SIGINT, stop)
+
+
 @overload
 def handle_errors(func: F) -> F: ...
 
@@ -304,8 +342,14 @@ def handle_errors(func: F | None = None, *, left: str = LEDGER_UNCHANGED) -> Any
         # and after).
         main_thread = threading.current_thread() is threading.main_thread()
         before = signal.signal(signal.SIGINT, signal.default_int_handler) if main_thread else None
+        _done.clear()
+        _late.clear()
+        code = 0
         try:
             return func(*args, **kwargs)
+        except typer.Exit as exc:
+            code = exc.exit_code
+            raise
         except RrnetError as exc:
             if as_json:
                 payload: dict[str, Any] = {"ok": False, "error": exc.message}
@@ -316,9 +360,8 @@ def handle_errors(func: F | None = None, *, left: str = LEDGER_UNCHANGED) -> Any
                 err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
                 for line in exc.details:
                     err.print(f"  {line}", soft_wrap=True, markup=False)
+            code = exc.exit_code
             raise typer.Exit(exc.exit_code) from None
-        except typer.Exit:
-            raise
         except KeyboardInterrupt:
             err.print(f"Interrupted. {left}", markup=False)
             raise typer.Exit(130) from None
@@ -335,7 +378,9 @@ def handle_errors(func: F | None = None, *, left: str = LEDGER_UNCHANGED) -> Any
                 err.print(traceback.format_exc(), markup=False)
             raise typer.Exit(EXIT_USAGE) from None
         finally:
-            if before is not None:
+            if before is not None and _done:
+                _after_the_work(code)
+            elif before is not None:
                 signal.signal(signal.SIGINT, before)
 
     return wrapper

@@ -105,13 +105,17 @@ def notice_listing(
 
     ``issued_at`` and the ``since``/``until`` dates are in Japan's time (every
     date rrnet prints is); the operator is the one its transaction's audit
-    record names, and the folder is the one its notify run wrote (where its
-    audit record's outputs are in). Codes are 11-digit strings.
+    record names, and the folder is the one its notify run wrote (the record's
+    ``notice_folder``, or where an older record's outputs are). Codes are 11-digit strings.
     """
     from rrnet_cli import code as rcode
 
     records = [
-        (int(r["txn"]), str(r.get("operator", "")), _output_folder(r.get("outputs")))
+        (
+            int(r["txn"]),
+            str(r.get("operator", "")),
+            r.get("notice_folder") or output_folder(r.get("outputs")),
+        )
         for r in transactions
         if isinstance(r, dict) and isinstance(r.get("txn"), int)
     ]
@@ -179,7 +183,7 @@ def whole_batch(notices: pl.DataFrame, batch: str) -> str:
     )
 
 
-def _output_folder(outputs: Any) -> str | None:
+def output_folder(outputs: Any) -> str | None:
     """The folder a notify run wrote its files into, from its audit record's outputs."""
     from pathlib import PurePath
 

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 from backends import LedgerBackend
 from helpers import (
+    MUNICIPALITY,
     SAMPLE_MUNICIPALITY,
     SAMPLE_PROFILE,
     assign_in_subprocess,
+    profile_for,
     rrnet,
     start_assign_in_subprocess,
     write_export,
@@ -210,3 +212,104 @@ def test_ctrl_c_to_notify_or_its_parent_alone_is_clean(tmp_path: Path) -> None:
         assert not sheets.exists() and not rejects.exists()
         assert list(tmp_path.glob(".*.part")) == []
         assert Ledger.open(ledger.path).snapshot().notices.height == 0
+
+
+def _session(sid: int) -> dict[int, tuple[int, str]]:
+    """The processes of session ``sid`` (a run started with start_new_session): pid ->
+    (ppid, command line), read from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            found[int(entry.name)] = (int(fields[1]), command)
+    return found
+
+
+def test_kill_9_of_notify_leaves_no_rendering_process_behind(tmp_path: Path) -> None:
+    ledger = Ledger.init(tmp_path / "ledger", municipality=SAMPLE_MUNICIPALITY)
+    assigned = tmp_path / "assigned.csv"
+    sample = Path(__file__).resolve().parents[2] / "sample_data" / "register_ja_cp932.csv"
+    rrnet("assign", sample, "--ledger", ledger.path, "-o", assigned, check=True)
+    proc = subprocess.Popen(
+        [
+            *(str(RRNET), "notify", str(assigned), "--ledger", str(ledger.path)),
+            *("--profile", str(SAMPLE_PROFILE), "-o", str(tmp_path / "sheets")),
+            *("--batch-size", "5", "--workers", "2"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until both rendering workers of the pool are at work
+            processes = _session(proc.pid)
+            servers = {
+                pid
+                for pid, (ppid, command) in processes.items()
+                if ppid == proc.pid and "forkserver" in command
+            }
+            workers = [pid for pid, (ppid, _) in processes.items() if ppid in servers]
+            if len(workers) >= 2 or proc.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "notify ended before its workers were seen"
+        assert len(workers) >= 2, processes
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _session(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # Nothing of the run is left: no worker holding residents' data, no forkserver,
+        # no resource tracker.
+        assert _session(proc.pid) == {}
+    finally:
+        for pid in _session(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_ctrl_c_after_notify_has_done_its_work_does_not_make_it_a_failure(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C right after the summary: the notices are recorded and the sheets named,
+    so the run is a success (exit 0), and says it was interrupted after the work."""
+    ledger = Ledger.init(tmp_path / "ledger", municipality=MUNICIPALITY)
+    profile = profile_for(MUNICIPALITY, tmp_path)
+    for trial in range(3):  # new residents each time: each run records its notices
+        export = write_export(tmp_path / f"export{trial}.csv", 20, start=trial * 20)
+        assigned = tmp_path / f"assigned{trial}.csv"
+        rrnet("assign", export, "--ledger", ledger.path, "-o", assigned, check=True)
+        sheets = tmp_path / f"sheets{trial}"
+        proc = subprocess.Popen(
+            [
+                *(str(RRNET), "notify", str(assigned), "--ledger", str(ledger.path)),
+                *("--profile", str(profile), "-o", str(sheets), "--workers", "2"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        printed = []
+        for line in proc.stdout:  # the summary's last line: the work is done
+            printed.append(line)
+            if line.startswith("└"):
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, stderr = proc.communicate(timeout=60)
+        summary = " ".join("".join([*printed, rest]).split())
+        assert "notices recorded in the ledger, batch" in summary, [*printed, stderr]
+        assert proc.returncode == 0, (trial, proc.returncode, stderr)
+        assert "Traceback" not in stderr and (sheets / "manifest.csv").is_file()
+        if stderr:  # the signal came before the run had ended
+            assert stderr.startswith("Interrupted after the work was done: 20 notice(s)"), stderr
+    assert Ledger.open(ledger.path).snapshot().notices.height == 60
