@@ -56,6 +56,7 @@ from rrnet_cli.files import (
     atomic_output,
     check_table_suffix,
     fsync_dir,
+    host_name,
     pid_alive,
     remove_stale_parts,
     stale_part_notes,
@@ -897,20 +898,28 @@ def notify(
         )
     if rejects is not None:
         check_table_suffix(rejects, excel=True)
-    recovery = recover_interrupted(output, ledger, profile.code)
-    stale_notes = recovery.notes
-    stale = remove_stale_parts([output, rejects])
-    stale_notes += stale_part_notes(stale.removed, stale.not_removed)
-    if recovery.recovered is not None:
-        result = NotifyResult(assigned=str(assigned), output=str(output), workers=workers)
-        result.recovered = recovery.recovered
-        result.handed_over, result.stranded = recovery.handed_over, recovery.stranded
-        result.seconds = round(time.perf_counter() - started, 3)
-        return result
+        if rejects.exists():
+            # As the output folder must be new: a rejects file is never replaced unasked.
+            raise UsageError(
+                f"--rejects {rejects} already exists; give a new file name (the one there "
+                "may be an earlier run's list of sheets to print by hand)."
+            )
     if changes and per_household:
         raise UsageError(
             "Change notices go one per resident: --changes cannot be combined with --per-household."
         )
+    # Refusals above leave every folder as it is; from here on, stopped runs are tidied.
+    recovery = recover_interrupted(output, ledger, profile.code)
+    stale = remove_stale_parts([output, rejects])
+    stale_notes = stale_part_notes(stale.removed, stale.not_removed)
+    if recovery.recovered is not None:
+        result = NotifyResult(
+            assigned=str(assigned), output=str(output), workers=workers, notes=stale_notes
+        )
+        result.recovered = recovery.recovered
+        result.handed_over, result.stranded = recovery.handed_over, recovery.stranded
+        result.seconds = round(time.perf_counter() - started, 3)
+        return result
     with steps.step("Reading the assigned register"):
         export = read_export(
             assigned,
@@ -1085,7 +1094,11 @@ def notify(
         mark = Mark("reissued", format_date(today, profile.date_style))
     # Written apart, then recorded, then published: a crash or Ctrl-C before the
     # commit leaves no output folder, no rejects file and no notice recorded.
-    staging = output.parent / f".{output.name}.rrnet-{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
+    # Named by machine and process: a run on another machine sharing the folder (a
+    # shared ledger) must never take this folder for a stopped run's.
+    staging = output.parent / (
+        f".{output.name}.rrnet-{host_name()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
+    )
     rejects_file: PendingFile | None = None
     published = False
     try:
@@ -1181,7 +1194,6 @@ class Recovery:
     handed_over: list[str] = field(default_factory=list)
     #: issued sheets still under a hidden name: batch, residents, where, meant for
     stranded: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def notify_batches(ledger: LedgerStore, municipality: str) -> dict[str, tuple[Path, int | None]]:
@@ -1240,9 +1252,12 @@ def recover_interrupted(output: Path, ledger: LedgerStore, municipality: str) ->
         here = place == output.parent
         for stale in sorted(place.glob(".*.rrnet-*.part")):
             name, _, rest = stale.name[1:].rpartition(".rrnet-")
-            pid = rest.split("-", 1)[0]
-            # A folder of a live process (this one included) is a run still at work.
-            if not stale.is_dir() or (pid.isdigit() and pid_alive(int(pid))):
+            host, pid = _writer(rest)
+            # Another machine's run cannot be seen; a live process's (this one's
+            # included) is a run still at work.
+            if not stale.is_dir() or host not in (None, host_name()):
+                continue
+            if pid.isdigit() and pid_alive(int(pid)):
                 continue
             marker = stale / BATCH_MARKER
             try:
@@ -1250,7 +1265,7 @@ def recover_interrupted(output: Path, ledger: LedgerStore, municipality: str) ->
             except (OSError, ValueError):
                 said = {}
             batch, where = said.get("batch"), said.get("ledger")
-            if where is not None and where != ledger.location:
+            if where is not None and where not in (ledger_key(ledger), ledger.location):
                 continue
             if not here and batch not in batches:
                 continue  # not this municipality's batch, nor beside this run's -o
@@ -1289,6 +1304,28 @@ def recover_interrupted(output: Path, ledger: LedgerStore, municipality: str) ->
     return done
 
 
+def _writer(rest: str) -> tuple[str | None, str]:
+    """(machine, process id) of a hidden folder's name after ``.rrnet-``: ``HOST-PID-X``,
+    or ``PID-X`` as an older rrnet named it (no machine: taken as this one).
+
+    >>> _writer("vm_1-4242-ab12cd34.part"), _writer("4242-ab12cd34.part")
+    (('vm_1', '4242'), (None, '4242'))
+    """
+    first, _, after = rest.partition("-")
+    if first.isdigit():
+        return None, first
+    return first, after.partition("-")[0]
+
+
+def ledger_key(ledger: LedgerStore) -> str:
+    """The ledger a batch marker names: a folder by its real path (``-l demo/ledger``
+    and ``-l /srv/demo/ledger`` are one ledger), a database by its location."""
+    from rrnet_cli.ledger import is_database_location
+
+    location = ledger.location
+    return location if is_database_location(location) else os.path.realpath(location)
+
+
 def stranded_warning(stranded: dict[str, Any]) -> str:
     """What an office must do about issued sheets that nobody was given."""
     return (
@@ -1324,10 +1361,11 @@ def _issued(staging: Path, ledger: LedgerStore) -> bool:
         return False
     try:
         batch = json.loads(marker.read_text(encoding="utf-8")).get("batch")
-        return isinstance(batch, str) and _batch_recorded(ledger, batch)
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # no batch written yet: nothing recorded
         return False
-    except Exception:  # the ledger cannot be read now
+    try:
+        return isinstance(batch, str) and _batch_recorded(ledger, batch)
+    except Exception:  # the ledger cannot be read now: keep the folder
         return True
 
 
@@ -1381,7 +1419,7 @@ def _record_notices(
     names = [*result.files, *result.lists]
     outputs = [file_digest(staging / name, name=output / name) for name in names]
     marker = staging / BATCH_MARKER
-    marker.write_text(json.dumps({"batch": batch, "ledger": ledger.location}), encoding="utf-8")
+    marker.write_text(json.dumps({"batch": batch, "ledger": ledger_key(ledger)}), encoding="utf-8")
     os.chmod(marker, 0o600)
     with ledger.transaction() as txn:
         txn.describe(
@@ -1452,6 +1490,16 @@ def _split_pages(pdf: bytes, resident_ids: list[str], folder: Path) -> None:
                 tmp.write_bytes(buffer.getvalue())
 
 
+def household_key(household_id: Any) -> str | None:
+    """A household id as households are told apart: trimmed; blank is no household.
+
+    >>> household_key(" H1 "), household_key("  "), household_key(None)
+    ('H1', None, None)
+    """
+    text = "" if household_id is None else str(household_id).strip()
+    return text or None
+
+
 def group_households(sheets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Sheets (in mailing order) gathered by household_id, each household where its first is.
 
@@ -1460,7 +1508,9 @@ def group_households(sheets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     households: dict[tuple[str, Any], dict[str, Any]] = {}
     for index, sheet in enumerate(sheets):
-        household_id = sheet.get("household_id")
+        # As mailing_order keys a household: spaces around an id are not part of it,
+        # and an id of spaces is none (each such resident is a household of one).
+        household_id = household_key(sheet.get("household_id"))
         key = ("household", household_id) if household_id else ("resident", index)
         if key not in households:
             households[key] = {

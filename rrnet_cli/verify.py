@@ -229,10 +229,6 @@ def _refuse_repeated_files(paths: list[Path]) -> None:
                 f"{which}: its rows would be counted, and its codes checked against each "
                 "other, twice. Give each assigned register once."
             )
-            raise UsageError(
-                f"{which} given twice, its codes would all be reported as duplicates of "
-                "themselves. Give each assigned register once."
-            )
 
 
 def _first_notices_due(result: VerifyResult, ledger: LedgerStore, municipality: str | None) -> None:

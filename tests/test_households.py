@@ -499,3 +499,28 @@ def test_a_blank_postal_code_is_unknown_and_the_householder_stays_the_addressee(
     assert h8["addressee"] == "LE VAN NOCODE"
     # Only the sender's 〒 is on the page: the window has none.
     assert pages_of(sheets, h8)[0].count("〒") == 1
+
+
+def test_households_are_told_apart_as_the_mailing_order_tells_them() -> None:
+    """An id of spaces is no household, and spaces around an id are not part of it: two
+    residents whose export says "  " get an envelope each (one's code never goes in
+    the other's), and "H1" and "H1 " share one."""
+    from rrnet_cli.notify import group_households
+
+    sheets = [
+        {"resident_id": "1", "household_id": "  "},
+        {"resident_id": "2", "household_id": "  "},
+        {"resident_id": "3", "household_id": "H1"},
+        {"resident_id": "4", "household_id": "H1 "},
+        {"resident_id": "5", "household_id": "　"},
+        {"resident_id": "6", "household_id": None},
+    ]
+    grouped = group_households(sheets)
+    assert [[m["resident_id"] for m in h["members"]] for h in grouped] == [
+        ["1"],
+        ["2"],
+        ["3", "4"],
+        ["5"],
+        ["6"],
+    ]
+    assert [h["reference"] for h in grouped] == ["1", "2", "H1", "5", "6"]

@@ -292,6 +292,14 @@ def test_notify_keeps_no_rejects_file_when_recording_fails(
     assert done.exit_code == 0, done.output
     assert pl.read_csv(rejects, infer_schema=False)["resident_id"].to_list() == ["000002"]
 
+    # A rejects file is never replaced unasked: a second run naming it is refused
+    # before anything is done, and the list of sheets to print by hand stays.
+    kept = rejects.read_bytes()
+    again = runner.invoke(app, [*notify[:5], str(tmp_path / "sheets2"), *notify[6:]])
+    assert again.exit_code == 2, again.output
+    assert f"--rejects {rejects} already exists" in " ".join(again.output.split())
+    assert rejects.read_bytes() == kept and not (tmp_path / "sheets2").exists()
+
 
 # -- a failed write names the file and the reason ---------------------------------------
 

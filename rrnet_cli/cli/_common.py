@@ -363,9 +363,12 @@ def handle_errors(func: F | None = None, *, left: str = LEDGER_UNCHANGED) -> Any
             code = exc.exit_code
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
+            code = 130
             err.print(f"Interrupted. {left}", markup=False)
             raise typer.Exit(130) from None
         except Exception as exc:
+            # Set first: a failure after the work was done must not end as a success.
+            code = EXIT_USAGE
             reason = io_failure(exc)
             if reason is not None:
                 message = f"{escape(reason)}. {escape(left)} {_io_advice(exc)}"

@@ -164,11 +164,15 @@ def _write_private_json(path: Path, data: dict[str, Any]) -> None:
             os.fsync(handle.fileno())
         _failpoint("before-manifest-replace")
         os.replace(tmp, path)
-        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    # Once replaced, the new manifest is the ledger: the commit has happened. A failed
+    # directory fsync cannot undo it and must not make the caller abort (an abort
+    # removes the staged segments, which the manifest now names).
+    with contextlib.suppress(OSError):
+        fsync_dir(path.parent)
 
 
 def _mark_of(folder: Path) -> dict[str, int] | None:
