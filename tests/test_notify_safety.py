@@ -395,3 +395,38 @@ def test_the_test_page_wants_a_pdf_file_name(runner: CliRunner, tmp_path: Path) 
     )
     assert result.exit_code == 2
     assert "-o names the PDF to write" in result.output
+
+
+def test_a_hidden_folder_of_another_machine_is_left_alone(
+    runner: CliRunner, ledger: Ledger, write_register, resident, tmp_path: Path
+) -> None:
+    """On a ledger shared by machines whose -o folders sit under one parent, a run never
+    takes another machine's hidden folder for a stopped run's: that process may be at
+    work. One of this machine's stopped runs (named as an older rrnet named it, without
+    a machine) is removed."""
+    export = write_register([resident(f"{i:06d}") for i in range(1, 4)])
+    assigned = _assigned(runner, ledger, export, tmp_path / "assigned.csv")
+    sheets = tmp_path / "sheets"
+    elsewhere = tmp_path / ".sheets.rrnet-otherhost-999999-ab12cd34.part"
+    stopped_here = tmp_path / ".sheets.rrnet-999999-ef56ab78.part"
+    for folder in (elsewhere, stopped_here):
+        folder.mkdir()
+        (folder / "sheets-0001.pdf").write_bytes(b"%PDF- being written")
+    result = _notify(runner, assigned, ledger, sheets, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert (elsewhere / "sheets-0001.pdf").exists()
+    assert not stopped_here.exists()
+
+
+def test_a_batch_marker_names_a_folder_ledger_however_its_path_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-l demo/ledger today and -l /srv/demo/ledger tomorrow are one ledger: a stranded
+    batch of the first run is the second run's to hand over."""
+    from rrnet_cli.notify import ledger_key
+
+    Ledger.init(tmp_path / "demo" / "ledger", municipality="131016")
+    monkeypatch.chdir(tmp_path)
+    relative = Ledger.open(Path("demo") / "ledger")
+    absolute = Ledger.open(tmp_path / "demo" / "ledger")
+    assert ledger_key(relative) == ledger_key(absolute) == os.path.realpath(absolute.path)
