@@ -1320,10 +1320,9 @@ def _writer(rest: str) -> tuple[str | None, str]:
 def ledger_key(ledger: LedgerStore) -> str:
     """The ledger a batch marker names: a folder by its real path (``-l demo/ledger``
     and ``-l /srv/demo/ledger`` are one ledger), a database by its location."""
-    from rrnet_cli.ledger import is_database_location
+    from rrnet_cli.ledger import Ledger
 
-    location = ledger.location
-    return location if is_database_location(location) else os.path.realpath(location)
+    return os.path.realpath(ledger.path) if isinstance(ledger, Ledger) else ledger.location
 
 
 def stranded_warning(stranded: dict[str, Any]) -> str:

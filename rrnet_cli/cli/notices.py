@@ -158,6 +158,19 @@ def _by_batch(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return runs
 
 
+def _shown_folder(folder: str | None) -> str:
+    """A batch's folder as a person at this terminal would type it: relative to here
+    when it lies below here (the ledger records it whole; --json gives it so)."""
+    if not folder:
+        return "?"
+    import os
+
+    here = os.getcwd()
+    if os.path.isabs(folder) and os.path.commonpath([here, folder]) == here:
+        return os.path.relpath(folder, here)
+    return folder
+
+
 def _notice_table(rows: list[dict[str, Any]], several: bool) -> Table:
     """One batch's notices: the batch id whole in the title (it is what --batch takes
     back), with who printed them into which folder; one line per notice below.
@@ -168,7 +181,7 @@ def _notice_table(rows: list[dict[str, Any]], several: bool) -> Table:
     first = rows[0]
     title = Text(f"batch {first['batch']}", style="bold")
     title.append(f"  by {first['operator'] or '?'}", style="")
-    title.append(f"  into {first['folder'] or '?'}", style="")
+    title.append(f"  into {_shown_folder(first['folder'])}", style="")
     grid = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     headings = ["issued (JST)", "kind", "resident_id", "file", "page"]
     if several:
