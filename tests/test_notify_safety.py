@@ -430,3 +430,31 @@ def test_a_batch_marker_names_a_folder_ledger_however_its_path_was_given(
     relative = Ledger.open(Path("demo") / "ledger")
     absolute = Ledger.open(tmp_path / "demo" / "ledger")
     assert ledger_key(relative) == ledger_key(absolute) == os.path.realpath(absolute.path)
+
+
+def test_a_folder_is_kept_when_the_ledger_cannot_say_whether_its_notices_are_recorded(
+    tmp_path: Path,
+) -> None:
+    """A stopped run's folder whose marker names a batch: if the ledger cannot be read
+    just now, the folder may hold sheets recorded as issued, and is kept (a later run
+    asks again). Without a marker, or with one that cannot be read, nothing was
+    recorded, and it may go."""
+    import contextlib
+
+    from rrnet_cli.notify import BATCH_MARKER, _issued
+
+    class Unreadable:
+        location = str(tmp_path / "ledger")
+
+        @contextlib.contextmanager
+        def reading(self):  # type: ignore[no-untyped-def]
+            raise OSError(5, "Input/output error", self.location)
+            yield
+
+    staging = tmp_path / ".sheets.rrnet-host-1-ab12cd34.part"
+    staging.mkdir()
+    assert _issued(staging, Unreadable()) is False  # type: ignore[arg-type]
+    (staging / BATCH_MARKER).write_text("{not json", encoding="utf-8")
+    assert _issued(staging, Unreadable()) is False  # type: ignore[arg-type]
+    (staging / BATCH_MARKER).write_text('{"batch": "20261208-100200-ea4a42"}', encoding="utf-8")
+    assert _issued(staging, Unreadable()) is True  # type: ignore[arg-type]
