@@ -958,8 +958,11 @@ def assign_register(
                 steps=steps,
                 pool=pool,
             )
-            _refuse_many_lost_zeros(plan.errors, export.path)
-            _refuse_many_ledger_zeros(plan.errors, export.path)
+            for reason, message in (
+                (ZEROS_LOST_REASON, _EXPORT_LOST_ZEROS),
+                (LEDGER_ZEROS_LOST_REASON, _LEDGER_LOST_ZEROS),
+            ):
+                _refuse_many(plan.errors, reason, message, export.path)
             if plan.errors.height and rejects is None:
                 _refuse(plan.errors, export.path, verbose, export.warnings)
             if txn is not None:
@@ -1083,20 +1086,34 @@ def _count(result: AssignResult, plan: AssignPlan) -> None:
         result.excluded = {EXCLUDED_MOVE_OUT: plan.counts[CodeStatus.EXCLUDED]}
 
 
-def _refuse_many_lost_zeros(errors: pl.DataFrame, source: Path) -> None:
-    """Stop the whole run when more than a handful of ids look stripped of zeros.
+#: Why many ids stripped of zeros stop the run ({count}, {source}): the export's ...
+_EXPORT_LOST_ZEROS = (
+    "{count} resident_id values of {source} equal ids the ledger knows, but without their "
+    "leading zeros: Excel (or another tool) may have dropped the zeros, and those residents "
+    "would get second codes. Nothing was written. Export the register again with the ids as "
+    "text (in Excel, format the column as Text, or save as .xlsx), then run again."
+)
+#: ... and the ledger's.
+_LEDGER_LOST_ZEROS = (
+    "{count} resident_id values of {source} are held in the ledger without their leading "
+    "zeros: an earlier export lost them, and the ledger recorded the residents under the "
+    "stripped ids. This file's ids are right; the ledger's are not, and these residents "
+    "would get second codes. Nothing was written. Repair the ledger's ids with `rrnet "
+    "ledger fix-ids --map FILE` (a CSV of the ledger's id and the correct id, one resident "
+    "a line), then run again."
+)
 
-    One such row may be a typo; many mean the export went through a tool that
-    ate the zeros, and setting them aside would only hide it.
+
+def _refuse_many(errors: pl.DataFrame, reason: str, message: str, source: Path) -> None:
+    """Stop the whole run when more than a handful of rows have this zeros reason.
+
+    One such row may be a typo; many mean a tool ate the zeros (of the export, or
+    earlier of the ledger's ids), and setting them aside would only hide it.
     """
-    lost = errors.filter(pl.col("reason") == ZEROS_LOST_REASON)
+    lost = errors.filter(pl.col("reason") == reason)
     if lost.height > MAX_LOST_ZEROS:
         raise InputRowsError(
-            f"{lost.height} resident_id values of {source} equal ids the ledger knows, but "
-            "without their leading zeros: Excel (or another tool) may have dropped the "
-            "zeros, and those residents would get second codes. Nothing was written. "
-            "Export the register again with the ids as text (in Excel, format the column "
-            "as Text, or save as .xlsx), then run again.",
+            message.format(count=lost.height, source=source),
             errors=lost.select("row", "column", "reason").to_dicts(),
             details=describe_errors(lost, source),
         )
@@ -1112,6 +1129,7 @@ def _refuse_number_ids(errors: pl.DataFrame, export: Export, verbose: bool) -> N
     """
     stripped = export.zero_stripped
     columns = ", ".join(dict.fromkeys(stripped["column"].to_list()))
+    ordered = stripped_first(errors, STRIPPED_REASONS)
     raise InputRowsError(
         f"{stripped.height} cell(s) of {columns} in {export.path} are numbers, while the "
         "column's other ids are text with leading zeros: Excel dropped those zeros, and "
@@ -1119,30 +1137,11 @@ def _refuse_number_ids(errors: pl.DataFrame, export: Export, verbose: bool) -> N
         "code was recorded (--rejects does not set these aside). Format the column as Text "
         "in Excel and enter those ids again with their zeros, or export the register "
         "again, then run again.",
-        errors=stripped_first(errors, STRIPPED_REASONS)
-        .select("row", "column", "reason", *(["value"] if verbose else []))
-        .to_dicts(),
-        details=describe_errors(
-            stripped_first(errors, STRIPPED_REASONS), export.path, verbose=verbose
-        ),
+        errors=ordered.select(
+            "row", "column", "reason", *(["value"] if verbose else [])
+        ).to_dicts(),
+        details=describe_errors(ordered, export.path, verbose=verbose),
     )
-
-
-def _refuse_many_ledger_zeros(errors: pl.DataFrame, source: Path) -> None:
-    """Stop the whole run when more than a handful of the export's ids are held in the
-    ledger without their leading zeros: the ledger's ids need repairing first."""
-    lost = errors.filter(pl.col("reason") == LEDGER_ZEROS_LOST_REASON)
-    if lost.height > MAX_LOST_ZEROS:
-        raise InputRowsError(
-            f"{lost.height} resident_id values of {source} are held in the ledger without "
-            "their leading zeros: an earlier export lost them, and the ledger recorded the "
-            "residents under the stripped ids. This file's ids are right; the ledger's are "
-            "not, and these residents would get second codes. Nothing was written. Repair "
-            "the ledger's ids with `rrnet ledger fix-ids --map FILE` (a CSV of the ledger's "
-            "id and the correct id, one resident a line), then run again.",
-            errors=lost.select("row", "column", "reason").to_dicts(),
-            details=describe_errors(lost, source),
-        )
 
 
 def _refuse(

@@ -101,7 +101,9 @@ def stale_part_notes(removed: Iterable[str], not_removed: Iterable[str]) -> list
 
 
 #: A temporary file of a run: ``.NAME.rrnet-HOST-PID-XXXXXXXX.part`` (the random
-#: part as ``tempfile.mkstemp`` makes it).
+#: part as ``tempfile.mkstemp`` makes it). Stricter than ``_PART_NAME``, which only
+#: names files and folders for a person and also reads older forms: only a name
+#: that says exactly which machine and process wrote it may be removed.
 _RUN_PART = re.compile(r"\.(?P<name>.+)\.rrnet-(?P<host>[^-/]+)-(?P<pid>\d+)-[a-z0-9_]{8}\.part")
 
 
